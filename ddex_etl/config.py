@@ -1,0 +1,300 @@
+"""Read ``etl.toml`` plus ``ETL_*`` environment overrides, validate once, freeze.
+
+Every problem is collected with its key path and reported together in one
+``ConfigError`` (exit code 2), so a user fixes a broken file in one pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")  # the XSD's DdexPartyId pattern
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str | None = None  # None: start the embedded PostgreSQL
+    embedded_dir: Path = Path(".etl/pgdata")
+    pool_size: int = 5
+    state_schema: str = "ddex_etl"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    mode: str = "keyset"  # keyset | offset
+    chunk_size: int = 500
+    keys_query: Path | None = None  # None: the packaged reference query
+    rows_query: Path | None = None
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    ern_version: str = "4.3"
+    sender_dpid: str = "PADPIDA0000000001X"
+    sender_name: str = "Demo Label Group"
+    recipient_dpid: str = "PADPIDA0000000002X"
+    recipient_name: str = "Demo Store"
+    language: str = "en"
+    repair: bool = True  # strip XML-illegal control chars and surrounding whitespace, with a warning
+    schema_dir: Path | None = None  # DDEX XSDs, for `etl validate` and validate_each
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    target: str = "files"  # files | table
+    directory: Path = Path("out")
+    layout: str = "flat"  # flat | ddex-batch
+    table: str = "documents"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    job: str = "default"
+    workers: int = 0  # 0: one per core
+    continue_on_error: bool = True
+    fail_fast: bool = False
+    max_errors: int | None = None  # stop when this many releases are rejected
+    max_error_rate: float | None = None  # or when this share (0..1) is rejected
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    progress_interval: float = 10.0  # seconds between plain log lines when not a terminal
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    source: Path | None = None  # the etl.toml it came from
+
+    def fingerprint(self) -> str:
+        """Stable hash of what changes the output (not the secret or the file's place)."""
+        data = {
+            "extract": _plain(self.extract),
+            "transform": _plain(self.transform),
+            "load": _plain(self.load),
+        }
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_overrides(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with some fields replaced, e.g. ``with_overrides(run={"workers": 1})``."""
+        changes = {name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()}
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(obj: object) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+
+
+_SECTIONS: dict[str, type] = {
+    "database": DatabaseConfig,
+    "extract": ExtractConfig,
+    "transform": TransformConfig,
+    "load": LoadConfig,
+    "run": RunConfig,
+}
+
+# Environment variables that override keys (a password never has to live in the file).
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "ETL_DATABASE_URL": ("database", "url"),
+    "ETL_JOB": ("run", "job"),
+    "ETL_WORKERS": ("run", "workers"),
+    "ETL_OUTPUT_DIR": ("load", "directory"),
+    "ETL_SCHEMA_DIR": ("transform", "schema_dir"),
+    "ETL_ERN_VERSION": ("transform", "ern_version"),
+}
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate configuration.
+
+    ``path`` None means ``./etl.toml`` if it exists, else all defaults. Relative
+    paths in the file are resolved against the file's folder.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    source: Path | None = None
+    if path is None and Path("etl.toml").is_file():
+        path = Path("etl.toml")
+    if path is not None:
+        source = Path(path)
+        try:
+            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+            base = source.resolve().parent
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: file not found; fix: pass --config with an existing etl.toml") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+
+    for name, (section, key) in ENV_OVERRIDES.items():
+        if env.get(name):
+            raw.setdefault(section, {})
+            if isinstance(raw[section], dict):
+                raw[section][key] = env[name]
+
+    sections: dict[str, Any] = {}
+    for key in raw:
+        if key not in _SECTIONS:
+            problems.append(f"{key}: unknown section; known sections: {', '.join(_SECTIONS)}")
+    for name, cls in _SECTIONS.items():
+        values = raw.get(name, {})
+        if not isinstance(values, dict):
+            problems.append(f"{name}: must be a table ([{name}])")
+            values = {}
+        sections[name] = _build_section(name, cls, values, base, problems)
+
+    cfg = Config(**sections, source=source)
+    _check(cfg, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], base: Path, problems: list[str]) -> Any:
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{name}.{key}"
+        if key not in fields_:
+            problems.append(f"{where}: unknown key; known keys: {', '.join(fields_)}")
+            continue
+        expected = type(getattr(defaults, key)) if getattr(defaults, key) is not None else None
+        kwargs[key] = _coerce(where, key, value, expected, fields_[key].type, base, problems)
+    try:
+        return cls(**{k: v for k, v in kwargs.items() if v is not _BAD})
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        problems.append(f"{name}: {exc}")
+        return defaults
+
+
+_BAD = object()
+
+
+def _coerce(where: str, key: str, value: Any, expected: type | None, annotation: Any, base: Path, problems: list[str]) -> Any:
+    ann = str(annotation)
+    # Environment values arrive as strings: coerce them like TOML would have typed them.
+    if "Path" in ann:
+        if not isinstance(value, str) or not value:
+            problems.append(f"{where}: expected a path (string), got {value!r}")
+            return _BAD
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+    if "bool" in ann:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        problems.append(f"{where}: expected true or false, got {value!r}")
+        return _BAD
+    if "int" in ann and "float" not in ann:
+        if isinstance(value, bool):
+            problems.append(f"{where}: expected an integer, got {value!r}")
+            return _BAD
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        problems.append(f"{where}: expected an integer, got {value!r}")
+        return _BAD
+    if "float" in ann:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{where}: expected a number, got {value!r}")
+        return _BAD
+    if not isinstance(value, str):
+        problems.append(f"{where}: expected a string, got {value!r}")
+        return _BAD
+    return value
+
+
+def _check(cfg: Config, problems: list[str]) -> None:
+    db, ex, tr, ld, rn = cfg.database, cfg.extract, cfg.transform, cfg.load, cfg.run
+    if db.url is not None and db.url != "":
+        from sqlalchemy.engine import make_url
+
+        try:
+            u = make_url(db.url)
+            if not u.drivername.startswith("postgresql"):
+                problems.append(
+                    f"database.url: driver {u.drivername!r} is not PostgreSQL; "
+                    "fix: use postgresql://user@host:5432/dbname"
+                )
+        except Exception:
+            problems.append("database.url: not a database URL; fix: use postgresql://user@host:5432/dbname")
+    if db.pool_size < 1:
+        problems.append(f"database.pool_size: must be at least 1, got {db.pool_size}")
+    if not _IDENT.match(db.state_schema):
+        problems.append(f"database.state_schema: {db.state_schema!r} is not a valid SQL identifier")
+    if ex.mode not in ("keyset", "offset"):
+        problems.append(f"extract.mode: must be 'keyset' or 'offset', got {ex.mode!r}")
+    if ex.chunk_size < 1:
+        problems.append(f"extract.chunk_size: must be at least 1, got {ex.chunk_size}")
+    for key in ("keys_query", "rows_query"):
+        p = getattr(ex, key)
+        if p is not None and not p.is_file():
+            problems.append(f"extract.{key}: file {p} not found")
+    if tr.ern_version not in ERN_VERSIONS:
+        problems.append(f"transform.ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {tr.ern_version!r}")
+    for key in ("sender_dpid", "recipient_dpid"):
+        if not _DPID.match(getattr(tr, key)):
+            problems.append(f"transform.{key}: {getattr(tr, key)!r} is not a DDEX party id (PADPIDA...)")
+    for key in ("sender_name", "recipient_name", "language"):
+        if not getattr(tr, key).strip():
+            problems.append(f"transform.{key}: must not be empty")
+    if tr.schema_dir is not None and not tr.schema_dir.is_dir():
+        problems.append(f"transform.schema_dir: folder {tr.schema_dir} not found")
+    if ld.target not in ("files", "table"):
+        problems.append(f"load.target: must be 'files' or 'table', got {ld.target!r}")
+    if ld.layout not in ("flat", "ddex-batch"):
+        problems.append(f"load.layout: must be 'flat' or 'ddex-batch', got {ld.layout!r}")
+    if not _IDENT.match(ld.table):
+        problems.append(f"load.table: {ld.table!r} is not a valid SQL identifier (letters, digits, _)")
+    if not rn.job.strip():
+        problems.append("run.job: must not be empty")
+    if rn.workers < 0:
+        problems.append(f"run.workers: must be 0 (one per core) or more, got {rn.workers}")
+    if rn.max_errors is not None and rn.max_errors < 0:
+        problems.append(f"run.max_errors: must be 0 or more, got {rn.max_errors}")
+    if rn.max_error_rate is not None and not 0 <= rn.max_error_rate <= 1:
+        problems.append(f"run.max_error_rate: must be between 0 and 1, got {rn.max_error_rate}")
+    if rn.max_retries < 0:
+        problems.append(f"run.max_retries: must be 0 or more, got {rn.max_retries}")
+    if rn.retry_delay < 0:
+        problems.append(f"run.retry_delay: must be 0 or more, got {rn.retry_delay}")
+
+
+def mask_url(url: str | None) -> str:
+    """The URL with any password replaced by ***, safe to print or store."""
+    if not url:
+        return "(embedded PostgreSQL)"
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)

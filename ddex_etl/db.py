@@ -1,0 +1,112 @@
+"""Engine, pool, the embedded server, and driver errors mapped to ours.
+
+Helpers here take a connection and never commit: whoever opens a transaction
+(``with engine.begin()``) commits it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from .errors import EtlError, TerminalError, TransientError
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def quote_ident(name: str) -> str:
+    """Validate a config-supplied identifier and return it double-quoted."""
+    if not _IDENT.match(name):
+        raise TerminalError(f"{name!r} is not a valid SQL identifier; use letters, digits and _ only")
+    return '"' + name + '"'
+
+
+def embedded_url(data_dir: str | Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL whose data lives in ``data_dir``; return its URL.
+
+    The server keeps running after this process exits so the next `etl` call
+    reuses it in about a second; `etl db stop` stops it.
+    """
+    import pgserver  # imported lazily: only the embedded path needs it
+
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pgserver.get_server(path, cleanup_mode=None)
+    except Exception as exc:  # pgserver raises plain exceptions with the server log
+        raise TerminalError(
+            f"could not start the embedded PostgreSQL in {path}: {exc}; "
+            "fix: delete that folder to start afresh, or set ETL_DATABASE_URL to a server"
+        ) from exc
+    return to_sqlalchemy_url(server.get_uri())
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """Make any postgres URL use the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> sa.Engine:
+    """A pooled engine with pre-ping, on psycopg 3."""
+    return sa.create_engine(
+        to_sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=30,
+        **kwargs,
+    )
+
+
+# SQLSTATE classes that a retry can fix.
+_TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available
+    "57P01",  # admin_shutdown (pg_terminate_backend, server restart)
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (server starting up)
+    "53300",  # too_many_connections
+}
+_TERMINAL_HINTS = {
+    "28P01": "check the user name and password (set them in ETL_DATABASE_URL)",
+    "28000": "check the user name and the server's pg_hba.conf",
+    "3D000": "check the database name in the URL",
+    "42P01": "check that the table exists (run `etl db upgrade`, or `etl seed` for the demo catalog)",
+    "42703": "check the column names: your query must return the documented columns",
+    "42601": "check the SQL syntax of your extract query",
+    "42501": "grant the connector's user the privileges it needs",
+    "3F000": "check the schema name",
+}
+
+
+def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> EtlError:
+    """Turn a driver error into a TransientError or TerminalError naming cause and fix."""
+    if isinstance(exc, EtlError):
+        return exc
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    first_line = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if isinstance(exc, sa_exc.TimeoutError):
+        return TransientError(f"{doing}: connection pool timed out; the server may be overloaded")
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return TransientError(f"{doing}: {first_line} (SQLSTATE {sqlstate}); will retry")
+    if sqlstate in _TERMINAL_HINTS:
+        return TerminalError(f"{doing}: {first_line}; fix: {_TERMINAL_HINTS[sqlstate]}")
+    if isinstance(orig, psycopg.OperationalError) or getattr(exc, "connection_invalidated", False):
+        text = first_line.lower()
+        if "password authentication failed" in text or "authentication failed" in text:
+            return TerminalError(f"{doing}: {first_line}; fix: check the credentials in ETL_DATABASE_URL")
+        if "does not exist" in text:
+            return TerminalError(f"{doing}: {first_line}; fix: check the database name in the URL")
+        return TransientError(f"{doing}: {first_line}; will retry")
+    if isinstance(orig, (psycopg.InterfaceError,)) or isinstance(exc, sa_exc.DisconnectionError):
+        return TransientError(f"{doing}: {first_line}; will retry")
+    return TerminalError(f"{doing}: {first_line}")

@@ -1,0 +1,90 @@
+"""One error tree for the whole connector.
+
+Every error says whether a retry can help (``retryable``) and which exit code
+the CLI should use for it, so the pipeline and the CLI never inspect driver
+exceptions or message text to decide what to do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ExitCode:
+    """Process exit codes, documented in the README and ``etl --help``."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2  # usage or configuration error
+    REJECTED = 3  # the run finished, but some releases were rejected
+    LOCKED = 4  # another run of the same job holds the lock
+    INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM; resumable
+
+
+class EtlError(Exception):
+    """Root of every error the connector raises on purpose."""
+
+    retryable: bool = False
+    exit_code: int = ExitCode.FAILED
+
+
+class ConfigError(EtlError):
+    """The configuration is invalid; ``problems`` lists every problem found."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, problems: list[str] | tuple[str, ...] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        super().__init__(f"configuration has {len(self.problems)} {noun}:\n{lines}")
+
+
+class TransientError(EtlError):
+    """A fault a retry can fix: dropped connection, restart, deadlock, pool timeout."""
+
+    retryable = True
+
+
+class TerminalError(EtlError):
+    """A fault no retry fixes: bad credentials, missing table, bad query, missing directory."""
+
+
+class OutputError(TerminalError):
+    """Writing output failed (permission denied, disk full, name refused)."""
+
+
+class LockHeldError(EtlError):
+    """Another process is running the same job."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class InterruptedRun(EtlError):
+    """The run was stopped by a signal; it can be resumed."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One reason a release cannot become a valid message."""
+
+    field: str  # dotted path, e.g. "tracks[3].isrc" or "deals[0].commercial_model"
+    value: object
+    problem: str  # what is wrong
+    fix: str  # what would fix it
+
+    def __str__(self) -> str:
+        return f"{self.field}={self.value!r}: {self.problem}; fix: {self.fix}"
+
+
+class ReleaseDataError(EtlError):
+    """A release's data cannot make a schema-valid message. Names release, field, value, fix."""
+
+    def __init__(self, release_id: object, problems: list[FieldProblem] | tuple[FieldProblem, ...]) -> None:
+        self.release_id = release_id
+        self.problems = tuple(problems)
+        detail = "; ".join(str(p) for p in self.problems)
+        super().__init__(f"release {release_id}: {detail}")

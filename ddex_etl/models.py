@@ -1,0 +1,108 @@
+"""Plain, frozen records passed between extract, transform and load.
+
+Nothing here imports the rest of the package. Records are built by
+``ddex_etl.records`` from extract rows (or DataFrame rows / dicts) and consumed
+by the ERN builders.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    label_id: int
+    name: str
+    dpid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contributor:
+    """An artist in a role on a release or a track (MainArtist, FeaturedArtist, Composer, ...)."""
+
+    artist_id: int
+    name: str
+    role: str
+    sequence: int = 1
+    isni: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    track_id: int
+    disc_number: int
+    track_number: int
+    isrc: str | None
+    title: str | None
+    version_title: str | None = None
+    duration_seconds: int | float | None = None
+    genre: str | None = None
+    parental_warning: str | None = None
+    p_line_year: int | None = None
+    p_line_text: str | None = None
+    audio_file: str | None = None
+    audio_md5: str | None = None
+    contributors: tuple[Contributor, ...] = ()
+    updated_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deal:
+    deal_id: int
+    territories: tuple[str, ...]
+    commercial_model: str | None
+    use_types: tuple[str, ...]
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    updated_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    release_id: int
+    title: str | None
+    release_type: str | None
+    icpn: str | None = None
+    grid: str | None = None
+    catalog_number: str | None = None
+    version_title: str | None = None
+    label: Label | None = None
+    genre: str | None = None
+    subgenre: str | None = None
+    release_date: dt.date | None = None
+    original_release_date: dt.date | None = None
+    p_line_year: int | None = None
+    p_line_text: str | None = None
+    c_line_year: int | None = None
+    c_line_text: str | None = None
+    parental_warning: str | None = None
+    language: str | None = None
+    artists: tuple[Contributor, ...] = ()
+    tracks: tuple[Track, ...] = ()
+    deals: tuple[Deal, ...] = ()
+    # Latest updated_at over the release and everything it contains: the
+    # message's creation time derives from it, so output is deterministic.
+    updated_at: dt.datetime | None = None
+    deleted_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """Message sender or recipient."""
+
+    dpid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One built message, ready to load."""
+
+    release_id: int
+    ern_version: str
+    message_id: str
+    xml: bytes
+    checksum: str  # sha256 hex of xml
+    kind: str = "NewReleaseMessage"  # or a takedown kind, see ddex_etl.ern
+    warnings: tuple[str, ...] = field(default=())
