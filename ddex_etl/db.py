@@ -110,3 +110,15 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
     if isinstance(orig, (psycopg.InterfaceError,)) or isinstance(exc, sa_exc.DisconnectionError):
         return TransientError(f"{doing}: {first_line}; will retry")
     return TerminalError(f"{doing}: {first_line}")
+
+
+def database_url(cfg: Any) -> str:
+    """The configured server's URL, or the embedded server's (started if needed)."""
+    if cfg.database.url:
+        return to_sqlalchemy_url(cfg.database.url)
+    return embedded_url(cfg.database.embedded_dir)
+
+
+def engine_for(cfg: Any) -> sa.Engine:
+    """A pooled engine for the configured database (embedded when none is configured)."""
+    return make_engine(database_url(cfg), pool_size=cfg.database.pool_size)
