@@ -1,0 +1,493 @@
+"""The connector's own tables: runs, checkpoints, rejected releases (and their migrations).
+
+Everything lives in one schema (``database.state_schema``, default ``ddex_etl``),
+including alembic's version table, so the connector never touches the catalog's
+schema. Helpers here take a connection and never commit: the pipeline owns the
+transaction, so a chunk's documents, its rejects and its checkpoint commit
+together.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+import ddex_etl
+
+from .db import map_db_error, quote_ident
+from .errors import ConfigError, EtlError
+
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+RUN_MODES = ("full", "incremental", "retry")
+STAGES = ("extract", "transform", "load")
+
+
+def migrations_dir() -> Path:
+    """The repository's ``migrations/`` folder (next to the package)."""
+    return Path(ddex_etl.__file__).resolve().parent.parent / "migrations"
+
+
+def _alembic_config(connection: Connection, schema: str) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    where = migrations_dir()
+    if not (where / "env.py").is_file():
+        raise ConfigError(f"alembic migrations not found at {where}; fix: reinstall ddex-etl from its source tree")
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(where))
+    cfg.attributes["connection"] = connection
+    cfg.attributes["schema"] = schema
+    return cfg
+
+
+def _migration_lock_key(schema: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"ddex_etl:migrate:{schema}".encode()).digest()[:8], "big", signed=True)
+
+
+def upgrade(engine: Engine, schema: str, revision: str = "head") -> None:
+    """Create or upgrade the state tables in ``schema`` to ``revision``.
+
+    Safe to call from several processes at once: a transaction-level advisory
+    lock serialises them, and the second finds nothing left to do.
+    """
+    from alembic import command
+
+    q = quote_ident(schema)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _migration_lock_key(schema)})
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {q}"))
+            command.upgrade(_alembic_config(conn, schema), revision)
+    except EtlError:
+        raise
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, f"upgrading the state tables in schema {schema!r}") from exc
+    except Exception as exc:  # alembic reports unknown revisions with its own exceptions
+        raise ConfigError(f"cannot upgrade schema {schema!r} to revision {revision!r}: {exc}") from exc
+
+
+def downgrade(engine: Engine, schema: str, revision: str = "-1") -> None:
+    """Downgrade the state tables in ``schema`` (default: one revision back; ``base`` removes them)."""
+    from alembic import command
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _migration_lock_key(schema)})
+            if _current(conn, schema) is None:
+                raise ConfigError(f"schema {schema!r} has no state tables to downgrade; fix: `etl db upgrade` first")
+            command.downgrade(_alembic_config(conn, schema), revision)
+    except EtlError:
+        raise
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, f"downgrading the state tables in schema {schema!r}") from exc
+    except Exception as exc:
+        raise ConfigError(f"cannot downgrade schema {schema!r} to revision {revision!r}: {exc}") from exc
+
+
+def current(engine: Engine, schema: str) -> str | None:
+    """The applied revision in ``schema``, or None when the state tables do not exist."""
+    try:
+        with engine.connect() as conn:
+            return _current(conn, schema)
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, f"reading the state revision in schema {schema!r}") from exc
+
+
+def _current(conn: Connection, schema: str) -> str | None:
+    exists = conn.execute(
+        sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"{quote_ident(schema)}.alembic_version"}
+    ).scalar()
+    if not exists:
+        return None
+    rev = conn.execute(sa.text(f"SELECT version_num FROM {quote_ident(schema)}.alembic_version")).scalar()
+    return str(rev) if rev is not None else None
+
+
+def head() -> str:
+    """The newest revision the code knows."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(migrations_dir()))
+    h = script.get_current_head()
+    assert h is not None
+    return h
+
+
+def ensure_current(engine: Engine, schema: str) -> None:
+    """Upgrade to head if needed (``etl run`` does this automatically)."""
+    if current(engine, schema) != head():
+        upgrade(engine, schema)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of ``runs``."""
+
+    id: int
+    job: str
+    status: str
+    mode: str
+    extract_mode: str
+    config_fingerprint: str
+    target: str
+    layout: str | None
+    output: str | None
+    batch_id: str | None
+    source_run_id: int | None
+    options: dict[str, Any]
+    watermark_from: dt.datetime | None
+    watermark_to: dt.datetime | None
+    started_at: dt.datetime
+    resumed_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    attempts: int
+    pid: int | None
+    host: str | None
+    total: int | None
+    built: int
+    rejected: int
+    skipped: int
+    chunks_redone: int
+    seconds: float | None
+    releases_per_second: float | None
+    peak_memory_mb: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run stands: everything up to and including ``chunks_done`` chunks is loaded."""
+
+    run_id: int
+    last_key: int | None
+    next_offset: int
+    chunks_done: int
+    chunks_dispatched: int
+    updated_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RejectRecord:
+    """A release that could not be extracted, built or loaded."""
+
+    release_id: int
+    stage: str  # extract | transform | load
+    error_kind: str  # e.g. ReleaseDataError
+    message: str
+    retryable: bool = False
+    input: Any = None  # JSON-able snapshot of the input
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    """One row of ``rejected_releases``."""
+
+    id: int
+    run_id: int
+    release_id: int
+    stage: str
+    error_kind: str
+    message: str
+    retryable: bool
+    attempts: int
+    input: Any
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    resolved_at: dt.datetime | None
+    resolved_by_run: int | None = field(default=None)
+
+
+_RUN_COLUMNS = [f.name for f in RunRow.__dataclass_fields__.values()]
+_REJECT_COLUMNS = [f.name for f in RejectRow.__dataclass_fields__.values()]
+
+
+def _t(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def _run(row: Any) -> RunRow:
+    return RunRow(**{k: row._mapping[k] for k in _RUN_COLUMNS})
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def create_run(
+    conn: Connection,
+    schema: str,
+    *,
+    job: str,
+    mode: str,
+    extract_mode: str,
+    fingerprint: str,
+    target: str,
+    layout: str | None,
+    output: str | None,
+    batch_id: str | None = None,
+    source_run_id: int | None = None,
+    options: dict[str, Any] | None = None,
+    watermark_from: dt.datetime | None = None,
+    watermark_to: dt.datetime | None = None,
+    pid: int | None = None,
+    host: str | None = None,
+    total: int | None = None,
+) -> RunRow:
+    """Insert a new run (status running) and its empty checkpoint."""
+    row = conn.execute(
+        sa.text(
+            f"""INSERT INTO {_t(schema, 'runs')}
+                (job, status, mode, extract_mode, config_fingerprint, target, layout, output, batch_id,
+                 source_run_id, options, watermark_from, watermark_to, pid, host, total, heartbeat_at)
+            VALUES (:job, 'running', :mode, :extract_mode, :fp, :target, :layout, :output, :batch_id,
+                 :source_run_id, CAST(:options AS jsonb), :wf, :wt, :pid, :host, :total, now())
+            RETURNING *"""
+        ),
+        {
+            "job": job,
+            "mode": mode,
+            "extract_mode": extract_mode,
+            "fp": fingerprint,
+            "target": target,
+            "layout": layout,
+            "output": output,
+            "batch_id": batch_id,
+            "source_run_id": source_run_id,
+            "options": json.dumps(options or {}, default=str),
+            "wf": watermark_from,
+            "wt": watermark_to,
+            "pid": pid,
+            "host": host,
+            "total": total,
+        },
+    ).one()
+    conn.execute(sa.text(f"INSERT INTO {_t(schema, 'checkpoints')} (run_id) VALUES (:r)"), {"r": row.id})
+    return _run(row)
+
+
+def get_run(conn: Connection, schema: str, run_id: int) -> RunRow | None:
+    """The run with this id, or None."""
+    row = conn.execute(sa.text(f"SELECT * FROM {_t(schema, 'runs')} WHERE id = :id"), {"id": run_id}).first()
+    return _run(row) if row is not None else None
+
+
+def latest_run(conn: Connection, schema: str, job: str, modes: Sequence[str] = ("full", "incremental")) -> RunRow | None:
+    """The newest run of ``job`` among ``modes``."""
+    row = conn.execute(
+        sa.text(
+            f"SELECT * FROM {_t(schema, 'runs')} WHERE job = :job AND mode = ANY(:modes) ORDER BY id DESC LIMIT 1"
+        ),
+        {"job": job, "modes": list(modes)},
+    ).first()
+    return _run(row) if row is not None else None
+
+
+def unfinished_run(conn: Connection, schema: str, job: str) -> RunRow | None:
+    """The job's newest full/incremental run if it did not succeed (so ``etl run`` continues it)."""
+    run = latest_run(conn, schema, job)
+    return run if run is not None and run.status != "succeeded" else None
+
+
+def last_success(conn: Connection, schema: str, job: str) -> RunRow | None:
+    """The job's newest successful full/incremental run."""
+    row = conn.execute(
+        sa.text(
+            f"""SELECT * FROM {_t(schema, 'runs')}
+            WHERE job = :job AND status = 'succeeded' AND mode IN ('full', 'incremental')
+            ORDER BY id DESC LIMIT 1"""
+        ),
+        {"job": job},
+    ).first()
+    return _run(row) if row is not None else None
+
+
+def reopen_run(conn: Connection, schema: str, run_id: int, *, pid: int, host: str, redone: int) -> RunRow:
+    """Mark a stopped run running again for a resume; count the chunks it will redo."""
+    row = conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'runs')}
+            SET status = 'running', attempts = attempts + 1, resumed_at = now(), heartbeat_at = now(),
+                finished_at = NULL, error = NULL, pid = :pid, host = :host,
+                chunks_redone = chunks_redone + :redone
+            WHERE id = :id RETURNING *"""
+        ),
+        {"id": run_id, "pid": pid, "host": host, "redone": redone},
+    ).one()
+    return _run(row)
+
+
+def set_total(conn: Connection, schema: str, run_id: int, total: int | None) -> None:
+    """Record how many releases the run expects (for progress and ETA)."""
+    conn.execute(sa.text(f"UPDATE {_t(schema, 'runs')} SET total = :t WHERE id = :id"), {"t": total, "id": run_id})
+
+
+def finish_run(
+    conn: Connection,
+    schema: str,
+    run_id: int,
+    *,
+    status: str,
+    seconds: float | None = None,
+    peak_memory_mb: float | None = None,
+    error: str | None = None,
+) -> RunRow:
+    """Close an attempt: set the status, add its time to the run's total, store the (masked) error."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
+    row = conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'runs')}
+            SET status = :status,
+                finished_at = CASE WHEN :status = 'running' THEN NULL ELSE now() END,
+                heartbeat_at = now(),
+                seconds = COALESCE(seconds, 0) + COALESCE(:seconds, 0),
+                releases_per_second = CASE WHEN COALESCE(seconds, 0) + COALESCE(:seconds, 0) > 0
+                    THEN (built + rejected + skipped) / (COALESCE(seconds, 0) + COALESCE(:seconds, 0)) END,
+                peak_memory_mb = GREATEST(peak_memory_mb, :peak),
+                error = :error
+            WHERE id = :id RETURNING *"""
+        ),
+        {"status": status, "seconds": seconds, "peak": peak_memory_mb, "error": error, "id": run_id},
+    ).one()
+    return _run(row)
+
+
+def list_runs(conn: Connection, schema: str, *, job: str | None = None, limit: int = 20) -> list[RunRow]:
+    """Recent runs, newest first."""
+    where = "WHERE job = :job" if job is not None else ""
+    rows = conn.execute(
+        sa.text(f"SELECT * FROM {_t(schema, 'runs')} {where} ORDER BY id DESC LIMIT :limit"),
+        {"job": job, "limit": limit},
+    )
+    return [_run(r) for r in rows]
+
+
+def jobs(conn: Connection, schema: str) -> list[str]:
+    """Every job that has run at least once."""
+    return [r[0] for r in conn.execute(sa.text(f"SELECT DISTINCT job FROM {_t(schema, 'runs')} ORDER BY job"))]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def get_checkpoint(conn: Connection, schema: str, run_id: int) -> Checkpoint:
+    """The run's checkpoint (a run always has one)."""
+    row = conn.execute(
+        sa.text(f"SELECT * FROM {_t(schema, 'checkpoints')} WHERE run_id = :r"), {"r": run_id}
+    ).one()
+    return Checkpoint(**dict(row._mapping))
+
+
+def mark_dispatched(conn: Connection, schema: str, run_id: int, chunks_dispatched: int) -> None:
+    """Record that chunks up to this count were handed to workers (committed before they start)."""
+    conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'checkpoints')}
+            SET chunks_dispatched = GREATEST(chunks_dispatched, :n) WHERE run_id = :r"""
+        ),
+        {"n": chunks_dispatched, "r": run_id},
+    )
+
+
+def advance(
+    conn: Connection,
+    schema: str,
+    run_id: int,
+    *,
+    last_key: int | None,
+    next_offset: int,
+    chunks_done: int,
+    built: int,
+    rejected: int,
+    skipped: int = 0,
+) -> None:
+    """Move the checkpoint past one more chunk and add its counts (in the chunk's transaction)."""
+    conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'checkpoints')}
+            SET last_key = :k, next_offset = :o, chunks_done = :n,
+                chunks_dispatched = GREATEST(chunks_dispatched, :n), updated_at = now()
+            WHERE run_id = :r"""
+        ),
+        {"k": last_key, "o": next_offset, "n": chunks_done, "r": run_id},
+    )
+    conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'runs')}
+            SET built = built + :b, rejected = rejected + :j, skipped = skipped + :s, heartbeat_at = now()
+            WHERE id = :r"""
+        ),
+        {"b": built, "j": rejected, "s": skipped, "r": run_id},
+    )
+
+
+# --------------------------------------------------------------------------- rejected releases
+
+
+def record_rejects(conn: Connection, schema: str, run_id: int, rejects: Iterable[RejectRecord]) -> int:
+    """Store rejected releases for a run; a release rejected again counts one more attempt."""
+    params = [
+        {
+            "run": run_id,
+            "rid": r.release_id,
+            "stage": r.stage,
+            "kind": r.error_kind,
+            "msg": r.message,
+            "retry": r.retryable,
+            "input": json.dumps(r.input, default=str) if r.input is not None else None,
+        }
+        for r in rejects
+    ]
+    if not params:
+        return 0
+    conn.execute(
+        sa.text(
+            f"""INSERT INTO {_t(schema, 'rejected_releases')}
+                (run_id, release_id, stage, error_kind, message, retryable, input)
+            VALUES (:run, :rid, :stage, :kind, :msg, :retry, CAST(:input AS jsonb))
+            ON CONFLICT (run_id, release_id) DO UPDATE
+            SET stage = EXCLUDED.stage, error_kind = EXCLUDED.error_kind, message = EXCLUDED.message,
+                retryable = EXCLUDED.retryable, input = EXCLUDED.input,
+                attempts = {_t(schema, 'rejected_releases')}.attempts + 1,
+                updated_at = now(), resolved_at = NULL, resolved_by_run = NULL"""
+        ),
+        params,
+    )
+    return len(params)
+
+
+def list_rejects(conn: Connection, schema: str, run_id: int, *, unresolved_only: bool = False) -> list[RejectRow]:
+    """A run's rejected releases in release order."""
+    extra = "AND resolved_at IS NULL" if unresolved_only else ""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT * FROM {_t(schema, 'rejected_releases')} WHERE run_id = :r {extra} ORDER BY release_id"
+        ),
+        {"r": run_id},
+    )
+    return [RejectRow(**{k: row._mapping[k] for k in _REJECT_COLUMNS}) for row in rows]
+
+
+def resolve_rejects(conn: Connection, schema: str, run_id: int, release_ids: Sequence[int], by_run: int) -> int:
+    """Mark a run's rejects as fixed (rebuilt successfully by ``by_run``)."""
+    if not release_ids:
+        return 0
+    result = conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'rejected_releases')}
+            SET resolved_at = now(), resolved_by_run = :by, updated_at = now()
+            WHERE run_id = :r AND release_id = ANY(:ids) AND resolved_at IS NULL"""
+        ),
+        {"by": by_run, "r": run_id, "ids": list(release_ids)},
+    )
+    return int(result.rowcount or 0)
