@@ -1,0 +1,610 @@
+"""Check and normalise one release into plain, version-mapped values.
+
+This is where "bad data never yields an invalid document" is enforced: every
+value the writers put into XML passes through here first. Each problem is
+collected (not raised at the first one) so one ``ReleaseDataError`` lists all
+of them, each naming the field, the value and the fix. With ``repair`` on,
+XML-illegal control characters and surrounding whitespace are removed and a
+warning is recorded instead.
+
+Rules worth knowing (they decide what is rejected):
+
+- Required: title, release type, ICPN (12-14 digits), a label with a name, at
+  least one display artist (MainArtist/FeaturedArtist/Artist), a genre on the
+  release or on a track, at least one track, and (for ``build``) one deal.
+- Each track needs a valid ISRC, a title, a positive duration and a unique
+  (disc, track) position; missing display artists, genre, P line and parental
+  warning are taken from the release.
+- Release-level contributors that are not display artists (Composer,
+  Producer, ...) have no place on an ERN release, so they are credited on
+  every sound recording of the release.
+- Each deal needs territories, a commercial model, use types and a start date
+  (the release date is used when the deal has none); the end may not precede
+  the start.
+- Catalog values are matched case-insensitively against the chosen version's
+  allowed values, plus a few catalog spellings (``Compilation`` is an
+  ``Album`` marked as a multi-artist compilation; ``Producer`` is
+  ``StudioProducer`` in ERN 4).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ..errors import FieldProblem
+from ..models import Contributor, Release
+from . import avs
+from ._text import ILLEGAL_XML, iso_duration, utc_stamp
+
+_ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
+_ICPN = re.compile(r"^[0-9]{12,14}$")
+_GRID = re.compile(r"^[A-Z0-9]{18}$")
+_ISNI = re.compile(r"^[0-9]{15}[0-9X]$")
+_DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
+_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+_REF_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
+
+DISPLAY_ROLES = {"mainartist": "MainArtist", "featuredartist": "FeaturedArtist", "artist": "Artist"}
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _lookup(values: frozenset[str], aliases: dict[str, str] | None = None) -> dict[str, str]:
+    table = {v.lower(): v for v in values}
+    for alias, target in (aliases or {}).items():
+        if target in values:
+            table[alias] = target
+    return table
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Case-insensitive catalog value -> ERN value tables for one version."""
+
+    version: str
+    release_types: dict[str, str]
+    roles: dict[str, str]  # non-display roles
+    work_roles: frozenset[str]  # ERN 3.8.2: roles credited as IndirectResourceContributor
+    commercial_models: dict[str, str]
+    use_types: dict[str, str]
+    parental: dict[str, str]
+    territories: dict[str, str]
+
+
+def _vocabulary(version: str) -> Vocabulary:
+    ern4 = version != "3.8.2"
+    roles = set(avs.CONTRIBUTOR_ROLES[version])
+    work: frozenset[str] = frozenset()
+    if not ern4:
+        work = avs.WORK_CONTRIBUTOR_ROLES[version] - avs.CONTRIBUTOR_ROLES[version]
+        roles |= work
+    return Vocabulary(
+        version=version,
+        release_types=_lookup(avs.RELEASE_TYPES[version], {"compilation": "Album", "lp": "Album"}),
+        roles=_lookup(frozenset(roles), {"producer": "StudioProducer"} if ern4 else {}),
+        work_roles=work,
+        commercial_models=_lookup(
+            avs.COMMERCIAL_MODELS[version],
+            {
+                "subscription": "SubscriptionModel",
+                "adsupported": "AdvertisementSupportedModel",
+                "advertisementsupported": "AdvertisementSupportedModel",
+                "payasyougo": "PayAsYouGoModel",
+                "freeofcharge": "FreeOfChargeModel",
+            },
+        ),
+        use_types=_lookup(avs.USE_TYPES[version]),
+        parental=_lookup(avs.PARENTAL_WARNINGS[version], {"clean": "ExplicitContentEdited", "edited": "ExplicitContentEdited"}),
+        territories=_lookup(avs.TERRITORIES[version], {"ww": "Worldwide"}),
+    )
+
+
+VOCABULARIES = {v: _vocabulary(v) for v in ("4.3", "4.2", "3.8.2")}
+
+
+@dataclass(slots=True)
+class PParty:
+    ref: str
+    name: str
+    isni: str | None = None
+    dpid: str | None = None
+
+
+@dataclass(slots=True)
+class PCredit:
+    ref: str
+    role: str  # ERN value
+    seq: int
+    work: bool = False  # ERN 3.8.2 IndirectResourceContributor
+
+
+@dataclass(slots=True)
+class PTrack:
+    num: int  # 1-based, in (disc, track) order: A{num}, R{num}, T{num}
+    disc: int
+    number: int
+    isrc: str
+    title: str
+    version: str | None
+    display_name: str
+    artists: list[PCredit]
+    contributors: list[PCredit]
+    duration: str
+    seconds: float
+    p_year: int | None
+    p_text: str | None
+    parental: str | None
+    genre: str | None
+    audio_file: str | None
+    audio_md5: str | None
+
+
+@dataclass(slots=True)
+class PDeal:
+    deal_id: Any
+    territories: list[str]
+    models: list[str]
+    use_types: list[str]
+    start: str | None
+    end: str | None
+
+
+@dataclass(slots=True)
+class Prepared:
+    release_id: Any
+    version: str
+    title: str = ""
+    subtitle: str | None = None
+    release_type: str = ""
+    compilation: bool = False
+    icpn: str = ""
+    grid: str | None = None
+    catalog_number: str | None = None
+    label_ref: str = ""
+    label_name: str = ""
+    display_name: str = ""
+    artists: list[PCredit] = field(default_factory=list)
+    parties: list[PParty] = field(default_factory=list)
+    p_year: int | None = None
+    p_text: str | None = None
+    c_year: int | None = None
+    c_text: str | None = None
+    genre: str = ""
+    subgenre: str | None = None
+    release_date: str | None = None
+    original_release_date: str | None = None
+    parental: str | None = None
+    duration: str = ""
+    tracks: list[PTrack] = field(default_factory=list)
+    discs: list[tuple[int, list[PTrack]]] = field(default_factory=list)
+    deals: list[PDeal] = field(default_factory=list)
+    created: str = ""
+    deleted: str | None = None  # date the release was taken down (ISO date)
+
+
+class Checker:
+    """Collects problems and repair warnings for one release."""
+
+    __slots__ = ("release_id", "repair", "problems", "warnings")
+
+    def __init__(self, release_id: Any, repair: bool) -> None:
+        self.release_id = release_id
+        self.repair = repair
+        self.problems: list[FieldProblem] = []
+        self.warnings: list[str] = []
+
+    def problem(self, field_: str, value: object, problem: str, fix: str) -> None:
+        self.problems.append(FieldProblem(field_, value, problem, fix))
+
+    def text(self, field_: str, value: object, required: bool = False, fix: str = "") -> str | None:
+        """A clean text value, or None (absent). Required-and-absent is a problem."""
+        if value is None:
+            if required:
+                self.problem(field_, value, "is missing", fix or f"set {field_}")
+            return None
+        if not isinstance(value, str):
+            if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+                value = str(value)
+            else:
+                self.problem(field_, value, f"must be text, not {type(value).__name__}", fix or f"set {field_} to text")
+                return None
+        s = value
+        if ILLEGAL_XML.search(s):
+            if self.repair:
+                s = ILLEGAL_XML.sub("", s)
+                self.warnings.append(
+                    f"release {self.release_id}: {field_}: removed XML-illegal control characters from {value!r}"
+                )
+            else:
+                self.problem(
+                    field_,
+                    value,
+                    "contains characters XML 1.0 forbids (control characters, U+FFFE/U+FFFF or lone surrogates)",
+                    "remove them in the catalog, or set transform.repair = true to strip them with a warning",
+                )
+                return None
+        stripped = s.strip()
+        if stripped != s:
+            if self.repair or not stripped:
+                if stripped:
+                    self.warnings.append(
+                        f"release {self.release_id}: {field_}: removed surrounding whitespace from {value!r}"
+                    )
+                s = stripped
+            else:
+                self.problem(
+                    field_,
+                    value,
+                    "has leading or trailing whitespace",
+                    "trim it in the catalog, or set transform.repair = true to trim it with a warning",
+                )
+                return None
+        if not s:
+            if required:
+                self.problem(field_, value, "is empty", fix or f"set {field_} to a non-empty value")
+            return None
+        return s
+
+    def ident(self, field_: str, value: object, pattern: re.Pattern[str], what: str, required: bool, example: str) -> str | None:
+        s = self.text(field_, value, required, fix=f"set {field_} to {what}, e.g. {example}")
+        if s is None:
+            return None
+        if not pattern.match(s):
+            hint = re.sub(r"[\s-]", "", s).upper()
+            suggestion = f" (did you mean {hint!r}?)" if pattern.match(hint) else ""
+            self.problem(field_, value, f"is not {what}", f"correct it to {what}, e.g. {example}{suggestion}")
+            return None
+        return s
+
+    def choice(self, field_: str, value: object, table: dict[str, str], what: str) -> str | None:
+        s = self.text(field_, value, required=True, fix=f"set {field_} to a DDEX {what}")
+        if s is None:
+            return None
+        found = table.get(s.lower())
+        if found is None:
+            allowed = sorted(set(table.values()))
+            close = difflib.get_close_matches(s, allowed, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            listing = ", ".join(allowed) if len(allowed) <= 25 else ", ".join(allowed[:25]) + f", ... ({len(allowed)} values)"
+            self.problem(field_, value, f"is not a {what} in this ERN version", f"{hint}use one of: {listing}")
+        return found
+
+    def year(self, field_: str, value: object) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)) or not (1000 <= value <= 9999):
+            self.problem(field_, value, "is not a four-digit year", f"set {field_} to a year such as 2024, or leave it empty")
+            return None
+        if value != int(value):
+            self.problem(field_, value, "is not a whole year", f"set {field_} to a year such as 2024")
+            return None
+        return int(value)
+
+    def date(self, field_: str, value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            value = value.date()
+        if isinstance(value, str):
+            try:
+                value = dt.date.fromisoformat(value.strip())
+            except ValueError:
+                self.problem(field_, value, "is not a date", f"set {field_} to a date (YYYY-MM-DD)")
+                return None
+        if not isinstance(value, dt.date):
+            self.problem(field_, value, "is not a date", f"set {field_} to a date (YYYY-MM-DD)")
+            return None
+        if value.year < 1000:
+            self.problem(field_, value, "is before year 1000", f"correct {field_}")
+            return None
+        return value.isoformat()
+
+
+def party_ref(prefix: str, ident: object) -> str:
+    """A PartyReference (pattern P[\\d\\-_a-zA-Z]+) derived from a catalog id."""
+    return prefix + _REF_UNSAFE.sub("_", str(ident))
+
+
+def _display_name(names: list[tuple[str, str]]) -> str:
+    """'A, B & C feat. D' from (name, role) pairs in display order."""
+    main = [n for n, r in names if r != "FeaturedArtist"]
+    feat = [n for n, r in names if r == "FeaturedArtist"]
+
+    def join(parts: list[str]) -> str:
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " & " + parts[-1]
+
+    if not main:
+        return join(feat)
+    return join(main) + (" feat. " + join(feat) if feat else "")
+
+
+def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contributor]]:
+    # Sort on data, not on input order, so a different row order from the
+    # database cannot change the bytes.
+    def key(item: tuple[int, Contributor]) -> tuple[Any, ...]:
+        c = item[1]
+        seq = c.sequence if isinstance(c.sequence, int) and not isinstance(c.sequence, bool) else 0
+        return (seq, str(c.artist_id), str(c.role), item[0])
+
+    return sorted(enumerate(credits), key=key)
+
+
+def latest_change(release: Release) -> dt.datetime | None:
+    """The latest updated_at over the release, its tracks and its deals."""
+    stamps = [release.updated_at] + [t.updated_at for t in release.tracks] + [d.updated_at for d in release.deals]
+    best: dt.datetime | None = None
+    best_key = None
+    for s in stamps:
+        if not isinstance(s, dt.datetime):
+            continue
+        k = s.astimezone(dt.timezone.utc).replace(tzinfo=None) if s.tzinfo is not None else s
+        if best_key is None or k > best_key:
+            best, best_key = s, k
+    return best
+
+
+def prepare(
+    release: Release,
+    version: str,
+    repair: bool,
+    default_created: dt.datetime,
+    need_deals: bool = True,
+) -> tuple[Prepared, Checker]:
+    """Check and map one release; the caller raises if ``checker.problems``."""
+    voc = VOCABULARIES[version]
+    ck = Checker(release.release_id, repair)
+    p = Prepared(release_id=release.release_id, version=version)
+
+    p.title = ck.text("title", release.title, True, "set releases.title") or ""
+    p.subtitle = ck.text("version_title", release.version_title)
+    rtype = ck.choice("release_type", release.release_type, voc.release_types, "release type")
+    p.release_type = rtype or ""
+    p.compilation = isinstance(release.release_type, str) and release.release_type.strip().lower() == "compilation"
+    p.icpn = ck.ident("icpn", release.icpn, _ICPN, "an ICPN (UPC/EAN: 12 to 14 digits)", True, "0602445790005") or ""
+    p.grid = ck.ident("grid", release.grid, _GRID, "a GRid (18 letters and digits)", False, "A10302B0001234567X")
+    p.catalog_number = ck.text("catalog_number", release.catalog_number)
+
+    parties: dict[str, PParty] = {}
+
+    def add_party(c: Contributor, where: str) -> str | None:
+        ref = party_ref("PA", c.artist_id)
+        if ref in parties:
+            return ref
+        name = ck.text(f"{where}.name", c.name, True, "set the artist's name (artists.name)")
+        isni = ck.ident(f"{where}.isni", c.isni, _ISNI, "an ISNI (16 characters)", False, "0000000121032683")
+        if name is None:
+            return None
+        parties[ref] = PParty(ref, name, isni)
+        return ref
+
+    def credit(role_value: object, where: str) -> tuple[str, bool] | None:
+        """(ERN role, is_display) for a catalog role."""
+        s = ck.text(f"{where}.role", role_value, True, "set the role, e.g. MainArtist or Composer")
+        if s is None:
+            return None
+        disp = DISPLAY_ROLES.get(s.lower())
+        if disp is not None:
+            return disp, True
+        found = ck.choice(f"{where}.role", s, voc.roles, "contributor role")
+        return (found, False) if found else None
+
+    # Release artists: display artists on the release; other roles on every recording.
+    rel_display: list[PCredit] = []
+    rel_names: list[tuple[str, str]] = []
+    rel_other: list[tuple[str, str]] = []
+    for i, c in _sorted_credits(release.artists):
+        where = f"artists[{i}]"
+        ref = add_party(c, where)
+        r = credit(c.role, where)
+        if ref is None or r is None:
+            continue
+        role, is_display = r
+        if is_display:
+            if all(x.ref != ref or x.role != role for x in rel_display):
+                rel_display.append(PCredit(ref, role, len(rel_display) + 1))
+                rel_names.append((parties[ref].name, role))
+        elif (ref, role) not in rel_other:
+            rel_other.append((ref, role))
+    if not rel_display and not any(pr.field.startswith("artists") for pr in ck.problems):
+        ck.problem(
+            "artists",
+            [c.role for c in release.artists],
+            "the release has no display artist (MainArtist, FeaturedArtist or Artist)",
+            "add a release_artists row with role MainArtist (e.g. 'Various Artists' for a compilation)",
+        )
+    p.artists = rel_display
+    p.display_name = _display_name(rel_names) if rel_names else ""
+
+    # Label
+    label = release.label
+    if label is None:
+        ck.problem("label", None, "the release has no label", "set releases.label_id to a label with a name")
+    else:
+        p.label_name = ck.text("label.name", label.name, True, "set labels.name") or ""
+        p.label_ref = party_ref("PL", label.label_id)
+        dpid = ck.ident("label.dpid", label.dpid, _DPID, "a DDEX party id", False, "PADPIDA2014021301W")
+        if p.label_name:
+            label_party = PParty(p.label_ref, p.label_name, None, dpid)
+    p.genre = ck.text("genre", release.genre) or ""
+    p.subgenre = ck.text("subgenre", release.subgenre)
+    p.p_year = ck.year("p_line_year", release.p_line_year)
+    p.p_text = ck.text("p_line_text", release.p_line_text)
+    p.c_year = ck.year("c_line_year", release.c_line_year)
+    p.c_text = ck.text("c_line_text", release.c_line_text)
+    p.release_date = ck.date("release_date", release.release_date)
+    p.original_release_date = ck.date("original_release_date", release.original_release_date)
+    if release.parental_warning is not None:
+        p.parental = ck.choice("parental_warning", release.parental_warning, voc.parental, "parental warning")
+
+    # Tracks
+    if not release.tracks:
+        ck.problem("tracks", (), "the release has no tracks", "add its tracks, or send a takedown if it was withdrawn")
+    positions: dict[tuple[int, int], int] = {}
+    staged: list[tuple[tuple[int, int, str, int], int, Any]] = []
+    for i, t in enumerate(release.tracks):
+        where = f"tracks[{i}]"
+        ok = True
+        for attr_name in ("disc_number", "track_number"):
+            v = getattr(t, attr_name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                ck.problem(f"{where}.{attr_name}", v, f"must be a whole number of 1 or more (track {t.track_id})", f"set tracks.{attr_name}")
+                ok = False
+        if ok:
+            pos = (t.disc_number, t.track_number)
+            if pos in positions:
+                ck.problem(
+                    f"{where}.track_number",
+                    t.track_number,
+                    f"duplicate position disc {pos[0]} track {pos[1]} (track {t.track_id}; also tracks[{positions[pos]}])",
+                    "give each track of a disc its own track_number",
+                )
+                ok = False
+            else:
+                positions[pos] = i
+        staged.append(((t.disc_number, t.track_number, str(t.track_id), i) if ok else (0, 0, "", i), i, ok))
+
+    for (_, i, ok) in sorted(staged, key=lambda s: s[0]):
+        t = release.tracks[i]
+        where = f"tracks[{i}]"
+        isrc = ck.ident(f"{where}.isrc", t.isrc, _ISRC, "an ISRC (CC XXX YY NNNNN, 12 characters)", True, "USS1Z9900001")
+        title = ck.text(f"{where}.title", t.title, True, "set tracks.title")
+        version = ck.text(f"{where}.version_title", t.version_title)
+        secs = t.duration_seconds
+        duration = None
+        if isinstance(secs, Decimal):
+            secs = float(secs)
+        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs < 0.0005:
+            ck.problem(
+                f"{where}.duration_seconds",
+                t.duration_seconds,
+                f"must be a positive number of seconds (track {t.track_id})",
+                "set tracks.duration_seconds to the recording's length",
+            )
+        else:
+            duration = iso_duration(secs)
+        genre = ck.text(f"{where}.genre", t.genre)
+        parental = None
+        if t.parental_warning is not None:
+            parental = ck.choice(f"{where}.parental_warning", t.parental_warning, voc.parental, "parental warning")
+        p_year = ck.year(f"{where}.p_line_year", t.p_line_year)
+        p_text = ck.text(f"{where}.p_line_text", t.p_line_text)
+        audio_file = ck.text(f"{where}.audio_file", t.audio_file)
+        md5 = ck.ident(f"{where}.audio_md5", t.audio_md5, _MD5, "an MD5 sum (32 hexadecimal digits)", False, "9e107d9d372bb6826bd81d3542a419d6")
+
+        artists: list[PCredit] = []
+        names: list[tuple[str, str]] = []
+        contributors: list[PCredit] = []
+        seen: set[tuple[str, str]] = set()
+        for j, c in _sorted_credits(t.contributors):
+            cw = f"{where}.contributors[{j}]"
+            ref = add_party(c, cw)
+            r = credit(c.role, cw)
+            if ref is None or r is None:
+                continue
+            role, is_display = r
+            if (ref, role) in seen:
+                continue
+            seen.add((ref, role))
+            if is_display:
+                artists.append(PCredit(ref, role, len(artists) + 1))
+                names.append((parties[ref].name, role))
+            else:
+                contributors.append(PCredit(ref, role, len(contributors) + 1, role in voc.work_roles))
+        for ref, role in rel_other:
+            if (ref, role) not in seen:
+                seen.add((ref, role))
+                contributors.append(PCredit(ref, role, len(contributors) + 1, role in voc.work_roles))
+        if not artists:
+            artists = rel_display
+            display_name = p.display_name
+        else:
+            display_name = _display_name(names)
+        if not ok or isrc is None or title is None or duration is None:
+            continue
+        p.tracks.append(
+            PTrack(
+                num=len(p.tracks) + 1,
+                disc=t.disc_number,
+                number=t.track_number,
+                isrc=isrc,
+                title=title,
+                version=version,
+                display_name=display_name,
+                artists=artists,
+                contributors=contributors,
+                duration=duration,
+                seconds=float(secs),  # type: ignore[arg-type]
+                p_year=p_year if p_text else p.p_year if p.p_text else None,
+                p_text=p_text or p.p_text,
+                parental=parental or p.parental,
+                genre=genre or p.genre or None,
+                audio_file=audio_file,
+                audio_md5=md5.lower() if md5 else None,
+            )
+        )
+
+    if not p.genre:
+        p.genre = next((t.genre for t in p.tracks if t.genre), "")
+        if not p.genre and not any(pr.field.endswith("genre") for pr in ck.problems):
+            ck.problem("genre", release.genre, "the release has no genre (ERN requires one)", "set releases.genre (or tracks.genre)")
+    for t in p.tracks:
+        if t.genre is None:
+            t.genre = p.genre
+    discs: dict[int, list[PTrack]] = {}
+    for t in p.tracks:
+        discs.setdefault(t.disc, []).append(t)
+    p.discs = sorted(discs.items())
+    p.duration = iso_duration(sum(t.seconds for t in p.tracks)) if p.tracks else ""
+
+    # Deals
+    if need_deals and not release.deals:
+        ck.problem("deals", (), "the release has no deals", "add at least one deal (territories, commercial model, use types), or send a takedown")
+    for i, d in sorted(enumerate(release.deals), key=lambda x: (str(x[1].deal_id), x[0])):
+        where = f"deals[{i}]"
+        terrs: list[str] = []
+        raw_terr = d.territories if isinstance(d.territories, (list, tuple)) else ()
+        if not raw_terr:
+            ck.problem(f"{where}.territories", d.territories, f"deal {d.deal_id} has no territories", "list ISO 3166 codes such as GB, US, or 'Worldwide'")
+        for j, code in enumerate(raw_terr):
+            found = ck.choice(f"{where}.territories[{j}]", code, voc.territories, "territory code (ISO 3166-1 or Worldwide)")
+            if found and found not in terrs:
+                terrs.append(found)
+        if "Worldwide" in terrs:
+            terrs = ["Worldwide"]
+        else:
+            terrs.sort()
+        model = None
+        if d.commercial_model is None:
+            ck.problem(f"{where}.commercial_model", None, f"deal {d.deal_id} has no commercial model", "set deals.commercial_model, e.g. SubscriptionModel")
+        else:
+            model = ck.choice(f"{where}.commercial_model", d.commercial_model, voc.commercial_models, "commercial model")
+        uses: list[str] = []
+        raw_uses = d.use_types if isinstance(d.use_types, (list, tuple)) else ()
+        if not raw_uses:
+            ck.problem(f"{where}.use_types", d.use_types, f"deal {d.deal_id} has no use types", "list use types such as Stream, PermanentDownload")
+        for j, u in enumerate(raw_uses):
+            found = ck.choice(f"{where}.use_types[{j}]", u, voc.use_types, "use type")
+            if found and found not in uses:
+                uses.append(found)
+        start = ck.date(f"{where}.start_date", d.start_date)
+        end = ck.date(f"{where}.end_date", d.end_date)
+        if start is None and d.start_date is None:
+            start = p.release_date
+            if start is None:
+                ck.problem(f"{where}.start_date", None, f"deal {d.deal_id} has no start date and the release has no release date", "set deals.start_date or releases.release_date")
+        if start and end and end < start:
+            ck.problem(f"{where}.end_date", d.end_date, f"deal {d.deal_id} ends before it starts ({start})", "correct deals.end_date or deals.start_date")
+        p.deals.append(PDeal(d.deal_id, terrs, [model] if model else [], uses, start, end))
+
+    p.parties = list(parties.values())
+    if label is not None and p.label_name:
+        p.parties.append(label_party)
+    created = latest_change(release) or default_created
+    p.created = utc_stamp(created)
+    if release.deleted_at is not None:
+        p.deleted = ck.date("deleted_at", release.deleted_at)
+    return p, ck
