@@ -1,0 +1,108 @@
+"""State tables: migrations up/down/current in their own schema, run and checkpoint rows."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+import pytest
+
+from ddex_etl import state
+from ddex_etl.db import make_engine
+from ddex_etl.errors import ConfigError
+
+
+@pytest.fixture()
+def engine(db_url: str):
+    eng = make_engine(db_url, pool_size=2)
+    yield eng
+    eng.dispose()
+
+
+def _tables(engine: sa.Engine, schema: str) -> set[str]:
+    with engine.connect() as conn:
+        return {
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
+            )
+        }
+
+
+STATE_TABLES = {"alembic_version", "runs", "checkpoints", "rejected_releases", "documents"}
+
+
+@pytest.mark.parametrize("schema", ["ddex_etl", "etl_state_2"])
+def test_upgrade_creates_the_tables_in_their_own_schema(engine: sa.Engine, schema: str) -> None:
+    assert state.current(engine, schema) is None
+    state.upgrade(engine, schema)
+    assert state.current(engine, schema) == state.head()
+    assert _tables(engine, schema) == STATE_TABLES
+    assert _tables(engine, "public") == set()  # nothing leaks into the catalog's schema
+
+
+def test_upgrade_twice_is_a_no_op_and_downgrade_removes_the_tables(engine: sa.Engine) -> None:
+    state.upgrade(engine, "ddex_etl")
+    state.upgrade(engine, "ddex_etl")
+    assert state.current(engine, "ddex_etl") == state.head()
+    state.downgrade(engine, "ddex_etl", "base")
+    assert state.current(engine, "ddex_etl") is None
+    assert _tables(engine, "ddex_etl") <= {"alembic_version"}
+    state.upgrade(engine, "ddex_etl")  # and back up again
+    assert _tables(engine, "ddex_etl") == STATE_TABLES
+
+
+def test_downgrade_one_step_from_the_first_revision_empties_the_schema(engine: sa.Engine) -> None:
+    state.upgrade(engine, "ddex_etl")
+    state.downgrade(engine, "ddex_etl")  # default "-1"
+    assert state.current(engine, "ddex_etl") is None
+
+
+@pytest.mark.parametrize(
+    ("action", "revision"),
+    [("upgrade", "no_such_revision"), ("downgrade", "-1")],
+)
+def test_bad_migration_requests_are_config_errors(engine: sa.Engine, action: str, revision: str) -> None:
+    with pytest.raises(ConfigError):
+        getattr(state, action)(engine, "ddex_etl", revision)
+
+
+def test_run_checkpoint_and_reject_rows(engine: sa.Engine) -> None:
+    s = "ddex_etl"
+    state.upgrade(engine, s)
+    with engine.begin() as conn:
+        run = state.create_run(
+            conn, s, job="nightly", mode="full", extract_mode="keyset", fingerprint="abc",
+            target="files", layout="ddex-batch", output="/out/20260101000000000", batch_id="20260101000000000",
+        )
+        assert (run.status, run.attempts, run.built) == ("running", 1, 0)
+        state.mark_dispatched(conn, s, run.id, 3)
+        state.advance(conn, s, run.id, last_key=100, next_offset=100, chunks_done=1, built=98, rejected=2)
+        state.record_rejects(
+            conn, s, run.id,
+            [state.RejectRecord(7, "transform", "ReleaseDataError", "release 7: title=None", False, {"a": 1})],
+        )
+    with engine.begin() as conn:
+        cp = state.get_checkpoint(conn, s, run.id)
+        assert (cp.last_key, cp.next_offset, cp.chunks_done, cp.chunks_dispatched) == (100, 100, 1, 3)
+        assert state.unfinished_run(conn, s, "nightly") is not None
+        reopened = state.reopen_run(conn, s, run.id, pid=1, host="h", redone=cp.chunks_dispatched - cp.chunks_done)
+        assert (reopened.attempts, reopened.chunks_redone) == (2, 2)
+        # the same release rejected again in the same run counts another attempt, not a new row
+        state.record_rejects(conn, s, run.id, [state.RejectRecord(7, "transform", "ReleaseDataError", "again")])
+        [rej] = state.list_rejects(conn, s, run.id)
+        assert (rej.release_id, rej.attempts, rej.message) == (7, 2, "again")
+        assert state.resolve_rejects(conn, s, run.id, [7], by_run=run.id) == 1
+        assert state.list_rejects(conn, s, run.id, unresolved_only=True) == []
+        done = state.finish_run(conn, s, run.id, status="succeeded", seconds=2.0, peak_memory_mb=100.0)
+        assert (done.status, done.built, done.rejected, done.releases_per_second) == ("succeeded", 98, 2, 50.0)
+        assert state.unfinished_run(conn, s, "nightly") is None
+        assert state.last_success(conn, s, "nightly").id == run.id  # type: ignore[union-attr]
+
+
+def test_run_status_is_checked_by_the_database(engine: sa.Engine) -> None:
+    state.upgrade(engine, "ddex_etl")
+    with engine.begin() as conn:
+        run = state.create_run(
+            conn, "ddex_etl", job="j", mode="full", extract_mode="keyset", fingerprint="f",
+            target="table", layout=None, output="ddex_etl.documents",
+        )
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ddex_etl.runs SET status = 'done' WHERE id = :id"), {"id": run.id})
