@@ -1,0 +1,1315 @@
+"""The run: page keys, build in worker processes, load, checkpoint; resume after anything.
+
+Shape of a run (one process per core does the heavy lifting)::
+
+    main process                         worker processes (spawn)
+    ------------                         ------------------------
+    iter_key_chunks (keys only) ──task──> fetch_releases(chunk)   (extract: rows -> records)
+      at most `workers` chunks            ern.build(release)      (transform: records -> bytes)
+      in flight                           files: write atomically (load, in the worker)
+    <──────────── result: documents (table) or names + checksums (files), rejects
+    commit results IN CHUNK ORDER: table rows + rejects + checkpoint in ONE transaction;
+    for files the checkpoint advances only after the chunk's files are durable.
+
+The checkpoint is the last contiguous chunk fully loaded (keyset: its last key;
+offset: the next offset). At most ``workers`` chunks are ever handed out beyond
+it, so a resume after a crash redoes at most one chunk per worker; redone work
+is idempotent (upsert by release id, atomic replace of identical bytes).
+
+A worker process calls extract and then the builder: the modules stay separate
+(extract knows no XML, the builder no database), only the process that runs
+them is shared, so row decoding scales across cores instead of piling up in the
+main process.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import state
+from .config import Config, mask_url
+from .db import database_url, make_engine, map_db_error
+from .errors import (
+    ConfigError,
+    EtlError,
+    ExitCode,
+    InterruptedRun,
+    LockHeldError,
+    ReleaseDataError,
+    TerminalError,
+    TransientError,
+)
+from .load import FileLoader, Loader, Output, TableLoader, Written, loader_for, new_batch_id, release_identifier
+from .progress import NullReporter, Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
+
+log = logging.getLogger("ddex_etl.pipeline")
+
+T = TypeVar("T")
+
+# Seconds to wait for chunks already in a worker's hands after the first Ctrl-C
+# before abandoning them (they are redone on resume either way).
+DRAIN_SECONDS = 15.0
+HEARTBEAT_SECONDS = 5.0
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run did; ``summary()`` is what the CLI prints."""
+
+    run_id: int
+    job: str
+    status: str
+    mode: str
+    built: int
+    rejected: int
+    skipped: int
+    seconds: float
+    releases_per_second: float
+    peak_memory_mb: float
+    target: str
+    output: str | None = None
+    batch_id: str | None = None
+    attempts: int = 1
+    chunks_redone: int = 0
+    resumed: bool = False
+    error: str | None = None
+    # this attempt only (a resumed run's totals include earlier attempts)
+    attempt_releases: int = 0
+    attempt_seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything was built, ExitCode.REJECTED when some releases were rejected, …"""
+        if self.status == "interrupted":
+            return ExitCode.INTERRUPTED
+        if self.status in ("failed", "running"):
+            return ExitCode.FAILED
+        return ExitCode.REJECTED if self.rejected else ExitCode.OK
+
+    def summary(self) -> str:
+        """A few human lines: counts, time, throughput, peak memory, where the output went."""
+        verb = {"succeeded": "finished", "failed": "failed", "interrupted": "was interrupted"}.get(
+            self.status, self.status
+        )
+        resumed = f", resumed (attempt {self.attempts})" if self.resumed else ""
+        lines = [
+            f"run {self.run_id} of job {self.job!r} {verb}{resumed}",
+            f"  built {self.built:,}, rejected {self.rejected:,}, skipped {self.skipped:,}",
+            f"  time {self.seconds:,.1f} s, {self.releases_per_second:,.0f} releases/s, "
+            f"peak memory {self.peak_memory_mb:,.0f} MB",
+        ]
+        if self.output:
+            lines.append(f"  output: {self.output}")
+        if self.rejected:
+            lines.append(f"  see the rejected releases with `etl errors {self.run_id}`")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        if self.status in ("failed", "interrupted"):
+            lines.append(f"  resume with `etl resume {self.run_id}`")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for ``etl run --json``)."""
+        data = dataclasses.asdict(self)
+        data["exit_code"] = self.exit_code
+        return data
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run, for ``etl runs`` and ``etl status``."""
+
+    run_id: int
+    job: str
+    status: str
+    mode: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    built: int
+    rejected: int
+    skipped: int
+    seconds: float | None
+    releases_per_second: float | None
+    peak_memory_mb: float | None
+    attempts: int
+    chunks_redone: int
+    target: str
+    output: str | None
+    batch_id: str | None
+    error: str | None
+    watermark_from: dt.datetime | None = None
+    watermark_to: dt.datetime | None = None
+    source_run_id: int | None = None
+
+    @classmethod
+    def from_row(cls, r: state.RunRow) -> RunInfo:
+        return cls(
+            run_id=r.id,
+            job=r.job,
+            status=r.status,
+            mode=r.mode,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            built=r.built,
+            rejected=r.rejected,
+            skipped=r.skipped,
+            seconds=r.seconds,
+            releases_per_second=r.releases_per_second,
+            peak_memory_mb=r.peak_memory_mb,
+            attempts=r.attempts,
+            chunks_redone=r.chunks_redone,
+            target=r.target,
+            output=r.output,
+            batch_id=r.batch_id,
+            error=r.error,
+            watermark_from=r.watermark_from,
+            watermark_to=r.watermark_to,
+            source_run_id=r.source_run_id,
+        )
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Per job: its newest run and its newest successful run."""
+
+    job: str
+    last_run: RunInfo | None
+    last_success: RunInfo | None
+
+    @property
+    def status(self) -> str:
+        return self.last_run.status if self.last_run else "never run"
+
+
+@dataclass(frozen=True)
+class RejectedRelease:
+    """A release a run could not build or load, for ``etl errors``."""
+
+    run_id: int
+    release_id: int
+    stage: str
+    error_kind: str
+    message: str
+    retryable: bool
+    attempts: int
+    input: Any
+    created_at: dt.datetime
+    resolved_at: dt.datetime | None
+    resolved_by_run: int | None
+
+
+class RunFailed(EtlError):
+    """The run stopped: too many rejected releases, or fail_fast met a rejected release."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+_URL_LIKE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def mask(text: str | None) -> str | None:
+    """``text`` with every URL-like part password-masked (for logs, errors and the state tables)."""
+    if text is None:
+        return None
+    return _URL_LIKE.sub(lambda m: mask_url(m.group(0)), text)
+
+
+def job_lock_key(job: str) -> int:
+    """The advisory lock key of a job: first 8 bytes of sha256, as a signed bigint."""
+    return int.from_bytes(hashlib.sha256(f"ddex_etl:job:{job}".encode()).digest()[:8], "big", signed=True)
+
+
+def _backoff(attempt: int, base: float) -> float:
+    """Exponential backoff with full jitter: up to base * 2**attempt seconds (capped at 60)."""
+    return random.uniform(0.5, 1.0) * min(60.0, base * (2**attempt))
+
+
+def with_retries(fn: Callable[[], T], *, what: str, max_retries: int, delay: float, should_stop: Callable[[], bool] = lambda: False) -> T:
+    """Call ``fn``; retry TransientError (and driver errors that map to one) with backoff.
+
+    Terminal errors pass straight through: no retry loop for bad credentials or
+    a missing table.
+    """
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except EtlError as exc:
+            err: EtlError = exc
+        except sa.exc.DBAPIError as exc:
+            err = map_db_error(exc, what)
+            if not isinstance(err, TransientError):
+                raise err from exc
+        except sa.exc.TimeoutError as exc:
+            err = map_db_error(exc, what)
+        if not isinstance(err, TransientError) or attempt >= max_retries or should_stop():
+            if isinstance(err, TransientError) and attempt >= max_retries and max_retries > 0:
+                raise TransientError(f"{err} (gave up after {attempt} retries)") from err
+            raise err
+        pause = _backoff(attempt, delay)
+        log.warning("%s: %s; retry %d/%d in %.1f s", what, mask(str(err)), attempt + 1, max_retries, pause)
+        time.sleep(pause)
+        attempt += 1
+
+
+def _snapshot(obj: Any) -> Any:
+    """A JSON-able copy of a record (enough of the input to reproduce a rejection)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        try:
+            return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
+        except (TypeError, ValueError):
+            return {"repr": repr(obj)[:10_000]}
+    return obj
+
+
+def _problems(exc: ReleaseDataError) -> list[dict[str, Any]]:
+    return [
+        {"field": p.field, "value": repr(p.value)[:500], "problem": p.problem, "fix": p.fix}
+        for p in getattr(exc, "problems", ())
+    ]
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class _Task:
+    number: int
+    release_ids: tuple[int, ...]
+    last_key: int | None
+    next_offset: int
+
+
+@dataclass
+class _ChunkResult:
+    number: int
+    outputs: list[Output] | None  # documents, when the main process loads them (table)
+    written: list[Written]  # what the worker wrote itself (files)
+    rejects: list[state.RejectRecord]
+    built: int
+    skipped: int
+    pid: int
+    peak_rss_mb: float
+    seconds: float
+
+
+@dataclass
+class _ChunkFailure:
+    number: int
+    kind: str
+    message: str
+    retryable: bool
+    output_error: bool
+    pid: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    url: str
+    cfg: Config
+    loader: FileLoader | None  # set when workers write the files themselves
+    parent_pid: int
+    max_retries: int
+    retry_delay: float
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: the kernel kills this worker when the main process dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - best effort; the ppid poll covers the rest
+        pass
+
+
+def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any) -> None:
+    """Worker process: fetch, build and (files) write one chunk at a time until told to stop."""
+    # The parent coordinates Ctrl-C / SIGTERM; a worker finishes or is killed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _set_parent_death_signal()
+    if os.getppid() != spec.parent_pid:
+        return
+    from . import ern, extract
+
+    engine = make_engine(spec.url, pool_size=1)
+    ctx = ern.context_from_config(spec.cfg.transform)
+    try:
+        while True:
+            try:
+                task = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != spec.parent_pid:
+                    return  # orphaned: the main process is gone
+                continue
+            if task is None:
+                return
+            try:
+                results.put(_do_chunk(spec, engine, ctx, ern, extract, task))
+            except BaseException as exc:  # report anything, the parent decides
+                err = exc if isinstance(exc, EtlError) else None
+                results.put(
+                    _ChunkFailure(
+                        number=task.number,
+                        kind=type(exc).__name__,
+                        message=mask(str(exc)) or type(exc).__name__,
+                        retryable=bool(err and err.retryable),
+                        output_error=type(exc).__name__ == "OutputError",
+                        pid=os.getpid(),
+                        detail="" if err else mask(traceback.format_exc()) or "",
+                    )
+                )
+    finally:
+        engine.dispose()
+
+
+def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: Any, task: _Task) -> _ChunkResult:
+    t0 = time.perf_counter()
+    cfg = spec.cfg
+
+    def fetch() -> tuple[list[Any], list[Any]]:
+        with engine.connect() as conn:
+            releases, bad = extract.fetch_releases(conn, cfg.extract, list(task.release_ids))
+            conn.rollback()
+            return list(releases), list(bad)
+
+    releases, bad = with_retries(
+        fetch, what=f"reading chunk {task.number}", max_retries=spec.max_retries, delay=spec.retry_delay
+    )
+    rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
+    outputs: list[Output] = []
+    for release in releases:
+        try:
+            doc = ern.build(release, ctx)
+        except ReleaseDataError as exc:
+            rejects.append(
+                state.RejectRecord(
+                    release_id=int(release.release_id),
+                    stage="transform",
+                    error_kind=type(exc).__name__,
+                    message=str(exc),
+                    retryable=False,
+                    input={"problems": _problems(exc), "release": _snapshot(release)},
+                )
+            )
+            continue
+        outputs.append(Output(doc, release_identifier(release.release_id, release.icpn, release.grid)))
+    found = {int(r.release_id) for r in releases} | {r.release_id for r in rejects}
+    skipped = sum(1 for rid in task.release_ids if int(rid) not in found)  # vanished since the key page
+    written: list[Written] = []
+    if spec.loader is not None:
+        written = spec.loader.write(outputs)
+        out: list[Output] | None = None
+    else:
+        out = outputs
+    return _ChunkResult(
+        number=task.number,
+        outputs=out,
+        written=written,
+        rejects=rejects,
+        built=len(outputs),
+        skipped=skipped,
+        pid=os.getpid(),
+        peak_rss_mb=own_peak_rss_mb(),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _reject_from(bad: Any, stage: str) -> state.RejectRecord:
+    """A rejection from extract (a ReleaseDataError, or a (release_id, error) pair)."""
+    if isinstance(bad, tuple) and len(bad) == 2:
+        rid, exc = bad
+    else:
+        rid, exc = getattr(bad, "release_id", None), bad
+    snapshot: dict[str, Any] = {}
+    if isinstance(exc, ReleaseDataError):
+        snapshot["problems"] = _problems(exc)
+    raw = getattr(exc, "rows", None) or getattr(exc, "input", None)
+    if raw is not None:
+        snapshot["rows"] = _snapshot(raw)
+    return state.RejectRecord(
+        release_id=int(rid) if rid is not None else -1,
+        stage=stage,
+        error_kind=type(exc).__name__,
+        message=str(exc),
+        retryable=bool(getattr(exc, "retryable", False)),
+        input=snapshot or None,
+    )
+
+
+# --------------------------------------------------------------------------- the job lock
+
+
+class JobLock:
+    """One runner per job: a session advisory lock held on a dedicated connection.
+
+    PostgreSQL releases it when the connection closes, so a killed process
+    never leaves a stale lock behind. The same connection (autocommit) carries
+    the small state updates that must not wait for a chunk's transaction.
+    """
+
+    def __init__(self, engine: Engine, schema: str, job: str) -> None:
+        self.engine = engine
+        self.schema = schema
+        self.job = job
+        self.key = job_lock_key(job)
+        self.conn: Connection | None = None
+
+    def acquire(self) -> None:
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
+        if not got:
+            holder = self._holder(conn)
+            conn.close()
+            raise LockHeldError(
+                f"job {self.job!r} is already running{holder}; fix: wait for it to finish, "
+                "or stop it (Ctrl-C or kill its pid) and run `etl resume`"
+            )
+        self.conn = conn
+
+    def _holder(self, conn: Connection) -> str:
+        parts: list[str] = []
+        try:
+            row = conn.execute(
+                sa.text(
+                    f"""SELECT id, pid, host, started_at FROM {state._t(self.schema, 'runs')}
+                    WHERE job = :job AND status = 'running' ORDER BY id DESC LIMIT 1"""
+                ),
+                {"job": self.job},
+            ).first()
+            if row is not None:
+                parts.append(f"run {row.id}")
+                if row.pid:
+                    parts.append(f"pid {row.pid}" + (f" on {row.host}" if row.host else ""))
+                parts.append(f"started {row.started_at:%Y-%m-%d %H:%M:%S %Z}")
+            unsigned = self.key & 0xFFFFFFFFFFFFFFFF
+            backend = conn.execute(
+                sa.text(
+                    """SELECT l.pid FROM pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                      AND l.classid::bigint = :hi AND l.objid::bigint = :lo AND l.database = (
+                          SELECT oid FROM pg_database WHERE datname = current_database())"""
+                ),
+                {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
+            ).scalar()
+            if backend is not None:
+                parts.append(f"PostgreSQL backend pid {backend}")
+        except sa.exc.DBAPIError:
+            pass
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def check(self) -> None:
+        """Make sure the lock is still ours (the connection may have been killed); re-take it."""
+        try:
+            assert self.conn is not None
+            self.conn.execute(sa.text("SELECT 1"))
+            return
+        except sa.exc.DBAPIError:
+            with contextlib.suppress(Exception):
+                assert self.conn is not None
+                self.conn.invalidate()
+                self.conn.close()
+            self.conn = None
+        self.acquire()
+
+    def execute(self, fn: Callable[[Connection], T], *, what: str, max_retries: int, delay: float) -> T:
+        """Run a small autocommit statement on the lock connection, re-taking the lock if it broke."""
+
+        def attempt() -> T:
+            if self.conn is None:
+                self.acquire()
+            try:
+                assert self.conn is not None
+                return fn(self.conn)
+            except sa.exc.DBAPIError as exc:
+                err = map_db_error(exc, what)
+                if isinstance(err, TransientError):
+                    self.check()
+                raise err from exc
+
+        return with_retries(attempt, what=what, max_retries=max_retries, delay=delay)
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        with contextlib.suppress(Exception):
+            self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.conn = None
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class _Runner:
+    """One attempt at one run: owns the workers, the loop, the signals and the state updates."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        engine: Engine,
+        url: str,
+        lock: JobLock,
+        run: state.RunRow,
+        checkpoint: state.Checkpoint,
+        loader: Loader,
+        reporter: Reporter,
+        *,
+        resumed: bool,
+        key_source: Callable[[state.Checkpoint], Iterator[Any]],
+        total: int | None,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.url = url
+        self.lock = lock
+        self.run = run
+        self.cp = checkpoint
+        self.loader = loader
+        self.reporter = reporter
+        self.resumed = resumed
+        self.key_source = key_source
+        self.total = total
+        self.schema = cfg.database.state_schema
+        self.workers = cfg.run.workers or os.cpu_count() or 1
+        self.signals = 0
+        self.built = run.built
+        self.rejected = run.rejected
+        self.skipped = run.skipped
+        self.attempt_releases = 0
+        self.worker_rss: dict[int, float] = {}
+        self.procs: list[Any] = []
+        self.t0 = time.monotonic()
+        self._old_handlers: dict[int, Any] = {}
+
+    # ---- signals
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            log.warning("signal %d: stopping after the chunks in hand; Ctrl-C again to exit at once", signum)
+            return
+        # Second signal: exit now, best effort to leave the run marked interrupted.
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.kill()
+        with contextlib.suppress(Exception):
+            _mark_interrupted_now(self.url, self.schema, self.run.id)
+        os._exit(ExitCode.INTERRUPTED)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, old)
+        self._old_handlers.clear()
+
+    # ---- workers
+
+    def _start_workers(self) -> tuple[Any, Any]:
+        ctx = mp.get_context("spawn")
+        tasks = ctx.Queue(maxsize=self.workers)
+        results = ctx.Queue()
+        spec = _WorkerSpec(
+            url=self.url,
+            cfg=self.cfg,
+            loader=self.loader if isinstance(self.loader, FileLoader) and self.loader.in_worker else None,
+            parent_pid=os.getpid(),
+            max_retries=self.cfg.run.max_retries,
+            retry_delay=self.cfg.run.retry_delay,
+        )
+        for i in range(self.workers):
+            p = ctx.Process(target=_worker_main, args=(spec, tasks, results), name=f"etl-worker-{i}", daemon=True)
+            p.start()
+            self.procs.append(p)
+        return tasks, results
+
+    def _stop_workers(self, tasks: Any, results: Any, *, graceful: bool) -> None:
+        if graceful:
+            for _ in self.procs:
+                with contextlib.suppress(Exception):
+                    tasks.put(None, timeout=1.0)
+            deadline = time.monotonic() + 10.0
+            for p in self.procs:
+                p.join(timeout=max(0.1, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5.0)
+        for q in (tasks, results):
+            with contextlib.suppress(Exception):
+                q.cancel_join_thread()
+                q.close()
+
+    # ---- the loop
+
+    def execute(self) -> RunReport:
+        self._install_signals()
+        tasks = results = None
+        graceful = False
+        status = "failed"
+        error: BaseException | None = None
+        try:
+            tasks, results = self._start_workers()
+            self.reporter.start(self.total, self.built + self.rejected + self.skipped)
+            finished = self._loop(tasks, results)
+            if finished:
+                self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
+                status = "succeeded"
+            else:
+                status = "interrupted"
+            graceful = True
+        except BaseException as exc:
+            error = exc
+            status = "failed"
+        finally:
+            self.reporter.stop()
+            if tasks is not None:
+                self._stop_workers(tasks, results, graceful=graceful)
+        report = self._close(status, error)
+        self._restore_signals()
+        if status == "interrupted":
+            raise _attach(InterruptedRun(
+                f"run {self.run.id} of job {self.run.job!r} interrupted after {self.built:,} releases; "
+                f"resume with `etl resume {self.run.id}`"
+            ), report)
+        if error is not None:
+            if isinstance(error, EtlError):
+                raise _attach(error, report)
+            raise _attach(TerminalError(
+                f"run {self.run.id} of job {self.run.job!r} failed: {mask(str(error)) or type(error).__name__}; "
+                f"resume with `etl resume {self.run.id}`"
+            ), report) from error
+        return report
+
+    def _loop(self, tasks: Any, results: Any) -> bool:
+        """Dispatch and commit until done (True) or stopped by a signal (False)."""
+        cap = self.workers
+        in_flight: dict[int, _Task] = {}
+        pending: dict[int, _ChunkResult] = {}
+        next_commit = self.cp.chunks_done
+        dispatched = self.cp.chunks_done
+        keys = self._keys(self.cp)
+        exhausted = False
+        last_dispatched: _Task | None = None
+        last_beat = time.monotonic()
+        drain_deadline: float | None = None
+        run_cfg = self.cfg.run
+
+        while True:
+            if self.signals and drain_deadline is None:
+                drain_deadline = time.monotonic() + DRAIN_SECONDS
+            # Fill: keys are cheap, so page them only when a worker slot is free.
+            while not self.signals and not exhausted and len(in_flight) < cap:
+                try:
+                    task = self._next_key_chunk(keys)
+                except TransientError:
+                    # Re-open the key pager after the last chunk handed out, with retries.
+                    keys = with_retries(
+                        lambda: self._keys_after(last_dispatched, next_commit),
+                        what="paging release keys",
+                        max_retries=run_cfg.max_retries,
+                        delay=run_cfg.retry_delay,
+                    )
+                    task = self._next_key_chunk(keys)
+                if task is None:
+                    exhausted = True
+                    break
+                dispatched = task.number + 1
+                self.lock.execute(
+                    lambda c, n=dispatched: state.mark_dispatched(c, self.schema, self.run.id, n),
+                    what="recording the chunks handed to workers",
+                    max_retries=run_cfg.max_retries,
+                    delay=run_cfg.retry_delay,
+                )
+                tasks.put(task)
+                in_flight[task.number] = task
+                last_dispatched = task
+            if not in_flight:
+                return not self.signals
+            if drain_deadline is not None and time.monotonic() > drain_deadline:
+                log.warning("abandoning %d chunk(s) in hand; they are redone on resume", len(in_flight))
+                return False
+            try:
+                msg = results.get(timeout=0.5)
+            except queue.Empty:
+                self._check_workers()
+                if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                    self._heartbeat()
+                    last_beat = time.monotonic()
+                self.reporter.update(self.built + self.rejected + self.skipped, self.rejected)
+                continue
+            if isinstance(msg, _ChunkFailure):
+                raise self._worker_failed(msg)
+            self.worker_rss[msg.pid] = max(self.worker_rss.get(msg.pid, 0.0), msg.peak_rss_mb)
+            pending[msg.number] = msg
+            while next_commit in pending:
+                result = pending.pop(next_commit)
+                task = in_flight.pop(next_commit)
+                self._commit(task, result)
+                next_commit += 1
+                last_beat = time.monotonic()
+                self._check_thresholds(result)
+            self.reporter.update(self.built + self.rejected + self.skipped, self.rejected)
+
+    def _keys(self, cp: state.Checkpoint) -> Iterator[Any]:
+        return self.key_source(cp)
+
+    def _keys_after(self, last: _Task | None, committed: int) -> Iterator[Any]:
+        if last is None:
+            return self.key_source(self.cp)
+        resume_at = state.Checkpoint(
+            run_id=self.run.id,
+            last_key=last.last_key,
+            next_offset=last.next_offset,
+            chunks_done=last.number + 1,
+            chunks_dispatched=last.number + 1,
+        )
+        return self.key_source(resume_at)
+
+    def _next_key_chunk(self, keys: Iterator[Any]) -> _Task | None:
+        try:
+            kc = next(keys)
+        except StopIteration:
+            return None
+        except sa.exc.DBAPIError as exc:
+            raise map_db_error(exc, "paging release keys") from exc
+        ids = tuple(int(i) for i in kc.release_ids)
+        if not ids:
+            return None
+        return _Task(
+            number=int(kc.number),
+            release_ids=ids,
+            last_key=int(kc.last_key) if kc.last_key is not None else None,
+            next_offset=int(getattr(kc, "next_offset", 0) or 0),
+        )
+
+    def _check_workers(self) -> None:
+        for p in self.procs:
+            if not p.is_alive():
+                raise TerminalError(
+                    f"worker process {p.pid} died (exit code {p.exitcode}); the run stops and "
+                    f"resumes from its checkpoint with `etl resume {self.run.id}`; if it was killed for "
+                    "memory, lower extract.chunk_size or run.workers"
+                )
+
+    def _worker_failed(self, f: _ChunkFailure) -> EtlError:
+        if f.detail:
+            log.error("worker %d failed on chunk %d:\n%s", f.pid, f.number, f.detail)
+        text = f"chunk {f.number}: {f.message}"
+        if f.output_error:
+            from .errors import OutputError
+
+            return OutputError(text)
+        if f.retryable:
+            return TransientError(text)
+        return TerminalError(text if f.kind.endswith("Error") and f.kind != "Exception" else f"{f.kind}: {text}")
+
+    def _heartbeat(self) -> None:
+        self.lock.execute(
+            lambda c: c.execute(
+                sa.text(f"UPDATE {state._t(self.schema, 'runs')} SET heartbeat_at = now() WHERE id = :id"),
+                {"id": self.run.id},
+            ),
+            what="updating the run's heartbeat",
+            max_retries=self.cfg.run.max_retries,
+            delay=self.cfg.run.retry_delay,
+        )
+
+    def _commit(self, task: _Task, result: _ChunkResult) -> None:
+        """One transaction: table rows (if any), rejects, checkpoint, counts."""
+        retry_source = self.run.source_run_id if self.run.mode == "retry" else None
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                written = result.written
+                if result.outputs is not None:
+                    written = self.loader.write(result.outputs, conn=conn, run_id=self.run.id)
+                if retry_source is not None:
+                    state.record_rejects(conn, self.schema, retry_source, result.rejects)
+                    state.resolve_rejects(
+                        conn, self.schema, retry_source, [w.release_id for w in written], self.run.id
+                    )
+                else:
+                    state.record_rejects(conn, self.schema, self.run.id, result.rejects)
+                state.advance(
+                    conn,
+                    self.schema,
+                    self.run.id,
+                    last_key=task.last_key,
+                    next_offset=task.next_offset,
+                    chunks_done=task.number + 1,
+                    built=result.built,
+                    rejected=len(result.rejects),
+                    skipped=result.skipped,
+                )
+
+        with_retries(
+            tx,
+            what=f"loading chunk {task.number}",
+            max_retries=self.cfg.run.max_retries,
+            delay=self.cfg.run.retry_delay,
+        )
+        self.built += result.built
+        self.rejected += len(result.rejects)
+        self.skipped += result.skipped
+        self.attempt_releases += result.built + len(result.rejects) + result.skipped
+        for r in result.rejects:
+            log.warning("rejected (%s): %s", r.stage, mask(r.message))
+
+    def _check_thresholds(self, result: _ChunkResult) -> None:
+        rc = self.cfg.run
+        if result.rejects and (rc.fail_fast or not rc.continue_on_error):
+            first = result.rejects[0]
+            why = "fail_fast" if rc.fail_fast else "continue_on_error = false"
+            raise RunFailed(
+                f"run {self.run.id} stopped at the first rejected release ({why}): {mask(first.message)}; "
+                f"fix the data, then `etl resume {self.run.id}` (or `etl retry-failed {self.run.id}`)"
+            )
+        if rc.max_errors is not None and self.rejected > rc.max_errors:
+            raise RunFailed(
+                f"run {self.run.id} stopped: {self.rejected} releases rejected, more than run.max_errors = "
+                f"{rc.max_errors}; see `etl errors {self.run.id}`, fix the data or raise max_errors, "
+                f"then `etl resume {self.run.id}`"
+            )
+        seen = self.built + self.rejected
+        if rc.max_error_rate is not None and seen and self.rejected / seen > rc.max_error_rate:
+            raise RunFailed(
+                f"run {self.run.id} stopped: {self.rejected} of {seen} releases rejected "
+                f"({100.0 * self.rejected / seen:.1f}%), more than run.max_error_rate = {rc.max_error_rate}; "
+                f"see `etl errors {self.run.id}`, then `etl resume {self.run.id}`"
+            )
+
+    def peak_memory_mb(self) -> float:
+        """Main process peak plus each worker's peak: an upper bound on the run's total RSS."""
+        workers = sum(self.worker_rss.values()) if self.worker_rss else children_peak_rss_mb() * len(self.procs)
+        return own_peak_rss_mb() + workers
+
+    def _close(self, status: str, error: BaseException | None) -> RunReport:
+        seconds = time.monotonic() - self.t0
+        message = None
+        if error is not None:
+            message = mask(str(error)) or type(error).__name__
+        if status == "interrupted" and message is None:
+            message = "interrupted by a signal"
+        peak = self.peak_memory_mb()
+        try:
+            row = self.lock.execute(
+                lambda c: state.finish_run(
+                    c, self.schema, self.run.id, status=status, seconds=seconds, peak_memory_mb=peak, error=message
+                ),
+                what="recording the run's result",
+                max_retries=self.cfg.run.max_retries,
+                delay=self.cfg.run.retry_delay,
+            )
+        except EtlError as exc:
+            log.error("could not record the end of run %d: %s", self.run.id, mask(str(exc)))
+            row = dataclasses.replace(
+                self.run, status=status, built=self.built, rejected=self.rejected, skipped=self.skipped,
+                seconds=(self.run.seconds or 0) + seconds, peak_memory_mb=peak, error=message,
+            )
+        total_seconds = row.seconds or seconds
+        return RunReport(
+            run_id=row.id,
+            job=row.job,
+            status=status,
+            mode=row.mode,
+            built=row.built,
+            rejected=row.rejected,
+            skipped=row.skipped,
+            seconds=total_seconds,
+            releases_per_second=(row.built + row.rejected + row.skipped) / total_seconds if total_seconds else 0.0,
+            peak_memory_mb=peak,
+            target=row.target,
+            output=row.output,
+            batch_id=row.batch_id,
+            attempts=row.attempts,
+            chunks_redone=row.chunks_redone,
+            resumed=self.resumed,
+            error=message,
+            attempt_releases=self.attempt_releases,
+            attempt_seconds=seconds,
+        )
+
+
+def _attach(exc: EtlError, report: RunReport) -> EtlError:
+    """Errors leaving a run carry its report (the CLI can print the summary too)."""
+    exc.report = report  # type: ignore[attr-defined]
+    return exc
+
+
+def _mark_interrupted_now(url: str, schema: str, run_id: int) -> None:
+    """From a signal handler: a fresh short-lived connection, two-second limits."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, connect_timeout=2, autocommit=True, options="-c statement_timeout=2000") as conn:
+        conn.execute(
+            f"UPDATE {state._t(schema, 'runs')} SET status = 'interrupted', finished_at = now(), "
+            "error = 'interrupted (second signal)' WHERE id = %s AND status = 'running'",
+            (run_id,),
+        )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _count_total(engine: Engine, cfg: Config) -> int | None:
+    """How many releases the run will see, if extract can say cheaply (for progress and ETA)."""
+    from . import extract
+
+    counter = getattr(extract, "count_releases", None)
+    if counter is None:
+        return None
+    try:
+        return int(counter(engine, cfg.extract))
+    except Exception as exc:  # progress only: never fail a run over the estimate
+        log.debug("could not count releases: %s", mask(str(exc)))
+        return None
+
+
+def _key_source(engine: Engine, cfg: Config) -> Callable[[state.Checkpoint], Iterator[Any]]:
+    from . import extract
+
+    def source(cp: state.Checkpoint) -> Iterator[Any]:
+        if cfg.extract.mode == "offset":
+            return iter(extract.iter_key_chunks(engine, cfg.extract, offset=cp.next_offset, start_number=cp.chunks_done))
+        return iter(extract.iter_key_chunks(engine, cfg.extract, after_key=cp.last_key, start_number=cp.chunks_done))
+
+    return source
+
+
+@dataclass(frozen=True)
+class _KeyChunk:
+    number: int
+    release_ids: tuple[int, ...]
+    last_key: int | None
+    next_offset: int
+
+
+def _retry_source(engine: Engine, cfg: Config, source_run_id: int) -> Callable[[state.Checkpoint], Iterator[Any]]:
+    """Chunks of a run's unresolved rejects, keyset by release id (so a resume picks up exactly)."""
+    schema = cfg.database.state_schema
+    size = cfg.extract.chunk_size
+
+    def source(cp: state.Checkpoint) -> Iterator[Any]:
+        number = cp.chunks_done
+        after = cp.last_key
+        while True:
+            with engine.connect() as conn:
+                ids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        sa.text(
+                            f"""SELECT release_id FROM {state._t(schema, 'rejected_releases')}
+                            WHERE run_id = :r AND resolved_at IS NULL AND release_id > :after
+                            ORDER BY release_id LIMIT :n"""
+                        ),
+                        {"r": source_run_id, "after": after if after is not None else -(2**63), "n": size},
+                    )
+                ]
+            if not ids:
+                return
+            yield _KeyChunk(number, tuple(ids), ids[-1], 0)
+            number += 1
+            after = ids[-1]
+
+    return source
+
+
+def _open(cfg: Config) -> tuple[Engine, str]:
+    url = database_url(cfg)
+    return make_engine(url, pool_size=cfg.database.pool_size), url
+
+
+def _execute_run(
+    cfg: Config,
+    *,
+    new: bool,
+    run_id: int | None,
+    progress: bool | None,
+    must_exist: bool = False,
+    retry_of: int | None = None,
+) -> RunReport:
+    schema = cfg.database.state_schema
+    engine, url = _open(cfg)
+    lock: JobLock | None = None
+    try:
+        state.ensure_current(engine, schema)
+        lock = JobLock(engine, schema, cfg.run.job)
+        lock.acquire()
+        fingerprint = cfg.fingerprint()
+        with engine.connect() as conn:
+            existing: state.RunRow | None = None
+            if run_id is not None:
+                existing = state.get_run(conn, schema, run_id)
+                if existing is None:
+                    raise ConfigError(f"run {run_id} not found; fix: pick a run id from `etl runs`")
+                if existing.job != cfg.run.job:
+                    raise ConfigError(
+                        f"run {run_id} belongs to job {existing.job!r}, not {cfg.run.job!r}; "
+                        f"fix: run with job = {existing.job!r} (ETL_JOB={existing.job})"
+                    )
+                if existing.status == "succeeded":
+                    raise ConfigError(f"run {run_id} already succeeded; nothing to resume (start a new one with `etl run`)")
+            elif retry_of is None and not new:
+                existing = state.unfinished_run(conn, schema, cfg.run.job)
+            if must_exist and existing is None:
+                raise ConfigError(f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one")
+            if existing is not None and existing.config_fingerprint != fingerprint:
+                raise ConfigError(
+                    f"run {existing.id} of job {cfg.run.job!r} was started with another configuration "
+                    f"(fingerprint {existing.config_fingerprint}, now {fingerprint}); resuming it would mix outputs; "
+                    "fix: restore the configuration it ran with, or start afresh with `etl run --new`"
+                )
+            cp = state.get_checkpoint(conn, schema, existing.id) if existing is not None else None
+            retry_rows: list[state.RejectRow] = []
+            if retry_of is not None:
+                retry_rows = state.list_rejects(conn, schema, retry_of, unresolved_only=True)
+
+        if existing is not None:
+            batch_id = existing.batch_id
+        else:
+            batch_id = new_batch_id() if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" else None
+        loader = loader_for(cfg, batch_id=batch_id)
+        loader.prepare(engine)  # fail on a missing output directory before touching the run rows
+
+        mode = existing.mode if existing is not None else ("retry" if retry_of is not None else "full")
+        with engine.begin() as conn:
+            if existing is not None:
+                assert cp is not None
+                redone = max(0, cp.chunks_dispatched - cp.chunks_done)
+                run = state.reopen_run(conn, schema, existing.id, pid=os.getpid(), host=_host(), redone=redone)
+                resumed = True
+            else:
+                run = state.create_run(
+                    conn,
+                    schema,
+                    job=cfg.run.job,
+                    mode=mode,
+                    extract_mode=cfg.extract.mode if mode != "retry" else "keyset",
+                    fingerprint=fingerprint,
+                    target=cfg.load.target,
+                    layout=cfg.load.layout if cfg.load.target == "files" else None,
+                    output=loader.describe(),
+                    batch_id=batch_id,
+                    source_run_id=retry_of,
+                    pid=os.getpid(),
+                    host=_host(),
+                )
+                cp = state.get_checkpoint(conn, schema, run.id)
+                resumed = False
+        if run.mode == "retry":
+            assert run.source_run_id is not None
+            keys = _retry_source(engine, cfg, run.source_run_id)
+            left = [r for r in retry_rows if cp.last_key is None or r.release_id > cp.last_key]
+            total: int | None = run.built + run.rejected + run.skipped + len(left) if retry_of is not None else None
+        else:
+            keys = _key_source(engine, cfg)
+            total = _count_total(engine, cfg)
+        if total is not None and total != run.total:
+            with engine.begin() as conn:
+                state.set_total(conn, schema, run.id, total)
+        reporter = reporter_for(cfg.run.job, progress, cfg.run.progress_interval)
+        runner = _Runner(
+            cfg, engine, url, lock, run, cp, loader, reporter, resumed=resumed, key_source=keys, total=total
+        )
+        return runner.execute()
+    except EtlError:
+        raise
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, "preparing the run") from exc
+    finally:
+        if lock is not None:
+            lock.release()
+        engine.dispose()
+
+
+def run(cfg: Config, *, new: bool = False, run_id: int | None = None, progress: bool | None = None) -> RunReport:
+    """Run ``cfg.run.job``: continue its unfinished run (same configuration), or start a new one.
+
+    ``new=True`` always starts a new run; ``run_id`` continues that run.
+    ``progress`` None shows a bar on a terminal and plain log lines otherwise.
+    Upgrades the state tables first. Raises LockHeldError when the job is
+    already running, InterruptedRun on Ctrl-C/SIGTERM (resumable), RunFailed /
+    TransientError / TerminalError / OutputError when the run fails (resumable
+    from its checkpoint); each carries ``.report``.
+    """
+    return _execute_run(cfg, new=new, run_id=run_id, progress=progress)
+
+
+def resume(cfg: Config, run_id: int | None = None, *, progress: bool | None = None) -> RunReport:
+    """Resume run ``run_id`` (default: the job's unfinished run) from its checkpoint."""
+    return _execute_run(cfg, new=False, run_id=run_id, progress=progress, must_exist=True)
+
+
+def retry_failed(cfg: Config, run_id: int | None = None, *, progress: bool | None = None) -> RunReport:
+    """Rebuild only the releases run ``run_id`` rejected (default: the job's latest run with open rejects).
+
+    A new run (mode ``retry``) loads what now builds and marks those rejects
+    resolved; releases that still fail count one more attempt. For the
+    ddex-batch layout the rebuilt releases form a new batch.
+    """
+    engine, _ = _open(cfg)
+    schema = cfg.database.state_schema
+    try:
+        if state.current(engine, schema) is None:
+            raise ConfigError("no runs recorded yet; fix: `etl run` first")
+        with engine.connect() as conn:
+            if run_id is None:
+                row = conn.execute(
+                    sa.text(
+                        f"""SELECT r.id FROM {state._t(schema, 'runs')} r
+                        WHERE r.job = :job AND r.mode <> 'retry' AND EXISTS (
+                            SELECT 1 FROM {state._t(schema, 'rejected_releases')} x
+                            WHERE x.run_id = r.id AND x.resolved_at IS NULL)
+                        ORDER BY r.id DESC LIMIT 1"""
+                    ),
+                    {"job": cfg.run.job},
+                ).first()
+                if row is None:
+                    raise ConfigError(f"job {cfg.run.job!r} has no rejected releases left to retry")
+                run_id = int(row[0])
+            else:
+                src = state.get_run(conn, schema, run_id)
+                if src is None:
+                    raise ConfigError(f"run {run_id} not found; fix: pick a run id from `etl runs`")
+                if src.job != cfg.run.job:
+                    raise ConfigError(f"run {run_id} belongs to job {src.job!r}, not {cfg.run.job!r}")
+            # An interrupted retry of the same source continues instead of starting over.
+            pending = conn.execute(
+                sa.text(
+                    f"""SELECT id FROM {state._t(schema, 'runs')}
+                    WHERE source_run_id = :src AND mode = 'retry' AND status <> 'succeeded'
+                    ORDER BY id DESC LIMIT 1"""
+                ),
+                {"src": run_id},
+            ).first()
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, "finding the rejected releases") from exc
+    finally:
+        engine.dispose()
+    if pending is not None:
+        return _execute_run(cfg, new=False, run_id=int(pending[0]), progress=progress)
+    return _execute_run(cfg, new=True, run_id=None, progress=progress, retry_of=run_id)
+
+
+def status(cfg: Config) -> list[JobStatus]:
+    """Per job: the newest run, its status and counts, and the newest successful run."""
+    engine, _ = _open(cfg)
+    schema = cfg.database.state_schema
+    try:
+        if state.current(engine, schema) is None:
+            return []
+        with engine.connect() as conn:
+            out = []
+            for job in state.jobs(conn, schema):
+                runs = state.list_runs(conn, schema, job=job, limit=1)
+                success = state.last_success(conn, schema, job)
+                out.append(
+                    JobStatus(
+                        job=job,
+                        last_run=RunInfo.from_row(runs[0]) if runs else None,
+                        last_success=RunInfo.from_row(success) if success else None,
+                    )
+                )
+            return out
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, "reading run status") from exc
+    finally:
+        engine.dispose()
+
+
+def recent_runs(cfg: Config, limit: int = 20) -> list[RunInfo]:
+    """The newest runs of every job, newest first."""
+    engine, _ = _open(cfg)
+    schema = cfg.database.state_schema
+    try:
+        if state.current(engine, schema) is None:
+            return []
+        with engine.connect() as conn:
+            return [RunInfo.from_row(r) for r in state.list_runs(conn, schema, limit=limit)]
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, "listing runs") from exc
+    finally:
+        engine.dispose()
+
+
+def rejected(cfg: Config, run_id: int | None = None, *, include_resolved: bool = False) -> list[RejectedRelease]:
+    """The releases run ``run_id`` rejected (default: the job's newest full or incremental run)."""
+    engine, _ = _open(cfg)
+    schema = cfg.database.state_schema
+    try:
+        if state.current(engine, schema) is None:
+            return []
+        with engine.connect() as conn:
+            if run_id is None:
+                latest = state.latest_run(conn, schema, cfg.run.job)
+                if latest is None:
+                    return []
+                run_id = latest.id
+            elif state.get_run(conn, schema, run_id) is None:
+                raise ConfigError(f"run {run_id} not found; fix: pick a run id from `etl runs`")
+            rows = state.list_rejects(conn, schema, run_id, unresolved_only=not include_resolved)
+            return [
+                RejectedRelease(
+                    run_id=r.run_id,
+                    release_id=r.release_id,
+                    stage=r.stage,
+                    error_kind=r.error_kind,
+                    message=r.message,
+                    retryable=r.retryable,
+                    attempts=r.attempts,
+                    input=r.input,
+                    created_at=r.created_at,
+                    resolved_at=r.resolved_at,
+                    resolved_by_run=r.resolved_by_run,
+                )
+                for r in rows
+            ]
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, "listing rejected releases") from exc
+    finally:
+        engine.dispose()

@@ -1,0 +1,271 @@
+"""The run pipeline against a real PostgreSQL: targets, modes, resume, locks, rejects."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ddex_etl import pipeline, state
+from ddex_etl.config import Config, DatabaseConfig
+from ddex_etl.db import make_engine
+from ddex_etl.errors import ConfigError, ExitCode, LockHeldError
+from ddex_etl.seed import seed_catalog
+
+RELEASES = 240
+
+
+@pytest.fixture()
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = make_engine(db_url, pool_size=2)
+    seed_catalog(eng, RELEASES, seed=7)
+    yield eng
+    eng.dispose()
+
+
+def make_cfg(db_url: str, tmp_path: Path, **sections: dict) -> Config:
+    """A small-chunk, two-worker configuration writing under tmp_path."""
+    base = Config(database=DatabaseConfig(url=db_url, pool_size=2))
+    defaults: dict[str, dict] = {
+        "extract": {"chunk_size": 25},
+        "load": {"directory": tmp_path / "out"},
+        "run": {"workers": 2, "retry_delay": 0.01},
+    }
+    for name, values in sections.items():
+        defaults[name] = {**defaults.get(name, {}), **values}
+    return base.with_overrides(**defaults)
+
+
+def table_docs(engine: sa.Engine, schema: str = "ddex_etl", table: str = "documents") -> dict[int, bytes]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f'SELECT release_id, document FROM "{schema}"."{table}"')).all()
+    return {int(r[0]): bytes(r[1]) for r in rows}
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def catalog_ids(engine: sa.Engine) -> set[int]:
+    with engine.connect() as conn:
+        return {int(r[0]) for r in conn.execute(sa.text("SELECT release_id FROM releases WHERE deleted_at IS NULL"))}
+
+
+# ---------------------------------------------------------------- targets and layouts
+
+
+def test_table_target_builds_one_document_per_release(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    cfg = make_cfg(db_url, tmp_path, load={"target": "table"})
+    report = pipeline.run(cfg, progress=False)
+    ids = catalog_ids(engine)
+    assert (report.status, report.built, report.rejected, report.exit_code) == ("succeeded", len(ids), 0, ExitCode.OK)
+    docs = table_docs(engine)
+    assert set(docs) == ids
+    assert all(d.startswith(b"<?xml") for d in docs.values())
+    assert report.peak_memory_mb > 0 and report.releases_per_second > 0
+    assert f"run {report.run_id}" in report.summary()
+
+
+def test_flat_files_match_the_table_byte_for_byte(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    pipeline.run(make_cfg(db_url, tmp_path, load={"target": "table"}), progress=False)
+    report = pipeline.run(make_cfg(db_url, tmp_path, load={"target": "files", "layout": "flat"}), progress=False)
+    files = tree(tmp_path / "out")
+    assert report.built == len(files) == len(catalog_ids(engine))
+    assert files == {f"{rid}.xml": doc for rid, doc in table_docs(engine).items()}
+
+
+def test_ddex_batch_layout(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    report = pipeline.run(make_cfg(db_url, tmp_path, load={"layout": "ddex-batch"}), progress=False)
+    assert report.batch_id is not None and len(report.batch_id) == 17 and report.batch_id.isdigit()
+    batch = tmp_path / "out" / report.batch_id
+    assert report.output == str(batch)
+    files = tree(batch)
+    assert files.pop(f"BatchComplete_{report.batch_id}.xml") == b""
+    with engine.connect() as conn:
+        icpn = {int(r[0]): r[1] for r in conn.execute(sa.text("SELECT release_id, icpn FROM releases"))}
+    expected = {f"{icpn[r] or r}/{icpn[r] or r}.xml" for r in catalog_ids(engine)}
+    assert set(files) == expected
+
+
+def test_keyset_and_offset_modes_give_the_same_documents(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    keyset = pipeline.run(make_cfg(db_url, tmp_path / "k", extract={"mode": "keyset"}), progress=False)
+    offset = pipeline.run(make_cfg(db_url, tmp_path / "o", extract={"mode": "offset"}), progress=False)
+    assert keyset.built == offset.built == RELEASES
+    assert tree(tmp_path / "k" / "out") == tree(tmp_path / "o" / "out")
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_worker_count_does_not_change_the_output(engine: sa.Engine, db_url: str, tmp_path: Path, workers: int) -> None:
+    pipeline.run(make_cfg(db_url, tmp_path / "ref", run={"workers": 2}), progress=False)
+    pipeline.run(make_cfg(db_url, tmp_path / "w", run={"workers": workers}), progress=False)
+    assert tree(tmp_path / "w" / "out") == tree(tmp_path / "ref" / "out")
+
+
+def test_custom_output_table(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    report = pipeline.run(make_cfg(db_url, tmp_path, load={"target": "table", "table": "ern_out"}), progress=False)
+    assert report.output == "ddex_etl.ern_out"
+    assert len(table_docs(engine, table="ern_out")) == RELEASES
+
+
+# ---------------------------------------------------------------- runs, resume, lock
+
+
+def test_a_finished_job_starts_a_new_run_and_status_reports_it(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    cfg = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"job": "nightly"})
+    first = pipeline.run(cfg, progress=False)
+    second = pipeline.run(cfg, progress=False)
+    assert second.run_id != first.run_id and not second.resumed
+    assert len(table_docs(engine)) == RELEASES  # upserted, never duplicated
+    [job] = pipeline.status(cfg)
+    assert (job.job, job.status, job.last_run.run_id, job.last_success.run_id) == (  # type: ignore[union-attr]
+        "nightly", "succeeded", second.run_id, second.run_id
+    )
+    runs = pipeline.recent_runs(cfg, limit=5)
+    assert [r.run_id for r in runs] == [second.run_id, first.run_id]
+    assert all(r.built == RELEASES and r.status == "succeeded" for r in runs)
+
+
+def test_status_before_any_run_is_empty(db_url: str, tmp_path: Path) -> None:
+    cfg = make_cfg(db_url, tmp_path)
+    assert pipeline.status(cfg) == []
+    assert pipeline.recent_runs(cfg) == []
+    assert pipeline.rejected(cfg) == []
+
+
+def test_a_second_run_of_a_running_job_is_refused(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    cfg = make_cfg(db_url, tmp_path, run={"job": "busy"})
+    state.upgrade(engine, "ddex_etl")
+    holder = pipeline.JobLock(engine, "ddex_etl", "busy")
+    holder.acquire()
+    try:
+        with pytest.raises(LockHeldError, match="job 'busy' is already running.*PostgreSQL backend pid") as info:
+            pipeline.run(cfg, progress=False)
+        assert info.value.exit_code == ExitCode.LOCKED
+        # another job is not blocked
+        assert pipeline.run(cfg.with_overrides(run={"job": "other"}), progress=False).built == RELEASES
+    finally:
+        holder.release()
+    assert pipeline.run(cfg, progress=False).built == RELEASES  # released: runs again
+
+
+def _break_releases(engine: sa.Engine, ids: list[int]) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tracks SET isrc = 'NOT-AN-ISRC' WHERE release_id = ANY(:ids)"), {"ids": ids})
+
+
+def test_bad_releases_are_rejected_recorded_and_retried(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    ids = sorted(catalog_ids(engine))
+    bad = [ids[3], ids[50], ids[51], ids[200]]
+    _break_releases(engine, bad)
+    cfg = make_cfg(db_url, tmp_path, load={"target": "table"})
+    report = pipeline.run(cfg, progress=False)
+    assert (report.status, report.built, report.rejected) == ("succeeded", RELEASES - 4, 4)
+    assert report.exit_code == ExitCode.REJECTED
+    assert set(table_docs(engine)) == set(ids) - set(bad)  # every good release arrived
+    rejects = pipeline.rejected(cfg)
+    assert [r.release_id for r in rejects] == bad
+    for r in rejects:
+        assert (r.stage, r.error_kind, r.retryable) == ("transform", "ReleaseDataError", False)
+        assert f"release {r.release_id}" in r.message and "isrc" in r.message and "NOT-AN-ISRC" in r.message
+        assert r.input["release"]["release_id"] == r.release_id  # enough to reproduce
+
+    # Fix two of them; retry-failed rebuilds only the rejects and resolves the fixed ones.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE tracks SET isrc = 'USS1Z' || lpad(track_id::text, 7, '0') WHERE release_id = ANY(:ids)"),
+            {"ids": bad[:2]},
+        )
+    retry = pipeline.retry_failed(cfg, report.run_id, progress=False)
+    assert (retry.mode, retry.built, retry.rejected) == ("retry", 2, 2)
+    assert set(table_docs(engine)) == set(ids) - set(bad[2:])
+    still = pipeline.rejected(cfg, report.run_id)
+    assert [(r.release_id, r.attempts) for r in still] == [(bad[2], 2), (bad[3], 2)]
+    resolved = [r for r in pipeline.rejected(cfg, report.run_id, include_resolved=True) if r.resolved_at]
+    assert sorted(r.release_id for r in resolved) == bad[:2]
+    assert all(r.resolved_by_run == retry.run_id for r in resolved)
+
+
+@pytest.mark.parametrize(
+    ("run_cfg", "stops_after_rejects"),
+    [
+        ({"fail_fast": True}, 3),  # the whole first chunk is recorded
+        ({"continue_on_error": False}, 3),
+        ({"max_errors": 3}, 6),
+        ({"max_error_rate": 0.1}, 3),
+    ],
+)
+def test_error_limits_stop_the_run_and_a_rerun_continues_it(
+    engine: sa.Engine, db_url: str, tmp_path: Path, run_cfg: dict, stops_after_rejects: int
+) -> None:
+    ids = sorted(catalog_ids(engine))
+    bad = ids[10:13] + ids[100:103]
+    _break_releases(engine, bad)
+    cfg = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1, **run_cfg})
+    with pytest.raises(pipeline.RunFailed, match=r"run \d+ stopped") as info:
+        pipeline.run(cfg, progress=False)
+    failed = info.value.report  # type: ignore[attr-defined]
+    assert failed.status == "failed" and failed.exit_code == ExitCode.FAILED
+    assert failed.rejected == stops_after_rejects and failed.built < RELEASES - len(bad)
+    [row] = pipeline.recent_runs(cfg)
+    assert row.status == "failed" and "stopped" in (row.error or "")
+    # With the policy relaxed, `etl run` continues the same run from its checkpoint.
+    relaxed = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1})
+    with pytest.raises(ConfigError, match="another configuration"):
+        pipeline.run(relaxed.with_overrides(transform={"sender_name": "Other"}), progress=False)
+    done = pipeline.run(relaxed, progress=False)
+    assert done.run_id == failed.run_id and done.resumed and done.attempts == 2
+    assert (done.built, done.rejected) == (RELEASES - len(bad), len(bad))
+    assert set(table_docs(engine)) == set(ids) - set(bad)
+
+
+def test_resume_without_an_unfinished_run_is_a_config_error(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    cfg = make_cfg(db_url, tmp_path)
+    report = pipeline.run(cfg, progress=False)
+    with pytest.raises(ConfigError, match="no unfinished run"):
+        pipeline.resume(cfg)
+    with pytest.raises(ConfigError, match="already succeeded"):
+        pipeline.resume(cfg, report.run_id)
+    with pytest.raises(ConfigError, match="not found"):
+        pipeline.resume(cfg, 999)
+
+
+def test_missing_output_directory_fails_before_any_run_row(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    cfg = make_cfg(db_url, tmp_path, load={"directory": tmp_path / "missing" / "out"})
+    from ddex_etl.errors import OutputError
+
+    with pytest.raises(OutputError, match="does not exist"):
+        pipeline.run(cfg, progress=False)
+    assert pipeline.recent_runs(cfg) == []
+
+
+def test_keyset_resume_neither_skips_nor_repeats_after_catalog_changes(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """Stop a keyset run half way, change the catalog on both sides of the checkpoint, resume."""
+    ids = sorted(catalog_ids(engine))
+    _break_releases(engine, [ids[120]])
+    cfg = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1, "fail_fast": True})
+    with pytest.raises(pipeline.RunFailed) as info:
+        pipeline.run(cfg, progress=False)
+    run_id = info.value.report.run_id  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        cp = state.get_checkpoint(conn, "ddex_etl", run_id)
+    assert cp.last_key is not None and ids[0] <= cp.last_key < ids[-1]
+    before = set(table_docs(engine))
+    # Delete one release already loaded and one not yet reached.
+    gone_done, gone_ahead = ids[5], ids[200]
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM releases WHERE release_id = ANY(:ids)"), {"ids": [gone_done, gone_ahead]})
+    relaxed = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1})
+    done = pipeline.run(relaxed, progress=False)
+    assert done.run_id == run_id
+    after = table_docs(engine)
+    assert gone_ahead not in after
+    assert set(after) == (set(ids) - {ids[120], gone_ahead}) | before
+    # every release after the checkpoint was built exactly once, none before it twice
+    with engine.connect() as conn:
+        per_run = conn.execute(
+            sa.text("SELECT count(*) FROM ddex_etl.documents WHERE release_id > :k"), {"k": cp.last_key}
+        ).scalar()
+    assert per_run == len([i for i in ids if i > cp.last_key and i not in (ids[120], gone_ahead)])
