@@ -1,0 +1,671 @@
+"""The reference catalog (``sql/catalog.sql``) and its deterministic demo data.
+
+``seed_catalog(engine, releases=N, seed=S)`` always writes the same rows for
+the same ``N``, ``S`` and starting point: every random choice comes from one
+``random.Random`` and every timestamp is derived from the seed, never from the
+clock. The data aims to look like a label's catalog so the ERN builders meet
+what real catalogs hold: albums, singles, EPs, multi-disc sets, compilations
+by various artists, featured artists, composers, lyricists and producers,
+several deals per release, Japanese, accented and emoji titles.
+
+Speed: rows are generated in Python and streamed with ``COPY FROM STDIN`` by
+a second thread, so PostgreSQL loads one batch while Python generates the
+next; the foreign keys are dropped for the load and re-added afterwards (one
+set-based check instead of one trigger call per row), all in one
+transaction, so a failed seed leaves the catalog as it was.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from .db import map_db_error
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+CATALOG_SQL = SQL_DIR / "catalog.sql"
+
+# Load order; TRUNCATE uses the reverse.
+TABLES = ("labels", "artists", "releases", "release_artists", "tracks", "track_contributors", "deals")
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "labels": ("label_id", "name", "dpid", "updated_at"),
+    "artists": ("artist_id", "name", "isni", "updated_at"),
+    "releases": (
+        "release_id", "icpn", "grid", "catalog_number", "title", "version_title", "release_type", "label_id",
+        "genre", "subgenre", "release_date", "original_release_date", "p_line_year", "p_line_text",
+        "c_line_year", "c_line_text", "parental_warning", "language", "updated_at",
+    ),
+    "release_artists": ("release_id", "artist_id", "role", "sequence", "updated_at"),
+    "tracks": (
+        "track_id", "release_id", "disc_number", "track_number", "isrc", "title", "version_title",
+        "duration_seconds", "genre", "parental_warning", "p_line_year", "p_line_text", "audio_file",
+        "audio_md5", "updated_at",
+    ),
+    "track_contributors": ("track_id", "artist_id", "role", "sequence", "updated_at"),
+    "deals": (
+        "deal_id", "release_id", "territories", "commercial_model", "use_types", "start_date", "end_date",
+        "updated_at",
+    ),
+}
+BATCH_RELEASES = 2000  # releases generated per COPY round: bounded memory, overlapped with loading
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What ``seed_catalog`` wrote."""
+
+    releases: int
+    tracks: int
+    artists: int
+    deals: int
+    seconds: float
+    first_release_id: int = 1
+    last_release_id: int = 0
+
+    @property
+    def releases_per_second(self) -> float:
+        return self.releases / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------
+# Schema
+
+
+def catalog_sql() -> str:
+    """The text of ``sql/catalog.sql``."""
+    return CATALOG_SQL.read_text(encoding="utf-8")
+
+
+def create_catalog(conn: sa.Connection | psycopg.Connection[Any]) -> None:
+    """Create the reference catalog's tables, keys and indexes if missing (idempotent).
+
+    ``conn`` is a SQLAlchemy or psycopg connection; like every helper here it
+    does not commit: the caller's transaction does.
+    """
+    script = catalog_sql()
+    try:
+        if isinstance(conn, sa.Connection):
+            # exec_driver_sql without parameters: the script's % and : stay as written.
+            conn.exec_driver_sql(script)
+        else:
+            conn.execute(script)  # type: ignore[call-overload]
+    except Exception as exc:
+        raise map_db_error(exc, f"creating the reference catalog from {CATALOG_SQL}") from exc
+
+
+# ---------------------------------------------------------------------------
+# Identifier helpers (valid check digits so the builders' validators pass)
+
+
+def ean13(body12: str) -> str:
+    """EAN-13 (ICPN) from 12 digits: append the GS1 check digit."""
+    total = sum((3 if i % 2 else 1) * int(c) for i, c in enumerate(body12))
+    return body12 + str((10 - total % 10) % 10)
+
+
+def isni(body15: str) -> str:
+    """ISNI from 15 digits: append the ISO 7064 MOD 11-2 check character."""
+    total = 0
+    for c in body15:
+        total = (total + int(c)) * 2
+    check = (12 - total % 11) % 11
+    return body15 + ("X" if check == 10 else str(check))
+
+
+_B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def grid(body17: str) -> str:
+    """GRid from 17 alphanumerics: append the ISO 7064 MOD 37,36 check character."""
+    p = 36
+    for c in body17:
+        s = (p + _B36.index(c)) % 36 or 36
+        p = (s * 2) % 37
+    return body17 + _B36[(1 - p) % 36]
+
+
+def _b36(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 36)
+        out.append(_B36[r])
+    return "".join(reversed(out))
+
+
+# ---------------------------------------------------------------------------
+# Vocabulary: (language, title words) so a title and its language code agree.
+
+_TITLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # language: (first words, second words)
+    "en": (
+        ("Midnight", "Golden", "Electric", "Silent", "Broken", "Neon", "Wild", "Velvet", "Paper", "Summer",
+         "Northern", "Crystal", "Lonely", "Burning", "Hollow", "Endless", "Little", "Blue"),
+        ("Hearts", "Highway", "Dreams", "Lights", "Rain", "City", "Ocean", "Fire", "Echoes", "Roads", "Sky",
+         "Garden", "Waves", "Letters", "Shadows", "Horizon", "Machine", "Love"),
+    ),
+    "ja": (
+        ("夜明けの", "東京", "桜色の", "遠い", "真夜中の", "青い", "静かな", "最後の", "光る"),
+        ("歌", "ナイト", "物語", "空", "約束", "ダンス", "記憶", "風", "メロディー"),
+    ),
+    "fr": (
+        ("Été", "Rêve", "Cœur", "Lumière", "Chanson", "Mémoire", "Fenêtre", "Désir"),
+        ("Éternel", "de Minuit", "d'Hiver", "Brûlé", "à Paris", "Fragile", "Perdu", "Doré"),
+    ),
+    "es": (
+        ("Canción", "Corazón", "Noche", "Mañana", "Sueño", "Camino", "Fiesta", "Lágrimas"),
+        ("del Mar", "Rota", "de Verano", "Azul", "Eterna", "Sin Fin", "en Llamas", "Señorita"),
+    ),
+    "de": (
+        ("Träume", "Große", "Müde", "Schöne", "Nächte", "Grüße", "Weiße"),
+        ("Straße", "über Berlin", "Brücken", "Tränen", "Schatten", "Wälder", "Lieder"),
+    ),
+    "pt": (
+        ("Saudade", "Coração", "Canção", "Verão", "Ilusão"),
+        ("do Mar", "Azul", "em São Paulo", "Perdida", "Tropical"),
+    ),
+}
+_EMOJI = ("🌴", "❤️", "🔥", "✨", "🌙", "🎧", "🌊", "💫")
+_LANG_WEIGHTS = (("en", 62), ("ja", 10), ("fr", 8), ("es", 9), ("de", 6), ("pt", 5))
+_LANGS = [lang for lang, w in _LANG_WEIGHTS for _ in range(w)]
+
+_FIRST = ("Anna", "Ben", "Chloé", "David", "Elena", "Finn", "Grace", "Hugo", "Ingrid", "Jonas", "Keiko", "Luis",
+          "Maya", "Noah", "Olivia", "Pål", "Quinn", "Rosa", "Søren", "Tomás", "Uma", "Victor", "Wen", "Yuki",
+          "Zoë", "Björn", "Amélie", "José", "Ольга", "Şebnem")
+_LAST = ("Andersson", "Baker", "Castillo", "Dubois", "Eriksen", "Fischer", "García", "Hughes", "Ito", "Jensen",
+         "Kowalski", "Lefèvre", "Müller", "Nakamura", "O'Brien", "Petrović", "Quint", "Rossi", "Santos", "Tanaka",
+         "Novák", "Villeneuve", "Walsh", "Yamamoto", "Zieliński")
+_JA_NAMES = ("山田 花子", "佐藤 健", "鈴木 愛", "高橋 翔", "中村 さくら", "小林 大輔")
+_BAND_A = ("The", "Los", "Les", "Die")
+_BAND_B = ("Velvet", "Midnight", "Paper", "Neon", "Silver", "Electric", "Hollow", "Northern", "Crimson", "Lunar")
+_BAND_C = ("Foxes", "Tigers", "Engines", "Satellites", "Lanterns", "Ghosts", "Owls", "Rivers", "Kites", "Machines")
+
+_LABEL_A = ("Aurora", "Blue Harbor", "Kitsune", "Northern Lights", "Sunset Boulevard", "Estrella", "Fjord",
+            "Rocket", "Maison Lumière", "Tokyo Drift", "Velvet Rope", "Greenhouse", "Hinterland", "Solstice")
+_LABEL_B = ("Records", "Music", "Recordings", "Sound", "Audio", "Entertainment")
+
+_GENRES = (
+    ("Pop", ("Synth-pop", "Dance-pop", "Indie Pop", "K-Pop")),
+    ("Rock", ("Indie Rock", "Alternative", "Hard Rock", "Post-punk")),
+    ("Electronic", ("House", "Techno", "Ambient", "Drum & Bass")),
+    ("Hip-Hop", ("Trap", "Boom Bap", "Lo-fi")),
+    ("Jazz", ("Bebop", "Smooth Jazz", "Fusion")),
+    ("Classical", ("Baroque", "Romantic", "Contemporary")),
+    ("J-Pop", ("City Pop", "Anime", "Idol")),
+    ("Latin", ("Reggaeton", "Salsa", "Bossa Nova")),
+    ("Folk", ("Singer-Songwriter", "Americana")),
+)
+_TRACK_VERSIONS = ("Radio Edit", "Remix", "Live", "Acoustic", "Instrumental", "Extended Mix", "Remastered")
+_COUNTRIES = ("US", "GB", "FR", "JP", "DE", "SE", "BR", "ES", "NL", "CA")
+_TERRITORY_SETS = (
+    ("Worldwide",),
+    ("Worldwide",),
+    ("US", "CA"),
+    ("GB", "IE"),
+    ("DE", "AT", "CH"),
+    ("FR", "BE", "LU"),
+    ("JP",),
+    ("BR", "MX", "AR", "CO", "CL"),
+    ("US", "GB", "AU", "NZ", "CA"),
+    ("SE", "NO", "DK", "FI", "IS"),
+)
+_DEAL_KINDS = (
+    ("SubscriptionModel", ("OnDemandStream", "NonInteractiveStream")),
+    ("AdvertisementSupportedModel", ("OnDemandStream",)),
+    ("PayAsYouGoModel", ("PermanentDownload",)),
+    ("SubscriptionModel", ("Stream", "ConditionalDownload")),
+    ("PayAsYouGoModel", ("PermanentDownload", "OnDemandStream")),
+)
+# Release kinds: (weight, kind). Weights give about 12 tracks per release on average.
+_KINDS = (("album", 55), ("single", 12), ("ep", 12), ("compilation", 12), ("multidisc", 9))
+_KIND_TABLE = [k for k, w in _KINDS for _ in range(w)]
+
+_EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+
+
+# ---------------------------------------------------------------------------
+# COPY text format
+
+
+def _t(value: str | None) -> str:
+    """A text value for COPY's text format (escape the few special characters)."""
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _arr(values: tuple[str, ...]) -> str:
+    # Our territory and use-type codes are plain words: no quoting needed.
+    return "{" + ",".join(values) + "}"
+
+
+# ---------------------------------------------------------------------------
+# Generation
+
+
+@dataclass
+class _Start:
+    release_id: int
+    track_id: int
+    artist_id: int
+    label_id: int
+    deal_id: int
+
+
+class _Generator:
+    """Generates one seed run's rows as COPY text, batch by batch."""
+
+    def __init__(self, seed: int, start: _Start, releases: int) -> None:
+        # The start point is part of the stream's identity: appending to a
+        # catalog is as deterministic as seeding an empty one.
+        self.rng = random.Random(f"ddex-etl:{seed}:{start.release_id}:{start.track_id}")
+        self.seed = seed
+        self.start = start
+        self.releases = releases
+        self.next_release = start.release_id
+        self.next_track = start.track_id
+        self.next_deal = start.deal_id
+        self.tracks = 0
+        self.deals = 0
+        # Timestamps: a fixed instant per seed, spread over a year.
+        self.base = _EPOCH + dt.timedelta(days=seed % 365)
+        self.title_pools = {
+            lang: [a + ("" if lang == "ja" else " ") + b for a in first for b in second]
+            for lang, (first, second) in _TITLES.items()
+        }
+        self.registrants: dict[int, str] = {}
+        self._make_labels()
+        self._make_artists()
+
+    # -- stamps and small helpers
+
+    def _stamp(self) -> str:
+        return (self.base + dt.timedelta(seconds=self.rng.randrange(365 * 86400))).isoformat()
+
+    def _title(self, lang: str) -> str:
+        rng = self.rng
+        title = rng.choice(self.title_pools[lang])
+        if rng.random() < 0.05:
+            title += " " + rng.choice(_EMOJI)
+        return title
+
+    # -- parties
+
+    def _make_labels(self) -> None:
+        rng = self.rng
+        count = max(5, min(200, self.releases // 400 + 5))
+        self.labels: list[tuple[int, str, str | None, str]] = []  # id, name, dpid, isrc registrant prefix
+        self.label_lines: list[str] = []
+        for i in range(count):
+            label_id = self.start.label_id + i
+            name = f"{rng.choice(_LABEL_A)} {rng.choice(_LABEL_B)}"
+            if i >= len(_LABEL_A):
+                name += f" {label_id}"
+            dpid = f"PADPIDA{2010 + rng.randrange(15)}{rng.randrange(10**6):06d}{_b36(label_id, 1)}" if rng.random() < 0.85 else None
+            prefix = "".join(ch for ch in name.upper() if ch.isalpha())[:3].ljust(3, "X")
+            self.labels.append((label_id, name, dpid, prefix))
+            self.label_lines.append(f"{label_id}\t{_t(name)}\t{_t(dpid)}\t{self._stamp()}\n")
+
+    def _artist_name(self) -> str:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.45:
+            return f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+        if r < 0.55:
+            return rng.choice(_JA_NAMES)
+        if r < 0.8:
+            return f"{rng.choice(_BAND_A)} {rng.choice(_BAND_B)} {rng.choice(_BAND_C)}"
+        return rng.choice(_FIRST) + " " + rng.choice(("Lux", "Nova", "Kid", "MC", "DJ", "Rey", "Starr", "Blue"))
+
+    def _make_artists(self) -> None:
+        rng = self.rng
+        performers = max(20, self.releases // 2)
+        writers = max(20, self.releases // 4)
+        self.artist_lines: list[str] = []
+        aid = self.start.artist_id
+        self.various = aid  # "Various Artists", the main artist of compilations
+        self.artist_lines.append(f"{aid}\tVarious Artists\t\\N\t{self._stamp()}\n")
+        aid += 1
+        self.performers = list(range(aid, aid + performers))
+        self.writers = list(range(aid + performers, aid + performers + writers))
+        for artist_id in self.performers + self.writers:
+            name = self._artist_name()
+            if rng.random() < 0.3:
+                name += f" {artist_id}"  # like real catalogs, names are not unique; ids are
+            code = isni(f"{rng.randrange(10**15):015d}") if rng.random() < 0.4 else None
+            self.artist_lines.append(f"{artist_id}\t{_t(name)}\t{_t(code)}\t{self._stamp()}\n")
+        self.artists = 1 + performers + writers
+
+    # -- releases
+
+    def batch(self, count: int) -> dict[str, list[str]]:
+        """COPY lines for the next ``count`` releases, per table."""
+        out: dict[str, list[str]] = {t: [] for t in TABLES if t not in ("labels", "artists")}
+        for _ in range(count):
+            self._release(out)
+        return out
+
+    def _release(self, out: dict[str, list[str]]) -> None:
+        rng = self.rng
+        rid = self.next_release
+        self.next_release += 1
+        kind = rng.choice(_KIND_TABLE)
+        label_id, label_name, _dpid, prefix = rng.choice(self.labels)
+        lang = rng.choice(_LANGS)
+        genre, subgenres = rng.choice(_GENRES)
+        subgenre = rng.choice(subgenres) if rng.random() < 0.8 else None
+        year = 1995 + rng.randrange(31)
+        release_date = dt.date(year, 1, 1) + dt.timedelta(days=rng.randrange(365))
+        original = None
+        version_title = None
+        if kind == "multidisc":
+            version_title = rng.choice(("Deluxe Edition", "Anniversary Edition", "Collector's Edition"))
+        elif rng.random() < 0.08:
+            version_title = f"Remastered {year}"
+            original = release_date - dt.timedelta(days=365 * (5 + rng.randrange(25)))
+        explicit = rng.random() < 0.15
+        warning = "Explicit" if explicit else ("NotExplicit" if rng.random() < 0.93 else None)
+        release_type = {"album": "Album", "single": "Single", "ep": "EP", "compilation": "Compilation",
+                        "multidisc": "Album"}[kind]
+        title = self._title(lang)
+        base_title = title
+        if kind == "compilation":
+            title = rng.choice(("Best of ", "Hits ", "Now That's ", "Essential ")) + title
+        elif kind == "ep":
+            title += " EP"
+        warning_t = _t(warning)
+        icpn = ean13(f"{rng.choice('0123456789')}{rid % 10**11:011d}")
+        grid_id = grid(f"A1{_b36(label_id, 5)}{_b36(rid, 10)}") if rng.random() < 0.3 else None
+        stamp = self._stamp()
+        line_owner = label_name
+        out["releases"].append(
+            f"{rid}\t{icpn}\t{_t(grid_id)}\t{prefix}-{rid:07d}\t{_t(title)}\t{_t(version_title)}\t{release_type}\t"
+            f"{label_id}\t{_t(genre)}\t{_t(subgenre)}\t{release_date.isoformat()}\t"
+            f"{original.isoformat() if original else chr(92) + 'N'}\t{year}\t{year} {_t(line_owner)}\t"
+            f"{year}\t{year} {_t(line_owner)}\t{_t(warning)}\t{lang}\t{stamp}\n"
+        )
+
+        # Release artists: one or two main artists, sometimes a featured one.
+        if kind == "compilation":
+            mains = [self.various]
+        else:
+            mains = [rng.choice(self.performers)]
+            if rng.random() < 0.1:
+                second = rng.choice(self.performers)
+                if second != mains[0]:
+                    mains.append(second)
+        featured = rng.choice(self.performers) if kind == "single" and rng.random() < 0.4 else None
+        ra = out["release_artists"]
+        seen: set[int] = set()
+        for seq, aid in enumerate(mains, 1):
+            if aid not in seen:
+                seen.add(aid)
+                ra.append(f"{rid}\t{aid}\tMainArtist\t{seq}\t{stamp}\n")
+        if featured is not None and featured not in seen:
+            ra.append(f"{rid}\t{featured}\tFeaturedArtist\t1\t{stamp}\n")
+
+        # Tracks. The hot loop (a million rows per 100k releases): draws use
+        # rng.random() directly and strings come from precomputed pools.
+        r = rng.random
+        if kind == "album":
+            discs = [10 + int(r() * 5)]
+        elif kind == "single":
+            discs = [1 + int(r() * 3)]
+        elif kind == "ep":
+            discs = [4 + int(r() * 3)]
+        elif kind == "compilation":
+            discs = [14 + int(r() * 9)]
+        else:
+            discs = [10 + int(r() * 4) for _ in range(2 + (r() < 0.3))]
+        writers = self.writers
+        nw = len(writers)
+        performers = self.performers
+        npf = len(performers)
+        c1, c2, lyricist, producer = (writers[int(r() * nw)] for _ in range(4))
+        if c2 == c1:
+            c2 = None
+        tracks = out["tracks"]
+        contributors = out["track_contributors"]
+        cc = _COUNTRIES[int(r() * len(_COUNTRIES))]
+        yy = f"{year % 100:02d}"
+        owner = _t(line_owner)
+        pline = f"{year}\t{year} {owner}"
+        genre_t = _t(genre)
+        pool = self.title_pools[lang]
+        npool = len(pool)
+        en_pool = self.title_pools["en"]
+        nen = len(en_pool)
+        versions = _TRACK_VERSIONS
+        nv = len(versions)
+        main_lines = [f"\t{aid}\tMainArtist\t{seq}\t" for seq, aid in enumerate(mains, 1)]
+        various = kind == "compilation"
+        single = kind == "single"
+        for disc, count in enumerate(discs, 1):
+            for number in range(1, count + 1):
+                tid = self.next_track
+                self.next_track += 1
+                # ISRC CC-XXX-YY-NNNNN, unique: registrant and designation encode the track id.
+                reg = self.registrants.get(tid // 100000)
+                if reg is None:
+                    reg = self.registrants[tid // 100000] = _b36(1296 + tid // 100000, 3)
+                if single and number == 1:
+                    track_title = base_title
+                elif r() < 0.8:
+                    track_title = pool[int(r() * npool)]
+                else:
+                    track_title = en_pool[int(r() * nen)]
+                if r() < 0.05:
+                    track_title += " " + _EMOJI[int(r() * len(_EMOJI))]
+                tversion = "\\N"
+                if (single and number > 1) or r() < 0.06:
+                    tversion = versions[int(r() * nv)]
+                t_warning = ("Explicit" if r() < 0.5 else "NotExplicit") if explicit else warning_t
+                tstamp = self._stamp() if r() < 0.1 else stamp
+                tracks.append(
+                    f"{tid}\t{rid}\t{disc}\t{number}\t{cc}{reg}{yy}{tid % 100000:05d}\t{_t(track_title)}\t"
+                    f"{tversion}\t{90 + int(r() * 330)}\t{genre_t}\t{t_warning}\t{pline}\t"
+                    f"audio/{rid}/{disc:02d}-{number:02d}.flac\t{rng.getrandbits(128):032x}\t{tstamp}\n"
+                )
+                if various:
+                    main_aid = performers[int(r() * npf)]
+                    contributors.append(f"{tid}\t{main_aid}\tMainArtist\t1\t{tstamp}\n")
+                else:
+                    main_aid = mains[0]
+                    for line in main_lines:
+                        contributors.append(f"{tid}{line}{tstamp}\n")
+                if featured is not None and number == 1:
+                    guest = featured
+                elif r() < 0.15:
+                    guest = performers[int(r() * npf)]
+                else:
+                    guest = None
+                if guest is not None and guest not in mains and guest != main_aid:
+                    contributors.append(f"{tid}\t{guest}\tFeaturedArtist\t1\t{tstamp}\n")
+                contributors.append(f"{tid}\t{c1}\tComposer\t1\t{tstamp}\n")
+                if c2 is not None and r() < 0.4:
+                    contributors.append(f"{tid}\t{c2}\tComposer\t2\t{tstamp}\n")
+                if r() < 0.6:
+                    contributors.append(f"{tid}\t{lyricist}\tLyricist\t1\t{tstamp}\n")
+                contributors.append(f"{tid}\t{producer}\tProducer\t1\t{tstamp}\n")
+                self.tracks += 1
+
+        # Deals: two to four, each with its own territories and models.
+        deals = out["deals"]
+        picks = rng.sample(range(len(_DEAL_KINDS)), 2 + rng.randrange(3))
+        for k in picks:
+            model, uses = _DEAL_KINDS[k]
+            territories = rng.choice(_TERRITORY_SETS)
+            start = release_date - dt.timedelta(days=rng.randrange(30))
+            end = (start + dt.timedelta(days=365 * (1 + rng.randrange(5)))).isoformat() if rng.random() < 0.15 else "\\N"
+            deals.append(
+                f"{self.next_deal}\t{rid}\t{_arr(territories)}\t{model}\t{_arr(uses)}\t{start.isoformat()}\t{end}\t{stamp}\n"
+            )
+            self.next_deal += 1
+            self.deals += 1
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def _next_ids(cur: psycopg.Cursor[Any]) -> _Start:
+    cur.execute(
+        "SELECT (SELECT coalesce(max(release_id), 0) + 1 FROM releases),"
+        " (SELECT coalesce(max(track_id), 0) + 1 FROM tracks),"
+        " (SELECT coalesce(max(artist_id), 0) + 1 FROM artists),"
+        " (SELECT coalesce(max(label_id), 0) + 1 FROM labels),"
+        " (SELECT coalesce(max(deal_id), 0) + 1 FROM deals)"
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return _Start(*row)
+
+
+def _drop_keys_and_indexes(cur: psycopg.Cursor[Any]) -> list[str]:
+    """Drop the catalog's keys and indexes; return the statements that recreate them.
+
+    Loading millions of rows into bare tables and then building each index
+    with one sort (and checking each foreign key with one join) is several
+    times faster than maintaining them row by row. The definitions are read
+    from the live catalog, so a column or index a user added survives.
+    """
+    tables = list(TABLES)
+    # Foreign keys first (they depend on the primary keys), re-added last.
+    cur.execute(
+        "SELECT c.conrelid::regclass::text, quote_ident(c.conname), pg_get_constraintdef(c.oid), c.contype"
+        " FROM pg_constraint c"
+        " WHERE c.conrelid = ANY(SELECT to_regclass(quote_ident(t)) FROM unnest(%s::text[]) t)"
+        "   AND c.contype IN ('f', 'p', 'u')"
+        " ORDER BY c.contype = 'f' DESC, c.conname",
+        (tables,),
+    )
+    constraints = cur.fetchall()
+    cur.execute(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+        " WHERE i.indrelid = ANY(SELECT to_regclass(quote_ident(t)) FROM unnest(%s::text[]) t)"
+        "   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
+        " ORDER BY 1",
+        (tables,),
+    )
+    indexes = cur.fetchall()
+    for table, name, _definition, _kind in constraints:
+        cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+    for name, _definition in indexes:
+        cur.execute(f"DROP INDEX {name}")
+    keys = [f"ALTER TABLE {t} ADD CONSTRAINT {n} {d}" for t, n, d, kind in constraints if kind != "f"]
+    fks = [f"ALTER TABLE {t} ADD CONSTRAINT {n} {d}" for t, n, d, kind in constraints if kind == "f"]
+    return ["SET LOCAL maintenance_work_mem = '256MB'", *keys, *(d for _n, d in indexes), *fks]
+
+
+def _copy(cur: psycopg.Cursor[Any], table: str, lines: list[str]) -> None:
+    if not lines:
+        return
+    cols = ", ".join(COLUMNS[table])
+    with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+        # Large writes: one call per ~1 MB keeps Python overhead negligible.
+        step = 8000
+        for i in range(0, len(lines), step):
+            copy.write("".join(lines[i:i + step]))
+
+
+def seed_catalog(
+    engine: sa.Engine,
+    releases: int,
+    seed: int = 1,
+    reset: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> SeedReport:
+    """Fill the reference catalog with ``releases`` realistic demo releases.
+
+    Creates the catalog first if needed. ``reset=True`` empties it first;
+    otherwise the new releases (and their own labels and artists) are appended
+    after the highest existing ids. Same seed and same starting catalog: same
+    rows, byte for byte. ``progress`` is called with the number of releases
+    written so far. Commits its own transaction.
+    """
+    if releases < 0:
+        raise ValueError(f"releases must be 0 or more, got {releases}")
+    started = time.perf_counter()
+    raw = engine.raw_connection()
+    try:
+        pg: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+        try:
+            with pg.transaction():
+                report = _seed(pg, releases, seed, reset, progress, started)
+        except Exception as exc:
+            raise map_db_error(exc, f"seeding {releases} demo releases (seed {seed})") from exc
+    finally:
+        raw.close()
+    return report
+
+
+def _seed(
+    pg: psycopg.Connection[Any],
+    releases: int,
+    seed: int,
+    reset: bool,
+    progress: Callable[[int], None] | None,
+    started: float,
+) -> SeedReport:
+    with pg.cursor() as cur:
+        create_catalog(pg)
+        if reset:
+            cur.execute("TRUNCATE " + ", ".join(reversed(TABLES)))
+        start = _next_ids(cur)
+        gen = _Generator(seed, start, releases)
+        restore = _drop_keys_and_indexes(cur)
+        _copy(cur, "labels", gen.label_lines)
+        _copy(cur, "artists", gen.artist_lines)
+
+        # One thread loads while this one generates the next batch; the
+        # bounded queue keeps at most two batches in memory.
+        batches: queue.Queue[dict[str, list[str]] | None] = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+
+        def load() -> None:
+            try:
+                while (batch := batches.get()) is not None:
+                    for table in ("releases", "release_artists", "tracks", "track_contributors", "deals"):
+                        _copy(cur, table, batch[table])
+            except BaseException as exc:  # handed to the generating thread
+                failure.append(exc)
+                while batches.get() is not None:  # drain so the producer never blocks
+                    pass
+
+        loader = threading.Thread(target=load, name="seed-copy", daemon=True)
+        loader.start()
+        done = 0
+        try:
+            while done < releases and not failure:
+                n = min(BATCH_RELEASES, releases - done)
+                batches.put(gen.batch(n))
+                done += n
+                if progress is not None:
+                    progress(done)
+        finally:
+            batches.put(None)
+            loader.join()
+        if failure:
+            raise failure[0]
+        for statement in restore:
+            cur.execute(statement)
+        cur.execute("ANALYZE " + ", ".join(TABLES))
+    return SeedReport(
+        releases=releases,
+        tracks=gen.tracks,
+        artists=gen.artists,
+        deals=gen.deals,
+        seconds=time.perf_counter() - started,
+        first_release_id=start.release_id,
+        last_release_id=start.release_id + releases - 1,
+    )
