@@ -43,7 +43,7 @@ from ..errors import ConfigError, ReleaseDataError
 from ..models import Document, Party, Release
 from . import ern4, ern382
 from ._text import esc
-from .prepare import PDeal, Prepared, prepare
+from .checks import PDeal, Prepared, prepare
 
 __all__ = ["BuildContext", "ERN_VERSIONS", "build", "build_takedown", "context_from_config"]
 

@@ -10,7 +10,7 @@ of type ``TrackRelease``; composers and lyricists are
 from __future__ import annotations
 
 from ._text import attr, esc
-from .prepare import PCredit, PParty, Prepared, PTrack
+from .checks import PCredit, PParty, Prepared, PTrack
 
 NS = "http://ddex.net/xml/ern/382"
 

@@ -7,7 +7,7 @@ comments name the places where 4.2 and 4.3 differ.
 from __future__ import annotations
 
 from ._text import attr, esc
-from .prepare import PCredit, Prepared, PTrack
+from .checks import PCredit, Prepared, PTrack
 
 NS = {"4.3": "http://ddex.net/xml/ern/43", "4.2": "http://ddex.net/xml/ern/42"}
 AVS_VERSION = "3"  # AvsVersionId of the allowed-value-sets.xsd that ERN 4.3 ships with

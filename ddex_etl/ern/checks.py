@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -49,12 +50,28 @@ _DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _REF_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 
+_ISRC_MATCH = _ISRC.match
+_MD5_MATCH = _MD5.match
+_BAD = ILLEGAL_XML.search
+# Whole-second durations repeat a lot across a catalog; their text is cached.
+_DURATIONS: dict[int, str] = {}
+_DURATIONS_MS: dict[int, str] = {}
+
+
+def _clean(v: object) -> bool:
+    """True for non-empty text with no surrounding whitespace and no XML-illegal characters."""
+    # str.strip() returns the very same object when there is nothing to strip.
+    # ASCII-printable text cannot hold an illegal character; the regex is for the rest.
+    return type(v) is str and bool(v) and v.strip() is v and ((v.isascii() and v.isprintable()) or _BAD(v) is None)
+
+
 DISPLAY_ROLES = {"mainartist": "MainArtist", "featuredartist": "FeaturedArtist", "artist": "Artist"}
 _EPOCH = dt.datetime(1970, 1, 1)
 
 
 def _lookup(values: frozenset[str], aliases: dict[str, str] | None = None) -> dict[str, str]:
     table = {v.lower(): v for v in values}
+    table.update({v: v for v in values})  # exact values hit without lower()
     for alias, target in (aliases or {}).items():
         if target in values:
             table[alias] = target
@@ -322,9 +339,21 @@ def _display_name(names: list[tuple[str, str]]) -> str:
     return join(main) + (" feat. " + join(feat) if feat else "")
 
 
+_BY_SEQ = operator.attrgetter("sequence", "artist_id", "role")
+_CREDIT_KEY = operator.attrgetter("artist_id", "name", "role", "sequence", "isni")
+
+
 def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contributor]]:
     # Sort on data, not on input order, so a different row order from the
     # database cannot change the bytes.
+    if len(credits) < 2:
+        return list(enumerate(credits))
+    try:
+        order = sorted(range(len(credits)), key=lambda k: _BY_SEQ(credits[k]))
+        return [(k, credits[k]) for k in order]
+    except TypeError:  # mixed or missing types: compare as text
+        pass
+
     def key(item: tuple[int, Contributor]) -> tuple[Any, ...]:
         c = item[1]
         seq = c.sequence if isinstance(c.sequence, int) and not isinstance(c.sequence, bool) else 0
@@ -335,16 +364,13 @@ def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contrib
 
 def latest_change(release: Release) -> dt.datetime | None:
     """The latest updated_at over the release, its tracks and its deals."""
-    stamps = [release.updated_at] + [t.updated_at for t in release.tracks] + [d.updated_at for d in release.deals]
-    best: dt.datetime | None = None
-    best_key = None
-    for s in stamps:
-        if not isinstance(s, dt.datetime):
-            continue
-        k = s.astimezone(dt.timezone.utc).replace(tzinfo=None) if s.tzinfo is not None else s
-        if best_key is None or k > best_key:
-            best, best_key = s, k
-    return best
+    stamps = [s for s in (release.updated_at, *[t.updated_at for t in release.tracks], *[d.updated_at for d in release.deals]) if isinstance(s, dt.datetime)]
+    if not stamps:
+        return None
+    try:  # all aware (or all naive): datetimes compare across time zones directly
+        return max(stamps)
+    except TypeError:  # a mix of naive and aware: naive ones are UTC
+        return max(stamps, key=lambda s: s if s.tzinfo is not None else s.replace(tzinfo=dt.timezone.utc))
 
 
 def prepare(
@@ -369,40 +395,51 @@ def prepare(
     p.catalog_number = ck.text("catalog_number", release.catalog_number)
 
     parties: dict[str, PParty] = {}
+    # (artist_id, name, role, isni) -> (party ref, ERN role, is display role) or
+    # None when invalid. The same people recur on every track: check them once.
+    resolved: dict[tuple[Any, ...], tuple[str, str, bool] | None] = {}
 
-    def add_party(c: Contributor, where: str) -> str | None:
+    def resolve(c: Contributor, where: str) -> tuple[str, str, bool] | None:
+        key = (c.artist_id, c.name, c.role, c.isni)
+        try:
+            return resolved[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable junk in a field: take the slow path every time
+            key = None  # type: ignore[assignment]
+        out = _resolve_slow(c, where)
+        if key is not None:
+            resolved[key] = out
+        return out
+
+    def _resolve_slow(c: Contributor, where: str) -> tuple[str, str, bool] | None:
         ref = party_ref("PA", c.artist_id)
-        if ref in parties:
-            return ref
-        name = ck.text(f"{where}.name", c.name, True, "set the artist's name (artists.name)")
-        isni = ck.ident(f"{where}.isni", c.isni, _ISNI, "an ISNI (16 characters)", False, "0000000121032683")
-        if name is None:
+        ok = True
+        if ref not in parties:
+            name = ck.text(f"{where}.name", c.name, True, "set the artist's name (artists.name)")
+            isni = ck.ident(f"{where}.isni", c.isni, _ISNI, "an ISNI (16 characters)", False, "0000000121032683")
+            if name is None:
+                ok = False
+            else:
+                parties[ref] = PParty(ref, name, isni)
+        role_text = ck.text(f"{where}.role", c.role, True, "set the role, e.g. MainArtist or Composer")
+        if role_text is None:
             return None
-        parties[ref] = PParty(ref, name, isni)
-        return ref
-
-    def credit(role_value: object, where: str) -> tuple[str, bool] | None:
-        """(ERN role, is_display) for a catalog role."""
-        s = ck.text(f"{where}.role", role_value, True, "set the role, e.g. MainArtist or Composer")
-        if s is None:
-            return None
-        disp = DISPLAY_ROLES.get(s.lower())
+        disp = DISPLAY_ROLES.get(role_text.lower())
         if disp is not None:
-            return disp, True
-        found = ck.choice(f"{where}.role", s, voc.roles, "contributor role")
-        return (found, False) if found else None
+            return (ref, disp, True) if ok else None
+        found = ck.choice(f"{where}.role", role_text, voc.roles, "contributor role")
+        return (ref, found, False) if ok and found else None
 
     # Release artists: display artists on the release; other roles on every recording.
     rel_display: list[PCredit] = []
     rel_names: list[tuple[str, str]] = []
     rel_other: list[tuple[str, str]] = []
     for i, c in _sorted_credits(release.artists):
-        where = f"artists[{i}]"
-        ref = add_party(c, where)
-        r = credit(c.role, where)
-        if ref is None or r is None:
+        r = resolve(c, f"artists[{i}]")
+        if r is None:
             continue
-        role, is_display = r
+        ref, role, is_display = r
         if is_display:
             if all(x.ref != ref or x.role != role for x in rel_display):
                 rel_display.append(PCredit(ref, role, len(rel_display) + 1))
@@ -467,45 +504,20 @@ def prepare(
                 positions[pos] = i
         staged.append(((t.disc_number, t.track_number, str(t.track_id), i) if ok else (0, 0, "", i), i, ok))
 
-    for (_, i, ok) in sorted(staged, key=lambda s: s[0]):
-        t = release.tracks[i]
-        where = f"tracks[{i}]"
-        isrc = ck.ident(f"{where}.isrc", t.isrc, _ISRC, "an ISRC (CC XXX YY NNNNN, 12 characters)", True, "USS1Z9900001")
-        title = ck.text(f"{where}.title", t.title, True, "set tracks.title")
-        version = ck.text(f"{where}.version_title", t.version_title)
-        secs = t.duration_seconds
-        duration = None
-        if isinstance(secs, Decimal):
-            secs = float(secs)
-        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs < 0.0005:
-            ck.problem(
-                f"{where}.duration_seconds",
-                t.duration_seconds,
-                f"must be a positive number of seconds (track {t.track_id})",
-                "set tracks.duration_seconds to the recording's length",
-            )
-        else:
-            duration = iso_duration(secs)
-        genre = ck.text(f"{where}.genre", t.genre)
-        parental = None
-        if t.parental_warning is not None:
-            parental = ck.choice(f"{where}.parental_warning", t.parental_warning, voc.parental, "parental warning")
-        p_year = ck.year(f"{where}.p_line_year", t.p_line_year)
-        p_text = ck.text(f"{where}.p_line_text", t.p_line_text)
-        audio_file = ck.text(f"{where}.audio_file", t.audio_file)
-        md5 = ck.ident(f"{where}.audio_md5", t.audio_md5, _MD5, "an MD5 sum (32 hexadecimal digits)", False, "9e107d9d372bb6826bd81d3542a419d6")
+    # Tracks of a release usually share their credits: map each distinct
+    # contributors tuple once (the lists are shared, never mutated).
+    by_credits: dict[tuple[Any, ...], tuple[list[PCredit], list[PCredit], str]] = {}
 
+    def _track_credits(credits: tuple[Contributor, ...], i: int) -> tuple[list[PCredit], list[PCredit], str]:
         artists: list[PCredit] = []
         names: list[tuple[str, str]] = []
         contributors: list[PCredit] = []
         seen: set[tuple[str, str]] = set()
-        for j, c in _sorted_credits(t.contributors):
-            cw = f"{where}.contributors[{j}]"
-            ref = add_party(c, cw)
-            r = credit(c.role, cw)
-            if ref is None or r is None:
+        for j, c in _sorted_credits(credits):
+            r = resolve(c, f"tracks[{i}].contributors[{j}]")
+            if r is None:
                 continue
-            role, is_display = r
+            ref, role, is_display = r
             if (ref, role) in seen:
                 continue
             seen.add((ref, role))
@@ -519,31 +531,99 @@ def prepare(
                 seen.add((ref, role))
                 contributors.append(PCredit(ref, role, len(contributors) + 1, role in voc.work_roles))
         if not artists:
-            artists = rel_display
-            display_name = p.display_name
+            return rel_display, contributors, p.display_name
+        return artists, contributors, _display_name(names)
+
+    text = ck.text
+    for _, i, ok in sorted(staged, key=lambda x: x[0]):
+        t = release.tracks[i]
+        # Fast paths: clean values (the common case) skip the checker's calls.
+        isrc = t.isrc
+        if type(isrc) is not str or not _ISRC_MATCH(isrc):
+            isrc = ck.ident(f"tracks[{i}].isrc", isrc, _ISRC, "an ISRC (CC XXX YY NNNNN, 12 characters)", True, "USS1Z9900001")
+        title = t.title
+        if not _clean(title):
+            title = text(f"tracks[{i}].title", title, True, "set tracks.title")
+        version = t.version_title
+        if version is not None and not _clean(version):
+            version = text(f"tracks[{i}].version_title", version)
+        genre = t.genre
+        if genre is not None and not _clean(genre):
+            genre = text(f"tracks[{i}].genre", genre)
+        p_text = t.p_line_text
+        if p_text is not None and not _clean(p_text):
+            p_text = text(f"tracks[{i}].p_line_text", p_text)
+        audio_file = t.audio_file
+        if audio_file is not None and not _clean(audio_file):
+            audio_file = text(f"tracks[{i}].audio_file", audio_file)
+        md5 = t.audio_md5
+        if md5 is not None and (type(md5) is not str or not _MD5_MATCH(md5)):
+            md5 = ck.ident(f"tracks[{i}].audio_md5", md5, _MD5, "an MD5 sum (32 hexadecimal digits)", False, "9e107d9d372bb6826bd81d3542a419d6")
+        p_year = t.p_line_year
+        if p_year is not None and (type(p_year) is not int or not 1000 <= p_year <= 9999):
+            p_year = ck.year(f"tracks[{i}].p_line_year", p_year)
+        parental = t.parental_warning
+        if parental is not None:
+            parental = voc.parental.get(parental) if type(parental) is str else None
+            if parental is None:
+                parental = ck.choice(f"tracks[{i}].parental_warning", t.parental_warning, voc.parental, "parental warning")
+        secs = t.duration_seconds
+        duration = None
+        if type(secs) is int and secs > 0:
+            duration = _DURATIONS.get(secs)
+            if duration is None:
+                duration = iso_duration(secs)
+                if secs < 36000:
+                    _DURATIONS[secs] = duration
         else:
-            display_name = _display_name(names)
+            if isinstance(secs, Decimal):
+                secs = float(secs)
+            if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs < 0.0005:
+                ck.problem(
+                    f"tracks[{i}].duration_seconds",
+                    t.duration_seconds,
+                    f"must be a positive number of seconds (track {t.track_id})",
+                    "set tracks.duration_seconds to the recording's length",
+                )
+            else:
+                millis = int(round(secs * 1000))
+                duration = _DURATIONS_MS.get(millis)
+                if duration is None:
+                    duration = iso_duration(secs)
+                    if len(_DURATIONS_MS) < 100_000:
+                        _DURATIONS_MS[millis] = duration
+
+        try:
+            ckey: Any = tuple(map(_CREDIT_KEY, t.contributors))
+            shared = by_credits.get(ckey)
+        except TypeError:  # unhashable junk: no sharing
+            ckey, shared = None, None
+        if shared is None:
+            shared = _track_credits(t.contributors, i)
+            if ckey is not None:
+                by_credits[ckey] = shared
+        artists, contributors, display_name = shared
         if not ok or isrc is None or title is None or duration is None:
             continue
         p.tracks.append(
             PTrack(
-                num=len(p.tracks) + 1,
-                disc=t.disc_number,
-                number=t.track_number,
-                isrc=isrc,
-                title=title,
-                version=version,
-                display_name=display_name,
-                artists=artists,
-                contributors=contributors,
-                duration=duration,
-                seconds=float(secs),  # type: ignore[arg-type]
-                p_year=p_year if p_text else p.p_year if p.p_text else None,
-                p_text=p_text or p.p_text,
-                parental=parental or p.parental,
-                genre=genre or p.genre or None,
-                audio_file=audio_file,
-                audio_md5=md5.lower() if md5 else None,
+                len(p.tracks) + 1,
+                t.disc_number,
+                t.track_number,
+                isrc,
+                title,
+                version,
+                display_name,
+                artists,
+                contributors,
+                duration,
+                float(secs),  # type: ignore[arg-type]
+                p_year if p_text else p.p_year if p.p_text else None,
+                p_text or p.p_text,
+                parental or p.parental,
+                genre or p.genre or None,
+                audio_file,
+                md5.lower() if md5 else None,
             )
         )
 
