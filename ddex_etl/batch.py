@@ -434,8 +434,13 @@ def _normalize_version(version: str) -> str:
 def _pool_context() -> multiprocessing.context.BaseContext:
     # forkserver: children fork from a clean single-threaded server, so a pool
     # started while other threads hold locks cannot deadlock (plain fork can).
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # Import the builder once in the server, not in every worker it forks
+    # (no effect if the server already runs; '__main__' is the default entry).
+    ctx.set_forkserver_preload(["__main__", "ddex_etl.batch", "ddex_etl.ern", "ddex_etl.records"])
+    return ctx
 
 
 _BROKEN_HINT = (
@@ -490,13 +495,15 @@ class DDEXBuilder:
             raise ConfigError(f"workers: {workers} is not a positive number of processes")
         self.workers = workers or os.cpu_count() or 1
         self.default_created = default_created
+        extra = {"default_created": default_created} if default_created is not None else {}
+        # BuildContext checks the language code (and the rest) once, up front.
         self._ctx = BuildContext(
             ern_version=self.version,
             sender=self.sender,
             recipient=self.recipient,
             language=self.language,
             repair=self.repair,
-            default_created=default_created,
+            **extra,
         )
         self._pool: cf.ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
