@@ -1,0 +1,131 @@
+"""Benchmark the Python batch API: build_batch inline vs in worker processes, and streaming.
+
+    python benchmarks/bench_batch.py                       # 3,000 twelve-track releases
+    python benchmarks/bench_batch.py --releases 10000 --tracks 2 --validate
+
+Prints releases/s for ``parallel=False`` and ``parallel=True`` (the pool is
+started and warmed first; its start-up time is printed apart), the speed-up,
+the streaming processor's rate, and this process's peak memory. ``--validate``
+also checks every built document against the XSD (``--schema-dir``, default
+``../shared/ddex/schemas``) and prints how many failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ddex_etl import DDEXBuilder, StreamingBatchProcessor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def release(n: int, tracks: int) -> dict[str, Any]:
+    """A realistic album as a nested dict: credits on every track, two deals."""
+    return {
+        "release_id": n,
+        "icpn": f"{5_000_000_000_000 + n:013d}",
+        "catalog_number": f"BEN{n:06d}",
+        "title": f"Benchmark Album {n}",
+        "release_type": "Album" if tracks > 3 else "Single",
+        "label": {"label_id": 1 + n % 7, "name": f"Bench Label {n % 7}"},
+        "genre": "Electronic",
+        "subgenre": "House",
+        "release_date": "2024-06-01",
+        "p_line_year": 2024,
+        "p_line_text": "2024 Bench Label",
+        "c_line_year": 2024,
+        "c_line_text": "2024 Bench Label",
+        "parental_warning": "NotExplicit",
+        "artists": [
+            {"artist_id": 10 + n % 100, "name": f"Artist {n % 100}", "role": "MainArtist", "sequence": 1},
+            {"artist_id": 500 + n % 30, "name": f"Guest {n % 30}", "role": "FeaturedArtist", "sequence": 2},
+        ],
+        "tracks": [
+            {
+                "track_id": n * 100 + t,
+                "disc_number": 1,
+                "track_number": t,
+                "isrc": f"QZBEN{24:02d}{(n * 100 + t) % 100000:05d}",
+                "title": f"Track {t} – Ünïcødé",
+                "duration_seconds": 150 + 7 * t,
+                "audio_file": f"{n}_{t}.flac",
+                "audio_md5": f"{n * 100 + t:032x}",
+                "contributors": [
+                    {"artist_id": 900 + t, "name": f"Composer {t}", "role": "Composer", "sequence": 1},
+                    {"artist_id": 950 + t % 5, "name": f"Producer {t % 5}", "role": "Producer", "sequence": 2},
+                ],
+            }
+            for t in range(1, tracks + 1)
+        ],
+        "deals": [
+            {"deal_id": 1, "territories": ["Worldwide"], "commercial_model": "SubscriptionModel",
+             "use_types": ["Stream", "OnDemandStream"], "start_date": "2024-06-01"},
+            {"deal_id": 2, "territories": ["US", "GB", "DE"], "commercial_model": "PayAsYouGoModel",
+             "use_types": ["PermanentDownload"], "start_date": "2024-06-01"},
+        ],
+    }
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--releases", type=int, default=3000)
+    ap.add_argument("--tracks", type=int, default=12)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per mode")
+    ap.add_argument("--validate", action="store_true", help="validate every document against the XSD")
+    ap.add_argument("--schema-dir", type=Path, default=REPO.parent / "shared" / "ddex" / "schemas")
+    args = ap.parse_args()
+
+    data = [release(n, args.tracks) for n in range(1, args.releases + 1)]
+    print(f"{args.releases} releases x {args.tracks} tracks, {args.workers} workers, batch_size {args.batch_size}, "
+          f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
+
+    with DDEXBuilder(workers=args.workers, schema_dir=args.schema_dir if args.validate else None) as builder:
+        t = time.perf_counter()
+        builder.build_batch(data[: args.workers * 2], batch_size=1, parallel=True)  # start and warm the pool
+        print(f"pool start-up (once per builder): {time.perf_counter() - t:.2f} s")
+
+        rates: dict[bool, float] = {}
+        result = None
+        for parallel in (False, True):
+            best = 0.0
+            for _ in range(args.rounds):
+                result = builder.build_batch(data, batch_size=args.batch_size, parallel=parallel)
+                assert not result.errors, result.errors[:3]
+                best = max(best, result.items_per_second)
+            rates[parallel] = best
+            label = "parallel=True " if parallel else "parallel=False"
+            print(f"build_batch {label}: {best:8.0f} releases/s")
+        print(f"speed-up: {rates[True] / rates[False]:.2f}x")
+
+        stats = StreamingBatchProcessor(batch_size=args.batch_size, max_concurrency=args.workers * 2, builder=builder) \
+            .process_stream(iter(data), lambda item: None)
+        print(f"StreamingBatchProcessor:   {stats.average_items_per_second:8.0f} releases/s "
+              f"({stats.batches} batches, peak {stats.peak_memory_mb:.0f} MB)")
+
+        if args.validate and result is not None:
+            from ddex_etl.validate import validate_bytes
+
+            t = time.perf_counter()
+            invalid = [s.id for s in result.success if validate_bytes(s.xml_bytes, args.schema_dir, builder.version)]
+            took = time.perf_counter() - t
+            print(f"XSD validation: {len(result.success) - len(invalid)}/{len(result.success)} valid "
+                  f"({len(result.success) / took:.0f} documents/s in one process)")
+            if invalid:
+                print(f"INVALID: {invalid[:20]}")
+                sys.exit(1)
+    print(f"peak memory (this process): {peak_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
