@@ -8,11 +8,12 @@ error tree (``retryable`` says whether a retry can help) and the same worker
 processes. Only the source and the sink differ.
 
 ``parallel=True`` builds in a pool of worker processes that the builder
-creates on first use and reuses. The pool uses the ``forkserver`` start method
-(``spawn`` where there is none) because ``fork`` is unsafe once threads exist,
-and a builder may be shared by threads. As with any ``multiprocessing`` code,
-a script that builds in parallel at import time must put that code under
-``if __name__ == "__main__":``.
+creates on first use and reuses. The pool forks while the process is
+single-threaded (fast, and an unguarded script works) and otherwise uses the
+``forkserver`` start method (``spawn`` where there is none), because ``fork``
+is unsafe once threads exist and a builder may be shared by threads. With
+those, as with any ``multiprocessing`` code, a script that builds in parallel
+at import time must put that code under ``if __name__ == "__main__":``.
 
 The streaming processor lives in ``ddex_etl.batch_stream``.
 """
@@ -23,6 +24,7 @@ import datetime as dt
 import logging
 import math
 import multiprocessing
+import numbers
 import os
 import pickle
 import random
@@ -431,15 +433,36 @@ def _normalize_version(version: str) -> str:
     return v
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # forkserver: children fork from a clean single-threaded server, so a pool
-    # started while other threads hold locks cannot deadlock (plain fork can).
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    # Import the builder once in the server, not in every worker it forks
-    # (no effect if the server already runs; '__main__' is the default entry).
-    ctx.set_forkserver_preload(["__main__", "ddex_etl.batch", "ddex_etl.ern", "ddex_etl.records"])
+def _single_threaded() -> bool:
+    """True when no other Python thread runs, so a fork copies no Python lock held mid-update.
+
+    Threads of C libraries (OpenBLAS under NumPy, say) do not count: they
+    guard their own state across fork with ``pthread_atfork`` handlers.
+    """
+    return threading.active_count() == 1 and threading.current_thread() is threading.main_thread()
+
+
+def _pool_context(start_method: str | None) -> multiprocessing.context.BaseContext:
+    """The start method for the worker pool.
+
+    ``fork`` copies the calling process as it is: fast, and a script without
+    an ``if __name__ == "__main__":`` guard still works, but a lock held by
+    another thread at that instant stays locked forever in the child. So the
+    default forks only while no other Python thread runs, and otherwise
+    uses ``forkserver`` (children fork from a clean single-threaded server),
+    or ``spawn`` where there is none.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if start_method is None:
+        if "fork" in methods and "forkserver" in methods and _single_threaded():
+            start_method = "fork"
+        else:
+            start_method = "forkserver" if "forkserver" in methods else "spawn"
+    ctx = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        # Import the builder once in the server, not in every worker it forks
+        # (no effect if the server already runs; '__main__' is the default entry).
+        ctx.set_forkserver_preload(["__main__", "ddex_etl.batch", "ddex_etl.ern", "ddex_etl.records"])
     return ctx
 
 
@@ -462,7 +485,9 @@ class DDEXBuilder:
     ``etl.toml``. ``schema_dir`` is the folder holding the DDEX XSDs (used by
     ``validate_each``). ``repair`` strips XML-illegal control characters and
     surrounding whitespace with a warning instead of rejecting the release.
-    ``workers`` is the size of the process pool (default: one per core).
+    ``workers`` is the size of the process pool (default: one per core);
+    ``start_method`` forces a multiprocessing start method for it (default:
+    ``fork`` while the process is single-threaded, else ``forkserver``).
 
     A builder is safe to share between threads; its process pool is created on
     first parallel use and reused. ``close()`` (or ``with DDEXBuilder(...)``)
@@ -480,6 +505,7 @@ class DDEXBuilder:
         *,
         workers: int | None = None,
         default_created: dt.datetime | None = None,
+        start_method: str | None = None,
     ) -> None:
         from .ern import BuildContext
 
@@ -495,6 +521,12 @@ class DDEXBuilder:
             raise ConfigError(f"workers: {workers} is not a positive number of processes")
         self.workers = workers or os.cpu_count() or 1
         self.default_created = default_created
+        if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
+            raise ConfigError(
+                f"start_method: {start_method!r} is not available here; fix: one of "
+                f"{', '.join(multiprocessing.get_all_start_methods())}, or None"
+            )
+        self.start_method = start_method
         extra = {"default_created": default_created} if default_created is not None else {}
         # BuildContext checks the language code (and the rest) once, up front.
         self._ctx = BuildContext(
@@ -660,7 +692,7 @@ class DDEXBuilder:
     def _get_pool(self) -> cf.ProcessPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context())
+                self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
             return self._pool
 
     def _reset_pool(self, broken: cf.ProcessPoolExecutor) -> None:
@@ -846,6 +878,10 @@ def _dataframe_items(df: pd.DataFrame, group_by: str) -> Iterator[tuple[tuple[st
     """Group a DataFrame's rows into releases, keeping the order of first appearance."""
     # NaN/NaT -> None once, vectorized, so the records code sees "absent" whatever the dtype.
     frame = df.astype(object).where(df.notna(), None)
+    if "icpn" in df.columns and df["icpn"].dtype.kind in "iuf":
+        # read_csv parsed the ICPN column as numbers and dropped leading zeros
+        # (0000000000208 -> 208); give those back as the 13-digit EAN form.
+        frame["icpn"] = [_icpn_text(v) for v in frame["icpn"]]
     groups: dict[Any, list[dict[str, Any]]] = {}
     for number, row in enumerate(frame.to_dict("records")):
         key = row.get(group_by)
@@ -869,6 +905,20 @@ def _dataframe_items(df: pd.DataFrame, group_by: str) -> Iterator[tuple[tuple[st
     del frame
     for key, rows in groups.items():
         yield ((_ROWS, rows, key), rows)
+
+
+def _icpn_text(value: Any) -> Any:
+    """A numeric ICPN as digits; fewer than 12 means zeros were lost, so pad to EAN-13.
+
+    Leading zeros do not change a GTIN (UPC-A 012345678905 and EAN-13
+    0012345678905 name the same product), so padding restores an equal code.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if not float(value).is_integer():
+        return value  # not a code at all: records reports it
+    digits = str(int(value))
+    return digits.zfill(13) if len(digits) < 12 else digits
 
 
 def __getattr__(name: str) -> Any:

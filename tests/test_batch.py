@@ -368,8 +368,10 @@ def test_validate_each_needs_a_schema_folder(builder: DDEXBuilder) -> None:
 # --------------------------------------------------------------------------- threads
 
 
-def test_a_shared_builder_is_safe_from_several_threads(builder: DDEXBuilder) -> None:
+def test_a_shared_builder_is_safe_from_several_threads() -> None:
     releases = [release_dict(n) for n in range(1, 201)]
+    # A fresh builder: its pool is created lazily by whichever thread gets there first.
+    builder = DDEXBuilder(sender=SENDER, recipient=RECIPIENT, workers=2)
     expected = {s.id: s.checksum for s in builder.build_batch(releases, parallel=False).success}
     outcomes: dict[int, dict[Any, str]] = {}
     failures: list[BaseException] = []
@@ -389,6 +391,7 @@ def test_a_shared_builder_is_safe_from_several_threads(builder: DDEXBuilder) -> 
         t.start()
     for t in threads:
         t.join()
+    builder.close()
     assert failures == []
     merged = {k: v for got in outcomes.values() for k, v in got.items()}
     assert merged == expected
@@ -428,6 +431,53 @@ def test_from_dataframe_batch_groups_rows_and_reports_bad_rows(builder: DDEXBuil
     assert len(by_id[5].data) == 3  # the release's rows, to inspect and fix
     one = next(s for s in result.success if s.id == 1)
     assert one.xml == builder.build(release_dict(1, tracks=3))  # same document as from the dict
+
+
+@pytest.fixture()
+def catalog_rows(db_url: str) -> tuple[list[str], list[tuple[Any, ...]], pd.DataFrame]:
+    """A seeded demo catalog's rows as the extract query returns them, and as a DataFrame."""
+    import sqlalchemy as sa
+
+    from ddex_etl.db import make_engine
+    from ddex_etl.seed import SQL_DIR, seed_catalog
+
+    engine = make_engine(db_url)
+    try:
+        seed_catalog(engine, releases=40, seed=6)
+        query = sa.text((SQL_DIR / "release_rows.sql").read_text(encoding="utf-8"))
+        with engine.connect() as conn:
+            ids = list(conn.execute(sa.text("SELECT release_id FROM releases ORDER BY 1")).scalars())
+            result = conn.execute(query, {"release_ids": ids})
+            columns, rows = list(result.keys()), [tuple(r) for r in result]
+            frame = pd.read_sql(query, conn, params={"release_ids": ids})
+    finally:
+        engine.dispose()
+    return columns, rows, frame
+
+
+def test_a_csv_export_builds_the_same_bytes_as_the_database_rows(
+    builder: DDEXBuilder, catalog_rows: tuple[list[str], list[tuple[Any, ...]], pd.DataFrame], tmp_path: Path
+) -> None:
+    from ddex_etl.records import releases_from_rows
+
+    columns, rows, frame = catalog_rows
+    direct = builder.build_batch(list(releases_from_rows(rows, columns)), parallel=False)
+    frame.sample(frac=1, random_state=1).to_csv(tmp_path / "releases.csv", index=False)
+    # Default read_csv: numbers parsed (ICPNs lose leading zeros), JSON columns as text, NaN for NULL.
+    from_csv = builder.from_dataframe_batch(pd.read_csv(tmp_path / "releases.csv"))
+    from_sql = builder.from_dataframe_batch(frame, parallel=False)
+    assert (len(direct.success), direct.errors) == (40, [])
+    expected = {s.id: s.checksum for s in direct.success}
+    assert {s.id: s.checksum for s in from_csv.success} == expected and from_csv.errors == []
+    assert {s.id: s.checksum for s in from_sql.success} == expected and from_sql.errors == []
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
+def test_every_start_method_builds_the_same_documents(builder: DDEXBuilder, start_method: str) -> None:
+    releases = [release_dict(n) for n in range(1, 9)]
+    expected = [s.checksum for s in builder.build_batch(releases, parallel=False).success]
+    with DDEXBuilder(sender=SENDER, recipient=RECIPIENT, workers=2, start_method=start_method) as other:
+        assert [s.checksum for s in other.build_batch(releases, batch_size=2).success] == expected
 
 
 def test_from_dataframe_batch_needs_the_group_column(builder: DDEXBuilder) -> None:
