@@ -37,10 +37,10 @@ def _clean(s: str) -> str:
 
 
 text = st.one_of(
-    st.text(_chars, min_size=1, max_size=30),
-    st.text(_chars, min_size=1, max_size=400),
+    st.text(_chars, min_size=1, max_size=20),
     st.sampled_from(RTL),
-    st.text("abcXYZ &<>\"'", min_size=1, max_size=20),
+    st.text("abcXYZ &<>\"'", min_size=1, max_size=12),
+    st.text(_chars, min_size=200, max_size=600),  # long strings, now and then
 ).map(_clean).filter(bool)
 optional_text = st.none() | text
 years = st.integers(1900, 2100)
@@ -74,11 +74,15 @@ def contributors(draw: st.DrawFn, roles: list[str], min_size: int = 0, max_size:
 
 
 @st.composite
-def deals(draw: st.DrawFn, deal_id: int, has_release_date: bool) -> Deal:
-    start = draw(st.none() | dates) if has_release_date else draw(dates)
+def deals(draw: st.DrawFn, deal_id: int, release_date: dt.date | None) -> Deal:
+    start = draw(st.none() | dates) if release_date is not None else draw(dates)
     end = draw(st.none() | dates)
-    if start is not None and end is not None and end < start:
-        start, end = end, start
+    effective = start or release_date
+    if effective is not None and end is not None and end < effective:
+        if start is None:
+            end = None
+        else:
+            start, end = end, start
     territories = draw(st.just(("Worldwide",)) | st.lists(st.sampled_from(TERRITORIES), min_size=1, max_size=8).map(tuple))
     return Deal(
         deal_id=deal_id,
@@ -94,7 +98,8 @@ def deals(draw: st.DrawFn, deal_id: int, has_release_date: bool) -> Deal:
 @st.composite
 def releases(draw: st.DrawFn) -> Release:
     # Mostly small releases (fast to generate and validate), sometimes up to 100 tracks.
-    n_tracks = draw(st.one_of(st.integers(1, 4), st.integers(1, 4), st.integers(1, 20), st.integers(1, 100)))
+    size = draw(st.integers(0, 19))
+    n_tracks = draw(st.integers(1, 4) if size < 12 else st.integers(5, 20) if size < 18 else st.integers(21, 100))
     n_discs = draw(st.integers(1, min(3, n_tracks)))
     tracks = []
     for i in range(n_tracks):
@@ -145,7 +150,7 @@ def releases(draw: st.DrawFn) -> Release:
         language=draw(st.none() | st.sampled_from(["en", "ja", "he", "ar"])),
         artists=main + others,
         tracks=tuple(tracks),
-        deals=tuple(draw(deals(k + 1, release_date is not None)) for k in range(draw(st.integers(1, 6)))),
+        deals=tuple(draw(deals(k + 1, release_date)) for k in range(draw(st.integers(1, 6)))),
         updated_at=draw(st.none() | stamps),
     )
 
