@@ -26,7 +26,6 @@ import math
 import multiprocessing
 import numbers
 import os
-import pickle
 import random
 import re
 import threading
@@ -253,7 +252,7 @@ class _Spec:
     ctx: Any  # ddex_etl.ern.BuildContext
     ern_version: str
     schema_dir: str | None
-    validate: bool | Callable[..., Any]
+    validate: bool  # XSD validation in the worker (user callables run in the calling process)
     max_retries: int
     retry_delay: float
 
@@ -284,19 +283,33 @@ def _to_release(kind: str, payload: Any) -> Release:
     return releases[0]
 
 
-_SCHEMAS = threading.local()
+def _run_check(check: Callable[[bytes], Any], xml: bytes, release_id: Any) -> None:
+    """Call a user's ``validate_each`` callable; raise when it refuses the document."""
+    outcome = check(xml)
+    if outcome is False:
+        raise _ValidationFailed(f"release {release_id}: the validate_each callable refused the document")
+    if isinstance(outcome, (list, tuple)) and outcome:
+        raise _ValidationFailed(f"release {release_id}: {'; '.join(map(str, outcome[:5]))}")
+
+
+def _check_item(item: BuiltItem, check: Callable[[bytes], Any], max_retries: int, retry_delay: float) -> BuiltItem | ItemError:
+    """Run a user's callable on a built document, retrying only retryable refusals.
+
+    It runs in the calling process: user code never has to be picklable or
+    importable by the workers, and building is deterministic, so retrying the
+    check alone is the same as rebuilding and checking again.
+    """
+    try:
+        _, attempts = retry(
+            lambda: _run_check(check, item.xml_bytes, item.id), max_retries=max_retries, retry_delay=retry_delay
+        )
+    except Exception as exc:
+        return _item_error(exc, item.id, "validate")
+    return item if attempts == 1 else replace(item, attempts=attempts)
 
 
 def _validate_xml(xml: bytes, spec: _Spec, release_id: Any) -> None:
-    """Run the configured check; raise when the document is refused."""
-    check = spec.validate
-    if callable(check):
-        outcome = check(xml)
-        if outcome is False:
-            raise _ValidationFailed(f"release {release_id}: the validate_each callable refused the document")
-        if isinstance(outcome, (list, tuple)) and outcome:
-            raise _ValidationFailed(f"release {release_id}: {'; '.join(map(str, outcome[:5]))}")
-        return
+    """Validate against the XSD; raise when the document is refused."""
     from .validate import validate_bytes
 
     issues = validate_bytes(xml, spec.schema_dir, spec.ern_version)
@@ -601,8 +614,8 @@ class DDEXBuilder:
           ``schema_dir`` (this call's or the builder's); a callable
           ``check(xml: bytes)`` is called instead and refuses a document by
           raising, returning False or returning a non-empty list of problems.
-          With ``parallel=True`` the callable must be picklable (a module-level
-          function).
+          The callable runs in the calling process (any function or lambda;
+          it need not be picklable), while the workers build the next batches.
         - ``continue_on_error=False``: stop after the batch in which the first
           error occurred; ``fail_fast=True``: stop at the first error itself
           (nothing after it, in input order, is kept). Releases not attempted
@@ -672,19 +685,11 @@ class DDEXBuilder:
                 "validate_each=True needs the DDEX XSD folder; fix: DDEXBuilder(schema_dir=...) "
                 "or build_batch(..., schema_dir=...)"
             )
-        if callable(validate_each) and parallel:
-            try:
-                pickle.dumps(validate_each)
-            except Exception as exc:
-                raise ConfigError(
-                    f"validate_each: {validate_each!r} cannot be sent to worker processes ({exc}); "
-                    "fix: use a module-level function, or parallel=False"
-                ) from None
         return _Spec(
             ctx=self._ctx,
             ern_version=self.version,
             schema_dir=str(folder) if folder is not None else None,
-            validate=validate_each if callable(validate_each) else bool(validate_each),
+            validate=validate_each is True,
             max_retries=max_retries,
             retry_delay=retry_delay,
         )
@@ -748,6 +753,7 @@ class DDEXBuilder:
         if batch_size < 1:
             raise ConfigError(f"batch_size: {batch_size} is not a positive number of releases")
         spec = self._spec(validate_each, max_retries, retry_delay, schema_dir, parallel)
+        check = validate_each if callable(validate_each) else None
         use_pool = parallel and self.workers > 1
         result = BatchResult(parallel=use_pool)
         start = time.perf_counter()
@@ -767,6 +773,8 @@ class DDEXBuilder:
             outcomes, _ = self._collect(spec, chunk, future)
             result.batches += 1
             for pos, outcome in zip(positions, outcomes):
+                if check is not None and isinstance(outcome, BuiltItem):
+                    outcome = _check_item(outcome, check, max_retries, retry_delay)
                 slots[pos] = outcome
                 if isinstance(outcome, ItemError) and (fail_fast or not continue_on_error):
                     stop = True
@@ -865,7 +873,7 @@ def _chunk_failure(release_id: Any, message: str, retryable: bool, kind: str) ->
 def _check_schema_dir(schema_dir: str | os.PathLike[str] | None) -> Path | None:
     if schema_dir is None:
         return None
-    folder = Path(schema_dir)
+    folder = Path(schema_dir).resolve()  # workers and later calls must not depend on the cwd
     if not folder.is_dir():
         raise ConfigError(
             f"schema_dir: folder {folder} not found; fix: point it at the folder holding the DDEX XSDs "
