@@ -100,8 +100,8 @@ def _messaging_party(tag: str, party: Party) -> str:
 
 def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_attr_extra: str = "") -> Document:
     version = ctx.ern_version
-    body_text = "".join(parts)
-    digest = hashlib.sha256(f"{version}|{kind}|{ctx.recipient.dpid}|{p.created}|".encode() + body_text.encode()).hexdigest()
+    body = "".join(parts).encode("utf-8")  # encoded once; the id hashes the same bytes
+    digest = hashlib.sha256(f"{version}|{kind}|{ctx.recipient.dpid}|{p.created}|".encode() + body).hexdigest()
     thread = f"{ctx.sender.dpid}-{p.release_id}"
     message_id = f"{thread}-{digest[:16]}"
     if version == "3.8.2":
@@ -117,7 +117,7 @@ def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_
         + f"<MessageCreatedDateTime>{p.created}</MessageCreatedDateTime></MessageHeader>"
         + root_attr_extra
     )
-    xml = (_XML_DECL + root + header + body_text + close + "\n").encode("utf-8")
+    xml = (_XML_DECL + root + header).encode("utf-8") + body + (close + "\n").encode()
     return Document(
         release_id=p.release_id,
         ern_version=version,

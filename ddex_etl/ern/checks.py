@@ -340,6 +340,7 @@ def _display_name(names: list[tuple[str, str]]) -> str:
 
 
 _BY_SEQ = operator.attrgetter("sequence", "artist_id", "role")
+_POSITION = operator.attrgetter("disc_number", "track_number")
 _CREDIT_KEY = operator.attrgetter("artist_id", "name", "role", "sequence", "isni")
 
 
@@ -480,29 +481,39 @@ def prepare(
     # Tracks
     if not release.tracks:
         ck.problem("tracks", (), "the release has no tracks", "add its tracks, or send a takedown if it was withdrawn")
-    positions: dict[tuple[int, int], int] = {}
-    staged: list[tuple[tuple[int, int, str, int], int, Any]] = []
-    for i, t in enumerate(release.tracks):
-        where = f"tracks[{i}]"
-        ok = True
-        for attr_name in ("disc_number", "track_number"):
-            v = getattr(t, attr_name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                ck.problem(f"{where}.{attr_name}", v, f"must be a whole number of 1 or more (track {t.track_id})", f"set tracks.{attr_name}")
-                ok = False
-        if ok:
-            pos = (t.disc_number, t.track_number)
-            if pos in positions:
-                ck.problem(
-                    f"{where}.track_number",
-                    t.track_number,
-                    f"duplicate position disc {pos[0]} track {pos[1]} (track {t.track_id}; also tracks[{positions[pos]}])",
-                    "give each track of a disc its own track_number",
-                )
-                ok = False
-            else:
-                positions[pos] = i
-        staged.append(((t.disc_number, t.track_number, str(t.track_id), i) if ok else (0, 0, "", i), i, ok))
+    tracks_in = release.tracks
+    pos_list = list(map(_POSITION, tracks_in))
+    order: list[tuple[int, bool]]
+    if len(set(pos_list)) == len(pos_list) and all(
+        type(d) is int and type(n) is int and d > 0 and n > 0 for d, n in pos_list
+    ):
+        # Fast path: whole positive numbers, all distinct.
+        order = [(i, True) for i in sorted(range(len(pos_list)), key=pos_list.__getitem__)]
+    else:
+        positions: dict[tuple[int, int], int] = {}
+        staged: list[tuple[tuple[int, int, str, int], int, bool]] = []
+        for i, t in enumerate(tracks_in):
+            where = f"tracks[{i}]"
+            ok = True
+            for attr_name in ("disc_number", "track_number"):
+                v = getattr(t, attr_name)
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    ck.problem(f"{where}.{attr_name}", v, f"must be a whole number of 1 or more (track {t.track_id})", f"set tracks.{attr_name}")
+                    ok = False
+            if ok:
+                pos = (t.disc_number, t.track_number)
+                if pos in positions:
+                    ck.problem(
+                        f"{where}.track_number",
+                        t.track_number,
+                        f"duplicate position disc {pos[0]} track {pos[1]} (track {t.track_id}; also tracks[{positions[pos]}])",
+                        "give each track of a disc its own track_number",
+                    )
+                    ok = False
+                else:
+                    positions[pos] = i
+            staged.append(((t.disc_number, t.track_number, str(t.track_id), i) if ok else (0, 0, "", i), i, ok))
+        order = [(i, ok) for _, i, ok in sorted(staged, key=lambda x: x[0])]
 
     # Tracks of a release usually share their credits: map each distinct
     # contributors tuple once (the lists are shared, never mutated).
@@ -535,8 +546,8 @@ def prepare(
         return artists, contributors, _display_name(names)
 
     text = ck.text
-    for _, i, ok in sorted(staged, key=lambda x: x[0]):
-        t = release.tracks[i]
+    for i, ok in order:
+        t = tracks_in[i]
         # Fast paths: clean values (the common case) skip the checker's calls.
         isrc = t.isrc
         if type(isrc) is not str or not _ISRC_MATCH(isrc):
@@ -650,7 +661,9 @@ def prepare(
         if not raw_terr:
             ck.problem(f"{where}.territories", d.territories, f"deal {d.deal_id} has no territories", "list ISO 3166 codes such as GB, US, or 'Worldwide'")
         for j, code in enumerate(raw_terr):
-            found = ck.choice(f"{where}.territories[{j}]", code, voc.territories, "territory code (ISO 3166-1 or Worldwide)")
+            found = voc.territories.get(code) if type(code) is str else None
+            if found is None:
+                found = ck.choice(f"{where}.territories[{j}]", code, voc.territories, "territory code (ISO 3166-1 or Worldwide)")
             if found and found not in terrs:
                 terrs.append(found)
         if "Worldwide" in terrs:
@@ -661,13 +674,17 @@ def prepare(
         if d.commercial_model is None:
             ck.problem(f"{where}.commercial_model", None, f"deal {d.deal_id} has no commercial model", "set deals.commercial_model, e.g. SubscriptionModel")
         else:
-            model = ck.choice(f"{where}.commercial_model", d.commercial_model, voc.commercial_models, "commercial model")
+            model = voc.commercial_models.get(d.commercial_model) if type(d.commercial_model) is str else None
+            if model is None:
+                model = ck.choice(f"{where}.commercial_model", d.commercial_model, voc.commercial_models, "commercial model")
         uses: list[str] = []
         raw_uses = d.use_types if isinstance(d.use_types, (list, tuple)) else ()
         if not raw_uses:
             ck.problem(f"{where}.use_types", d.use_types, f"deal {d.deal_id} has no use types", "list use types such as Stream, PermanentDownload")
         for j, u in enumerate(raw_uses):
-            found = ck.choice(f"{where}.use_types[{j}]", u, voc.use_types, "use type")
+            found = voc.use_types.get(u) if type(u) is str else None
+            if found is None:
+                found = ck.choice(f"{where}.use_types[{j}]", u, voc.use_types, "use type")
             if found and found not in uses:
                 uses.append(found)
         start = ck.date(f"{where}.start_date", d.start_date)

@@ -63,7 +63,25 @@ def _technical(out: list[str], t: PTrack, v43: bool) -> None:
     out.append("</TechnicalDetails>")
 
 
-def sound_recording(out: list[str], t: PTrack, v43: bool) -> None:
+def _credits_xml(t: PTrack, cache: dict[int, str]) -> str:
+    """DisplayArtistName, DisplayArtist and Contributor elements; tracks share their credit lists, so cache by list."""
+    key = id(t.artists) * 31 + id(t.contributors)
+    hit = cache.get(key)
+    if hit is not None and hit[0] == t.display_name:
+        return hit[1]
+    out = [f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName>"]
+    _display_artists(out, t.artists)
+    for c in t.contributors:
+        out.append(
+            f'<Contributor SequenceNumber="{c.seq}"><ContributorPartyReference>{c.ref}</ContributorPartyReference>'
+            f"<Role>{c.role}</Role></Contributor>"
+        )
+    text = "".join(out)
+    cache[key] = (t.display_name, text)  # type: ignore[assignment]
+    return text
+
+
+def sound_recording(out: list[str], t: PTrack, v43: bool, cache: dict[int, str]) -> None:
     out.append(
         f"<SoundRecording><ResourceReference>A{t.num}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
     )
@@ -75,17 +93,12 @@ def sound_recording(out: list[str], t: PTrack, v43: bool) -> None:
     else:
         out.append(f"<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>")
     _title(out, t.title, t.version)
-    out.append(f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName>")
-    _display_artists(out, t.artists)
-    for c in t.contributors:
-        out.append(
-            f'<Contributor SequenceNumber="{c.seq}"><ContributorPartyReference>{c.ref}</ContributorPartyReference>'
-            f"<Role>{c.role}</Role></Contributor>"
-        )
+    out.append(_credits_xml(t, cache))
     if not v43:
         _pline(out, t.p_year, t.p_text)
-    out.append(f"<Duration>{t.duration}</Duration>")
-    out.append(f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>")
+    out.append(
+        f"<Duration>{t.duration}</Duration><ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>"
+    )
     if not v43:
         _technical(out, t, v43)
     out.append("</SoundRecording>")
@@ -112,8 +125,9 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
             out.append(f"<PartyId><DPID>{party.dpid}</DPID></PartyId>")
         out.append("</Party>")
     out.append("</PartyList><ResourceList>")
+    cache: dict[int, str] = {}
     for t in p.tracks:
-        sound_recording(out, t, v43)
+        sound_recording(out, t, v43, cache)
     out.append("</ResourceList><ReleaseList>")
 
     # Main release
