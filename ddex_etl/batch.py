@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as dt
 import logging
-import math
 import multiprocessing
 import numbers
 import os
@@ -30,6 +29,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures.process import BrokenProcessPool
@@ -697,10 +697,16 @@ class DDEXBuilder:
     def _get_pool(self) -> cf.ProcessPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
+                pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
+                # A builder dropped without close() must not leave its workers behind.
+                weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
+                self._pool = pool
             return self._pool
 
-    def _reset_pool(self, broken: cf.ProcessPoolExecutor) -> None:
+    def _reset_pool(self, broken: cf.ProcessPoolExecutor | None) -> None:
+        """Forget a pool whose worker died (others may already have replaced it)."""
+        if broken is None:
+            return
         with self._pool_lock:
             if self._pool is broken:
                 self._pool = None
@@ -709,10 +715,13 @@ class DDEXBuilder:
     def _submit(self, spec: _Spec, chunk: list[tuple[str, Any, Any]]) -> cf.Future[Any]:
         pool = self._get_pool()
         try:
-            return pool.submit(_build_chunk, spec, chunk)
+            future = pool.submit(_build_chunk, spec, chunk)
         except BrokenProcessPool:
             self._reset_pool(pool)
-            return self._get_pool().submit(_build_chunk, spec, chunk)
+            pool = self._get_pool()
+            future = pool.submit(_build_chunk, spec, chunk)
+        future.ddex_pool = pool  # type: ignore[attr-defined]  # which pool to replace if it breaks
+        return future
 
     def _collect(
         self, spec: _Spec, chunk: list[tuple[str, Any, Any]], future: cf.Future[Any] | None
@@ -723,14 +732,13 @@ class DDEXBuilder:
         try:
             return future.result()  # type: ignore[no-any-return]
         except BrokenProcessPool:
-            pool = self._pool
-            if pool is not None:
-                self._reset_pool(pool)
+            self._reset_pool(getattr(future, "ddex_pool", None))
+            retry_future = None
             try:
-                return self._submit(spec, chunk).result()  # type: ignore[no-any-return]
+                retry_future = self._submit(spec, chunk)
+                return retry_future.result()  # type: ignore[no-any-return]
             except BrokenProcessPool:
-                if self._pool is not None:
-                    self._reset_pool(self._pool)
+                self._reset_pool(getattr(retry_future, "ddex_pool", None))
                 return [_chunk_failure(rid, _BROKEN_HINT, True, "BrokenProcessPool") for _, _, rid in chunk], 0.0
         except Exception as exc:  # e.g. an item that cannot be pickled
             msg = f"could not send the batch to a worker process: {type(exc).__name__}: {exc}"

@@ -531,3 +531,52 @@ def test_release_dicts_in_this_file_are_accepted_by_the_records_module() -> None
 def test_item_error_reads_well() -> None:
     err = ItemError(id=1, message="release 1: title='': empty; fix: set it")
     assert str(err) == err.message and err.fields == ()
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+def _worker_pids(b: DDEXBuilder) -> list[int]:
+    assert b._pool is not None
+    return list(b._pool._processes)  # type: ignore[attr-defined]
+
+
+def _wait_gone(pids: list[int], seconds: float = 30.0) -> list[int]:
+    """The pids still alive after waiting up to ``seconds`` (a wait, not a speed check)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except OSError:
+        return "Z"
+
+
+def test_a_killed_worker_is_replaced_and_its_batch_redone() -> None:
+    import signal
+
+    with DDEXBuilder(sender=SENDER, recipient=RECIPIENT, workers=2) as b:
+        releases = [release_dict(n) for n in range(1, 41)]
+        expected = [s.checksum for s in b.build_batch(releases, batch_size=5).success]
+        os.kill(_worker_pids(b)[0], signal.SIGKILL)
+        again = b.build_batch(releases, batch_size=5)
+        assert [s.checksum for s in again.success] == expected and again.errors == []
+
+
+def test_a_builder_dropped_without_close_stops_its_workers() -> None:
+    import gc
+
+    b = DDEXBuilder(sender=SENDER, recipient=RECIPIENT, workers=2)
+    b.build_batch([release_dict(n) for n in range(1, 5)], batch_size=1)
+    pids = _worker_pids(b)
+    del b
+    gc.collect()
+    assert _wait_gone(pids) == []
