@@ -93,11 +93,10 @@ def create_catalog(conn: sa.Connection | psycopg.Connection[Any]) -> None:
     """
     script = catalog_sql()
     try:
-        if isinstance(conn, sa.Connection):
-            # exec_driver_sql without parameters: the script's % and : stay as written.
-            conn.exec_driver_sql(script)
-        else:
-            conn.execute(script)  # type: ignore[call-overload]
+        # Straight to psycopg without parameters, so the script's % and : stay
+        # as written (and its several statements go in one round trip).
+        pg = conn.connection.driver_connection if isinstance(conn, sa.Connection) else conn
+        pg.execute(script)  # type: ignore[union-attr]
     except Exception as exc:
         raise map_db_error(exc, f"creating the reference catalog from {CATALOG_SQL}") from exc
 
