@@ -7,8 +7,8 @@ same records and the same ``BuildContext`` give the same bytes in any process:
   release, its tracks and deals; UTC, ``YYYY-MM-DDThh:mm:ssZ``), or
   ``ctx.default_created`` when there is none.
 - ``MessageThreadId`` is ``<sender DPID>-<release id>``; ``MessageId`` adds the
-  first 16 hex digits of the SHA-256 of the message body, so it changes
-  exactly when the content does.
+  creation time and a CRC-32 of the message body and header fields, so it
+  changes whenever the content does (``Document.checksum`` is the SHA-256).
 
 ``build`` writes ERN 4.3 (default), 4.2 or 3.8.2 from the same records with
 string templates (one escape per value), which is ~10x faster than building
@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, ReleaseDataError
@@ -101,9 +102,11 @@ def _messaging_party(tag: str, party: Party) -> str:
 def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_attr_extra: str = "") -> Document:
     version = ctx.ern_version
     body = "".join(parts).encode("utf-8")  # encoded once; the id hashes the same bytes
-    digest = hashlib.sha256(f"{version}|{kind}|{ctx.recipient.dpid}|{p.created}|".encode() + body).hexdigest()
+    # The id must change whenever the message does; CRC-32 over the body plus
+    # the header fields is enough for that (the checksum below is the SHA-256).
+    crc = zlib.crc32(body, zlib.crc32(f"{version}|{kind}|{ctx.recipient.dpid}|{p.created}".encode()))
     thread = f"{ctx.sender.dpid}-{p.release_id}"
-    message_id = f"{thread}-{digest[:16]}"
+    message_id = f"{thread}-{p.created[:19].replace('-', '').replace(':', '')}-{crc:08x}"
     if version == "3.8.2":
         root = ern382.root_open(ctx.language)
         close = "</ern:NewReleaseMessage>"

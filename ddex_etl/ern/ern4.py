@@ -6,6 +6,8 @@ comments name the places where 4.2 and 4.3 differ.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ._text import attr, esc
 from .checks import PCredit, Prepared, PTrack
 
@@ -48,21 +50,6 @@ def _pline(out: list[str], year: int | None, text: str | None) -> None:
         out.append(f"<PLineText>{esc(text)}</PLineText></PLine>")
 
 
-def _technical(out: list[str], t: PTrack, v43: bool) -> None:
-    if not t.audio_file:
-        return
-    out.append(f"<TechnicalDetails><TechnicalResourceDetailsReference>T{t.num}</TechnicalResourceDetailsReference>")
-    if v43:
-        out.append("<DeliveryFile><Type>AudioFile</Type>")
-    out.append(f"<File><URI>{esc(t.audio_file)}</URI>")
-    if t.audio_md5:
-        out.append(f"<HashSum><Algorithm>MD5</Algorithm><HashSumValue>{t.audio_md5}</HashSumValue></HashSum>")
-    out.append("</File>")
-    if v43:
-        out.append("</DeliveryFile>")
-    out.append("</TechnicalDetails>")
-
-
 def _credits_xml(t: PTrack, cache: dict[int, str]) -> str:
     """DisplayArtistName, DisplayArtist and Contributor elements; tracks share their credit lists, so cache by list."""
     key = id(t.artists) * 31 + id(t.contributors)
@@ -81,27 +68,56 @@ def _credits_xml(t: PTrack, cache: dict[int, str]) -> str:
     return text
 
 
-def sound_recording(out: list[str], t: PTrack, v43: bool, cache: dict[int, str]) -> None:
-    out.append(
-        f"<SoundRecording><ResourceReference>A{t.num}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
+def _title_xml(title: str, subtitle: str | None) -> str:
+    if subtitle:
+        return (
+            f"<DisplayTitleText>{esc(title)} ({esc(subtitle)})</DisplayTitleText><DisplayTitle><TitleText>{esc(title)}</TitleText>"
+            f'<SubTitle SubTitleType="Version">{esc(subtitle)}</SubTitle></DisplayTitle>'
+        )
+    e = esc(title)
+    return f"<DisplayTitleText>{e}</DisplayTitleText><DisplayTitle><TitleText>{e}</TitleText></DisplayTitle>"
+
+
+def _pline_xml(year: int | None, text: str | None, cache: dict[object, str]) -> str:
+    if not text:
+        return ""
+    key = (year, text)
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = (f"<PLine><Year>{year}</Year>" if year else "<PLine>") + f"<PLineText>{esc(text)}</PLineText></PLine>"
+    return hit
+
+
+def _technical_xml(t: PTrack, v43: bool) -> str:
+    if not t.audio_file:
+        return ""
+    hashsum = (
+        f"<HashSum><Algorithm>MD5</Algorithm><HashSumValue>{t.audio_md5}</HashSumValue></HashSum>" if t.audio_md5 else ""
     )
-    if v43:  # 4.3 groups ids, P line and files in a SoundRecordingEdition
-        out.append(f"<SoundRecordingEdition><ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>")
-        _pline(out, t.p_year, t.p_text)
-        _technical(out, t, v43)
-        out.append("</SoundRecordingEdition>")
-    else:
-        out.append(f"<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>")
-    _title(out, t.title, t.version)
-    out.append(_credits_xml(t, cache))
-    if not v43:
-        _pline(out, t.p_year, t.p_text)
-    out.append(
+    file_xml = f"<File><URI>{esc(t.audio_file)}</URI>{hashsum}</File>"
+    if v43:
+        file_xml = f"<DeliveryFile><Type>AudioFile</Type>{file_xml}</DeliveryFile>"
+    return f"<TechnicalDetails><TechnicalResourceDetailsReference>T{t.num}</TechnicalResourceDetailsReference>{file_xml}</TechnicalDetails>"
+
+
+def sound_recording(out: list[str], t: PTrack, v43: bool, cache: dict[Any, Any]) -> None:
+    """One SoundRecording, written as a single string (4.3 and 4.2 differ in where ids, P line and files go)."""
+    pline = _pline_xml(t.p_year, t.p_text, cache)
+    tech = _technical_xml(t, v43)
+    head = f"<SoundRecording><ResourceReference>A{t.num}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
+    tail = (
         f"<Duration>{t.duration}</Duration><ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>"
     )
-    if not v43:
-        _technical(out, t, v43)
-    out.append("</SoundRecording>")
+    if v43:  # 4.3 groups ids, P line and files in a SoundRecordingEdition
+        out.append(
+            f"{head}<SoundRecordingEdition><ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{pline}{tech}</SoundRecordingEdition>"
+            f"{_title_xml(t.title, t.version)}{_credits_xml(t, cache)}{tail}</SoundRecording>"
+        )
+    else:
+        out.append(
+            f"{head}<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{_title_xml(t.title, t.version)}"
+            f"{_credits_xml(t, cache)}{pline}{tail}{tech}</SoundRecording>"
+        )
 
 
 def _genre(out: list[str], genre: str, subgenre: str | None) -> None:
@@ -125,7 +141,7 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
             out.append(f"<PartyId><DPID>{party.dpid}</DPID></PartyId>")
         out.append("</Party>")
     out.append("</PartyList><ResourceList>")
-    cache: dict[int, str] = {}
+    cache: dict[Any, Any] = {}
     for t in p.tracks:
         sound_recording(out, t, v43, cache)
     out.append("</ResourceList><ReleaseList>")
@@ -160,25 +176,28 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     out.append("<ResourceGroup>")
     for disc, tracks in p.discs:
         out.append(f'<ResourceGroup ResourceGroupType="Component"><SequenceNumber>{disc}</SequenceNumber>')
-        for t in tracks:
-            out.append(
-                f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber>"
-                f"<ReleaseResourceReference>A{t.num}</ReleaseResourceReference></ResourceGroupContentItem>"
-            )
+        out.extend(
+            f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber>"
+            f"<ReleaseResourceReference>A{t.num}</ReleaseResourceReference></ResourceGroupContentItem>"
+            for t in tracks
+        )
         out.append("</ResourceGroup>")
     out.append("</ResourceGroup></Release>")
 
     # One TrackRelease per track
     ns = attr(sender_dpid)
+    genres: dict[str, str] = {}
     for t in p.tracks:
+        g = t.genre or p.genre
+        genre_xml = genres.get(g)
+        if genre_xml is None:
+            genre_xml = genres[g] = f"<Genre><GenreText>{esc(g)}</GenreText></Genre>"
         out.append(
             f"<TrackRelease><ReleaseReference>R{t.num}</ReleaseReference><ReleaseId>"
             f'<ProprietaryId Namespace="{ns}">{p.icpn}_{t.isrc}</ProprietaryId></ReleaseId>'
             f"<ReleaseResourceReference>A{t.num}</ReleaseResourceReference>"
-            f"<ReleaseLabelReference>{p.label_ref}</ReleaseLabelReference>"
+            f"<ReleaseLabelReference>{p.label_ref}</ReleaseLabelReference>{genre_xml}</TrackRelease>"
         )
-        _genre(out, t.genre or p.genre, None)
-        out.append("</TrackRelease>")
     out.append("</ReleaseList>")
 
     if p.deals:
