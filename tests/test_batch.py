@@ -580,3 +580,16 @@ def test_a_builder_dropped_without_close_stops_its_workers() -> None:
     del b
     gc.collect()
     assert _wait_gone(pids) == []
+
+
+def test_validate_each_reports_a_document_the_xsd_refuses(builder: DDEXBuilder, schema_dir: Path, tmp_path: Path) -> None:
+    # A schema folder whose "4.3" XSD is really ERN 4.2's: every 4.3 document fails against it.
+    wrong = tmp_path / "schemas" / "ern" / "43"
+    wrong.mkdir(parents=True)
+    for xsd in (schema_dir / "ern" / "42").iterdir():
+        (wrong / xsd.name).symlink_to(xsd)
+    good = builder.build_batch([release_dict(n) for n in range(1, 4)], validate_each=True, schema_dir=schema_dir)
+    bad = builder.build_batch([release_dict(n) for n in range(1, 4)], validate_each=True, schema_dir=tmp_path / "schemas")
+    assert (len(good.success), good.errors) == (3, [])
+    assert [(e.id, e.stage, e.retryable) for e in bad.errors] == [(n, "validate", False) for n in (1, 2, 3)]
+    assert all("not valid against the ERN 4.3 XSD" in e.message for e in bad.errors)
