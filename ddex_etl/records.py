@@ -128,7 +128,7 @@ _ISO_DURATION = re.compile(r"^PT(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d
 
 def _seconds(v: Any, where: str, problems: list[FieldProblem]) -> int | float | None:
     """A duration in seconds: a number, '237', '3:57', '1:02:03' or ISO 'PT3M57S'."""
-    if type(v) is int:
+    if type(v) is int and v >= 0:
         return v
     if _absent(v):
         return None
@@ -423,7 +423,7 @@ def _track(
     # Fast path: the values a PostgreSQL query returns are already right.
     if (
         type(track_id) is int and type(disc) is int and type(number) is int
-        and type(duration) in _INTN and type(pyear) in _INTN and type(isrc) in _STRN and type(title) in _STRN
+        and (duration is None or (type(duration) is int and duration >= 0)) and type(pyear) in _INTN and type(isrc) in _STRN and type(title) in _STRN
         and type(version) in _STRN and type(genre) in _STRN and type(warning) in _STRN and type(ptext) in _STRN
         and type(audio) in _STRN and type(md5) in _STRN
     ):
@@ -473,11 +473,13 @@ def _make_release(rid: Any, rows: list[Sequence[Any]], cache: dict[Any, Any]) ->
     problems: list[FieldProblem] = []
     parts = _release_parts(rows[0], problems)
     tracks = []
+    position = 0  # the track's place among the release's rows: what tracks[i] in a message means
     for row in rows:
         t = row[_NR:]
         if type(t[0]) is not int and _absent(t[0]):
             continue  # a release without tracks: one row, track columns NULL
-        track = _track(t, len(tracks), problems, cache)
+        track = _track(t, position, problems, cache)
+        position += 1
         if track is not None:
             tracks.append(track)
     if problems:
