@@ -9,6 +9,8 @@ of type ``TrackRelease``; composers and lyricists are
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ._text import attr, esc
 from .checks import PCredit, PParty, Prepared, PTrack
 
@@ -55,16 +57,16 @@ def _genre(out: list[str], genre: str, subgenre: str | None) -> None:
     out.append("</Genre>")
 
 
-def _sound_recording(out: list[str], t: PTrack, p: Prepared, parties: dict[str, PParty]) -> None:
-    out.append(
-        "<SoundRecording><SoundRecordingType>MusicalWorkSoundRecording</SoundRecordingType>"
-        f"<SoundRecordingId><ISRC>{t.isrc}</ISRC></SoundRecordingId>"
-        f"<ResourceReference>A{t.num}</ResourceReference>"
-    )
-    _title(out, "ReferenceTitle", t.title, t.version, typed=False)
-    out.append(f"<Duration>{t.duration}</Duration><SoundRecordingDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>")
-    _title(out, "Title", t.title, t.version, typed=True)
+def _credits_xml(t: PTrack, parties: dict[str, PParty], cache: dict[Any, Any]) -> tuple[str, str]:
+    """(DisplayArtist elements, contributor elements) for a track; tracks share credit lists, so cache by list."""
+    key = (id(t.artists), id(t.contributors))
+    hit = cache.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    out: list[str] = []
     _artists(out, t.artists, parties)
+    artists = "".join(out)
+    out = []
     rseq = wseq = 0
     for c in t.contributors:
         if not c.work:
@@ -80,28 +82,73 @@ def _sound_recording(out: list[str], t: PTrack, p: Prepared, parties: dict[str, 
                 f'<IndirectResourceContributor SequenceNumber="{wseq}">{_party(parties[c.ref])}'
                 f"<IndirectResourceContributorRole>{c.role}</IndirectResourceContributorRole></IndirectResourceContributor>"
             )
-    out.append(f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{esc(p.label_name)}</LabelName>")
-    _line(out, "PLine", t.p_year, t.p_text)
-    _genre(out, t.genre or p.genre, None)
-    if t.parental:
-        out.append(f"<ParentalWarningType>{t.parental}</ParentalWarningType>")
+    hit = cache[key] = (artists, "".join(out))
+    return hit
+
+
+def _title_xml(element: str, title: str, subtitle: str | None, typed: bool) -> str:
+    out: list[str] = []
+    _title(out, element, title, subtitle, typed)
+    return "".join(out)
+
+
+def _cached(cache: dict[Any, Any], key: Any, make: Any, *args: Any) -> str:
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = make(*args)
+    return hit  # type: ignore[no-any-return]
+
+
+def _line_xml(kind: str, year: int | None, text: str | None) -> str:
+    out: list[str] = []
+    _line(out, kind, year, text)
+    return "".join(out)
+
+
+def _genre_xml(genre: str) -> str:
+    return f"<Genre><GenreText>{esc(genre)}</GenreText></Genre>"
+
+
+def _sound_recording(out: list[str], t: PTrack, p: Prepared, parties: dict[str, PParty], cache: dict[Any, Any]) -> tuple[str, ...]:
+    """Writes the SoundRecording; returns the pieces its TrackRelease reuses (titles, artists, genre)."""
+    reference_title = _title_xml("ReferenceTitle", t.title, t.version, False)
+    title = _title_xml("Title", t.title, t.version, True)
+    artists, contributors = _credits_xml(t, parties, cache)
+    genre = _cached(cache, ("genre", t.genre or p.genre), _genre_xml, t.genre or p.genre)
+    names = _cached(
+        cache,
+        ("names", t.display_name),
+        lambda: f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{esc(p.label_name)}</LabelName>",
+    )
+    pline = _cached(cache, ("pline", t.p_year, t.p_text), _line_xml, "PLine", t.p_year, t.p_text)
+    parental = f"<ParentalWarningType>{t.parental}</ParentalWarningType>" if t.parental else ""
+    tech = ""
     if t.audio_file:
-        out.append(
-            f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{t.num}</TechnicalResourceDetailsReference>"
-            f"<File><FileName>{esc(t.audio_file)}</FileName>"
+        hashsum = (
+            f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>"
+            if t.audio_md5
+            else ""
         )
-        if t.audio_md5:
-            out.append(f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>")
-        out.append("</File></TechnicalSoundRecordingDetails>")
-    out.append("</SoundRecordingDetailsByTerritory></SoundRecording>")
+        tech = (
+            f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{t.num}</TechnicalResourceDetailsReference>"
+            f"<File><FileName>{esc(t.audio_file)}</FileName>{hashsum}</File></TechnicalSoundRecordingDetails>"
+        )
+    out.append(
+        "<SoundRecording><SoundRecordingType>MusicalWorkSoundRecording</SoundRecordingType>"
+        f"<SoundRecordingId><ISRC>{t.isrc}</ISRC></SoundRecordingId><ResourceReference>A{t.num}</ResourceReference>"
+        f"{reference_title}<Duration>{t.duration}</Duration>"
+        f"<SoundRecordingDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>{title}{artists}{contributors}"
+        f"{names}{pline}{genre}{parental}{tech}</SoundRecordingDetailsByTerritory></SoundRecording>"
+    )
+    return reference_title, title, names, artists, genre, parental
 
 
 def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
     """Everything after MessageHeader (and UpdateIndicator): ResourceList ... DealList."""
     parties = {party.ref: party for party in p.parties}
     out: list[str] = ["<ResourceList>"]
-    for t in p.tracks:
-        _sound_recording(out, t, p, parties)
+    cache: dict[Any, Any] = {}
+    pieces = [_sound_recording(out, t, p, parties, cache) for t in p.tracks]
     out.append('</ResourceList><ReleaseList><Release IsMainRelease="true"><ReleaseId>')
     if p.grid:
         out.append(f"<GRid>{p.grid}</GRid>")
@@ -148,23 +195,15 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
         out.append(f"<GlobalOriginalReleaseDate>{p.original_release_date}</GlobalOriginalReleaseDate>")
     out.append("</Release>")
 
-    for t in p.tracks:
+    for t, (reference_title, title, names, artists, genre, parental) in zip(p.tracks, pieces):
         out.append(
             f"<Release><ReleaseId><ISRC>{t.isrc}</ISRC></ReleaseId><ReleaseReference>R{t.num}</ReleaseReference>"
+            f"{reference_title}<ReleaseResourceReferenceList>"
+            f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{t.num}</ReleaseResourceReference>'
+            "</ReleaseResourceReferenceList><ReleaseType>TrackRelease</ReleaseType>"
+            f"<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>{names}{title}{artists}{parental}{genre}"
+            f"</ReleaseDetailsByTerritory><Duration>{t.duration}</Duration></Release>"
         )
-        _title(out, "ReferenceTitle", t.title, t.version, typed=False)
-        out.append(
-            f'<ReleaseResourceReferenceList><ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{t.num}'
-            "</ReleaseResourceReference></ReleaseResourceReferenceList><ReleaseType>TrackRelease</ReleaseType>"
-            "<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>"
-            f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{esc(p.label_name)}</LabelName>"
-        )
-        _title(out, "Title", t.title, t.version, typed=True)
-        _artists(out, t.artists, parties)
-        if t.parental:
-            out.append(f"<ParentalWarningType>{t.parental}</ParentalWarningType>")
-        _genre(out, t.genre or p.genre, None)
-        out.append(f"</ReleaseDetailsByTerritory><Duration>{t.duration}</Duration></Release>")
     out.append("</ReleaseList>")
 
     if p.deals:
