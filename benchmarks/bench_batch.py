@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=12)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-size", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per mode")
+    ap.add_argument("--rounds", type=int, default=3, help="best of this many runs per mode")
     ap.add_argument("--validate", action="store_true", help="validate every document against the XSD")
     ap.add_argument("--schema-dir", type=Path, default=REPO.parent / "shared" / "ddex" / "schemas")
     args = ap.parse_args()
@@ -89,6 +89,8 @@ def main() -> None:
     data = [release(n, args.tracks) for n in range(1, args.releases + 1)]
     print(f"{args.releases} releases x {args.tracks} tracks, {args.workers} workers, batch_size {args.batch_size}, "
           f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    # Other processes on the machine distort the parallel figure most: say how busy it was.
+    print(f"load average before: {os.getloadavg()[0]:.2f} (figures are only comparable on an idle machine)")
 
     with DDEXBuilder(workers=args.workers, schema_dir=args.schema_dir if args.validate else None) as builder:
         t = time.perf_counter()
