@@ -181,7 +181,13 @@ class _DirSink:
 
 def _make_sink(sink: Any) -> _CallableSink | _FileSink | _DirSink:
     if isinstance(sink, (str, os.PathLike)):
-        return _DirSink(Path(sink))
+        folder = Path(sink)
+        if folder.suffix.lower() == ".xml" and not folder.is_dir():
+            raise ConfigError(
+                f"sink: {str(folder)!r} looks like a file name, but a path sink is a folder (one file per "
+                "release); fix: pass open(path, 'wb') to write every document into one file, or a folder path"
+            )
+        return _DirSink(folder)
     if hasattr(sink, "write") and not callable(sink):
         return _FileSink(sink)
     if callable(sink):

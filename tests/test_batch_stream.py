@@ -134,9 +134,14 @@ def test_a_directory_sink_writes_one_file_per_release_atomically(builder: DDEXBu
     assert stats.failed == 2
 
 
-def test_an_unknown_sink_is_refused(builder: DDEXBuilder) -> None:
+def test_an_unknown_sink_is_refused(builder: DDEXBuilder, tmp_path: Path) -> None:
+    from ddex_etl.errors import ConfigError
+
     with pytest.raises(TypeError, match="sink"):
         StreamingBatchProcessor(builder=builder).process_stream(releases(1), 42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="open\\(path, 'wb'\\)"):
+        StreamingBatchProcessor(builder=builder).process_stream(releases(1), tmp_path / "all.xml")
+    assert not (tmp_path / "all.xml").exists()
 
 
 # --------------------------------------------------------------------------- memory
