@@ -298,3 +298,11 @@ def mask_url(url: str | None) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every URL in it masked (for messages and logs)."""
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)

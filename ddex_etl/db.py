@@ -122,3 +122,72 @@ def database_url(cfg: Any) -> str:
 def engine_for(cfg: Any) -> sa.Engine:
     """A pooled engine for the configured database (embedded when none is configured)."""
     return make_engine(database_url(cfg), pool_size=cfg.database.pool_size)
+
+
+def stop_embedded(data_dir: str | Path, timeout: float = 30.0) -> bool:
+    """Stop the embedded PostgreSQL whose data lives in ``data_dir``; False if none was running.
+
+    Sends the postmaster SIGINT (PostgreSQL's "fast" shutdown: open sessions
+    are rolled back, nothing committed is lost) and waits until it has gone.
+    Never starts a server, so `etl db stop` is safe to call at any time.
+    """
+    import os
+    import signal
+    import sys
+    import time
+
+    path = Path(data_dir).resolve()
+    pid_file = path / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    if not _is_postgres(pid):
+        return False  # a stale pid file left by a crash (or a reused pid): nothing to stop
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    except PermissionError as exc:
+        raise TerminalError(
+            f"cannot stop the embedded PostgreSQL in {path} (pid {pid}): permission denied; "
+            "fix: run `etl db stop` as the user that started it"
+        ) from exc
+    deadline = time.monotonic() + timeout
+    # The postmaster removes its pid file as the last step of a clean shutdown.
+    while pid_file.exists() and _is_postgres(pid):
+        if time.monotonic() > deadline:
+            raise TerminalError(
+                f"the embedded PostgreSQL in {path} (pid {pid}) did not stop within {timeout:.0f} s; "
+                "fix: wait for its sessions to end and run `etl db stop` again"
+            )
+        time.sleep(0.1)
+    # This process may hold a handle from embedded_url(); drop it so a later
+    # call in the same process starts the server again instead of reusing it.
+    module = sys.modules.get("pgserver.postgres_server")
+    if module is not None:
+        module.PostgresServer._instances.pop(path, None)
+    return True
+
+
+def _is_postgres(pid: int) -> bool:
+    """Whether ``pid`` is a live PostgreSQL server process (not a zombie, not a reused pid)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user (pgserver runs the server as "pgserver" under root)
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return True  # no /proc (macOS): trust the pid file
+    try:
+        status = (proc / "status").read_text()
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    if "\nState:\tZ" in status:
+        return False
+    return b"postgres" in cmdline

@@ -1,0 +1,733 @@
+"""The ``etl`` command: parse arguments, call the library, turn errors into exit codes.
+
+Each command makes one library call. Library modules are imported inside the
+commands so ``etl --help`` stays fast and never touches a database.
+
+Errors are handled in ONE place, ``EtlGroup.invoke``: an ``EtlError`` becomes
+a short message on stderr and its own exit code (a ``ConfigError`` lists every
+problem); anything unexpected becomes a one-line message pointing at
+``--debug``, exit code 1. Click's own usage errors keep click's exit code 2.
+Nothing printed here ever shows a password: URLs go through ``mask_url``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import ConfigError, EtlError, ExitCode
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .pipeline import RunReport
+
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  {ExitCode.OK:<3}  success
+  {ExitCode.FAILED:<3}  failed (the run is resumable from its last checkpoint)
+  {ExitCode.USAGE:<3}  usage or configuration error
+  {ExitCode.REJECTED:<3}  finished, but some releases were rejected (see `etl errors`)
+  {ExitCode.LOCKED:<3}  another run of the same job holds the lock
+  {ExitCode.INTERRUPTED:<3}  interrupted by Ctrl-C / SIGTERM (resume with `etl resume`)
+
+\b
+Configuration: --config PATH, else ETL_CONFIG, else ./etl.toml, else defaults
+(an embedded PostgreSQL in .etl/pgdata). ETL_DATABASE_URL overrides
+database.url so a password never has to live in the file.
+"""
+
+log = logging.getLogger("ddex_etl.cli")
+
+
+def _example(*lines: str) -> str:
+    """An epilog with examples; ``\\b`` stops click from re-wrapping the lines."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# --------------------------------------------------------------------------- state and output
+
+
+@dataclass
+class CliState:
+    """What the global options decided, shared with every command through ``ctx.obj``."""
+
+    config_path: Path | None = None
+    debug: bool = False
+    verbosity: int = 0  # -1 quiet, 0 normal, 1 -v, 2 -vv
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    def config(self) -> Config:
+        """The validated configuration, loaded once (a ConfigError lists every problem)."""
+        if self._config is None:
+            from .config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def progress(self, no_progress: bool = False) -> bool | None:
+        """None: a bar on a terminal, plain lines otherwise; False: nothing."""
+        return False if (no_progress or self.quiet) else None
+
+
+def _state(ctx: click.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):  # a command invoked on its own (tests, embedding)
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def _echo(text: str = "", *, err: bool = False) -> None:
+    click.echo(text, err=err)
+
+
+def _say(state: CliState, text: str) -> None:
+    """Informational output: suppressed by -q."""
+    if not state.quiet:
+        click.echo(text)
+
+
+def _console(err: bool = False) -> Any:
+    """A rich console on the current stdout/stderr; wide when piped so tables do not wrap."""
+    from rich.console import Console
+
+    stream = click.get_text_stream("stderr" if err else "stdout")
+    tty = stream.isatty()
+    return Console(file=stream, width=None if tty else 200, highlight=False, soft_wrap=not tty)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at emit time (click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from .config import mask_secrets
+
+            sys.stderr.write(mask_secrets(self.format(record)) + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - logging must never crash the run
+            self.handleError(record)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    root = logging.getLogger("ddex_etl")
+    root.setLevel(level)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
+# --------------------------------------------------------------------------- error handling (the one place)
+
+
+def _report_error(state: CliState, exc: BaseException) -> int:
+    """Print ``exc`` for a human and return the exit code to use."""
+    from .config import mask_secrets
+
+    if state.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, ConfigError):
+        where = f" ({state.config_path})" if state.config_path else ""
+        _echo(f"etl: error{where}: {mask_secrets(str(exc))}", err=True)
+        return exc.exit_code
+    if isinstance(exc, EtlError):
+        _echo(f"etl: error: {mask_secrets(str(exc))}", err=True)
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        _echo("etl: interrupted", err=True)
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, BrokenPipeError):
+        # The reader went away (`etl runs | head`): not an error worth a message.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return ExitCode.FAILED
+    text = mask_secrets(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    hint = "" if state.debug else "; rerun with --debug to see the traceback"
+    _echo(f"etl: unexpected error: {detail}{hint}", err=True)
+    return ExitCode.FAILED
+
+
+class EtlGroup(click.Group):
+    """The top-level group: every command's errors pass through ``invoke`` here."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors exit 2, --help/--version exit 0
+        except (Exception, KeyboardInterrupt) as exc:
+            ctx.exit(_report_error(_state(ctx), exc))
+
+
+# --------------------------------------------------------------------------- the group
+
+
+@click.group(
+    cls=EtlGroup,
+    epilog=EXIT_CODES_HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ETL_CONFIG",
+    help="Configuration file (default: ./etl.toml if present).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors: no progress, no summaries.")
+@click.version_option(__version__, prog_name="etl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: int, quiet: bool) -> None:
+    """ddex-etl: turn a PostgreSQL music catalog into schema-valid DDEX ERN messages.
+
+    \b
+    Quick start (embedded PostgreSQL, documents in ./out):
+      etl seed --releases 1000 && etl run
+    """
+    verbosity = -1 if quiet else min(verbose, 2)
+    ctx.obj = CliState(config_path=config_path, debug=debug, verbosity=verbosity)
+    _setup_logging(2 if debug else verbosity)
+
+
+# --------------------------------------------------------------------------- seed
+
+
+@cli.command(
+    short_help="Fill the reference catalog with deterministic demo releases.",
+    epilog=_example("etl seed --releases 1000", "etl seed --releases 50000 --seed 7 --reset"),
+)
+@click.option("--releases", "-n", type=click.IntRange(min=0), required=True, help="How many releases to add.")
+@click.option("--seed", "seed", type=int, default=1, show_default=True, help="Random seed: same seed, same rows.")
+@click.option("--reset", is_flag=True, help="Empty the catalog first (otherwise releases are appended).")
+@click.pass_context
+def seed(ctx: click.Context, releases: int, seed: int, reset: bool) -> None:
+    """Create the reference catalog (sql/catalog.sql) if missing and add demo releases.
+
+    Albums, singles, EPs, multi-disc sets and compilations with featured
+    artists, composers, several deals and non-ASCII titles. Deterministic for
+    a given --seed and starting catalog.
+    """
+    from .config import mask_url
+    from .db import engine_for
+    from .seed import seed_catalog
+
+    state = _state(ctx)
+    cfg = state.config()
+    engine = engine_for(cfg)
+    try:
+        with _seed_progress(state, releases) as progress:
+            report = seed_catalog(engine, releases, seed=seed, reset=reset, progress=progress)
+    finally:
+        engine.dispose()
+    _say(
+        state,
+        f"seeded {report.releases:,} releases (ids {report.first_release_id}..{report.last_release_id}), "
+        f"{report.tracks:,} tracks, {report.artists:,} artists, {report.deals:,} deals "
+        f"in {report.seconds:,.1f} s ({report.releases_per_second:,.0f} releases/s)\n"
+        f"  database: {mask_url(cfg.database.url) if cfg.database.url else f'embedded PostgreSQL in {cfg.database.embedded_dir}'}",
+    )
+
+
+class _seed_progress:
+    """A rich bar for ``etl seed`` on a terminal; nothing otherwise."""
+
+    def __init__(self, state: CliState, total: int) -> None:
+        self.enabled = not state.quiet and sys.stderr.isatty() and total > 0
+        self.total = total
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("seeding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                             console=_console(err=True), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("seed", total=self.total)
+        return lambda done: self._bar.update(self._task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# --------------------------------------------------------------------------- run, resume, retry-failed
+
+
+def _run_options(func: Any) -> Any:
+    func = click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON on stdout.")(func)
+    func = click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")(func)
+    func = click.option("--workers", type=click.IntRange(min=0), help="Worker processes (0: one per core).")(func)
+    func = click.option("--job", help="Job name (default: run.job); each job has its own runs and lock.")(func)
+    return func
+
+
+def _with_run_overrides(cfg: Config, job: str | None, workers: int | None) -> Config:
+    run: dict[str, Any] = {}
+    if job is not None:
+        if not job.strip():
+            raise ConfigError("--job: must not be empty")
+        run["job"] = job
+    if workers is not None:
+        run["workers"] = workers
+    return cfg.with_overrides(run=run) if run else cfg
+
+
+def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
+    """Run ``call()``; print its summary (also when it fails); exit with the report's code."""
+    state = _state(ctx)
+    try:
+        report: RunReport = call()
+    except EtlError as exc:
+        failed: RunReport | None = getattr(exc, "report", None)
+        if failed is not None:
+            if as_json:
+                _print_json(failed.as_dict())
+            elif not state.quiet:
+                _echo(failed.summary(), err=True)
+        raise
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        _say(state, report.summary())
+    ctx.exit(report.exit_code)
+
+
+@cli.command(
+    short_help="Run the job: extract, build ERN messages, load, checkpoint.",
+    epilog=_example("etl run", "etl run --new --workers 2", "etl run --job nightly --no-progress --json"),
+)
+@click.option("--new", is_flag=True, help="Start a new run even if the job has an unfinished one.")
+@_run_options
+@click.pass_context
+def run(ctx: click.Context, new: bool, job: str | None, workers: int | None, no_progress: bool, as_json: bool) -> None:
+    """Run the job: page releases out of PostgreSQL, build one ERN message per
+    release in worker processes, load them to files or a table.
+
+    Continues the job's unfinished run (same configuration) unless --new.
+    Upgrades the state tables first. Exit code 3 means some releases were
+    rejected: list them with `etl errors`, fix the data, `etl retry-failed`.
+    """
+    from . import pipeline
+
+    state = _state(ctx)
+    cfg = _with_run_overrides(state.config(), job, workers)
+    _finish_run(ctx, lambda: pipeline.run(cfg, new=new, progress=state.progress(no_progress)), as_json)
+
+
+@cli.command(
+    short_help="Resume an interrupted or failed run from its checkpoint.",
+    epilog=_example("etl resume", "etl resume 42"),
+)
+@click.argument("run_id", type=int, required=False)
+@_run_options
+@click.pass_context
+def resume(
+    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool
+) -> None:
+    """Resume RUN_ID (default: the job's unfinished run) from its last checkpoint.
+
+    The configuration must be the one the run started with.
+    """
+    from . import pipeline
+
+    state = _state(ctx)
+    cfg = _with_run_overrides(state.config(), job, workers)
+    _finish_run(ctx, lambda: pipeline.resume(cfg, run_id, progress=state.progress(no_progress)), as_json)
+
+
+@cli.command(
+    "retry-failed",
+    short_help="Rebuild only the releases a run rejected (after fixing the data).",
+    epilog=_example("etl retry-failed", "etl retry-failed 42"),
+)
+@click.argument("run_id", type=int, required=False)
+@_run_options
+@click.pass_context
+def retry_failed(
+    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool
+) -> None:
+    """Rebuild the releases RUN_ID rejected (default: the job's latest run with
+    open rejects); the ones that now build are loaded and cleared.
+    """
+    from . import pipeline
+
+    state = _state(ctx)
+    cfg = _with_run_overrides(state.config(), job, workers)
+    _finish_run(ctx, lambda: pipeline.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json)
+
+
+# --------------------------------------------------------------------------- status, runs, errors
+
+
+def _when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: float | int | None, fmt: str = ",.0f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+@cli.command(
+    short_help="Show each job's latest run and latest success.",
+    epilog=_example("etl status", "etl status --json"),
+)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show, per job, the newest run (status, counts) and the newest successful run."""
+    from rich.table import Table
+
+    from . import pipeline
+
+    state = _state(ctx)
+    jobs = pipeline.status(state.config())
+    if as_json:
+        _print_json([{"job": j.job, "status": j.status, "last_run": j.last_run, "last_success": j.last_success}
+                     for j in jobs])
+        return
+    if not jobs:
+        _echo("no runs yet; start one with `etl run`")
+        return
+    table = Table("job", "status", "last run", "started", "built", "rejected", "last success", title=None)
+    for j in jobs:
+        last, ok = j.last_run, j.last_success
+        table.add_row(
+            j.job,
+            j.status,
+            str(last.run_id) if last else "-",
+            _when(last.started_at) if last else "-",
+            _num(last.built) if last else "-",
+            _num(last.rejected) if last else "-",
+            f"run {ok.run_id} at {_when(ok.finished_at)}" if ok else "never",
+        )
+    _console().print(table)
+
+
+@cli.command(
+    short_help="List recent runs in a table.",
+    epilog=_example("etl runs", "etl runs --limit 5"),
+)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List the most recent runs of every job, newest first."""
+    from rich.table import Table
+
+    from . import pipeline
+
+    rows = pipeline.recent_runs(_state(ctx).config(), limit=limit)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        _echo("no runs yet; start one with `etl run`")
+        return
+    table = Table("run", "job", "status", "mode", "started", "seconds", "built", "rejected", "rel/s", "peak MB",
+                  "output")
+    for r in rows:
+        table.add_row(
+            str(r.run_id), r.job, r.status, r.mode, _when(r.started_at), _num(r.seconds, ",.1f"), _num(r.built),
+            _num(r.rejected), _num(r.releases_per_second), _num(r.peak_memory_mb), r.output or "-",
+        )
+    _console().print(table)
+
+
+@cli.command(
+    short_help="List the releases a run rejected, with the reason and the fix.",
+    epilog=_example("etl errors", "etl errors 42 --json"),
+)
+@click.argument("run_id", type=int, required=False)
+@click.option("--all", "include_resolved", is_flag=True, help="Include rejects a later retry resolved.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the input needed to reproduce).")
+@click.pass_context
+def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_json: bool) -> None:
+    """List the releases RUN_ID rejected (default: the job's newest run)."""
+    from . import pipeline
+
+    rows = pipeline.rejected(_state(ctx).config(), run_id, include_resolved=include_resolved)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        _echo("no rejected releases")
+        return
+    for r in rows:
+        retry = "a retry may help" if r.retryable else "fix the data, then `etl retry-failed`"
+        resolved = f", resolved by run {r.resolved_by_run}" if r.resolved_at else ""
+        _echo(f"release {r.release_id} (run {r.run_id}, {r.stage}, {r.error_kind}, "
+              f"attempts {r.attempts}{resolved}): {retry}")
+        _echo(f"  {r.message}")
+    _echo(f"{len(rows):,} rejected release{'s' if len(rows) != 1 else ''}")
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _xml_files(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*.xml") if q.is_file() and not q.name.startswith("BatchComplete_")))
+        else:
+            out.append(p)
+    return out
+
+
+@cli.command(
+    short_help="Validate ERN files against DDEX's XSDs (which you download).",
+    epilog=_example(
+        "etl validate out/ --schema-dir ~/ddex/schemas",
+        "ETL_SCHEMA_DIR=~/ddex/schemas etl validate out/1.xml out/2.xml",
+    ),
+)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--schema-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding ern/43, ern/42, ern/382 (default: transform.schema_dir / ETL_SCHEMA_DIR).",
+)
+@click.option("--max-errors", type=click.IntRange(min=1), default=5, show_default=True, help="Issues shown per file.")
+@click.pass_context
+def validate(ctx: click.Context, paths: tuple[Path, ...], schema_dir: Path | None, max_errors: int) -> None:
+    """Validate ERN documents (files, or folders searched for *.xml).
+
+    The ERN version is read from each document's namespace. Prints the first
+    errors of each invalid file with line numbers; exit code 1 if any file
+    is invalid. DDEX's XSDs are not shipped: download them from ddex.net
+    into a folder with ern/43, ern/42 and ern/382 subfolders.
+    """
+    from .validate import validate_paths
+
+    state = _state(ctx)
+    if schema_dir is None:
+        schema_dir = state.config().transform.schema_dir
+    if schema_dir is None:
+        raise ConfigError(
+            "no schema folder: pass --schema-dir, or set transform.schema_dir in etl.toml or ETL_SCHEMA_DIR; "
+            "download the ERN XSDs from https://ddex.net (folders ern/43, ern/42, ern/382)"
+        )
+    files = _xml_files(paths)
+    if not files:
+        raise ConfigError(f"no .xml files found in {', '.join(str(p) for p in paths)}")
+    reports = validate_paths(files, schema_dir, max_errors=max_errors)
+    bad = 0
+    for r in reports:
+        version = f"ERN {r.ern_version}" if r.ern_version else "ERN version unknown"
+        if r.ok:
+            if state.verbosity > 0 or len(reports) == 1:
+                _echo(f"{r.path}: valid ({version})")
+            continue
+        bad += 1
+        _echo(f"{r.path}: INVALID ({version})")
+        for issue in r.issues:
+            _echo(f"  line {issue.line}: {issue.message}")
+    _echo(f"{len(reports):,} file{'s' if len(reports) != 1 else ''}: {len(reports) - bad:,} valid, {bad:,} invalid")
+    if bad:
+        ctx.exit(ExitCode.FAILED)
+
+
+# --------------------------------------------------------------------------- db
+
+
+@cli.group(short_help="Manage the state tables and the embedded server.")
+def db() -> None:
+    """Manage the connector's state tables (alembic migrations in their own
+    schema) and the embedded PostgreSQL.
+
+    \b
+    Examples:
+      etl db upgrade
+      etl db current
+      etl db downgrade --revision base
+      etl db stop
+    """
+
+
+@db.command(short_help="Create or upgrade the state tables.", epilog=_example("etl db upgrade"))
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.pass_context
+def upgrade(ctx: click.Context, revision: str) -> None:
+    """Create or upgrade the state tables (runs, checkpoints, rejects, documents).
+
+    `etl run` does this automatically.
+    """
+    from . import state as state_tables
+    from .db import engine_for
+
+    cfg = _state(ctx).config()
+    schema = cfg.database.state_schema
+    engine = engine_for(cfg)
+    try:
+        state_tables.upgrade(engine, schema, revision)
+        now = state_tables.current(engine, schema)
+    finally:
+        engine.dispose()
+    _say(_state(ctx), f"state tables in schema {schema!r} at revision {now}")
+
+
+@db.command(short_help="Downgrade the state tables.", epilog=_example("etl db downgrade", "etl db downgrade --revision base"))
+@click.option("--revision", default="-1", show_default=True, help="Target revision (base removes the tables).")
+@click.pass_context
+def downgrade(ctx: click.Context, revision: str) -> None:
+    """Downgrade the state tables (default one revision; `base` drops them and their data)."""
+    from . import state as state_tables
+    from .db import engine_for
+
+    cfg = _state(ctx).config()
+    schema = cfg.database.state_schema
+    engine = engine_for(cfg)
+    try:
+        state_tables.downgrade(engine, schema, revision)
+        now = state_tables.current(engine, schema)
+    finally:
+        engine.dispose()
+    _say(_state(ctx), f"state tables in schema {schema!r} at revision {now or '(none)'}")
+
+
+@db.command(short_help="Show the applied state revision.", epilog=_example("etl db current"))
+@click.pass_context
+def current(ctx: click.Context) -> None:
+    """Print the applied revision of the state tables and whether it is the newest."""
+    from . import state as state_tables
+    from .db import engine_for
+
+    cfg = _state(ctx).config()
+    schema = cfg.database.state_schema
+    engine = engine_for(cfg)
+    try:
+        now = state_tables.current(engine, schema)
+    finally:
+        engine.dispose()
+    head = state_tables.head()
+    if now is None:
+        _echo(f"schema {schema!r}: no state tables yet (head is {head}); `etl db upgrade` or `etl run` creates them")
+    else:
+        _echo(f"{now}{' (head)' if now == head else f' (head is {head}; run `etl db upgrade`)'}")
+
+
+@db.command(short_help="Stop the embedded PostgreSQL.", epilog=_example("etl db stop"))
+@click.pass_context
+def stop(ctx: click.Context) -> None:
+    """Stop the embedded PostgreSQL (database.embedded_dir). Its data stays; the
+    next command starts it again."""
+    from .db import stop_embedded
+
+    cfg = _state(ctx).config()
+    where = cfg.database.embedded_dir.resolve()
+    if stop_embedded(where):
+        _say(_state(ctx), f"stopped the embedded PostgreSQL in {where}")
+    else:
+        _say(_state(ctx), f"no embedded PostgreSQL running in {where}")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@cli.group("config", short_help="Check the configuration.")
+def config_group() -> None:
+    """Inspect the configuration.
+
+    \b
+    Examples:
+      etl config check
+      etl --config prod.toml config check
+    """
+
+
+@config_group.command(
+    short_help="Validate the configuration and print it (password masked).",
+    epilog=_example("etl config check", "ETL_DATABASE_URL=postgresql://etl@db/catalog etl config check"),
+)
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate etl.toml plus ETL_* overrides and print the resolved
+    configuration, with any password masked. Exit code 2 lists every problem.
+    """
+    from .config import ENV_OVERRIDES, mask_url
+
+    cfg = _state(ctx).config()
+    source = str(cfg.source) if cfg.source else "(no etl.toml: defaults)"
+    _echo(f"# configuration OK; read from {source}")
+    applied = [name for name in ENV_OVERRIDES if os.environ.get(name)]
+    if applied:
+        _echo(f"# environment overrides: {', '.join(applied)}")
+    for section in ("database", "extract", "transform", "load", "run"):
+        _echo(f"\n[{section}]")
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if section == "database" and f.name == "url":
+                if value:
+                    _echo(f"url = {json.dumps(mask_url(value))}")
+                else:
+                    _echo("# url not set: the embedded PostgreSQL in embedded_dir is used")
+                continue
+            if value is None:
+                _echo(f"# {f.name}: not set")
+                continue
+            _echo(f"{f.name} = {_toml_value(value)}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Iterable[str] | None = None) -> NoReturn:
+    """The ``etl`` console script (and ``python -m ddex_etl``)."""
+    # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI,
+    # containers): harmless, and noise in a scheduler's log.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    cli.main(args=list(argv) if argv is not None else None, prog_name="etl")
+    sys.exit(0)  # pragma: no cover - click's standalone mode always exits
