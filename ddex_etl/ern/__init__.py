@@ -110,12 +110,8 @@ def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_
     crc = zlib.crc32(body, zlib.crc32(f"{version}|{kind}|{ctx.recipient.dpid}|{p.created}".encode()))
     thread = f"{ctx.sender.dpid}-{p.release_id}"
     message_id = f"{thread}-{p.created[:19].replace('-', '').replace(':', '')}-{crc:08x}"
-    if version == "3.8.2":
-        root = ern382.root_open(ctx.language)
-        close = "</ern:NewReleaseMessage>"
-    else:
-        root = ern4.root_open(version, ctx.language)
-        close = "</ern:NewReleaseMessage>"
+    root = ern382.root_open(ctx.language) if version == "3.8.2" else ern4.root_open(version, ctx.language)
+    close = "</ern:NewReleaseMessage>"
     header = (
         f"<MessageHeader><MessageThreadId>{esc(thread)}</MessageThreadId><MessageId>{esc(message_id)}</MessageId>"
         + _messaging_party("MessageSender", ctx.sender)
