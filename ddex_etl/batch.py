@@ -673,7 +673,6 @@ class DDEXBuilder:
         max_retries: int,
         retry_delay: float,
         schema_dir: str | os.PathLike[str] | None,
-        parallel: bool,
     ) -> _Spec:
         if max_retries < 0:
             raise ConfigError(f"max_retries: {max_retries} is negative; fix: 0 or more")
@@ -760,7 +759,7 @@ class DDEXBuilder:
     ) -> BatchResult:
         if batch_size < 1:
             raise ConfigError(f"batch_size: {batch_size} is not a positive number of releases")
-        spec = self._spec(validate_each, max_retries, retry_delay, schema_dir, parallel)
+        spec = self._spec(validate_each, max_retries, retry_delay, schema_dir)
         check = validate_each if callable(validate_each) else None
         use_pool = parallel and self.workers > 1
         result = BatchResult(parallel=use_pool)

@@ -386,7 +386,7 @@ class StreamingBatchProcessor:
         self.close()
 
     def _spec(self) -> _Spec:
-        return self.builder._spec(False, 0, 0.0, None, self.parallel)
+        return self.builder._spec(False, 0, 0.0, None)
 
     @property
     def _use_pool(self) -> bool:
