@@ -292,7 +292,9 @@ def _run_check(check: Callable[[bytes], Any], xml: bytes, release_id: Any) -> No
         raise _ValidationFailed(f"release {release_id}: {'; '.join(map(str, outcome[:5]))}")
 
 
-def _check_item(item: BuiltItem, check: Callable[[bytes], Any], max_retries: int, retry_delay: float) -> BuiltItem | ItemError:
+def _check_item(
+    item: BuiltItem, check: Callable[[bytes], Any], max_retries: int, retry_delay: float
+) -> BuiltItem | ItemError:
     """Run a user's callable on a built document, retrying only retryable refusals.
 
     It runs in the calling process: user code never has to be picklable or
@@ -659,8 +661,9 @@ class DDEXBuilder:
         """
         if group_by not in df.columns:
             raise ConfigError(
-                f"group_by: column {group_by!r} is not in the DataFrame (columns: {', '.join(map(str, df.columns[:12]))}"
-                f"{', ...' if len(df.columns) > 12 else ''}); fix: pass group_by= the release id column"
+                f"group_by: column {group_by!r} is not in the DataFrame "
+                f"(columns: {', '.join(map(str, df.columns[:12]))}{', ...' if len(df.columns) > 12 else ''}); "
+                "fix: pass group_by= the release id column"
             )
         items = list(_dataframe_items(df, group_by))  # grouping needs every row anyway
         return self._run(items, total=len(items), batch_size=batch_size, parallel=parallel, **options)

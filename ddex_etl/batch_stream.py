@@ -150,7 +150,9 @@ class _DirSink:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"output folder {folder}: cannot create it ({exc}); fix: choose a writable folder") from exc
+            raise OutputError(
+                f"output folder {folder}: cannot create it ({exc}); fix: choose a writable folder"
+            ) from exc
         self.folder = folder
 
     def write(self, item: BuiltItem) -> None:
