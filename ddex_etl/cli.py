@@ -107,7 +107,7 @@ def _console(err: bool = False) -> Any:
     """A rich console on the current stdout/stderr; wide when piped so tables do not wrap."""
     from rich.console import Console
 
-    stream = click.get_text_stream("stderr" if err else "stdout")
+    stream = sys.stderr if err else sys.stdout
     tty = stream.isatty()
     return Console(file=stream, width=None if tty else 200, highlight=False, soft_wrap=not tty)
 
