@@ -2,7 +2,7 @@
 
 Shape of a run (one process per core does the heavy lifting)::
 
-    main process                         worker processes (spawn)
+    main process                         worker processes (forkserver)
     ------------                         ------------------------
     iter_key_chunks (keys only) ──task──> fetch_releases(chunk)   (extract: rows -> records)
       at most `workers` chunks            ern.build(release)      (transform: records -> bytes)
@@ -334,7 +334,7 @@ class _WorkerSpec:
     url: str
     cfg: Config
     loader: FileLoader | None  # set when workers write the files themselves
-    parent_pid: int
+    main_pid: int
     max_retries: int
     retry_delay: float
 
@@ -353,14 +353,62 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_main(main_alive: Any) -> None:
+    """Worker thread: exit at once when the main process dies (SIGKILL included).
+
+    ``main_alive`` is the read end of a pipe whose only write end lives in the
+    main process: it reads EOF the moment the main process is gone, even while
+    it is an unreaped zombie. (Under the fork server the kernel's parent-death
+    signal watches the fork server, not the main process, and a worker
+    mid-chunk would otherwise go on writing files a resumed run is rewriting.)
+    """
+    from multiprocessing.connection import wait
+
+    while True:
+        if wait([main_alive], timeout=None):
+            try:
+                main_alive.recv_bytes()
+            except (EOFError, OSError):
+                os._exit(1)
+
+
+def _mp_context() -> Any:
+    """Fork server where available: one process imports the worker's modules once and forks
+    each worker from it (fast start, shared pages, no threads or connections inherited);
+    spawn elsewhere. Scripts that call ``run`` need the usual ``if __name__ == "__main__":``.
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(_WORKER_MODULES))
+        return ctx
+    return mp.get_context("spawn")
+
+
+_WORKER_MODULES = ("ddex_etl.pipeline", "ddex_etl.ern", "ddex_etl.extract")
+
+
+def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any, main_alive: Any) -> None:
     """Worker process: fetch, build and (files) write one chunk at a time until told to stop."""
     # The parent coordinates Ctrl-C / SIGTERM; a worker finishes or is killed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _set_parent_death_signal()
-    if os.getppid() != spec.parent_pid:
-        return
+    parent = os.getppid()  # the fork server (or the main process under spawn)
+    if not _alive(spec.main_pid):
+        os._exit(0)
+    # Results are only useful to a live main process: never block exit on flushing them.
+    results.cancel_join_thread()
+    threading.Thread(target=_watch_main, args=(main_alive,), name="etl-watchdog", daemon=True).start()
     from . import ern, extract
 
     engine = make_engine(spec.url, pool_size=1)
@@ -370,8 +418,8 @@ def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any) -> None:
             try:
                 task = tasks.get(timeout=1.0)
             except queue.Empty:
-                if os.getppid() != spec.parent_pid:
-                    return  # orphaned: the main process is gone
+                if os.getppid() != parent or not _alive(spec.main_pid):
+                    os._exit(0)  # orphaned: the main process is gone
                 continue
             if task is None:
                 return
@@ -613,6 +661,8 @@ class _Runner:
         self.procs: list[Any] = []
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
+        self._alive_r: Any = None
+        self._alive_w: Any = None
 
     # ---- signals
 
@@ -644,19 +694,23 @@ class _Runner:
     # ---- workers
 
     def _start_workers(self) -> tuple[Any, Any]:
-        ctx = mp.get_context("spawn")
+        ctx = _mp_context()
         tasks = ctx.Queue(maxsize=self.workers)
         results = ctx.Queue()
+        # Workers watch the read end; the write end never leaves this process.
+        self._alive_r, self._alive_w = ctx.Pipe(duplex=False)
         spec = _WorkerSpec(
             url=self.url,
             cfg=self.cfg,
             loader=self.loader if isinstance(self.loader, FileLoader) and self.loader.in_worker else None,
-            parent_pid=os.getpid(),
+            main_pid=os.getpid(),
             max_retries=self.cfg.run.max_retries,
             retry_delay=self.cfg.run.retry_delay,
         )
         for i in range(self.workers):
-            p = ctx.Process(target=_worker_main, args=(spec, tasks, results), name=f"etl-worker-{i}", daemon=True)
+            p = ctx.Process(
+                target=_worker_main, args=(spec, tasks, results, self._alive_r), name=f"etl-worker-{i}", daemon=True
+            )
             p.start()
             self.procs.append(p)
         return tasks, results
@@ -677,6 +731,9 @@ class _Runner:
             with contextlib.suppress(Exception):
                 q.cancel_join_thread()
                 q.close()
+        for end in (self._alive_r, self._alive_w):
+            with contextlib.suppress(Exception):
+                end.close()
 
     # ---- the loop
 
@@ -696,6 +753,8 @@ class _Runner:
             else:
                 status = "interrupted"
             graceful = True
+        except KeyboardInterrupt:  # no handler outside the main thread
+            status = "interrupted"
         except BaseException as exc:
             error = exc
             status = "failed"
@@ -738,17 +797,22 @@ class _Runner:
                 drain_deadline = time.monotonic() + DRAIN_SECONDS
             # Fill: keys are cheap, so page them only when a worker slot is free.
             while not self.signals and not exhausted and len(in_flight) < cap:
-                try:
-                    task = self._next_key_chunk(keys)
-                except TransientError:
-                    # Re-open the key pager after the last chunk handed out, with retries.
-                    keys = with_retries(
-                        lambda: self._keys_after(last_dispatched, next_commit),
-                        what="paging release keys",
-                        max_retries=run_cfg.max_retries,
-                        delay=run_cfg.retry_delay,
-                    )
-                    task = self._next_key_chunk(keys)
+
+                def next_task() -> _Task | None:
+                    nonlocal keys
+                    try:
+                        return self._next_key_chunk(keys)
+                    except TransientError:
+                        # The pager is dead; the retry re-opens it after the last chunk handed out.
+                        keys = self._keys_after(last_dispatched)
+                        raise
+
+                task = with_retries(
+                    next_task,
+                    what="paging release keys",
+                    max_retries=run_cfg.max_retries,
+                    delay=run_cfg.retry_delay,
+                )
                 if task is None:
                     exhausted = True
                     break
@@ -763,7 +827,7 @@ class _Runner:
                 in_flight[task.number] = task
                 last_dispatched = task
             if not in_flight:
-                return not self.signals
+                return exhausted or not self.signals
             if drain_deadline is not None and time.monotonic() > drain_deadline:
                 log.warning("abandoning %d chunk(s) in hand; they are redone on resume", len(in_flight))
                 return False
@@ -792,7 +856,7 @@ class _Runner:
     def _keys(self, cp: state.Checkpoint) -> Iterator[Any]:
         return self.key_source(cp)
 
-    def _keys_after(self, last: _Task | None, committed: int) -> Iterator[Any]:
+    def _keys_after(self, last: _Task | None) -> Iterator[Any]:
         if last is None:
             return self.key_source(self.cp)
         resume_at = state.Checkpoint(
@@ -886,6 +950,10 @@ class _Runner:
             what=f"loading chunk {task.number}",
             max_retries=self.cfg.run.max_retries,
             delay=self.cfg.run.retry_delay,
+        )
+        log.debug(
+            "chunk %d: %d built, %d rejected, %.3f s in worker %d", task.number, result.built,
+            len(result.rejects), result.seconds, result.pid,
         )
         self.built += result.built
         self.rejected += len(result.rejects)

@@ -26,6 +26,7 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
 
 def make_cfg(db_url: str, tmp_path: Path, **sections: dict) -> Config:
     """A small-chunk, two-worker configuration writing under tmp_path."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     base = Config(database=DatabaseConfig(url=db_url, pool_size=2))
     defaults: dict[str, dict] = {
         "extract": {"chunk_size": 25},

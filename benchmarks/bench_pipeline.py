@@ -1,0 +1,135 @@
+"""End-to-end throughput and peak memory of `etl run`: PostgreSQL -> ERN files.
+
+    python benchmarks/bench_pipeline.py [--releases 10000] [--workers 0] [--layout flat] [--target files]
+
+Creates a throwaway database (on ETL_BENCH_DATABASE_URL's server, else the
+local server on 127.0.0.1:5432, else the embedded PostgreSQL), seeds the
+reference catalog (12-track releases on average), measures the raw COPY of the
+same join (extract.copy_baseline) and then runs the pipeline in a fresh
+process, so the figures are the run's own (seeding memory is not counted).
+Prints releases/s end to end, the COPY baseline in the same session, and peak
+memory (main process + every worker's peak RSS). Drops the database afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ddex_etl.config import Config, DatabaseConfig, mask_url  # noqa: E402
+from ddex_etl.db import embedded_url, make_engine, to_sqlalchemy_url  # noqa: E402
+
+RUNNER = """
+import json, sys, time
+from pathlib import Path
+from ddex_etl import pipeline
+from ddex_etl.config import Config, DatabaseConfig
+args = json.loads(sys.argv[1])
+cfg = Config(database=DatabaseConfig(url=args["url"])).with_overrides(
+    extract={"chunk_size": args["chunk_size"], "mode": args["mode"]},
+    load={"target": args["target"], "layout": args["layout"], "directory": Path(args["out"])},
+    run={"workers": args["workers"], "job": "bench"},
+)
+t0 = time.perf_counter()
+report = pipeline.run(cfg, new=True, progress=False)
+wall = time.perf_counter() - t0
+print(json.dumps({**report.as_dict(), "wall_seconds": wall}, default=str))
+"""
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def server_url() -> str:
+    configured = os.environ.get("ETL_BENCH_DATABASE_URL")
+    if configured:
+        return to_sqlalchemy_url(configured)
+    local = "postgresql+psycopg://root@127.0.0.1:5432/test"
+    try:
+        with psycopg.connect(_libpq(local), connect_timeout=3):
+            return local
+    except psycopg.Error:
+        return embedded_url(Path(tempfile.gettempdir()) / f"ddex-etl-bench-{os.getuid()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--releases", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=0, help="0: one per core (the default)")
+    ap.add_argument("--chunk-size", type=int, default=500)
+    ap.add_argument("--mode", default="keyset", choices=["keyset", "offset"])
+    ap.add_argument("--target", default="files", choices=["files", "table"])
+    ap.add_argument("--layout", default="flat", choices=["flat", "ddex-batch"])
+    ap.add_argument("--keep", action="store_true", help="keep the database and output folder")
+    args = ap.parse_args()
+
+    from ddex_etl import extract
+    from ddex_etl.seed import seed_catalog
+
+    admin = server_url()
+    name = "etl_bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    out = Path(tempfile.mkdtemp(prefix="etl-bench-out-"))
+    try:
+        engine = make_engine(url, pool_size=2)
+        t0 = time.perf_counter()
+        seed_catalog(engine, args.releases, seed=1)
+        seeded = time.perf_counter() - t0
+        with psycopg.connect(_libpq(url), autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")  # a freshly seeded catalog, as a nightly run would see it
+        cfg = Config(database=DatabaseConfig(url=url)).with_overrides(extract={"chunk_size": args.chunk_size})
+        base_releases, base_rows, base_seconds = extract.copy_baseline(engine, cfg.extract)
+        engine.dispose()
+
+        spec = {
+            "url": url, "chunk_size": args.chunk_size, "mode": args.mode, "target": args.target,
+            "layout": args.layout, "out": str(out), "workers": args.workers,
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNNER, json.dumps(spec)], capture_output=True, text=True, cwd=REPO
+        )
+        if proc.returncode not in (0, 3):
+            sys.exit(f"pipeline failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        n_files = sum(1 for _ in out.rglob("*.xml"))
+        size_mb = sum(p.stat().st_size for p in out.rglob("*.xml")) / 1e6
+
+        e2e = report["built"] / report["wall_seconds"]
+        print(f"server            {mask_url(admin)} (database {name})")
+        print(f"catalog           {args.releases:,} releases seeded in {seeded:.1f} s")
+        print(f"workers           {args.workers or os.cpu_count()} (cpu_count {os.cpu_count()}), chunk {args.chunk_size}, "
+              f"{args.mode}, target {args.target}/{args.layout}")
+        print(f"COPY baseline     {base_releases:,} releases / {base_rows:,} rows in {base_seconds:.2f} s "
+              f"= {base_releases / base_seconds:,.0f} releases/s")
+        print(f"pipeline          {report['built']:,} built, {report['rejected']:,} rejected in "
+              f"{report['wall_seconds']:.2f} s wall (run {report['seconds']:.2f} s)")
+        print(f"end to end        {e2e:,.0f} releases/s (wall, incl. worker start and final sync)")
+        print(f"run throughput    {report['releases_per_second']:,.0f} releases/s (run's own timer)")
+        print(f"peak memory       {report['peak_memory_mb']:,.0f} MB (main + workers' peak RSS)")
+        print(f"output            {n_files:,} files, {size_mb:,.1f} MB in {out}")
+    finally:
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+            with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Crash safety: SIGKILL a running `etl run` at several points, resume, compare with an uninterrupted run.
+
+The run under test is a real subprocess (``pipeline.run`` from a tiny script,
+the same call ``etl run`` makes), killed with SIGKILL once its checkpoint shows
+k chunks, resumed, killed again further on, and finally resumed to the end.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from ddex_etl import pipeline
+from ddex_etl.config import Config, DatabaseConfig
+from ddex_etl.db import make_engine
+from ddex_etl.errors import ExitCode, LockHeldError
+from ddex_etl.load import TMP_SUFFIX
+from ddex_etl.seed import seed_catalog
+
+pytestmark = pytest.mark.slow
+
+RELEASES = 2000
+CHUNK = 50
+WORKERS = 2
+KILL_AT = (3, 14, 27)  # chunks committed when the SIGKILL lands (of 40)
+
+RUNNER = """
+import sys
+from ddex_etl import pipeline
+from ddex_etl.config import load_config
+from ddex_etl.errors import EtlError
+
+cfg = load_config(sys.argv[1], env={})
+try:
+    report = pipeline.run(cfg, progress=False)
+except EtlError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(exc.exit_code)
+sys.exit(report.exit_code)
+"""
+
+
+@pytest.fixture()
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = make_engine(db_url, pool_size=2)
+    seed_catalog(eng, RELEASES, seed=11)
+    yield eng
+    eng.dispose()
+
+
+def write_toml(path: Path, db_url: str, target: str, layout: str, out: Path, schema: str = "ddex_etl") -> Path:
+    path.write_text(
+        f"""
+[database]
+url = "{db_url}"
+state_schema = "{schema}"
+pool_size = 2
+
+[extract]
+chunk_size = {CHUNK}
+
+[load]
+target = "{target}"
+layout = "{layout}"
+directory = "{out}"
+
+[run]
+workers = {WORKERS}
+retry_delay = 0.05
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def start(toml: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(toml)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _libpq(db_url: str) -> str:
+    return make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def progress_of(conn: psycopg.Connection, schema: str = "ddex_etl") -> tuple[int, str, int] | None:
+    """(run id, status, chunks done) of the newest run, or None before the first run row exists."""
+    try:
+        row = conn.execute(
+            f"""SELECT r.id, r.status, c.chunks_done FROM "{schema}".runs r
+            JOIN "{schema}".checkpoints c ON c.run_id = r.id ORDER BY r.id DESC LIMIT 1"""
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return (int(row[0]), str(row[1]), int(row[2])) if row else None
+
+
+def wait_for_chunks(proc: subprocess.Popen[bytes], db_url: str, at_least: int, timeout: float = 120.0) -> tuple[int, str, int]:
+    """Poll the checkpoint until it shows ``at_least`` chunks (the process must still be running)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            seen = progress_of(conn)
+            if seen is not None and seen[1] == "running" and seen[2] >= at_least:
+                return seen
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                raise AssertionError(f"run ended (exit {proc.returncode}) before chunk {at_least}: {err.decode()[-2000:]}")
+            time.sleep(0.005)
+    proc.kill()
+    proc.communicate()
+    raise AssertionError(f"no checkpoint at {at_least} chunks within {timeout} s")
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(TMP_SUFFIX)]
+
+
+def batch_complete_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("BatchComplete_*")]
+
+
+def documents(engine: sa.Engine, schema: str) -> dict[int, bytes]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f'SELECT release_id, document FROM "{schema}".documents')).all()
+    return {int(r[0]): bytes(r[1]) for r in rows}
+
+
+def batch_contents(out: Path) -> tuple[str, dict[str, bytes]]:
+    """The only batch folder under ``out`` and its files without the BatchComplete marker."""
+    [batch] = [p for p in out.iterdir() if p.is_dir()]
+    files = tree(batch)
+    assert files.pop(f"BatchComplete_{batch.name}.xml") == b""  # present, zero bytes, named after its batch
+    return batch.name, files
+
+
+@pytest.mark.parametrize(("target", "layout"), [("table", "flat"), ("files", "flat"), ("files", "ddex-batch")])
+def test_sigkill_and_resume_gives_byte_identical_output(
+    engine: sa.Engine, db_url: str, tmp_path: Path, target: str, layout: str
+) -> None:
+    # The uninterrupted reference, in its own state schema and folder.
+    ref_out, out = tmp_path / "ref", tmp_path / "out"
+    ref_cfg = Config(database=DatabaseConfig(url=db_url, state_schema="ref", pool_size=2)).with_overrides(
+        extract={"chunk_size": CHUNK}, load={"target": target, "layout": layout, "directory": ref_out},
+        run={"workers": WORKERS},
+    )
+    reference = pipeline.run(ref_cfg, progress=False)
+    assert reference.built == RELEASES
+
+    toml = write_toml(tmp_path / "etl.toml", db_url, target, layout, out)
+    run_ids = set()
+    for k in KILL_AT:
+        proc = start(toml)
+        run_id, _, done = wait_for_chunks(proc, db_url, k)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        run_ids.add(run_id)
+        assert done < RELEASES // CHUNK
+        if target == "files":
+            assert batch_complete_files(out) == []  # never a partial batch marked complete
+
+    proc = start(toml)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == ExitCode.OK, err.decode()[-3000:]
+
+    engine_state = make_engine(db_url, pool_size=1)
+    try:
+        with engine_state.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT id, status, attempts, built, rejected, chunks_redone FROM ddex_etl.runs")
+            ).all()
+    finally:
+        engine_state.dispose()
+    [(run_id, status, attempts, built, rejected, redone)] = row  # one run, continued each time
+    assert run_ids == {run_id}
+    assert (status, attempts, built, rejected) == ("succeeded", len(KILL_AT) + 1, RELEASES, 0)
+    # at most one chunk per worker was handed out beyond the checkpoint at each kill
+    assert 0 <= redone <= WORKERS * len(KILL_AT)
+
+    if target == "table":
+        got, want = documents(engine, "ddex_etl"), documents(engine, "ref")
+        assert len(got) == RELEASES and got == want
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM ddex_etl.documents")).scalar() == RELEASES
+    elif layout == "flat":
+        assert temp_files(out) == []
+        assert tree(out) == tree(ref_out)
+    else:
+        assert temp_files(out) == []
+        got_batch, got = batch_contents(out)
+        ref_batch, want = batch_contents(ref_out)
+        assert len(got) == RELEASES and got == want
+        assert got_batch != ref_batch  # batch ids are per run; contents are what must match
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT], [signal.SIGINT, signal.SIGINT]])
+def test_signals_interrupt_cleanly_and_resume_completes(
+    engine: sa.Engine, db_url: str, tmp_path: Path, signals: list[int]
+) -> None:
+    out = tmp_path / "out"
+    toml = write_toml(tmp_path / "etl.toml", db_url, "files", "ddex-batch", out)
+    proc = start(toml)
+    run_id, _, _ = wait_for_chunks(proc, db_url, 2)
+
+    # While it runs, a second run of the same job is refused and names the holder.
+    cfg = Config(database=DatabaseConfig(url=db_url, pool_size=2)).with_overrides(
+        extract={"chunk_size": CHUNK}, load={"layout": "ddex-batch", "directory": out}, run={"workers": WORKERS}
+    )
+    with pytest.raises(LockHeldError, match=rf"run {run_id}, pid {proc.pid}"):
+        pipeline.run(cfg, progress=False)
+
+    for sig in signals:
+        os.kill(proc.pid, sig)
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, err.decode()[-3000:]
+    with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+        seen = progress_of(conn)
+    assert seen is not None and seen[:2] == (run_id, "interrupted")
+    assert batch_complete_files(out) == []
+
+    report = pipeline.resume(cfg, progress=False)
+    assert (report.run_id, report.status, report.built, report.resumed) == (run_id, "succeeded", RELEASES, True)
+    assert temp_files(out) == []
+    _, files = batch_contents(out)
+    assert len(files) == RELEASES
