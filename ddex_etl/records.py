@@ -254,6 +254,9 @@ def _short(v: Any) -> Any:
 # Nested objects
 
 
+_CONTRIBUTOR_KEY = operator.itemgetter("artist_id", "name", "role", "sequence", "isni")
+
+
 def _contributors(
     v: Any, where: str, problems: list[FieldProblem], cache: dict[Any, Any] | None = None
 ) -> tuple[Contributor, ...]:
@@ -284,23 +287,25 @@ def _contributors(
     before = len(problems)
     memo = cache if cache is not None else {}
     for i, item in enumerate(items):
-        # Fast path: a well-formed element, converted once per distinct value.
-        if type(item) is dict:
-            aid = item.get("artist_id")
-            name = item.get("name")
-            role = item.get("role")
-            seq = item.get("sequence")
-            isni = item.get("isni")
-            if (
-                type(aid) is int and type(name) is str and name and type(role) is str and role
-                and type(seq) is int and (isni is None or (type(isni) is str and isni))
-            ):
-                key = (aid, name, role, seq, isni)
+        # Fast path: a well-formed element, converted once per distinct value
+        # (one C call builds the lookup key; types are checked on first sight).
+        if type(item) is dict and len(item) == 5:
+            try:
+                key = _CONTRIBUTOR_KEY(item)
+            except KeyError:
+                key = None
+            if key is not None:
                 c = memo.get(key)
                 if c is None:
-                    c = memo[key] = Contributor(aid, name, role, seq, isni)
-                out.append(c)
-                continue
+                    aid, name, role, seq, isni = key
+                    if (
+                        type(aid) is int and type(name) is str and name and type(role) is str and role
+                        and type(seq) is int and (isni is None or (type(isni) is str and isni))
+                    ):
+                        c = memo[key] = Contributor(aid, name, role, seq, isni)
+                if c is not None:
+                    out.append(c)
+                    continue
         c = _contributor(item, f"{where}[{i}]", i, problems)
         if c is not None:
             out.append(c)
