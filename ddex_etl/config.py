@@ -142,11 +142,13 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML ({exc})") from None
 
+    from_env: dict[str, str] = {}  # "run.workers" -> "ETL_WORKERS", to say where a bad value came from
     for name, (section, key) in ENV_OVERRIDES.items():
         if env.get(name):
             raw.setdefault(section, {})
             if isinstance(raw[section], dict):
                 raw[section][key] = env[name]
+                from_env[f"{section}.{key}"] = name
 
     sections: dict[str, Any] = {}
     for key in raw:
@@ -162,8 +164,14 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     cfg = Config(**sections, source=source)
     _check(cfg, problems)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([_name_env_source(p, from_env) for p in problems])
     return cfg
+
+
+def _name_env_source(problem: str, from_env: Mapping[str, str]) -> str:
+    """``run.workers: ...`` -> ``run.workers (from ETL_WORKERS): ...`` when the environment set it."""
+    where, sep, rest = problem.partition(":")
+    return f"{where} (from {from_env[where]}){sep}{rest}" if where in from_env else problem
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any], base: Path, problems: list[str]) -> Any:
