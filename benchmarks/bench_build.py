@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import os
 import resource
 import sys
 import time
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     releases = [make_release(i, args.tracks) for i in range(args.releases)]
     gc.collect()
     gc.freeze()  # the input records are long-lived; keep them out of the collector's scans
-    print(f"{args.releases} releases x {args.tracks} tracks, best of {args.rounds} rounds, one process")
+    print(
+        f"{args.releases} releases x {args.tracks} tracks, best of {args.rounds} rounds, one process; "
+        f"load average before: {os.getloadavg()[0]:.2f} (other processes on the machine slow every figure)"
+    )
     for version in ("4.3", "4.2", "3.8.2"):
         ctx = BuildContext(ern_version=version)
         build(releases[0], ctx)  # warm-up (lazy caches)

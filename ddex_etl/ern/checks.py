@@ -336,6 +336,8 @@ class Checker:
 
 def party_ref(prefix: str, ident: object) -> str:
     """A PartyReference (pattern P[\\d\\-_a-zA-Z]+) derived from a catalog id."""
+    if type(ident) is int:
+        return f"{prefix}{ident}"
     return prefix + _REF_UNSAFE.sub("_", str(ident))
 
 
