@@ -43,6 +43,13 @@ text = st.one_of(
     st.text(_chars, min_size=200, max_size=600),  # long strings, now and then
 ).map(_clean).filter(bool)
 optional_text = st.none() | text
+# Anything a text column can hold: control characters, lone surrogates,
+# U+FFFE/U+FFFF, padding, empty strings.
+dirty_text = st.one_of(
+    st.text(st.characters(codec=None), max_size=20),
+    st.text(st.sampled_from(" \t\r\n\x00\x01\x0b\x1f\ufffe\uffff\ud800\udfffab&<"), max_size=10),
+    text,
+)
 years = st.integers(1900, 2100)
 dates = st.dates(dt.date(1950, 1, 1), dt.date(2040, 12, 31))
 stamps = st.datetimes(
@@ -56,7 +63,9 @@ isnis = st.from_regex(r"\A[0-9]{15}[0-9X]\Z")
 
 
 @st.composite
-def contributors(draw: st.DrawFn, roles: list[str], min_size: int = 0, max_size: int = 6) -> tuple[Contributor, ...]:
+def contributors(
+    draw: st.DrawFn, roles: list[str], min_size: int = 0, max_size: int = 6, txt: st.SearchStrategy[str] = text
+) -> tuple[Contributor, ...]:
     n = draw(st.integers(min_size, max_size))
     out = []
     for k in range(n):
@@ -64,7 +73,7 @@ def contributors(draw: st.DrawFn, roles: list[str], min_size: int = 0, max_size:
         out.append(
             Contributor(
                 artist_id=artist_id,
-                name=draw(text),
+                name=draw(txt),
                 role=draw(st.sampled_from(roles)),
                 sequence=draw(st.integers(1, 5)),
                 isni=draw(st.none() | isnis),
@@ -96,7 +105,8 @@ def deals(draw: st.DrawFn, deal_id: int, release_date: dt.date | None) -> Deal:
 
 
 @st.composite
-def releases(draw: st.DrawFn) -> Release:
+def releases(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> Release:
+    """A release; ``txt`` draws every text value (swap in ``dirty_text`` for hostile data)."""
     # Mostly small releases (fast to generate and validate), sometimes up to 100 tracks.
     size = draw(st.integers(0, 19))
     n_tracks = draw(st.integers(1, 4) if size < 12 else st.integers(5, 20) if size < 18 else st.integers(21, 100))
@@ -110,42 +120,42 @@ def releases(draw: st.DrawFn) -> Release:
                 disc_number=disc,
                 track_number=i + 1,  # unique per disc (gaps are allowed)
                 isrc=draw(isrcs),
-                title=draw(text),
-                version_title=draw(optional_text),
+                title=draw(txt),
+                version_title=draw(st.none() | txt),
                 duration_seconds=draw(st.integers(1, 7200) | st.floats(0.5, 7200.0)),
-                genre=draw(optional_text),
+                genre=draw(st.none() | txt),
                 parental_warning=draw(st.none() | st.sampled_from(PARENTAL)),
                 p_line_year=draw(st.none() | years),
-                p_line_text=draw(optional_text),
-                audio_file=draw(optional_text),
+                p_line_text=draw(st.none() | txt),
+                audio_file=draw(st.none() | txt),
                 audio_md5=draw(st.none() | md5s),
-                contributors=draw(contributors(DISPLAY_ROLES + OTHER_ROLES, 0, 5)),
+                contributors=draw(contributors(DISPLAY_ROLES + OTHER_ROLES, 0, 5, txt)),
                 updated_at=draw(st.none() | stamps),
             )
         )
     release_date = draw(st.none() | dates)
-    genre = draw(optional_text)
+    genre = draw(st.none() | txt)
     if genre is None and not any(t.genre for t in tracks):
-        genre = draw(text)
-    main = draw(contributors(["MainArtist"], 1, 3))
-    others = draw(contributors(DISPLAY_ROLES + OTHER_ROLES, 0, 4))
+        genre = draw(txt)
+    main = draw(contributors(["MainArtist"], 1, 3, txt))
+    others = draw(contributors(DISPLAY_ROLES + OTHER_ROLES, 0, 4, txt))
     return Release(
         release_id=draw(st.integers(1, 2**62)),
-        title=draw(text),
+        title=draw(txt),
         release_type=draw(st.sampled_from(RELEASE_TYPES)),
         icpn=draw(icpns),
         grid=draw(st.none() | grids),
-        catalog_number=draw(optional_text),
-        version_title=draw(optional_text),
-        label=Label(draw(st.integers(1, 10)), draw(text), draw(st.none() | st.just("PADPIDA2014021301W"))),
+        catalog_number=draw(st.none() | txt),
+        version_title=draw(st.none() | txt),
+        label=Label(draw(st.integers(1, 10)), draw(txt), draw(st.none() | st.just("PADPIDA2014021301W"))),
         genre=genre,
-        subgenre=draw(optional_text),
+        subgenre=draw(st.none() | txt),
         release_date=release_date,
         original_release_date=draw(st.none() | dates),
         p_line_year=draw(st.none() | years),
-        p_line_text=draw(optional_text),
+        p_line_text=draw(st.none() | txt),
         c_line_year=draw(st.none() | years),
-        c_line_text=draw(optional_text),
+        c_line_text=draw(st.none() | txt),
         parental_warning=draw(st.none() | st.sampled_from(PARENTAL)),
         language=draw(st.none() | st.sampled_from(["en", "ja", "he", "ar"])),
         artists=main + others,

@@ -44,3 +44,26 @@ def test_generated_takedowns_validate(schema_dir: Path) -> None:
             assert validate_bytes(doc.xml, schema_dir, v) == [], f"ERN {v} takedown"
 
     check()
+
+
+def test_hostile_text_never_crashes_and_never_yields_an_invalid_document(schema_dir: Path) -> None:
+    from ddex_etl.errors import ReleaseDataError
+    from ern_strategies import dirty_text
+
+    strict = {v: BuildContext(ern_version=v, repair=False) for v in VERSIONS}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=SLOW_OK)
+    @given(release=releases(dirty_text))
+    def check(release: Release) -> None:
+        for v in VERSIONS:
+            for ctx in (CONTEXTS[v], strict[v]):
+                try:
+                    doc = build(release, ctx)
+                except ReleaseDataError as e:
+                    assert e.problems and str(e).startswith(f"release {release.release_id}: ")
+                    continue
+                assert validate_bytes(doc.xml, schema_dir, v) == [], f"ERN {v} repair={ctx.repair}"
+                if not ctx.repair:
+                    assert doc.warnings == ()
+
+    check()
