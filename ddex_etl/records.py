@@ -44,8 +44,8 @@ TRACK_COLUMNS: tuple[str, ...] = (
 )
 CONTRACT_COLUMNS: tuple[str, ...] = RELEASE_COLUMNS + TRACK_COLUMNS
 _NR = len(RELEASE_COLUMNS)
-# Only these must be present; a query may leave out the others (they read as absent).
-REQUIRED_COLUMNS = ("release_id", "track_id")
+# Only this must be present; a query may leave out the others (they read as absent).
+REQUIRED_COLUMNS = ("release_id",)
 
 
 class RowOrderError(TerminalError):
@@ -440,9 +440,12 @@ def _track(
     w = f"tracks[{index}]"
     before = len(problems)
     tid = _int(track_id, f"{w}.track_id", problems)
+    if tid is None and len(problems) == before:
+        problems.append(FieldProblem(f"{w}.track_id", track_id, "missing", "give every track its id"))
+    before_number = len(problems)
     d = _int(disc, f"{w}.disc_number", problems)
     n = _int(number, f"{w}.track_number", problems)
-    if n is None and len(problems) == before:
+    if n is None and len(problems) == before_number:
         problems.append(FieldProblem(f"{w}.track_number", number, "missing", "give every track its position"))
     track = Track(
         track_id=tid if tid is not None else 0,
@@ -481,7 +484,7 @@ def _make_release(rid: Any, rows: list[Sequence[Any]], cache: dict[Any, Any]) ->
     position = 0  # the track's place among the release's rows: what tracks[i] in a message means
     for row in rows:
         t = row[_NR:]
-        if type(t[0]) is not int and _absent(t[0]):
+        if type(t[0]) is not int and _absent(t[0]) and _absent(t[2]) and _absent(t[3]) and _absent(t[4]):
             continue  # a release without tracks: one row, track columns NULL
         track = _track(t, position, problems, cache)
         position += 1

@@ -137,6 +137,7 @@ BAD_VALUES = [
     ("track_contributors", [{"artist_id": 1, "name": "A"}], "tracks[0].contributors[0].role"),
     ("track_contributors", ["Anna"], "tracks[0].contributors[0]"),
     ("label_name", None, "label_name"),
+    ("track_id", None, "tracks[0].track_id"),
     ("title", {"en": "x"}, "title"),
 ]
 
