@@ -56,6 +56,10 @@ _BAD = ILLEGAL_XML.search
 # Whole-second durations repeat a lot across a catalog; their text is cached.
 _DURATIONS: dict[int, str] = {}
 _DURATIONS_MS: dict[int, str] = {}
+# Deal terms and artists recur across a catalog; clean results are memoised
+# per process (pure functions of their key and the ERN version).
+_DEAL_TERMS: dict[Any, tuple[list[str], list[str], list[str]]] = {}
+_ARTISTS: dict[Any, tuple[str, str, bool, str, str | None]] = {}
 
 
 def _clean(v: object) -> bool:
@@ -389,6 +393,42 @@ def latest_change(release: Release) -> dt.datetime | None:
         return max(stamps, key=lambda s: s if s.tzinfo is not None else s.replace(tzinfo=dt.timezone.utc))
 
 
+def _deal_terms(ck: Checker, voc: Vocabulary, d: Any, where: str) -> tuple[list[str], list[str], list[str]]:
+    """Territories, commercial models and use types of one deal, mapped to the version's values."""
+    terrs: list[str] = []
+    raw_terr = d.territories if isinstance(d.territories, (list, tuple)) else ()
+    if not raw_terr:
+        ck.problem(f"{where}.territories", d.territories, f"deal {d.deal_id} has no territories", "list ISO 3166 codes such as GB, US, or 'Worldwide'")
+    for j, code in enumerate(raw_terr):
+        found = voc.territories.get(code) if type(code) is str else None
+        if found is None:
+            found = ck.choice(f"{where}.territories[{j}]", code, voc.territories, "territory code (ISO 3166-1 or Worldwide)")
+        if found and found not in terrs:
+            terrs.append(found)
+    if "Worldwide" in terrs:
+        terrs = ["Worldwide"]
+    else:
+        terrs.sort()
+    model = None
+    if d.commercial_model is None:
+        ck.problem(f"{where}.commercial_model", None, f"deal {d.deal_id} has no commercial model", "set deals.commercial_model, e.g. SubscriptionModel")
+    else:
+        model = voc.commercial_models.get(d.commercial_model) if type(d.commercial_model) is str else None
+        if model is None:
+            model = ck.choice(f"{where}.commercial_model", d.commercial_model, voc.commercial_models, "commercial model")
+    uses: list[str] = []
+    raw_uses = d.use_types if isinstance(d.use_types, (list, tuple)) else ()
+    if not raw_uses:
+        ck.problem(f"{where}.use_types", d.use_types, f"deal {d.deal_id} has no use types", "list use types such as Stream, PermanentDownload")
+    for j, u in enumerate(raw_uses):
+        found = voc.use_types.get(u) if type(u) is str else None
+        if found is None:
+            found = ck.choice(f"{where}.use_types[{j}]", u, voc.use_types, "use type")
+        if found and found not in uses:
+            uses.append(found)
+    return terrs, [model] if model else [], uses
+
+
 def prepare(
     release: Release,
     version: str,
@@ -423,9 +463,22 @@ def prepare(
             pass
         except TypeError:  # unhashable junk in a field: take the slow path every time
             key = None  # type: ignore[assignment]
+        if key is not None:
+            hit = _ARTISTS.get((version, key))
+            if hit is not None:
+                ref, role, is_display, name, isni = hit
+                if ref not in parties:
+                    parties[ref] = PParty(ref, name, isni)
+                resolved[key] = (ref, role, is_display)
+                return resolved[key]
+        fresh = key is not None and party_ref("PA", c.artist_id) not in parties
+        before = (len(ck.problems), len(ck.warnings))
         out = _resolve_slow(c, where)
         if key is not None:
             resolved[key] = out
+            if fresh and out is not None and (len(ck.problems), len(ck.warnings)) == before and len(_ARTISTS) < 100_000:
+                party = parties[out[0]]
+                _ARTISTS[(version, key)] = (*out, party.name, party.isni)
         return out
 
     def _resolve_slow(c: Contributor, where: str) -> tuple[str, str, bool] | None:
@@ -570,9 +623,9 @@ def prepare(
         title = t.title
         if not _clean(title):
             title = text(f"tracks[{i}].title", title, True, "set tracks.title")
-        version = t.version_title
-        if version is not None and not _clean(version):
-            version = text(f"tracks[{i}].version_title", version)
+        vtitle = t.version_title
+        if vtitle is not None and not _clean(vtitle):
+            vtitle = text(f"tracks[{i}].version_title", vtitle)
         genre = t.genre
         if genre is not None and not _clean(genre):
             genre = text(f"tracks[{i}].genre", genre)
@@ -638,7 +691,7 @@ def prepare(
                 t.track_number,
                 isrc,
                 title,
-                version,
+                vtitle,
                 display_name,
                 artists,
                 contributors,
@@ -671,37 +724,17 @@ def prepare(
         ck.problem("deals", (), "the release has no deals", "add at least one deal (territories, commercial model, use types), or send a takedown")
     for i, d in sorted(enumerate(release.deals), key=lambda x: (str(x[1].deal_id), x[0])):
         where = f"deals[{i}]"
-        terrs: list[str] = []
-        raw_terr = d.territories if isinstance(d.territories, (list, tuple)) else ()
-        if not raw_terr:
-            ck.problem(f"{where}.territories", d.territories, f"deal {d.deal_id} has no territories", "list ISO 3166 codes such as GB, US, or 'Worldwide'")
-        for j, code in enumerate(raw_terr):
-            found = voc.territories.get(code) if type(code) is str else None
-            if found is None:
-                found = ck.choice(f"{where}.territories[{j}]", code, voc.territories, "territory code (ISO 3166-1 or Worldwide)")
-            if found and found not in terrs:
-                terrs.append(found)
-        if "Worldwide" in terrs:
-            terrs = ["Worldwide"]
-        else:
-            terrs.sort()
-        model = None
-        if d.commercial_model is None:
-            ck.problem(f"{where}.commercial_model", None, f"deal {d.deal_id} has no commercial model", "set deals.commercial_model, e.g. SubscriptionModel")
-        else:
-            model = voc.commercial_models.get(d.commercial_model) if type(d.commercial_model) is str else None
-            if model is None:
-                model = ck.choice(f"{where}.commercial_model", d.commercial_model, voc.commercial_models, "commercial model")
-        uses: list[str] = []
-        raw_uses = d.use_types if isinstance(d.use_types, (list, tuple)) else ()
-        if not raw_uses:
-            ck.problem(f"{where}.use_types", d.use_types, f"deal {d.deal_id} has no use types", "list use types such as Stream, PermanentDownload")
-        for j, u in enumerate(raw_uses):
-            found = voc.use_types.get(u) if type(u) is str else None
-            if found is None:
-                found = ck.choice(f"{where}.use_types[{j}]", u, voc.use_types, "use type")
-            if found and found not in uses:
-                uses.append(found)
+        try:
+            terms_key: Any = (version, d.territories, d.commercial_model, d.use_types)
+            terms = _DEAL_TERMS.get(terms_key)
+        except TypeError:  # unhashable junk
+            terms_key, terms = None, None
+        if terms is None:
+            before = (len(ck.problems), len(ck.warnings))
+            terms = _deal_terms(ck, voc, d, where)
+            if terms_key is not None and (len(ck.problems), len(ck.warnings)) == before and len(_DEAL_TERMS) < 10_000:
+                _DEAL_TERMS[terms_key] = terms  # clean terms only: the shared lists are never mutated
+        terrs, models, uses = terms
         start = ck.date(f"{where}.start_date", d.start_date)
         end = ck.date(f"{where}.end_date", d.end_date)
         if start is None and d.start_date is None:
@@ -710,7 +743,7 @@ def prepare(
                 ck.problem(f"{where}.start_date", None, f"deal {d.deal_id} has no start date and the release has no release date", "set deals.start_date or releases.release_date")
         if start and end and end < start:
             ck.problem(f"{where}.end_date", d.end_date, f"deal {d.deal_id} ends before it starts ({start})", "correct deals.end_date or deals.start_date")
-        p.deals.append(PDeal(d.deal_id, terrs, [model] if model else [], uses, start, end))
+        p.deals.append(PDeal(d.deal_id, terrs, models, uses, start, end))
 
     p.parties = list(parties.values())
     if label is not None and p.label_name:
