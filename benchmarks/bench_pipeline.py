@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--mode", default="keyset", choices=["keyset", "offset"])
     ap.add_argument("--target", default="files", choices=["files", "table"])
     ap.add_argument("--layout", default="flat", choices=["flat", "ddex-batch"])
+    ap.add_argument("--out", type=Path, default=None, help="parent folder for the output (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the database and output folder")
     args = ap.parse_args()
 
@@ -84,7 +85,7 @@ def main() -> None:
     with psycopg.connect(_libpq(admin), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    out = Path(tempfile.mkdtemp(prefix="etl-bench-out-"))
+    out = Path(tempfile.mkdtemp(prefix="etl-bench-out-", dir=args.out))
     try:
         engine = make_engine(url, pool_size=2)
         t0 = time.perf_counter()

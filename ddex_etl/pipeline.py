@@ -303,6 +303,7 @@ class _Task:
     release_ids: tuple[int, ...]
     last_key: int | None
     next_offset: int
+    loader: FileLoader | None = None  # set when the worker writes the chunk's files itself
 
 
 @dataclass
@@ -333,7 +334,6 @@ class _ChunkFailure:
 class _WorkerSpec:
     url: str
     cfg: Config
-    loader: FileLoader | None  # set when workers write the files themselves
     main_pid: int
     max_retries: int
     retry_delay: float
@@ -476,8 +476,8 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     found = {int(r.release_id) for r in releases} | {r.release_id for r in rejects}
     skipped = sum(1 for rid in task.release_ids if int(rid) not in found)  # vanished since the key page
     written: list[Written] = []
-    if spec.loader is not None:
-        written = spec.loader.write(outputs)
+    if task.loader is not None:
+        written = task.loader.write(outputs)
         out: list[Output] | None = None
     else:
         out = outputs
@@ -621,6 +621,70 @@ class JobLock:
 # --------------------------------------------------------------------------- the runner
 
 
+class _Pool:
+    """The worker processes of one run and their bounded queues.
+
+    Started first thing (before migrations, the lock and the count query) so
+    the fork server's imports overlap the main process's setup.
+    """
+
+    def __init__(self, url: str, cfg: Config, workers: int) -> None:
+        ctx = _mp_context()
+        self.workers = workers
+        self.tasks = ctx.Queue(maxsize=workers)
+        self.results = ctx.Queue()
+        # Workers watch the read end; the write end never leaves this process.
+        self._alive_r, self._alive_w = ctx.Pipe(duplex=False)
+        spec = _WorkerSpec(
+            url=url,
+            cfg=cfg,
+            main_pid=os.getpid(),
+            max_retries=cfg.run.max_retries,
+            retry_delay=cfg.run.retry_delay,
+        )
+        self.procs: list[Any] = []
+        self._stopped = False
+        for i in range(workers):
+            p = ctx.Process(
+                target=_worker_main,
+                args=(spec, self.tasks, self.results, self._alive_r),
+                name=f"etl-worker-{i}",
+                daemon=True,
+            )
+            p.start()
+            self.procs.append(p)
+
+    def kill(self) -> None:
+        """From a signal handler: no joins, no locks."""
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.kill()
+
+    def stop(self, *, graceful: bool) -> None:
+        """Ask the workers to finish (graceful) or kill them; close the queues. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if graceful:
+            for _ in self.procs:
+                with contextlib.suppress(Exception):
+                    self.tasks.put(None, timeout=1.0)
+            deadline = time.monotonic() + 10.0
+            for p in self.procs:
+                p.join(timeout=max(0.1, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5.0)
+        for q in (self.tasks, self.results):
+            with contextlib.suppress(Exception):
+                q.cancel_join_thread()
+                q.close()
+        for end in (self._alive_r, self._alive_w):
+            with contextlib.suppress(Exception):
+                end.close()
+
+
 class _Runner:
     """One attempt at one run: owns the workers, the loop, the signals and the state updates."""
 
@@ -634,6 +698,7 @@ class _Runner:
         checkpoint: state.Checkpoint,
         loader: Loader,
         reporter: Reporter,
+        pool: _Pool,
         *,
         resumed: bool,
         key_source: Callable[[state.Checkpoint], Iterator[Any]],
@@ -651,18 +716,17 @@ class _Runner:
         self.key_source = key_source
         self.total = total
         self.schema = cfg.database.state_schema
-        self.workers = cfg.run.workers or os.cpu_count() or 1
+        self.pool = pool
+        self.workers = pool.workers
         self.signals = 0
         self.built = run.built
         self.rejected = run.rejected
         self.skipped = run.skipped
         self.attempt_releases = 0
         self.worker_rss: dict[int, float] = {}
-        self.procs: list[Any] = []
+        self.procs = pool.procs
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
-        self._alive_r: Any = None
-        self._alive_w: Any = None
 
     # ---- signals
 
@@ -672,9 +736,7 @@ class _Runner:
             log.warning("signal %d: stopping after the chunks in hand; Ctrl-C again to exit at once", signum)
             return
         # Second signal: exit now, best effort to leave the run marked interrupted.
-        for p in self.procs:
-            with contextlib.suppress(Exception):
-                p.kill()
+        self.pool.kill()
         with contextlib.suppress(Exception):
             _mark_interrupted_now(self.url, self.schema, self.run.id)
         os._exit(ExitCode.INTERRUPTED)
@@ -691,62 +753,16 @@ class _Runner:
                 signal.signal(sig, old)
         self._old_handlers.clear()
 
-    # ---- workers
-
-    def _start_workers(self) -> tuple[Any, Any]:
-        ctx = _mp_context()
-        tasks = ctx.Queue(maxsize=self.workers)
-        results = ctx.Queue()
-        # Workers watch the read end; the write end never leaves this process.
-        self._alive_r, self._alive_w = ctx.Pipe(duplex=False)
-        spec = _WorkerSpec(
-            url=self.url,
-            cfg=self.cfg,
-            loader=self.loader if isinstance(self.loader, FileLoader) and self.loader.in_worker else None,
-            main_pid=os.getpid(),
-            max_retries=self.cfg.run.max_retries,
-            retry_delay=self.cfg.run.retry_delay,
-        )
-        for i in range(self.workers):
-            p = ctx.Process(
-                target=_worker_main, args=(spec, tasks, results, self._alive_r), name=f"etl-worker-{i}", daemon=True
-            )
-            p.start()
-            self.procs.append(p)
-        return tasks, results
-
-    def _stop_workers(self, tasks: Any, results: Any, *, graceful: bool) -> None:
-        if graceful:
-            for _ in self.procs:
-                with contextlib.suppress(Exception):
-                    tasks.put(None, timeout=1.0)
-            deadline = time.monotonic() + 10.0
-            for p in self.procs:
-                p.join(timeout=max(0.1, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5.0)
-        for q in (tasks, results):
-            with contextlib.suppress(Exception):
-                q.cancel_join_thread()
-                q.close()
-        for end in (self._alive_r, self._alive_w):
-            with contextlib.suppress(Exception):
-                end.close()
-
     # ---- the loop
 
     def execute(self) -> RunReport:
         self._install_signals()
-        tasks = results = None
         graceful = False
         status = "failed"
         error: BaseException | None = None
         try:
-            tasks, results = self._start_workers()
             self.reporter.start(self.total, self.built + self.rejected + self.skipped)
-            finished = self._loop(tasks, results)
+            finished = self._loop(self.pool.tasks, self.pool.results)
             if finished:
                 self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
                 status = "succeeded"
@@ -760,8 +776,7 @@ class _Runner:
             status = "failed"
         finally:
             self.reporter.stop()
-            if tasks is not None:
-                self._stop_workers(tasks, results, graceful=graceful)
+            self.pool.stop(graceful=graceful)
         report = self._close(status, error)
         self._restore_signals()
         if status == "interrupted":
@@ -883,6 +898,7 @@ class _Runner:
             release_ids=ids,
             last_key=int(kc.last_key) if kc.last_key is not None else None,
             next_offset=int(getattr(kc, "next_offset", 0) or 0),
+            loader=self.loader if isinstance(self.loader, FileLoader) and self.loader.in_worker else None,
         )
 
     def _check_workers(self) -> None:
@@ -1144,7 +1160,9 @@ def _execute_run(
     schema = cfg.database.state_schema
     engine, url = _open(cfg)
     lock: JobLock | None = None
+    pool: _Pool | None = None
     try:
+        pool = _Pool(url, cfg, cfg.run.workers or os.cpu_count() or 1)
         state.ensure_current(engine, schema)
         lock = JobLock(engine, schema, cfg.run.job)
         lock.acquire()
@@ -1222,7 +1240,7 @@ def _execute_run(
                 state.set_total(conn, schema, run.id, total)
         reporter = reporter_for(cfg.run.job, progress, cfg.run.progress_interval)
         runner = _Runner(
-            cfg, engine, url, lock, run, cp, loader, reporter, resumed=resumed, key_source=keys, total=total
+            cfg, engine, url, lock, run, cp, loader, reporter, pool, resumed=resumed, key_source=keys, total=total
         )
         return runner.execute()
     except EtlError:
@@ -1230,6 +1248,8 @@ def _execute_run(
     except sa.exc.DBAPIError as exc:
         raise map_db_error(exc, "preparing the run") from exc
     finally:
+        if pool is not None:
+            pool.stop(graceful=False)  # no-op when the runner stopped it
         if lock is not None:
             lock.release()
         engine.dispose()
