@@ -62,14 +62,6 @@ _DEAL_TERMS: dict[Any, tuple[list[str], list[str], list[str]]] = {}
 _ARTISTS: dict[Any, tuple[str, str, bool, str, str | None]] = {}
 
 
-def _clean(v: object) -> bool:
-    """True for non-empty text with no surrounding whitespace and no XML-illegal characters."""
-    # str.strip() returns the very same object when there is nothing to strip.
-    # isprintable() is False for every character XML forbids (Cc, Cs, Cn), so it
-    # clears most text without the slower regex.
-    return type(v) is str and bool(v) and v.strip() is v and (v.isprintable() or _BAD(v) is None)
-
-
 DISPLAY_ROLES = {"mainartist": "MainArtist", "featuredartist": "FeaturedArtist", "artist": "Artist"}
 _EPOCH = dt.datetime(1970, 1, 1)
 
@@ -617,23 +609,26 @@ def prepare(
     for i, ok in order:
         t = tracks_in[i]
         # Fast paths: clean values (the common case) skip the checker's calls.
+        # "Clean" = non-empty text, nothing to strip, no XML-illegal character;
+        # isprintable() is False for every character XML forbids (Cc, Cs, Cn),
+        # so it clears most text without the slower regex.
         isrc = t.isrc
         if type(isrc) is not str or not _ISRC_MATCH(isrc):
             isrc = ck.ident(f"tracks[{i}].isrc", isrc, _ISRC, "an ISRC (CC XXX YY NNNNN, 12 characters)", True, "USS1Z9900001")
         title = t.title
-        if not _clean(title):
+        if type(title) is not str or not title or title.strip() is not title or not (title.isprintable() or _BAD(title) is None):
             title = text(f"tracks[{i}].title", title, True, "set tracks.title")
         vtitle = t.version_title
-        if vtitle is not None and not _clean(vtitle):
+        if vtitle is not None and (type(vtitle) is not str or not vtitle or vtitle.strip() is not vtitle or not (vtitle.isprintable() or _BAD(vtitle) is None)):
             vtitle = text(f"tracks[{i}].version_title", vtitle)
         genre = t.genre
-        if genre is not None and not _clean(genre):
+        if genre is not None and (type(genre) is not str or not genre or genre.strip() is not genre or not (genre.isprintable() or _BAD(genre) is None)):
             genre = text(f"tracks[{i}].genre", genre)
         p_text = t.p_line_text
-        if p_text is not None and not _clean(p_text):
+        if p_text is not None and (type(p_text) is not str or not p_text or p_text.strip() is not p_text or not (p_text.isprintable() or _BAD(p_text) is None)):
             p_text = text(f"tracks[{i}].p_line_text", p_text)
         audio_file = t.audio_file
-        if audio_file is not None and not _clean(audio_file):
+        if audio_file is not None and (type(audio_file) is not str or not audio_file or audio_file.strip() is not audio_file or not (audio_file.isprintable() or _BAD(audio_file) is None)):
             audio_file = text(f"tracks[{i}].audio_file", audio_file)
         md5 = t.audio_md5
         if md5 is not None and (type(md5) is not str or not _MD5_MATCH(md5)):
