@@ -231,7 +231,7 @@ def _codes(v: Any, where: str, problems: list[FieldProblem]) -> tuple[str, ...]:
     elif _absent(v):
         return ()
     elif isinstance(v, str):
-        return tuple(x for x in re.split(r"[\s,;{}\"]+", v) if x)
+        return tuple(x for x in re.split(r"[\s,;{}\[\]\"]+", v) if x)
     if isinstance(v, (list, tuple)):
         out = []
         for i, x in enumerate(v):

@@ -258,3 +258,12 @@ def test_rows_and_a_csv_read_with_pandas_give_equal_releases(
         frame = pd.read_csv(path, dtype={"icpn": str, "grid": str, "catalog_number": str, "isrc": str})
     from_csv = list(releases_from_rows(frame.to_dict("records")))
     assert from_csv == from_db
+
+
+@pytest.mark.parametrize(
+    "territories", [["US", "GB"], '["US", "GB"]', "US,GB", "US, GB", "{US,GB}", "US GB"],
+)
+def test_territory_lists_in_common_shapes(territories: Any) -> None:
+    deal = {**DEALS[0], "territories": territories}
+    (release,) = releases_from_rows([row(deals=json.dumps([deal]) if isinstance(territories, list) else [deal])])
+    assert release.deals[0].territories == ("US", "GB")
