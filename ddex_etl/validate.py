@@ -28,6 +28,7 @@ NAMESPACES = {
 _FOLDERS = {"4.3": "43", "4.2": "42", "3.8.2": "382"}
 _SCHEMAS: dict[tuple[str, str], etree.XMLSchema] = {}
 _LOCK = threading.Lock()
+_SCHEMA_LOCKS: dict[int, threading.Lock] = {}  # cached schemas live as long as the process
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,19 @@ def validate_bytes(xml: bytes, schema_dir: Path, ern_version: str | None = None)
             )
         ]
     schema = load_schema(schema_dir, version)
-    if schema.validate(doc):
-        return []
-    return [ValidationIssue(e.line, e.message) for e in schema.error_log]
+    # A compiled schema keeps one error log: threads sharing it take turns.
+    with _lock_for(schema):
+        if schema.validate(doc):
+            return []
+        return [ValidationIssue(e.line, e.message) for e in schema.error_log]
+
+
+def _lock_for(schema: etree.XMLSchema) -> threading.Lock:
+    with _LOCK:
+        lock = _SCHEMA_LOCKS.get(id(schema))
+        if lock is None:
+            lock = _SCHEMA_LOCKS[id(schema)] = threading.Lock()
+        return lock
 
 
 def _entity_issues(doc: etree._ElementTree) -> list[ValidationIssue]:
