@@ -9,7 +9,8 @@ warning is recorded instead.
 
 Rules worth knowing (they decide what is rejected):
 
-- Required: title, release type, ICPN (12-14 digits), a label with a name, at
+- Required: title, release type, ICPN (12-14 digits; the check digit is not
+  verified, so UPC-A, EAN-13 and GTIN-14 all pass), a label with a name, at
   least one display artist (MainArtist/FeaturedArtist/Artist), a genre on the
   release or on a track, at least one track, and (for ``build``) one deal.
 - Each track needs a valid ISRC, a title, a positive duration and a unique
@@ -25,6 +26,12 @@ Rules worth knowing (they decide what is rejected):
   allowed values, plus a few catalog spellings (``Compilation`` is an
   ``Album`` marked as a multi-artist compilation; ``Producer`` is
   ``StudioProducer`` in ERN 4).
+
+Speed matters here (the builder must do thousands of releases per second per
+core), so clean values take inline fast paths and the checker's slower,
+message-building paths run only for values that need them. Clean artist and
+deal-term results are memoised per process; they are pure functions of their
+inputs, so the output does not depend on what was built before.
 """
 from __future__ import annotations
 
