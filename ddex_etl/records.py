@@ -226,7 +226,10 @@ def _json_list(v: Any, where: str, problems: list[FieldProblem]) -> list[Any] | 
 def _codes(v: Any, where: str, problems: list[FieldProblem]) -> tuple[str, ...]:
     """Territory codes or use types: a list, a Postgres array literal, or 'US,GB' / 'US GB'."""
     if type(v) is list:
-        if all(type(x) is str for x in v):
+        for x in v:
+            if type(x) is not str:
+                break
+        else:
             return tuple(v)
     elif _absent(v):
         return ()
