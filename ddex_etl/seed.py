@@ -95,7 +95,12 @@ def create_catalog(conn: sa.Connection | psycopg.Connection[Any]) -> None:
     try:
         # Straight to psycopg without parameters, so the script's % and : stay
         # as written (and its several statements go in one round trip).
-        pg = conn.connection.driver_connection if isinstance(conn, sa.Connection) else conn
+        if isinstance(conn, sa.Connection):
+            if not conn.in_transaction():
+                conn.begin()  # as autobegin would: the caller's conn.commit() then commits the DDL
+            pg = conn.connection.driver_connection
+        else:
+            pg = conn
         pg.execute(script)  # type: ignore[union-attr]
     except Exception as exc:
         raise map_db_error(exc, f"creating the reference catalog from {CATALOG_SQL}") from exc

@@ -164,3 +164,10 @@ def test_demo_catalog_has_variety_and_valid_identifiers(demo: sa.Engine) -> None
 )
 def test_check_digits(function, body: str, expected: str) -> None:  # type: ignore[no-untyped-def]
     assert function(body) == expected
+
+
+def test_create_catalog_commits_with_the_callers_commit(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        create_catalog(conn)
+        conn.commit()
+    assert scalar(engine, "SELECT to_regclass('track_contributors') IS NOT NULL") is True
