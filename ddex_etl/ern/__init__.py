@@ -39,12 +39,16 @@ import hashlib
 import re
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ReleaseDataError
 from ..models import Document, Party, Release
 from . import ern4, ern382
 from ._text import esc
 from .checks import PDeal, Prepared, prepare
+
+if TYPE_CHECKING:  # the builder itself never imports the configuration layer
+    from ..config import TransformConfig
 
 __all__ = ["BuildContext", "ERN_VERSIONS", "build", "build_takedown", "context_from_config"]
 
@@ -84,14 +88,14 @@ class BuildContext:
             raise ConfigError(problems)
 
 
-def context_from_config(tc: object) -> BuildContext:
-    """A ``BuildContext`` from a ``ddex_etl.config.TransformConfig``."""
+def context_from_config(tc: TransformConfig) -> BuildContext:
+    """A ``BuildContext`` from the ``[transform]`` section of the configuration."""
     return BuildContext(
-        ern_version=tc.ern_version,  # type: ignore[attr-defined]
-        sender=Party(tc.sender_dpid, tc.sender_name),  # type: ignore[attr-defined]
-        recipient=Party(tc.recipient_dpid, tc.recipient_name),  # type: ignore[attr-defined]
-        language=tc.language,  # type: ignore[attr-defined]
-        repair=tc.repair,  # type: ignore[attr-defined]
+        ern_version=tc.ern_version,
+        sender=Party(tc.sender_dpid, tc.sender_name),
+        recipient=Party(tc.recipient_dpid, tc.recipient_name),
+        language=tc.language,
+        repair=tc.repair,
     )
 
 
