@@ -50,12 +50,12 @@ def _pline(out: list[str], year: int | None, text: str | None) -> None:
         out.append(f"<PLineText>{esc(text)}</PLineText></PLine>")
 
 
-def _credits_xml(t: PTrack, cache: dict[int, str]) -> str:
+def _credits_xml(t: PTrack, cache: dict[Any, Any]) -> str:
     """DisplayArtistName, DisplayArtist and Contributor elements; tracks share their credit lists, so cache by list."""
-    key = id(t.artists) * 31 + id(t.contributors)
+    key = (id(t.artists), id(t.contributors), t.display_name)  # the lists live until the body is written
     hit = cache.get(key)
-    if hit is not None and hit[0] == t.display_name:
-        return hit[1]
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
     out = [f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName>"]
     _display_artists(out, t.artists)
     for c in t.contributors:
@@ -63,8 +63,7 @@ def _credits_xml(t: PTrack, cache: dict[int, str]) -> str:
             f'<Contributor SequenceNumber="{c.seq}"><ContributorPartyReference>{c.ref}</ContributorPartyReference>'
             f"<Role>{c.role}</Role></Contributor>"
         )
-    text = "".join(out)
-    cache[key] = (t.display_name, text)  # type: ignore[assignment]
+    text = cache[key] = "".join(out)
     return text
 
 
