@@ -635,6 +635,8 @@ def _seed(
             cur.execute("TRUNCATE " + ", ".join(reversed(TABLES)))
         fresh = set(TABLES) if reset else created
         start = _next_ids(cur)
+        if releases == 0:  # just the (empty or kept) catalog: no labels or artists without releases
+            return SeedReport(0, 0, 0, 0, time.perf_counter() - started, start.release_id, start.release_id - 1)
         gen = _Generator(seed, start, releases)
         restore = _drop_keys_and_indexes(cur)
         _copy(cur, "labels", gen.label_lines, "labels" in fresh)

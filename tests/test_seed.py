@@ -171,3 +171,10 @@ def test_create_catalog_commits_with_the_callers_commit(engine: sa.Engine) -> No
         create_catalog(conn)
         conn.commit()
     assert scalar(engine, "SELECT to_regclass('track_contributors') IS NOT NULL") is True
+
+
+def test_zero_releases_creates_or_empties_the_catalog_only(engine: sa.Engine) -> None:
+    seed_catalog(engine, 10, seed=1)
+    report = seed_catalog(engine, 0, reset=True)
+    assert (report.releases, report.tracks, report.artists) == (0, 0, 0)
+    assert scalar(engine, "SELECT count(*) FROM artists") == 0
