@@ -229,8 +229,9 @@ def test_context_from_config_and_bad_context() -> None:
     ctx = context_from_config(tc)
     assert ctx == BuildContext(ern_version="3.8.2", sender=Party("PADPIDA1X", "Me"), language="fr", repair=False)
     with pytest.raises(ConfigError) as err:
-        BuildContext(ern_version="4.1", language="english!", sender=Party("nope", "x"))
-    assert len(err.value.problems) == 3
+        BuildContext(ern_version="4.1", language="english!", sender=Party("nope", "x"), recipient=Party("PADPIDA2X", "Store\x00"))
+    assert len(err.value.problems) == 4
+    assert "recipient" in err.value.problems[3] and "control characters" in err.value.problems[3]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError, ReleaseDataError
 from ..models import Document, Party, Release
 from . import ern4, ern382
-from ._text import esc
+from ._text import ILLEGAL_XML, esc
 from .checks import PDeal, Prepared, prepare
 
 if TYPE_CHECKING:  # the builder itself never imports the configuration layer
@@ -84,8 +84,15 @@ class BuildContext:
             party = getattr(self, role)
             if not isinstance(party, Party) or not _DPID.match(party.dpid or ""):
                 problems.append(f"{role}: {party!r} needs a DDEX party id (PADPIDA...)")
-            elif not party.name or not party.name.strip() or party.name != party.name.strip():
-                problems.append(f"{role}: name {party.name!r} must be non-empty text without surrounding spaces")
+            elif (
+                not isinstance(party.name, str)
+                or not party.name.strip()
+                or party.name != party.name.strip()
+                or ILLEGAL_XML.search(party.name)
+            ):
+                problems.append(
+                    f"{role}: name {party.name!r} must be non-empty text without surrounding spaces or control characters"
+                )
         if problems:
             raise ConfigError(problems)
 
