@@ -121,7 +121,8 @@ def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_
     # The id must change whenever the message does; CRC-32 over the body plus
     # the header fields is enough for that (the checksum below is the SHA-256).
     crc = zlib.crc32(body, zlib.crc32(f"{version}|{kind}|{ctx.recipient.dpid}|{p.created}".encode()))
-    thread = f"{ctx.sender.dpid}-{p.release_id}"
+    rid = p.release_id if type(p.release_id) is int else ILLEGAL_XML.sub("", str(p.release_id))  # ids are ints; be safe anyway
+    thread = f"{ctx.sender.dpid}-{rid}"
     message_id = f"{thread}-{p.created[:19].replace('-', '').replace(':', '')}-{crc:08x}"
     root = ern382.root_open(ctx.language) if version == "3.8.2" else ern4.root_open(version, ctx.language)
     close = "</ern:NewReleaseMessage>"
