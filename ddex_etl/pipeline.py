@@ -537,6 +537,7 @@ class JobLock:
     def acquire(self) -> None:
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
+        conn.commit()
         if not got:
             holder = self._holder(conn)
             conn.close()
@@ -577,34 +578,42 @@ class JobLock:
             pass
         return f" ({', '.join(parts)})" if parts else ""
 
-    def check(self) -> None:
-        """Make sure the lock is still ours (the connection may have been killed); re-take it."""
-        try:
-            assert self.conn is not None
-            self.conn.execute(sa.text("SELECT 1"))
-            return
-        except sa.exc.DBAPIError:
+    def _reset(self) -> None:
+        """Drop a broken lock connection (PostgreSQL has released the lock with it)."""
+        if self.conn is not None:
             with contextlib.suppress(Exception):
-                assert self.conn is not None
                 self.conn.invalidate()
+            with contextlib.suppress(Exception):
                 self.conn.close()
-            self.conn = None
-        self.acquire()
+        self.conn = None
 
     def execute(self, fn: Callable[[Connection], T], *, what: str, max_retries: int, delay: float) -> T:
-        """Run a small autocommit statement on the lock connection, re-taking the lock if it broke."""
+        """Run a small autocommit statement on the lock connection.
+
+        If the connection was killed (pg_terminate_backend, a server restart),
+        the lock went with it: reconnect and take it again before retrying,
+        or fail with LockHeldError if another runner took it meanwhile.
+        """
 
         def attempt() -> T:
-            if self.conn is None:
-                self.acquire()
             try:
+                if self.conn is None:
+                    self.acquire()
                 assert self.conn is not None
-                return fn(self.conn)
+                result = fn(self.conn)
+                self.conn.commit()  # ends SQLAlchemy's bookkeeping transaction (autocommit underneath)
+                return result
             except sa.exc.DBAPIError as exc:
                 err = map_db_error(exc, what)
                 if isinstance(err, TransientError):
-                    self.check()
+                    self._reset()
+                elif self.conn is not None:
+                    with contextlib.suppress(Exception):
+                        self.conn.rollback()
                 raise err from exc
+            except sa.exc.PendingRollbackError as exc:
+                self._reset()
+                raise TransientError(f"{what}: the connection was lost; will retry") from exc
 
         return with_retries(attempt, what=what, max_retries=max_retries, delay=delay)
 

@@ -237,3 +237,27 @@ def test_signals_interrupt_cleanly_and_resume_completes(
     assert temp_files(out) == []
     _, files = batch_contents(out)
     assert len(files) == RELEASES
+
+
+def test_backends_killed_under_the_run_are_retried(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """pg_terminate_backend on every connection of the run, twice: retried with backoff, nothing lost."""
+    out = tmp_path / "out"
+    toml = write_toml(tmp_path / "etl.toml", db_url, "table", "flat", out)
+    proc = start(toml)
+    killed = 0
+    with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+        for at in (3, 12):
+            wait_for_chunks(proc, db_url, at)
+            killed += len(conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall())
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == ExitCode.OK, err.decode()[-3000:]
+    assert killed >= 2 * WORKERS  # the workers' connections and the lock's at least
+    assert "retry" in err.decode()  # the retries were logged
+    docs = documents(engine, "ddex_etl")
+    with engine.connect() as conn:
+        ids = {int(r[0]) for r in conn.execute(sa.text("SELECT release_id FROM releases"))}
+        [(status, attempts, built)] = conn.execute(sa.text("SELECT status, attempts, built FROM ddex_etl.runs")).all()
+    assert set(docs) == ids and (status, attempts, built) == ("succeeded", 1, RELEASES)
