@@ -75,6 +75,33 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_estimate(data: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """CPU seconds of one inline run and of one parallel run (this process + its workers).
+
+    Wall rates on a shared machine say more about the neighbours than about
+    us; CPU time does not. The parallel wall time on idle cores is about
+    max(this process's CPU, the workers' CPU / workers), printed as an estimate.
+    Worker CPU is read when the workers exit, so a fresh builder is used.
+    """
+    with DDEXBuilder(workers=args.workers) as inline:
+        t = time.process_time()
+        inline.build_batch(data, batch_size=args.batch_size, parallel=False)
+        inline_cpu = time.process_time() - t
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    builder = DDEXBuilder(workers=args.workers, start_method="fork")  # workers are our children: their CPU counts
+    t = time.process_time()
+    builder.build_batch(data, batch_size=args.batch_size, parallel=True)
+    main_cpu = time.process_time() - t
+    builder.close()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    n = len(data)
+    estimate = n / max(main_cpu, workers_cpu / args.workers)
+    print(f"CPU time: inline {inline_cpu:.2f} s ({n / inline_cpu:.0f} releases/s per core); parallel: this process "
+          f"{main_cpu:.2f} s + workers {workers_cpu:.2f} s (incl. start-up) -> about {estimate:.0f} releases/s "
+          f"on {args.workers} idle cores ({estimate * inline_cpu / n:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--releases", type=int, default=3000)
@@ -109,6 +136,7 @@ def main() -> None:
             label = "parallel=True " if parallel else "parallel=False"
             print(f"build_batch {label}: {best:8.0f} releases/s")
         print(f"speed-up: {rates[True] / rates[False]:.2f}x")
+        cpu_estimate(data, args)
 
         stats = StreamingBatchProcessor(batch_size=args.batch_size, max_concurrency=args.workers * 2, builder=builder) \
             .process_stream(iter(data), lambda item: None)
