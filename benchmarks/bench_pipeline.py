@@ -121,7 +121,9 @@ def main() -> None:
               f"{report['wall_seconds']:.2f} s wall (run {report['seconds']:.2f} s)")
         print(f"end to end        {e2e:,.0f} releases/s (wall, incl. worker start and final sync)")
         print(f"run throughput    {report['releases_per_second']:,.0f} releases/s (run's own timer)")
-        print(f"peak memory       {report['peak_memory_mb']:,.0f} MB (main + workers' peak RSS)")
+        workers = " + ".join(f"{w:.0f}" for w in report["worker_peak_mb"])
+        print(f"peak memory       {report['peak_memory_mb']:,.0f} MB (main {report['main_peak_mb']:.0f} + workers "
+              f"{workers}; peak RSS each, shared pages counted in each)")
         print(f"output            {n_files:,} files, {size_mb:,.1f} MB in {out}")
     finally:
         if not args.keep:

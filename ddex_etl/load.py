@@ -81,6 +81,9 @@ class Loader(Protocol):
     def describe(self) -> str:
         """Where output goes, for the run row and messages."""
 
+    def check(self) -> None:
+        """Fail early (before a run row exists) when the destination cannot work."""
+
     def prepare(self, engine: Engine) -> None:
         """Make the destination ready and clean up after a crashed attempt."""
 
@@ -115,6 +118,9 @@ class TableLoader:
 
     def describe(self) -> str:
         return f"{self.schema}.{self.table}"
+
+    def check(self) -> None:
+        return None
 
     def prepare(self, engine: Engine) -> None:
         """Create a custom-named output table like the migrated ``documents`` table."""
@@ -234,8 +240,8 @@ class FileLoader:
             return f"{output.doc.release_id}.xml"
         return f"{self.batch_id}/{output.identifier}/{output.identifier}.xml"
 
-    def prepare(self, engine: Engine | None = None) -> None:
-        """Check the output directory, create the batch folder, remove temp files a crash left."""
+    def check(self) -> None:
+        """The output directory exists (created if only it is missing) and is writable."""
         d = self.directory
         if not d.is_dir():
             if d.exists():
@@ -256,6 +262,10 @@ class FileLoader:
                 f"cannot write {d}: permission denied; fix: make the output directory writable for this user, "
                 "or set load.directory"
             )
+
+    def prepare(self, engine: Engine | None = None) -> None:
+        """Check the output directory, create the batch folder, remove temp files a crash left."""
+        self.check()
         try:
             self.root.mkdir(exist_ok=True)
             self.clean_temp_files()
@@ -283,52 +293,17 @@ class FileLoader:
 
     def write(self, outputs: Sequence[Output], *, conn: Connection | None = None, run_id: int = 0) -> list[Written]:
         """Write a chunk: all temp files, one sync, all renames, one sync. All or an error."""
-        if not outputs:
-            return []
-        temps: list[tuple[str, str]] = []  # (temp path, final path)
-        pid = os.getpid()
-        made_dirs: set[str] = set()
-        current: str = str(self.root)
+        chunk = self.open_chunk()
         try:
             for o in outputs:
-                rel = self.relative_path(o)
-                final = os.path.join(self.directory, rel)
-                current = final
-                if self.layout == "ddex-batch":
-                    folder = os.path.dirname(final)
-                    if folder not in made_dirs:
-                        try:
-                            os.mkdir(folder)
-                        except FileExistsError:
-                            pass
-                        made_dirs.add(folder)
-                tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{pid}{TMP_SUFFIX}")
-                temps.append((tmp, final))
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    view = memoryview(o.doc.xml)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                    if self.durable and _SYNCFS is None:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-            if self.durable:
-                self._sync(made_dirs)
-            for tmp, final in temps:
-                current = final
-                os.replace(tmp, final)
-            if self.durable:
-                self._sync(made_dirs | {str(self.root)})
-        except OSError as exc:
-            for tmp, _ in temps:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            raise _output_error(exc, current) from exc
-        return [Written(o.doc.release_id, self.relative_path(o), o.doc.checksum) for o in outputs]
+                chunk.add(o)
+            return chunk.commit()
+        finally:
+            chunk.abort()
+
+    def open_chunk(self) -> FileChunk:
+        """Start writing a chunk document by document (a built document can be freed at once)."""
+        return FileChunk(self)
 
     def _sync(self, folders: set[str]) -> None:
         """Make written data and directory entries durable.
@@ -383,6 +358,81 @@ class FileLoader:
                     os.close(dfd)
         except OSError as exc:
             raise _output_error(exc, marker) from exc
+
+
+class FileChunk:
+    """One chunk's files in flight: ``add`` writes a temp file, ``commit`` syncs and renames them all.
+
+    Nothing is visible under a final name before ``commit``; ``abort`` (also
+    after a failed commit) removes every temp file this chunk wrote.
+    """
+
+    def __init__(self, loader: FileLoader) -> None:
+        self.loader = loader
+        self._temps: list[tuple[str, str]] = []  # (temp path, final path)
+        self._written: list[Written] = []
+        self._dirs: set[str] = set()
+        self._suffix = f".{os.getpid()}{TMP_SUFFIX}"
+        self._done = False
+
+    def add(self, output: Output) -> None:
+        ld = self.loader
+        rel = ld.relative_path(output)
+        final = os.path.join(ld.directory, rel)
+        try:
+            if ld.layout == "ddex-batch":
+                folder = os.path.dirname(final)
+                if folder not in self._dirs:
+                    try:
+                        os.mkdir(folder)
+                    except FileExistsError:
+                        pass
+                    self._dirs.add(folder)
+            tmp = os.path.join(os.path.dirname(final), "." + os.path.basename(final) + self._suffix)
+            self._temps.append((tmp, final))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(output.doc.xml)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if ld.durable and _SYNCFS is None:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.abort()
+            raise _output_error(exc, final) from exc
+        self._written.append(Written(output.doc.release_id, rel, output.doc.checksum))
+
+    def commit(self) -> list[Written]:
+        """Make the chunk durable under its final names; returns what was written."""
+        ld = self.loader
+        current = str(ld.root)
+        try:
+            if self._temps and ld.durable:
+                ld._sync(self._dirs)
+            for tmp, final in self._temps:
+                current = final
+                os.replace(tmp, final)
+            if self._temps and ld.durable:
+                ld._sync(self._dirs | {str(ld.root)})
+        except OSError as exc:
+            self.abort()
+            raise _output_error(exc, current) from exc
+        self._done = True
+        return self._written
+
+    def abort(self) -> None:
+        """Remove the temp files not yet renamed (no-op after a successful commit)."""
+        if self._done:
+            return
+        for tmp, _ in self._temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self._temps.clear()
 
 
 def loader_for(cfg: object, *, run_id: int | None = None, batch_id: str | None = None) -> TableLoader | FileLoader:

@@ -101,6 +101,9 @@ class RunReport:
     # this attempt only (a resumed run's totals include earlier attempts)
     attempt_releases: int = 0
     attempt_seconds: float = 0.0
+    # peak_memory_mb = main + each worker's peak RSS (shared pages counted in each)
+    main_peak_mb: float = 0.0
+    worker_peak_mb: tuple[float, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -457,36 +460,45 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     )
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
     outputs: list[Output] = []
-    for release in releases:
-        try:
-            doc = ern.build(release, ctx)
-        except ReleaseDataError as exc:
-            rejects.append(
-                state.RejectRecord(
-                    release_id=int(release.release_id),
-                    stage="transform",
-                    error_kind=type(exc).__name__,
-                    message=str(exc),
-                    retryable=False,
-                    input={"problems": _problems(exc), "release": _snapshot(release)},
+    # Files: each document goes to its temp file as soon as it is built, so a
+    # worker never holds a whole chunk of XML; they all appear at commit().
+    chunk = task.loader.open_chunk() if task.loader is not None else None
+    built = 0
+    try:
+        for release in releases:
+            try:
+                doc = ern.build(release, ctx)
+            except ReleaseDataError as exc:
+                rejects.append(
+                    state.RejectRecord(
+                        release_id=int(release.release_id),
+                        stage="transform",
+                        error_kind=type(exc).__name__,
+                        message=str(exc),
+                        retryable=False,
+                        input={"problems": _problems(exc), "release": _snapshot(release)},
+                    )
                 )
-            )
-            continue
-        outputs.append(Output(doc, release_identifier(release.release_id, release.icpn, release.grid)))
+                continue
+            out_one = Output(doc, release_identifier(release.release_id, release.icpn, release.grid))
+            if chunk is not None:
+                chunk.add(out_one)
+            else:
+                outputs.append(out_one)
+            built += 1
+        written = chunk.commit() if chunk is not None else []
+    finally:
+        if chunk is not None:
+            chunk.abort()
     found = {int(r.release_id) for r in releases} | {r.release_id for r in rejects}
     skipped = sum(1 for rid in task.release_ids if int(rid) not in found)  # vanished since the key page
-    written: list[Written] = []
-    if task.loader is not None:
-        written = task.loader.write(outputs)
-        out: list[Output] | None = None
-    else:
-        out = outputs
+    out: list[Output] | None = None if chunk is not None else outputs
     return _ChunkResult(
         number=task.number,
         outputs=out,
         written=written,
         rejects=rejects,
-        built=len(outputs),
+        built=built,
         skipped=skipped,
         pid=os.getpid(),
         peak_rss_mb=own_peak_rss_mb(),
@@ -1059,6 +1071,8 @@ class _Runner:
             error=message,
             attempt_releases=self.attempt_releases,
             attempt_seconds=seconds,
+            main_peak_mb=own_peak_rss_mb(),
+            worker_peak_mb=tuple(round(v, 1) for v in self.worker_rss.values()),
         )
 
 
@@ -1209,7 +1223,7 @@ def _execute_run(
         else:
             batch_id = new_batch_id() if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" else None
         loader = loader_for(cfg, batch_id=batch_id)
-        loader.prepare(engine)  # fail on a missing output directory before touching the run rows
+        loader.check()  # fail on a missing output directory before touching the run rows
 
         mode = existing.mode if existing is not None else ("retry" if retry_of is not None else "full")
         with engine.begin() as conn:
@@ -1236,6 +1250,8 @@ def _execute_run(
                 )
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = False
+        # After the run row commits: a crash can never leave a batch folder no run knows about.
+        loader.prepare(engine)
         if run.mode == "retry":
             assert run.source_run_id is not None
             keys = _retry_source(engine, cfg, run.source_run_id)

@@ -16,7 +16,20 @@ log = logging.getLogger("ddex_etl.progress")
 
 
 def own_peak_rss_mb() -> float:
-    """This process's peak resident memory in MB (``ru_maxrss`` is KB on Linux, bytes on macOS)."""
+    """This process's peak resident memory in MB.
+
+    Linux: ``VmHWM`` of this process's own address space. ``ru_maxrss`` would
+    also count what the parent had resident when it forked us before exec
+    (a launcher holding 100 MB makes every child "peak" at 100 MB).
+    Elsewhere ``ru_maxrss`` (KB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
