@@ -71,6 +71,24 @@ def release(n: int, tracks: int) -> dict[str, Any]:
     }
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of the whole machine, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+    """How many cores the whole machine kept busy between two readings (ours and everyone else's)."""
+    if before is None or after is None or after[1] == before[1]:
+        return "n/a"
+    return f"{(after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1):.1f}"
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -128,13 +146,16 @@ def main() -> None:
         result = None
         for parallel in (False, True):
             best = 0.0
+            ticks = cpu_ticks()
             for _ in range(args.rounds):
                 result = builder.build_batch(data, batch_size=args.batch_size, parallel=parallel)
                 assert not result.errors, result.errors[:3]
                 best = max(best, result.items_per_second)
             rates[parallel] = best
             label = "parallel=True " if parallel else "parallel=False"
-            print(f"build_batch {label}: {best:8.0f} releases/s")
+            # We alone would keep ~1 core busy inline and ~workers cores in parallel; more means neighbours.
+            print(f"build_batch {label}: {best:8.0f} releases/s   (machine busy: {busy_cores(ticks, cpu_ticks())} "
+                  f"of {os.cpu_count()} cores)")
         print(f"speed-up: {rates[True] / rates[False]:.2f}x")
         cpu_estimate(data, args)
 
