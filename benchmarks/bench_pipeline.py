@@ -124,6 +124,10 @@ def main() -> None:
         workers = " + ".join(f"{w:.0f}" for w in report["worker_peak_mb"])
         print(f"peak memory       {report['peak_memory_mb']:,.0f} MB (main {report['main_peak_mb']:.0f} + workers "
               f"{workers}; peak RSS each, shared pages counted in each)")
+        st = report["stage_seconds"]
+        busy = st.get("worker", 0.0) / (report["attempt_seconds"] * len(report["worker_peak_mb"]) or 1)
+        print(f"worker time       fetch {st.get('fetch', 0):.1f} s, build+temp writes {st.get('build', 0):.1f} s, "
+              f"sync+rename {st.get('write', 0):.1f} s (summed over workers; workers busy {100 * busy:.0f}%)")
         print(f"output            {n_files:,} files, {size_mb:,.1f} MB in {out}")
     finally:
         if not args.keep:

@@ -104,6 +104,8 @@ class RunReport:
     # peak_memory_mb = main + each worker's peak RSS (shared pages counted in each)
     main_peak_mb: float = 0.0
     worker_peak_mb: tuple[float, ...] = ()
+    # this attempt's worker time by stage (summed over workers), for tuning
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -320,6 +322,9 @@ class _ChunkResult:
     pid: int
     peak_rss_mb: float
     seconds: float
+    fetch_seconds: float = 0.0  # extract: query + rows -> records
+    build_seconds: float = 0.0  # transform (and, for files, the temp-file writes)
+    write_seconds: float = 0.0  # files: sync + renames
 
 
 @dataclass
@@ -458,6 +463,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     releases, bad = with_retries(
         fetch, what=f"reading chunk {task.number}", max_retries=spec.max_retries, delay=spec.retry_delay
     )
+    t_fetched = time.perf_counter()
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
@@ -486,6 +492,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
             else:
                 outputs.append(out_one)
             built += 1
+        t_built = time.perf_counter()
         written = chunk.commit() if chunk is not None else []
     finally:
         if chunk is not None:
@@ -503,6 +510,9 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         pid=os.getpid(),
         peak_rss_mb=own_peak_rss_mb(),
         seconds=time.perf_counter() - t0,
+        fetch_seconds=t_fetched - t0,
+        build_seconds=t_built - t_fetched,
+        write_seconds=time.perf_counter() - t_built,
     )
 
 
@@ -745,6 +755,7 @@ class _Runner:
         self.skipped = run.skipped
         self.attempt_releases = 0
         self.worker_rss: dict[int, float] = {}
+        self.stage_seconds = {"fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0}
         self.procs = pool.procs
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
@@ -989,9 +1000,14 @@ class _Runner:
             delay=self.cfg.run.retry_delay,
         )
         log.debug(
-            "chunk %d: %d built, %d rejected, %.3f s in worker %d", task.number, result.built,
-            len(result.rejects), result.seconds, result.pid,
+            "chunk %d: %d built, %d rejected, %.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
+            task.number, result.built, len(result.rejects), result.seconds, result.pid,
+            result.fetch_seconds, result.build_seconds, result.write_seconds,
         )
+        self.stage_seconds["fetch"] += result.fetch_seconds
+        self.stage_seconds["build"] += result.build_seconds
+        self.stage_seconds["write"] += result.write_seconds
+        self.stage_seconds["worker"] += result.seconds
         self.built += result.built
         self.rejected += len(result.rejects)
         self.skipped += result.skipped
@@ -1073,6 +1089,7 @@ class _Runner:
             attempt_seconds=seconds,
             main_peak_mb=own_peak_rss_mb(),
             worker_peak_mb=tuple(round(v, 1) for v in self.worker_rss.values()),
+            stage_seconds={k: round(v, 3) for k, v in self.stage_seconds.items()},
         )
 
 
