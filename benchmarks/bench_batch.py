@@ -136,6 +136,15 @@ def main() -> None:
           f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
     # Other processes on the machine distort the parallel figure most: say how busy it was.
     print(f"load average before: {os.getloadavg()[0]:.2f} (figures are only comparable on an idle machine)")
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        autogroup = False
+    if autogroup:
+        # The kernel shares CPU between sessions, not processes: while another
+        # session is busy this one gets its share whatever its process count,
+        # so the wall speed-up only shows on an idle machine (the CPU line does not care).
+        print("note: sched_autogroup is on: with other sessions busy, extra worker processes get no extra CPU")
 
     with DDEXBuilder(workers=args.workers, schema_dir=args.schema_dir if args.validate else None) as builder:
         t = time.perf_counter()
