@@ -293,3 +293,91 @@ def test_run_with_rejected_releases_exits_3_and_errors_lists_them(
 
     assert invoke(["db", "current"]).stdout.strip().endswith("(head)")
     assert invoke(["resume"]).exit_code == ExitCode.USAGE  # nothing unfinished to resume
+
+
+def test_state_tables_through_etl_db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETL_DATABASE_URL", db_url)
+    before = invoke(["db", "current"])
+    assert before.exit_code == 0 and "no state tables yet" in before.stdout
+    up = invoke(["db", "upgrade"])
+    assert up.exit_code == 0 and "state tables in schema 'ddex_etl' at revision" in up.stdout
+    assert invoke(["db", "current"]).stdout.strip().endswith("(head)")
+    down = invoke(["db", "downgrade", "--revision", "base"])
+    assert down.exit_code == 0 and down.stdout.strip().endswith("at revision (none)")
+    again = invoke(["db", "downgrade"])
+    assert again.exit_code == ExitCode.USAGE and "etl db upgrade" in again.stderr
+    bad = invoke(["db", "upgrade", "--revision", "no-such-revision"])
+    assert bad.exit_code == ExitCode.USAGE and "no-such-revision" in bad.stderr
+
+
+def _running_run(conn: object) -> bool:
+    cur = conn.execute("SELECT to_regclass('ddex_etl.runs') IS NOT NULL")  # type: ignore[attr-defined]
+    if not cur.fetchone()[0]:
+        return False
+    return conn.execute("SELECT count(*) FROM ddex_etl.runs WHERE status = 'running'").fetchone()[0] > 0  # type: ignore[attr-defined]
+
+
+def _wait_for(predicate: object, what: str, timeout: float = 120.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_second_run_exits_4_and_sigterm_exits_130_then_resume_finishes(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process behaviour through the real `etl` process: the lock, the signal, the exit codes, the resume.
+
+    The run is held still deterministically: another session locks the
+    catalog's tracks table, so the first chunk's rows query waits on it while
+    the run holds its job lock.
+    """
+    import signal
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.setenv("ETL_DATABASE_URL", db_url)
+    (tmp_path / "etl.toml").write_text("[extract]\nchunk_size = 20\n[run]\nworkers = 1\n")
+    assert invoke(["seed", "--releases", "200"]).exit_code == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ETL_")}, "ETL_DATABASE_URL": db_url}
+    libpq = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    with psycopg.connect(libpq, autocommit=True) as watcher, psycopg.connect(libpq) as locker:
+        locker.execute("LOCK TABLE tracks IN ACCESS EXCLUSIVE MODE")
+        log = (tmp_path / "first.err").open("w+")
+        first = subprocess.Popen(
+            [sys.executable, "-m", "ddex_etl", "run"], cwd=tmp_path, env=env,
+            stdout=subprocess.DEVNULL, stderr=log,
+        )
+        try:
+            _wait_for(lambda: _running_run(watcher), "the first run to start")
+
+            second = subprocess.run(
+                [sys.executable, "-m", "ddex_etl", "run"], cwd=tmp_path, env=env,
+                capture_output=True, text=True, timeout=120, check=False,
+            )
+            assert second.returncode == ExitCode.LOCKED, second.stderr
+            assert "etl: error:" in second.stderr and "Traceback" not in second.stderr
+
+            first.send_signal(signal.SIGTERM)
+            _wait_for(lambda: "signal" in (tmp_path / "first.err").read_text(), "the run to see the signal")
+            locker.rollback()  # let the chunk in hand finish; the run then stops
+            first.wait(timeout=120)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+            log.close()
+    err = (tmp_path / "first.err").read_text()
+    assert first.returncode == ExitCode.INTERRUPTED, err
+    assert "was interrupted" in err and "etl resume 1" in err and "Traceback" not in err
+
+    resumed = invoke(["resume", "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "run 1 of job 'default' finished, resumed" in resumed.stdout
+    assert len(list((tmp_path / "out").iterdir())) == 200
