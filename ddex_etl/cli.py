@@ -254,7 +254,7 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool) -> None:
     cfg = state.config()
     engine = engine_for(cfg)
     try:
-        with _seed_progress(state, releases) as progress:
+        with _SeedProgress(state, releases) as progress:
             report = seed_catalog(engine, releases, seed=seed, reset=reset, progress=progress)
     finally:
         engine.dispose()
@@ -267,7 +267,7 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool) -> None:
     )
 
 
-class _seed_progress:
+class _SeedProgress:
     """A rich bar for ``etl seed`` on a terminal; nothing otherwise."""
 
     def __init__(self, state: CliState, total: int) -> None:
