@@ -72,6 +72,8 @@ T = TypeVar("T")
 # before abandoning them (they are redone on resume either way).
 DRAIN_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
+# How long to wait for PostgreSQL to drop the lock of a runner that died on this host.
+STALE_LOCK_WAIT = 10.0
 
 
 # --------------------------------------------------------------------------- reports
@@ -557,17 +559,46 @@ class JobLock:
         self.conn: Connection | None = None
 
     def acquire(self) -> None:
+        """Take the job's lock or raise LockHeldError naming the holder.
+
+        When the holder is a process of this host that has already died (a
+        SIGKILL a moment ago), PostgreSQL may not have noticed its closed
+        connection yet: wait a few seconds for the lock instead of refusing.
+        """
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
-        conn.commit()
-        if not got:
-            holder = self._holder(conn)
-            conn.close()
-            raise LockHeldError(
-                f"job {self.job!r} is already running{holder}; fix: wait for it to finish, "
-                "or stop it (Ctrl-C or kill its pid) and run `etl resume`"
-            )
-        self.conn = conn
+        deadline = time.monotonic() + STALE_LOCK_WAIT
+        while True:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
+            conn.commit()
+            if got:
+                self.conn = conn
+                return
+            if time.monotonic() > deadline or not self._holder_is_dead(conn):
+                break
+            time.sleep(0.2)
+        holder = self._holder(conn)
+        conn.close()
+        raise LockHeldError(
+            f"job {self.job!r} is already running{holder}; fix: wait for it to finish, "
+            "or stop it (Ctrl-C or kill its pid) and run `etl resume`"
+        )
+
+    def _holder_is_dead(self, conn: Connection) -> bool:
+        """True when the job's running run belongs to a process of this host that no longer exists."""
+        try:
+            row = conn.execute(
+                sa.text(
+                    f"""SELECT pid, host FROM {state._t(self.schema, 'runs')}
+                    WHERE job = :job AND status = 'running' ORDER BY id DESC LIMIT 1"""
+                ),
+                {"job": self.job},
+            ).first()
+            conn.commit()
+        except sa.exc.DBAPIError:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            return False
+        return bool(row and row.pid and row.host == _host() and row.pid != os.getpid() and not _alive(row.pid))
 
     def _holder(self, conn: Connection) -> str:
         parts: list[str] = []

@@ -196,28 +196,38 @@ def test_bad_releases_are_rejected_recorded_and_retried(engine: sa.Engine, db_ur
         ({"max_error_rate": 0.1}, 3),
     ],
 )
-def test_error_limits_stop_the_run_and_a_rerun_continues_it(
+def test_error_limits_stop_the_run(
     engine: sa.Engine, db_url: str, tmp_path: Path, run_cfg: dict, stops_after_rejects: int
 ) -> None:
     ids = sorted(catalog_ids(engine))
-    bad = ids[10:13] + ids[100:103]
-    _break_releases(engine, bad)
+    _break_releases(engine, ids[10:13] + ids[100:103])
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1, **run_cfg})
     with pytest.raises(pipeline.RunFailed, match=r"run \d+ stopped") as info:
         pipeline.run(cfg, progress=False)
     failed = info.value.report  # type: ignore[attr-defined]
     assert failed.status == "failed" and failed.exit_code == ExitCode.FAILED
-    assert failed.rejected == stops_after_rejects and failed.built < RELEASES - len(bad)
+    assert failed.rejected == stops_after_rejects and failed.built < RELEASES - 6
     [row] = pipeline.recent_runs(cfg)
     assert row.status == "failed" and "stopped" in (row.error or "")
-    # With the policy relaxed, `etl run` continues the same run from its checkpoint.
-    relaxed = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1})
+
+
+def test_a_failed_run_is_continued_by_the_next_run(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    ids = sorted(catalog_ids(engine))
+    bad = ids[10:13] + ids[100:103]
+    _break_releases(engine, bad)
+    strict = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1, "max_errors": 3})
+    with pytest.raises(pipeline.RunFailed) as info:
+        pipeline.run(strict, progress=False)
+    failed = info.value.report  # type: ignore[attr-defined]
+    # With the policy relaxed (run settings are not part of the fingerprint), the same run continues.
+    relaxed = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 2})
     with pytest.raises(ConfigError, match="another configuration"):
         pipeline.run(relaxed.with_overrides(transform={"sender_name": "Other"}), progress=False)
     done = pipeline.run(relaxed, progress=False)
     assert done.run_id == failed.run_id and done.resumed and done.attempts == 2
     assert (done.built, done.rejected) == (RELEASES - len(bad), len(bad))
     assert set(table_docs(engine)) == set(ids) - set(bad)
+    assert [r.release_id for r in pipeline.rejected(relaxed)] == bad  # recorded once each, not per attempt
 
 
 def test_resume_without_an_unfinished_run_is_a_config_error(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
@@ -270,3 +280,59 @@ def test_keyset_resume_neither_skips_nor_repeats_after_catalog_changes(
             sa.text("SELECT count(*) FROM ddex_etl.documents WHERE release_id > :k"), {"k": cp.last_key}
         ).scalar()
     assert per_run == len([i for i in ids if i > cp.last_key and i not in (ids[120], gone_ahead)])
+
+
+# ---------------------------------------------------------------- small parts
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cannot connect to postgresql://etl:s3cret@db:5432/catalog now",
+         "cannot connect to postgresql://etl:***@db:5432/catalog now"),
+        ("postgresql+psycopg://u:p%40ss@h/d", "postgresql+psycopg://u:***@h/d"),
+        ("no url here", "no url here"),
+        (None, None),
+    ],
+)
+def test_mask_hides_passwords_in_messages(text: str | None, expected: str | None) -> None:
+    assert pipeline.mask(text) == expected
+
+
+def test_job_lock_key_is_stable_and_per_job() -> None:
+    assert pipeline.job_lock_key("nightly") == pipeline.job_lock_key("nightly")
+    assert pipeline.job_lock_key("nightly") != pipeline.job_lock_key("weekly")
+    assert -(2**63) <= pipeline.job_lock_key("nightly") < 2**63
+
+
+@pytest.mark.parametrize(
+    ("status", "rejected", "code"),
+    [("succeeded", 0, ExitCode.OK), ("succeeded", 2, ExitCode.REJECTED), ("failed", 0, ExitCode.FAILED),
+     ("interrupted", 0, ExitCode.INTERRUPTED)],
+)
+def test_report_exit_codes(status: str, rejected: int, code: int) -> None:
+    report = pipeline.RunReport(
+        run_id=1, job="j", status=status, mode="full", built=10, rejected=rejected, skipped=0, seconds=2.0,
+        releases_per_second=5.0, peak_memory_mb=100.0, target="files",
+    )
+    assert report.exit_code == code
+    assert report.as_dict()["exit_code"] == code
+    assert ("etl resume 1" in report.summary()) == (status in ("failed", "interrupted"))
+
+
+def test_plain_progress_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from ddex_etl.progress import LogReporter, reporter_for
+
+    assert isinstance(reporter_for("j", None, 10.0), LogReporter)  # pytest's stderr is not a terminal
+    rep = LogReporter("nightly", interval=0.1, stream=sys.stderr)
+    rep.start(total=1000, done=0)
+    import time
+
+    time.sleep(0.15)
+    rep.update(500, 3)
+    rep.stop()
+    err = capsys.readouterr().err
+    assert "job nightly: starting at 0 of 1000 releases" in err
+    assert "job nightly: 500/1000 (50.0%), 3 rejected" in err and "releases/s" in err and "ETA" in err

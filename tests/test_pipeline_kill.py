@@ -28,10 +28,10 @@ from ddex_etl.seed import seed_catalog
 
 pytestmark = pytest.mark.slow
 
-RELEASES = 2000
-CHUNK = 50
+RELEASES = 1200
+CHUNK = 40
 WORKERS = 2
-KILL_AT = (3, 14, 27)  # chunks committed when the SIGKILL lands (of 40)
+KILL_AT = (3, 11, 20)  # chunks committed when the SIGKILL lands (of 30)
 
 RUNNER = """
 import sys
