@@ -19,7 +19,9 @@ is idempotent (upsert by release id, atomic replace of identical bytes).
 A worker process calls extract and then the builder: the modules stay separate
 (extract knows no XML, the builder no database), only the process that runs
 them is shared, so row decoding scales across cores instead of piling up in the
-main process.
+main process. The price: each worker holds its own small connection pool, and
+the chunk's rows never cross a process boundary (only keys go out; names and
+checksums, or documents for the table target, come back).
 """
 from __future__ import annotations
 
@@ -40,9 +42,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -61,8 +62,8 @@ from .errors import (
     TerminalError,
     TransientError,
 )
-from .load import FileLoader, Loader, Output, TableLoader, Written, loader_for, new_batch_id, release_identifier
-from .progress import NullReporter, Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
+from .load import FileLoader, Loader, Output, Written, loader_for, new_batch_id, release_identifier
+from .progress import Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
 
 log = logging.getLogger("ddex_etl.pipeline")
 
@@ -1337,6 +1338,9 @@ def run(cfg: Config, *, new: bool = False, run_id: int | None = None, progress: 
     already running, InterruptedRun on Ctrl-C/SIGTERM (resumable), RunFailed /
     TransientError / TerminalError / OutputError when the run fails (resumable
     from its checkpoint); each carries ``.report``.
+
+    Workers are separate processes (fork server): a script calling this
+    needs the usual ``if __name__ == "__main__":`` guard.
     """
     return _execute_run(cfg, new=new, run_id=run_id, progress=progress)
 
