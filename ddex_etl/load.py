@@ -232,7 +232,7 @@ class FileLoader:
         return self.root / f"BatchComplete_{self.batch_id}.xml"
 
     def describe(self) -> str:
-        return str(self.root)
+        return str(self.root.absolute())
 
     def relative_path(self, output: Output) -> str:
         """Where a document goes, relative to ``directory`` (deterministic)."""
