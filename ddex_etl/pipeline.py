@@ -277,7 +277,9 @@ def with_retries(fn: Callable[[], T], *, what: str, max_retries: int, delay: flo
             err = map_db_error(exc, what)
         if not isinstance(err, TransientError) or attempt >= max_retries or should_stop():
             if isinstance(err, TransientError) and attempt >= max_retries and max_retries > 0:
-                raise TransientError(f"{err} (gave up after {attempt} retries)") from err
+                # Drop the "will retry" promise: this message is the one that ends the run.
+                text = str(err).replace("; will retry", "")
+                raise TransientError(f"{text}; gave up after {attempt} retries") from err
             raise err
         pause = _backoff(attempt, delay)
         log.warning("%s: %s; retry %d/%d in %.1f s", what, mask(str(err)), attempt + 1, max_retries, pause)
