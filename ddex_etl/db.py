@@ -104,6 +104,11 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
         text = first_line.lower()
         if "password authentication failed" in text or "authentication failed" in text:
             return TerminalError(f"{doing}: {first_line}; fix: check the credentials in ETL_DATABASE_URL")
+        # Connection failures carry no SQLSTATE, so the text tells a missing role from a missing database.
+        if text.rstrip().endswith("does not exist") and "role " in text:
+            return TerminalError(
+                f"{doing}: {first_line}; fix: check the user name in ETL_DATABASE_URL (or create that role)"
+            )
         if "does not exist" in text:
             return TerminalError(f"{doing}: {first_line}; fix: check the database name in the URL")
         return TransientError(f"{doing}: {first_line}; will retry")

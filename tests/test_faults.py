@@ -1,0 +1,340 @@
+"""Faults injected under a real run: database faults (transient and terminal), and secrets kept out.
+
+Each test breaks something for real (a PostgreSQL error raised inside the
+rows query, a role that does not exist, a missing table, a bad query) and
+checks the documented outcome: retried or not (counted, never timed), the
+exit code, a message naming cause and fix, a checkpoint that did not move
+past the fault, and a resume that completes with one document per release.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ddex_etl import extract, pipeline, state
+from ddex_etl.config import Config, DatabaseConfig
+from ddex_etl.db import make_engine, map_db_error
+from ddex_etl.errors import ExitCode, TerminalError, TransientError
+from ddex_etl.seed import seed_catalog
+
+RELEASES = 60
+CHUNK = 10
+PASSWORD = "Sup3rSecretPw"  # trust auth on the test server ignores it; it must never be shown
+
+
+def with_password(url: str, password: str = PASSWORD) -> str:
+    return sa.engine.make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
+@pytest.fixture()
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = make_engine(db_url, pool_size=2)
+    seed_catalog(eng, RELEASES, seed=11)
+    yield eng
+    eng.dispose()
+
+
+# --------------------------------------------------------------------------- fault gate
+# A function the rows query calls for each chunk: once switched on for chunks
+# reaching a release id, it counts the attempt in a sequence (sequences are
+# not rolled back, so every attempt is counted) and raises the chosen SQLSTATE.
+
+GATE_SQL = """
+CREATE TABLE fault_switch (errcode text NOT NULL, from_release bigint NOT NULL);
+CREATE SEQUENCE fault_hits;
+CREATE FUNCTION fault_gate(ids bigint[]) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE code text;
+BEGIN
+    SELECT errcode INTO code FROM fault_switch WHERE from_release <= (SELECT max(i) FROM unnest(ids) i) LIMIT 1;
+    IF code IS NOT NULL THEN
+        PERFORM nextval('fault_hits');
+        RAISE EXCEPTION 'injected fault % for releases up to %', code, (SELECT max(i) FROM unnest(ids) i)
+            USING ERRCODE = code;
+    END IF;
+    RETURN true;
+END
+$fn$;
+"""
+
+
+def install_gate(engine: sa.Engine, tmp_path: Path) -> Path:
+    """Create the gate and a rows query that passes through it; returns the query file."""
+    with engine.begin() as conn:
+        conn.connection.driver_connection.execute(GATE_SQL)  # type: ignore[union-attr]
+    packaged = extract.ROWS_SQL.read_text(encoding="utf-8").strip().rstrip(";")
+    query = tmp_path / "gated_rows.sql"
+    query.write_text(
+        "SELECT q.* FROM (\n" + packaged + "\n) q\n"
+        "WHERE fault_gate(CAST(:release_ids AS bigint[]))\n"
+        "ORDER BY q.release_id, q.disc_number, q.track_number, q.track_id\n",
+        encoding="utf-8",
+    )
+    return query
+
+
+def switch_fault(engine: sa.Engine, errcode: str | None, from_release: int = 0) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM fault_switch"))
+        if errcode is not None:
+            conn.execute(sa.text("INSERT INTO fault_switch VALUES (:c, :f)"), {"c": errcode, "f": from_release})
+
+
+def hits(engine: sa.Engine) -> int:
+    """How many times the gate raised (each is one attempt at reading a chunk)."""
+    with engine.connect() as conn:
+        last, called = conn.execute(sa.text("SELECT last_value, is_called FROM fault_hits")).one()
+    return int(last) if called else 0
+
+
+def make_cfg(db_url: str, tmp_path: Path, **sections: dict) -> Config:
+    base = Config(database=DatabaseConfig(url=db_url, pool_size=2))
+    defaults: dict[str, dict] = {
+        "extract": {"chunk_size": CHUNK},
+        "load": {"target": "table"},
+        "run": {"workers": 1, "retry_delay": 0.01, "max_retries": 2},
+    }
+    for name, values in sections.items():
+        defaults[name] = {**defaults.get(name, {}), **values}
+    return base.with_overrides(**defaults)
+
+
+def documents(engine: sa.Engine) -> dict[int, int]:
+    """release_id -> how many document rows it has (the primary key makes it 1)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT release_id, count(*) FROM ddex_etl.documents GROUP BY 1")).all()
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def catalog_ids(engine: sa.Engine) -> list[int]:
+    with engine.connect() as conn:
+        return sorted(int(r[0]) for r in conn.execute(sa.text("SELECT release_id FROM releases")))
+
+
+# --------------------------------------------------------------------------- map_db_error on real errors
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "kind", "says"),
+    [
+        ("40001", TransientError, "will retry"),  # serialization_failure
+        ("40P01", TransientError, "will retry"),  # deadlock_detected
+        ("55P03", TransientError, "will retry"),  # lock_not_available
+        ("57P01", TransientError, "will retry"),  # admin_shutdown
+        ("42P01", TerminalError, "check that the table exists"),
+        ("42601", TerminalError, "check the SQL syntax"),
+        ("42501", TerminalError, "grant the connector's user"),
+    ],
+)
+def test_real_postgresql_errors_map_to_retryable_or_not(db_url: str, sqlstate: str, kind: type, says: str) -> None:
+    eng = make_engine(db_url, pool_size=1)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as info, eng.connect() as conn:
+            conn.execute(sa.text(f"DO $$ BEGIN RAISE EXCEPTION 'boom' USING ERRCODE = '{sqlstate}'; END $$"))
+    finally:
+        eng.dispose()
+    err = map_db_error(info.value, "reading chunk 3")
+    assert type(err) is kind and err.retryable == (kind is TransientError)
+    assert str(err).startswith("reading chunk 3: boom") and says in str(err)
+
+
+def test_a_real_deadlock_is_transient(db_url: str) -> None:
+    """Two sessions lock two rows in opposite orders; PostgreSQL kills one with 40P01."""
+    import threading
+
+    eng = make_engine(db_url, pool_size=2)
+    try:
+        with eng.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE pair (id int PRIMARY KEY, v int); INSERT INTO pair VALUES (1, 0), (2, 0)"))
+        errors: list[BaseException] = []
+        both_hold_one = threading.Barrier(2)
+
+        def session(first: int, second: int) -> None:
+            try:
+                with eng.begin() as conn:
+                    conn.execute(sa.text("SET LOCAL deadlock_timeout = '50ms'"))
+                    conn.execute(sa.text("UPDATE pair SET v = v + 1 WHERE id = :i"), {"i": first})
+                    both_hold_one.wait(timeout=10)
+                    conn.execute(sa.text("UPDATE pair SET v = v + 1 WHERE id = :i"), {"i": second})
+            except sa.exc.DBAPIError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=session, args=a) for a in ((1, 2), (2, 1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        eng.dispose()
+    assert len(errors) == 1, errors  # exactly one victim; the other committed
+    err = map_db_error(errors[0], "loading chunk 0")
+    assert isinstance(err, TransientError) and "SQLSTATE 40P01" in str(err)
+
+
+# --------------------------------------------------------------------------- transient faults under a run
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
+def test_transient_faults_are_retried_then_fail_cleanly_and_resume(
+    engine: sa.Engine, db_url: str, tmp_path: Path, sqlstate: str
+) -> None:
+    query = install_gate(engine, tmp_path)
+    ids = catalog_ids(engine)
+    from_release = ids[35]  # chunks 0-2 load, chunk 3 keeps failing
+    switch_fault(engine, sqlstate, from_release)
+    cfg = make_cfg(db_url, tmp_path, extract={"rows_query": query}, run={"max_retries": 2})
+    with pytest.raises(TransientError, match=r"chunk 3: .*injected fault.*gave up after 2 retries") as info:
+        pipeline.run(cfg, progress=False)
+    failed = info.value.report  # type: ignore[attr-defined]
+    assert info.value.exit_code == ExitCode.FAILED and "will retry" not in str(info.value)
+    assert hits(engine) == 3  # the first try and two retries, no more
+    assert (failed.status, failed.built) == ("failed", 30)
+    with engine.connect() as conn:
+        cp = state.get_checkpoint(conn, "ddex_etl", failed.run_id)
+    assert (cp.chunks_done, cp.last_key) == (3, ids[29])  # did not move past the failing chunk
+    assert set(documents(engine)) == set(ids[:30])
+
+    switch_fault(engine, None)  # the fault clears (the deadlock's other party finished)
+    done = pipeline.run(cfg, progress=False)
+    assert (done.run_id, done.status, done.resumed, done.attempts) == (failed.run_id, "succeeded", True, 2)
+    assert done.built == RELEASES and done.exit_code == ExitCode.OK
+    assert documents(engine) == {rid: 1 for rid in ids}
+
+
+def test_a_transient_fault_that_clears_within_the_retries_loses_nothing(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """The gate switches itself off after its first hit: one retry, and the run succeeds."""
+    query = install_gate(engine, tmp_path)
+    with engine.begin() as conn:
+        # A budget of one failure, kept in a sequence: the failing transaction cannot roll it back.
+        conn.execute(sa.text("CREATE SEQUENCE fault_budget"))
+        conn.execute(sa.text("""
+            CREATE OR REPLACE FUNCTION fault_gate(ids bigint[]) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+            BEGIN
+                IF (SELECT max(i) FROM unnest(ids) i) >= (SELECT min(from_release) FROM fault_switch)
+                   AND nextval('fault_budget') <= 1 THEN
+                    PERFORM nextval('fault_hits');
+                    RAISE EXCEPTION 'injected serialization failure' USING ERRCODE = '40001';
+                END IF;
+                RETURN true;
+            END
+            $fn$"""))
+    ids = catalog_ids(engine)
+    switch_fault(engine, "40001", ids[20])
+    report = pipeline.run(make_cfg(db_url, tmp_path, extract={"rows_query": query}), progress=False)
+    assert (report.status, report.built, report.attempts, report.exit_code) == ("succeeded", RELEASES, 1, ExitCode.OK)
+    assert hits(engine) == 1
+    assert documents(engine) == {rid: 1 for rid in ids}
+
+
+# --------------------------------------------------------------------------- terminal faults: no retry loop
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "fix"),
+    [
+        ("42P01", "check that the table exists"),
+        ("42601", "check the SQL syntax"),
+        ("42501", "grant the connector's user the privileges"),
+        ("28P01", "check the user name and password"),
+    ],
+)
+def test_terminal_faults_fail_at_once_without_retrying(
+    engine: sa.Engine, db_url: str, tmp_path: Path, sqlstate: str, fix: str
+) -> None:
+    query = install_gate(engine, tmp_path)
+    ids = catalog_ids(engine)
+    switch_fault(engine, sqlstate, ids[15])
+    cfg = make_cfg(db_url, tmp_path, extract={"rows_query": query}, run={"max_retries": 5, "retry_delay": 5.0})
+    with pytest.raises(TerminalError, match=r"chunk 1: reading the rows of 10 releases") as info:
+        pipeline.run(cfg, progress=False)
+    assert hits(engine) == 1  # one attempt: no retry loop (five would have been allowed)
+    assert fix in str(info.value) and "injected fault" in str(info.value)
+    assert info.value.exit_code == ExitCode.FAILED
+    failed = info.value.report  # type: ignore[attr-defined]
+    assert (failed.status, failed.built) == ("failed", 10)
+    assert set(documents(engine)) == set(ids[:10])
+
+
+# --------------------------------------------------------------------------- through the CLI, with a password
+
+
+def etl(args: list[str], cwd: Path, url: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_") or k.startswith("ETL_TEST_")}
+    env["ETL_DATABASE_URL"] = url
+    return subprocess.run(
+        [sys.executable, "-m", "ddex_etl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_toml(folder: Path, extra: str = "") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "etl.toml").write_text(
+        f"[extract]\nchunk_size = {CHUNK}\n{extra}\n[run]\nworkers = 1\nmax_retries = 5\nretry_delay = 5.0\n"
+    )
+
+
+def test_a_role_that_does_not_exist_fails_at_once_naming_the_user(db_url: str, tmp_path: Path) -> None:
+    write_toml(tmp_path)
+    url = sa.engine.make_url(with_password(db_url)).set(username="no_such_role_x").render_as_string(
+        hide_password=False
+    )
+    proc = etl(["run", "--no-progress"], tmp_path, url)
+    assert proc.returncode == ExitCode.FAILED, proc.stderr
+    assert 'role "no_such_role_x" does not exist' in proc.stderr
+    assert "fix: check the user name" in proc.stderr
+    assert "retry" not in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert PASSWORD not in proc.stderr + proc.stdout
+
+
+def test_a_database_that_does_not_exist_names_the_database(db_url: str, tmp_path: Path) -> None:
+    write_toml(tmp_path)
+    url = sa.engine.make_url(with_password(db_url)).set(database="no_such_db_x").render_as_string(hide_password=False)
+    proc = etl(["status"], tmp_path, url)
+    assert proc.returncode == ExitCode.FAILED, proc.stderr
+    assert 'database "no_such_db_x" does not exist' in proc.stderr and "fix: check the database name" in proc.stderr
+    assert PASSWORD not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("sql", "cause", "fix"),
+    [
+        ("SELECT * FROM no_such_catalog_table WHERE release_id = ANY (CAST(:release_ids AS bigint[]))",
+         'relation "no_such_catalog_table" does not exist', "check that the table exists"),
+        ("SELEC release_id FROM releases WHERE release_id = ANY (CAST(:release_ids AS bigint[]))",
+         'syntax error at or near "SELEC"', "check the SQL syntax"),
+    ],
+    ids=["missing table", "syntax error"],
+)
+def test_a_broken_rows_query_fails_at_once_and_keeps_the_password_secret(
+    engine: sa.Engine, db_url: str, tmp_path: Path, sql: str, cause: str, fix: str
+) -> None:
+    (tmp_path / "rows.sql").write_text(sql)
+    write_toml(tmp_path, f'rows_query = "{tmp_path / "rows.sql"}"')
+    url = with_password(db_url)
+    proc = etl(["run", "--no-progress"], tmp_path, url)
+    assert proc.returncode == ExitCode.FAILED, proc.stderr
+    assert cause in proc.stderr and f"fix: {fix}" in proc.stderr and str(tmp_path / "rows.sql") in proc.stderr
+    assert "retry 1/" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "etl resume 1" in proc.stdout + proc.stderr  # the scheduler's next step
+
+    # The secret reaches neither the output, nor the state tables, nor `etl status` / `etl runs`.
+    shown = [proc.stdout, proc.stderr]
+    for args in (["status", "--json"], ["runs", "--json"], ["errors", "--json"], ["config", "check"]):
+        more = etl(args, tmp_path, url)
+        assert more.returncode == ExitCode.OK, (args, more.stderr)
+        shown += [more.stdout, more.stderr]
+    with engine.connect() as conn:
+        for table in ("runs", "checkpoints", "rejected_releases"):
+            rows = conn.execute(sa.text(f"SELECT to_jsonb(t)::text FROM ddex_etl.{table} t")).scalars().all()
+            shown += rows
+    [run] = json.loads(etl(["runs", "--json"], tmp_path, url).stdout)
+    assert run["status"] == "failed" and cause in run["error"]
+    assert not [s for s in shown if PASSWORD in s]
