@@ -246,6 +246,13 @@ class FileLoader:
         if not d.is_dir():
             if d.exists():
                 raise OutputError(f"output directory {d} is not a directory; fix: set load.directory to a folder")
+            blocker = next((p for p in d.parents if p.exists() and not p.is_dir()), None)
+            if blocker is not None:
+                # "does not exist" would send the user looking for a missing folder that is really a file.
+                raise OutputError(
+                    f"output directory {d} cannot be created: {blocker} is a file, not a folder; "
+                    "fix: move that file away, or set load.directory / ETL_OUTPUT_DIR to another folder"
+                )
             if not d.parent.is_dir():
                 raise OutputError(
                     f"output directory {d} does not exist (nor its parent {d.parent}); "
