@@ -338,3 +338,45 @@ def test_a_broken_rows_query_fails_at_once_and_keeps_the_password_secret(
     [run] = json.loads(etl(["runs", "--json"], tmp_path, url).stdout)
     assert run["status"] == "failed" and cause in run["error"]
     assert not [s for s in shown if PASSWORD in s]
+
+
+# --------------------------------------------------------------------------- the retry loop itself
+
+
+def test_a_real_pool_timeout_is_transient(db_url: str) -> None:
+    eng = sa.create_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=0.05)
+    try:
+        with eng.connect(), pytest.raises(sa.exc.TimeoutError) as info, eng.connect():
+            pass
+    finally:
+        eng.dispose()
+    err = map_db_error(info.value, "reading chunk 0")
+    assert isinstance(err, TransientError) and "connection pool timed out" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("failures", "error", "max_retries", "calls", "outcome"),
+    [
+        (2, TransientError("x; will retry"), 3, 3, "ok"),  # cleared on the third try
+        (9, TransientError("x; will retry"), 3, 4, "gave up after 3 retries"),
+        (9, TerminalError("x; fix: y"), 3, 1, "x; fix: y"),  # never retried
+        (9, TransientError("x; will retry"), 0, 1, "x; will retry"),  # retries off
+    ],
+)
+def test_with_retries_counts_attempts(
+    failures: int, error: Exception, max_retries: int, calls: int, outcome: str
+) -> None:
+    seen: list[int] = []
+
+    def fn() -> str:
+        seen.append(1)
+        if len(seen) <= failures:
+            raise error
+        return "ok"
+
+    try:
+        got = pipeline.with_retries(fn, what="w", max_retries=max_retries, delay=0.001)
+    except (TransientError, TerminalError) as exc:
+        got = str(exc)
+    assert len(seen) == calls
+    assert outcome in got and ("gave up" not in got or "will retry" not in got)
