@@ -336,12 +336,43 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
 
 @cli.command(
     short_help="Run the job: extract, build ERN messages, load, checkpoint.",
-    epilog=_example("etl run", "etl run --new --workers 2", "etl run --job nightly --no-progress --json"),
+    epilog=_example(
+        "etl run",
+        "etl run --new --workers 2",
+        "etl run --incremental --no-progress --json",
+        "etl run --since 2026-11-01T00:00:00Z",
+        "etl run --release-id 42 --release-id 43 --force",
+    ),
 )
 @click.option("--new", is_flag=True, help="Start a new run even if the job has an unfinished one.")
+@click.option(
+    "--incremental", "mode", flag_value="incremental",
+    help="Only releases changed since the job's last successful run; takedowns for deleted ones.",
+)
+@click.option("--full", "mode", flag_value="full", help="Rebuild every live release (default unless run.mode says otherwise).")
+@click.option(
+    "--since", "since", metavar="TIMESTAMP",
+    help="Targeted: releases changed after TIMESTAMP (ISO 8601); does not move the job's watermark.",
+)
+@click.option(
+    "--release-id", "release_ids", type=int, multiple=True, metavar="ID",
+    help="Targeted: rebuild these releases (repeatable); deleted ones become takedowns.",
+)
+@click.option("--force", is_flag=True, help="Deliver documents even when identical to the last delivery.")
 @_run_options
 @click.pass_context
-def run(ctx: click.Context, new: bool, job: str | None, workers: int | None, no_progress: bool, as_json: bool) -> None:
+def run(
+    ctx: click.Context,
+    new: bool,
+    mode: str | None,
+    since: str | None,
+    release_ids: tuple[int, ...],
+    force: bool,
+    job: str | None,
+    workers: int | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
     """Run the job: page releases out of PostgreSQL, build one ERN message per
     release in worker processes, load them to files or a table.
 
@@ -353,7 +384,28 @@ def run(ctx: click.Context, new: bool, job: str | None, workers: int | None, no_
 
     state = _state(ctx)
     cfg = _with_run_overrides(state.config(), job, workers)
-    _finish_run(ctx, lambda: pipeline.run(cfg, new=new, progress=state.progress(no_progress)), as_json)
+    since_at = _parse_since(since) if since is not None else None
+    _finish_run(
+        ctx,
+        lambda: pipeline.run(
+            cfg, new=new, progress=state.progress(no_progress), mode=mode, since=since_at,
+            release_ids=release_ids, force=force,
+        ),
+        as_json,
+    )
+
+
+def _parse_since(text: str) -> Any:
+    """An ISO 8601 timestamp; without a zone it is UTC."""
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--since: {text!r} is not a timestamp; fix: ISO 8601, e.g. 2026-11-01T00:00:00Z or 2026-11-01"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
 
 
 @cli.command(
@@ -426,13 +478,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
     state = _state(ctx)
     jobs = pipeline.status(state.config())
     if as_json:
-        _print_json([{"job": j.job, "status": j.status, "last_run": j.last_run, "last_success": j.last_success}
+        _print_json([{"job": j.job, "status": j.status, "last_run": j.last_run, "last_success": j.last_success,
+                      "watermark": j.last_success.watermark_to if j.last_success else None}
                      for j in jobs])
         return
     if not jobs:
         _echo("no runs yet; start one with `etl run`")
         return
-    table = Table("job", "status", "last run", "started", "built", "rejected", "last success", title=None)
+    table = Table("job", "status", "last run", "started", "built", "rejected", "last success", "watermark", title=None)
     for j in jobs:
         last, ok = j.last_run, j.last_success
         table.add_row(
@@ -443,6 +496,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             _num(last.built) if last else "-",
             _num(last.rejected) if last else "-",
             f"run {ok.run_id} at {_when(ok.finished_at)}" if ok else "never",
+            _when(ok.watermark_to) if ok and ok.watermark_to else "-",
         )
     _console().print(table)
 

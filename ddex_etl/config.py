@@ -69,6 +69,8 @@ class RunConfig:
     max_retries: int = 3
     retry_delay: float = 1.0
     progress_interval: float = 10.0  # seconds between plain log lines when not a terminal
+    mode: str = "full"  # full | incremental (what `etl run` does without --full/--incremental)
+    watermark_lag_seconds: float = 5.0  # incremental window ends this far behind the database clock
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,10 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"run.workers: must be 0 (one per core) or more, got {rn.workers}")
     if rn.max_errors is not None and rn.max_errors < 0:
         problems.append(f"run.max_errors: must be 0 or more, got {rn.max_errors}")
+    if rn.mode not in ("full", "incremental"):
+        problems.append(f"run.mode: must be 'full' or 'incremental', got {rn.mode!r}")
+    if rn.watermark_lag_seconds < 0:
+        problems.append(f"run.watermark_lag_seconds: must be 0 or more, got {rn.watermark_lag_seconds}")
     if rn.max_error_rate is not None and not 0 <= rn.max_error_rate <= 1:
         problems.append(f"run.max_error_rate: must be between 0 and 1, got {rn.max_error_rate}")
     if rn.max_retries < 0:

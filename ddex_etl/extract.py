@@ -46,6 +46,7 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 KEYS_SQL = SQL_DIR / "release_keys.sql"
 KEYS_OFFSET_SQL = SQL_DIR / "release_keys_offset.sql"
 ROWS_SQL = SQL_DIR / "release_rows.sql"
+CHANGED_KEYS_SQL = SQL_DIR / "changed_release_keys.sql"
 
 MIN_KEY = -(2**63)  # ":after" for the first keyset page: below every bigint id
 ROWS_PER_FETCH = 2000  # server-side cursor batch: a few chunks' worth of memory, few round trips
@@ -174,6 +175,70 @@ def iter_key_chunks(
         number += 1
         if len(ids) < size:
             return  # a short page: there was nothing more when it was read
+
+
+def iter_changed_key_chunks(
+    engine: sa.Engine,
+    cfg: ExtractConfig,
+    *,
+    since: Any,
+    until: Any,
+    after_key: int | None = None,
+    start_number: int = 0,
+) -> Iterator[KeyChunk]:
+    """Page the ids of releases that changed in ``(since, until]`` (``sql/changed_release_keys.sql``).
+
+    Always keyset on release id: the window is frozen, so the set is the same
+    on every page and after a resume. Includes deleted releases (takedowns).
+    """
+    query = _load_query(str(CHANGED_KEYS_SQL))
+    stmt = sa.text(query.text)
+    size = cfg.chunk_size
+    number = start_number
+    last = after_key
+    while True:
+        params = {"since": since, "until": until, "after": MIN_KEY if last is None else last, "limit": size}
+        try:
+            with engine.connect() as conn:
+                ids = [int(row[0]) for row in conn.execute(stmt, params)]
+                conn.rollback()
+        except EtlError:
+            raise
+        except Exception as exc:
+            raise map_db_error(exc, f"paging changed release ids after release {last} with {query}") from exc
+        if not ids:
+            return
+        _check_keyset_page(ids, last, query)
+        last = ids[-1]
+        yield KeyChunk(number, tuple(ids), last, 0)
+        number += 1
+        if len(ids) < size:
+            return
+
+
+def count_changed_releases(engine: sa.Engine, *, since: Any, until: Any) -> int:
+    """How many releases changed in ``(since, until]`` (for progress and ETA)."""
+    query = _load_query(str(CHANGED_KEYS_SQL))
+    stmt = sa.text(f"SELECT count(*) FROM ({query.text}) AS keys")
+    try:
+        with engine.connect() as conn:
+            n = conn.execute(stmt, {"since": since, "until": until, "after": MIN_KEY, "limit": None}).scalar_one()
+            conn.rollback()
+    except Exception as exc:
+        raise map_db_error(exc, f"counting changed releases with {query}") from exc
+    return int(n)
+
+
+def iter_id_chunks(
+    ids: Sequence[int], chunk_size: int, *, after_key: int | None = None, start_number: int = 0
+) -> Iterator[KeyChunk]:
+    """Chunks of a fixed list of release ids (``etl run --release-id``), ascending, resumable after a key."""
+    todo = sorted({int(i) for i in ids if after_key is None or int(i) > after_key})
+    number = start_number
+    for i in range(0, len(todo), chunk_size):
+        page = tuple(todo[i : i + chunk_size])
+        yield KeyChunk(number, page, page[-1], 0)
+        number += 1
 
 
 def _check_keyset_page(ids: list[int], after: int | None, query: _Query) -> None:

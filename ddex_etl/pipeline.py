@@ -109,6 +109,12 @@ class RunReport:
     worker_peak_mb: tuple[float, ...] = ()
     # this attempt's worker time by stage (summed over workers), for tuning
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # incremental sync: takedown messages delivered, rebuilt documents identical to
+    # the last delivery (not written again), and the window the run covered
+    takedowns: int = 0
+    unchanged: int = 0
+    watermark_from: dt.datetime | None = None
+    watermark_to: dt.datetime | None = None
 
     @property
     def exit_code(self) -> int:
@@ -127,10 +133,14 @@ class RunReport:
         resumed = f", resumed (attempt {self.attempts})" if self.resumed else ""
         lines = [
             f"run {self.run_id} of job {self.job!r} {verb}{resumed}",
-            f"  built {self.built:,}, rejected {self.rejected:,}, skipped {self.skipped:,}",
+            f"  built {self.built:,}, rejected {self.rejected:,}, skipped {self.skipped:,}"
+            + (f", takedowns {self.takedowns:,}, unchanged {self.unchanged:,}" if self.mode != "full" else ""),
             f"  time {self.seconds:,.1f} s, {self.releases_per_second:,.0f} releases/s, "
             f"peak memory {self.peak_memory_mb:,.0f} MB",
         ]
+        if self.mode in ("incremental", "targeted") and self.watermark_to is not None:
+            since = self.watermark_from.isoformat() if self.watermark_from else "the beginning"
+            lines.append(f"  window: changes after {since} up to {self.watermark_to.isoformat()}")
         if self.output:
             lines.append(f"  output: {self.output}")
         if self.rejected:
@@ -145,6 +155,10 @@ class RunReport:
         """JSON-ready form (for ``etl run --json``)."""
         data = dataclasses.asdict(self)
         data["exit_code"] = self.exit_code
+        data["window"] = {
+            "from": self.watermark_from.isoformat() if self.watermark_from else None,
+            "to": self.watermark_to.isoformat() if self.watermark_to else None,
+        }
         return data
 
 
@@ -173,6 +187,8 @@ class RunInfo:
     watermark_from: dt.datetime | None = None
     watermark_to: dt.datetime | None = None
     source_run_id: int | None = None
+    takedowns: int = 0
+    unchanged: int = 0
 
     @classmethod
     def from_row(cls, r: state.RunRow) -> RunInfo:
@@ -198,6 +214,8 @@ class RunInfo:
             watermark_from=r.watermark_from,
             watermark_to=r.watermark_to,
             source_run_id=r.source_run_id,
+            takedowns=r.takedowns,
+            unchanged=r.unchanged,
         )
 
 
@@ -314,6 +332,14 @@ class _Task:
     last_key: int | None
     next_offset: int
     loader: FileLoader | None = None  # set when the worker writes the chunk's files itself
+    # incremental/targeted runs: deleted releases, and releases whose deals all
+    # ended before this date, become takedowns
+    takedowns: bool = False
+    ended_before: dt.date | None = None
+    # skip documents identical to the job's last delivery (delivered table)
+    skip_unchanged: bool = False
+    job: str = ""
+    state_schema: str = ""
 
 
 @dataclass
@@ -330,6 +356,9 @@ class _ChunkResult:
     fetch_seconds: float = 0.0  # extract: query + rows -> records
     build_seconds: float = 0.0  # transform (and, for files, the temp-file writes)
     write_seconds: float = 0.0  # files: sync + renames
+    takedowns: int = 0
+    unchanged: int = 0
+    delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, checksum, kind)
 
 
 @dataclass
@@ -468,17 +497,32 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     releases, bad = with_retries(
         fetch, what=f"reading chunk {task.number}", max_retries=spec.max_retries, delay=spec.retry_delay
     )
+    last_sums: dict[int, str] = {}
+    if task.skip_unchanged:
+
+        def sums() -> dict[int, str]:
+            with engine.connect() as conn:
+                found = state.delivered_checksums(conn, task.state_schema, task.job, list(task.release_ids))
+                conn.rollback()
+                return found
+
+        last_sums = with_retries(
+            sums, what=f"reading the delivered checksums of chunk {task.number}",
+            max_retries=spec.max_retries, delay=spec.retry_delay,
+        )
     t_fetched = time.perf_counter()
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
     # worker never holds a whole chunk of XML; they all appear at commit().
     chunk = task.loader.open_chunk() if task.loader is not None else None
-    built = 0
+    built = takedowns = unchanged = 0
+    delivered: list[tuple[int, str, str]] = []
     try:
         for release in releases:
+            take_down = task.takedowns and is_takedown(release, task.ended_before)
             try:
-                doc = ern.build(release, ctx)
+                doc = ern.build_takedown(release, ctx) if take_down else ern.build(release, ctx)
             except ReleaseDataError as exc:
                 rejects.append(
                     state.RejectRecord(
@@ -491,12 +535,19 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
                     )
                 )
                 continue
+            if last_sums.get(int(release.release_id)) == doc.checksum:
+                unchanged += 1  # byte-identical to the last delivery: not delivered again
+                continue
             out_one = Output(doc, release_identifier(release.release_id, release.icpn, release.grid))
             if chunk is not None:
                 chunk.add(out_one)
             else:
                 outputs.append(out_one)
-            built += 1
+            delivered.append((int(release.release_id), doc.checksum, doc.kind))
+            if take_down:
+                takedowns += 1
+            else:
+                built += 1
         t_built = time.perf_counter()
         written = chunk.commit() if chunk is not None else []
     finally:
@@ -518,7 +569,20 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         fetch_seconds=t_fetched - t0,
         build_seconds=t_built - t_fetched,
         write_seconds=time.perf_counter() - t_built,
+        takedowns=takedowns,
+        unchanged=unchanged,
+        delivered=delivered,
     )
+
+
+def is_takedown(release: Any, ended_before: dt.date | None) -> bool:
+    """True when ``release`` should be withdrawn: deleted, or every deal ended before ``ended_before``."""
+    if getattr(release, "deleted_at", None) is not None:
+        return True
+    deals = getattr(release, "deals", ()) or ()
+    if ended_before is None or not deals:
+        return False
+    return all(d.end_date is not None and d.end_date < ended_before for d in deals)
 
 
 def _reject_from(bad: Any, stage: str) -> state.RejectRecord:
@@ -787,12 +851,17 @@ class _Runner:
         self.built = run.built
         self.rejected = run.rejected
         self.skipped = run.skipped
+        self.takedowns = run.takedowns
+        self.unchanged = run.unchanged
         self.attempt_releases = 0
         self.worker_rss: dict[int, float] = {}
         self.stage_seconds = {"fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0}
         self.procs = pool.procs
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
+
+    def _seen(self) -> int:
+        return self.built + self.rejected + self.skipped + self.takedowns + self.unchanged
 
     # ---- signals
 
@@ -827,7 +896,7 @@ class _Runner:
         status = "failed"
         error: BaseException | None = None
         try:
-            self.reporter.start(self.total, self.built + self.rejected + self.skipped)
+            self.reporter.start(self.total, self._seen())
             finished = self._loop(self.pool.tasks, self.pool.results)
             if finished:
                 self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
@@ -919,7 +988,7 @@ class _Runner:
                 if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                     self._heartbeat()
                     last_beat = time.monotonic()
-                self.reporter.update(self.built + self.rejected + self.skipped, self.rejected)
+                self.reporter.update(self._seen(), self.rejected)
                 continue
             if isinstance(msg, _ChunkFailure):
                 raise self._worker_failed(msg)
@@ -932,7 +1001,7 @@ class _Runner:
                 next_commit += 1
                 last_beat = time.monotonic()
                 self._check_thresholds(result)
-            self.reporter.update(self.built + self.rejected + self.skipped, self.rejected)
+            self.reporter.update(self._seen(), self.rejected)
 
     def _keys(self, cp: state.Checkpoint) -> Iterator[Any]:
         return self.key_source(cp)
@@ -965,6 +1034,12 @@ class _Runner:
             last_key=int(kc.last_key) if kc.last_key is not None else None,
             next_offset=int(getattr(kc, "next_offset", 0) or 0),
             loader=self.loader if isinstance(self.loader, FileLoader) and self.loader.in_worker else None,
+            takedowns=self.run.mode == "targeted"
+            or (self.run.mode == "incremental" and self.run.watermark_from is not None),
+            ended_before=self.run.watermark_to.date() if self.run.watermark_to is not None else None,
+            skip_unchanged=self.run.mode in ("incremental", "targeted") and not self.run.options.get("force"),
+            job=self.run.job,
+            state_schema=self.schema,
         )
 
     def _check_workers(self) -> None:
@@ -1015,6 +1090,7 @@ class _Runner:
                     )
                 else:
                     state.record_rejects(conn, self.schema, self.run.id, result.rejects)
+                state.record_delivered(conn, self.schema, self.run.job, self.run.id, result.delivered)
                 state.advance(
                     conn,
                     self.schema,
@@ -1025,6 +1101,8 @@ class _Runner:
                     built=result.built,
                     rejected=len(result.rejects),
                     skipped=result.skipped,
+                    takedowns=result.takedowns,
+                    unchanged=result.unchanged,
                 )
 
         with_retries(
@@ -1045,7 +1123,11 @@ class _Runner:
         self.built += result.built
         self.rejected += len(result.rejects)
         self.skipped += result.skipped
-        self.attempt_releases += result.built + len(result.rejects) + result.skipped
+        self.takedowns += result.takedowns
+        self.unchanged += result.unchanged
+        self.attempt_releases += (
+            result.built + len(result.rejects) + result.skipped + result.takedowns + result.unchanged
+        )
         for r in result.rejects:
             log.warning("rejected (%s): %s", r.stage, mask(r.message))
 
@@ -1098,6 +1180,7 @@ class _Runner:
             log.error("could not record the end of run %d: %s", self.run.id, mask(str(exc)))
             row = dataclasses.replace(
                 self.run, status=status, built=self.built, rejected=self.rejected, skipped=self.skipped,
+                takedowns=self.takedowns, unchanged=self.unchanged,
                 seconds=(self.run.seconds or 0) + seconds, peak_memory_mb=peak, error=message,
             )
         total_seconds = row.seconds or seconds
@@ -1124,6 +1207,10 @@ class _Runner:
             main_peak_mb=own_peak_rss_mb(),
             worker_peak_mb=tuple(round(v, 1) for v in self.worker_rss.values()),
             stage_seconds={k: round(v, 3) for k, v in self.stage_seconds.items()},
+            takedowns=row.takedowns,
+            unchanged=row.unchanged,
+            watermark_from=row.watermark_from,
+            watermark_to=row.watermark_to,
         )
 
 
@@ -1166,6 +1253,39 @@ def _count_total(engine: Engine, cfg: Config) -> int | None:
     except Exception as exc:  # progress only: never fail a run over the estimate
         log.debug("could not count releases: %s", mask(str(exc)))
         return None
+
+
+def _run_key_source(engine: Engine, cfg: Config, run: state.RunRow) -> Callable[[state.Checkpoint], Iterator[Any]]:
+    """The keys a full/incremental/targeted run pages, from what its row recorded (so a resume
+    covers exactly the same window or id list)."""
+    from . import extract
+
+    ids = run.options.get("release_ids")
+    if run.mode == "targeted" and ids:
+        return lambda cp: extract.iter_id_chunks(
+            ids, cfg.extract.chunk_size, after_key=cp.last_key, start_number=cp.chunks_done
+        )
+    if run.mode in ("incremental", "targeted") and run.watermark_from is not None and run.watermark_to is not None:
+        since, until = run.watermark_from, run.watermark_to
+        return lambda cp: extract.iter_changed_key_chunks(
+            engine, cfg.extract, since=since, until=until, after_key=cp.last_key, start_number=cp.chunks_done
+        )
+    return _key_source(engine, cfg)
+
+
+def _run_total(engine: Engine, cfg: Config, run: state.RunRow) -> int | None:
+    from . import extract
+
+    ids = run.options.get("release_ids")
+    if run.mode == "targeted" and ids:
+        return len(set(ids))
+    if run.mode in ("incremental", "targeted") and run.watermark_from is not None and run.watermark_to is not None:
+        try:
+            return extract.count_changed_releases(engine, since=run.watermark_from, until=run.watermark_to)
+        except Exception as exc:  # progress only
+            log.debug("could not count changed releases: %s", mask(str(exc)))
+            return None
+    return _count_total(engine, cfg)
 
 
 def _key_source(engine: Engine, cfg: Config) -> Callable[[state.Checkpoint], Iterator[Any]]:
@@ -1230,6 +1350,10 @@ def _execute_run(
     progress: bool | None,
     must_exist: bool = False,
     retry_of: int | None = None,
+    mode: str | None = None,
+    since: dt.datetime | None = None,
+    release_ids: tuple[int, ...] = (),
+    force: bool = False,
 ) -> RunReport:
     schema = cfg.database.state_schema
     engine, url = _open(cfg)
@@ -1237,7 +1361,14 @@ def _execute_run(
     pool: _Pool | None = None
     try:
         pool = _Pool(url, cfg, cfg.run.workers or os.cpu_count() or 1)
-        state.ensure_current(engine, schema)
+        # The first contact with the server: a nightly job that starts while the server restarts
+        # (refused, 57P03) waits with backoff like any other transient fault instead of failing at once.
+        with_retries(
+            lambda: state.ensure_current(engine, schema),
+            what="connecting to PostgreSQL",
+            max_retries=cfg.run.max_retries,
+            delay=cfg.run.retry_delay,
+        )
         lock = JobLock(engine, schema, cfg.run.job)
         lock.acquire()
         fingerprint = cfg.fingerprint()
@@ -1254,7 +1385,7 @@ def _execute_run(
                     )
                 if existing.status == "succeeded":
                     raise ConfigError(f"run {run_id} already succeeded; nothing to resume (start a new one with `etl run`)")
-            elif retry_of is None and not new:
+            elif retry_of is None and not new and since is None and not release_ids:
                 existing = state.unfinished_run(conn, schema, cfg.run.job)
             if must_exist and existing is None:
                 raise ConfigError(f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one")
@@ -1268,6 +1399,10 @@ def _execute_run(
             retry_rows: list[state.RejectRow] = []
             if retry_of is not None:
                 retry_rows = state.list_rejects(conn, schema, retry_of, unresolved_only=True)
+            # The window is frozen now, from the database clock, and recorded in the run row:
+            # a resume covers exactly it; the job's watermark moves only when the run succeeds.
+            watermark_to = state.database_now(conn, cfg.run.watermark_lag_seconds)
+            previous = state.last_success(conn, schema, cfg.run.job)
 
         if existing is not None:
             batch_id = existing.batch_id
@@ -1276,7 +1411,24 @@ def _execute_run(
         loader = loader_for(cfg, batch_id=batch_id)
         loader.check()  # fail on a missing output directory before touching the run rows
 
-        mode = existing.mode if existing is not None else ("retry" if retry_of is not None else "full")
+        if existing is not None:
+            mode = existing.mode
+        elif retry_of is not None:
+            mode = "retry"
+        elif since is not None or release_ids:
+            mode = "targeted"
+        else:
+            mode = mode or cfg.run.mode
+        watermark_from: dt.datetime | None = None
+        if mode == "incremental":
+            watermark_from = previous.watermark_to if previous is not None else None
+        elif mode == "targeted":
+            watermark_from = since
+        options: dict[str, Any] = {"force": bool(force)}
+        if release_ids:
+            options["release_ids"] = sorted({int(i) for i in release_ids})
+        if since is not None:
+            options["since"] = since.isoformat()
         with engine.begin() as conn:
             if existing is not None:
                 assert cp is not None
@@ -1296,6 +1448,9 @@ def _execute_run(
                     output=loader.describe(),
                     batch_id=batch_id,
                     source_run_id=retry_of,
+                    options=options,
+                    watermark_from=watermark_from,
+                    watermark_to=watermark_to if mode != "retry" else None,
                     pid=os.getpid(),
                     host=_host(),
                 )
@@ -1309,8 +1464,10 @@ def _execute_run(
             left = [r for r in retry_rows if cp.last_key is None or r.release_id > cp.last_key]
             total: int | None = run.built + run.rejected + run.skipped + len(left) if retry_of is not None else None
         else:
-            keys = _key_source(engine, cfg)
-            total = _count_total(engine, cfg)
+            if force and not run.options.get("force"):
+                run = dataclasses.replace(run, options={**run.options, "force": True})
+            keys = _run_key_source(engine, cfg, run)
+            total = _run_total(engine, cfg, run)
         if total is not None and total != run.total:
             with engine.begin() as conn:
                 state.set_total(conn, schema, run.id, total)
@@ -1331,8 +1488,26 @@ def _execute_run(
         engine.dispose()
 
 
-def run(cfg: Config, *, new: bool = False, run_id: int | None = None, progress: bool | None = None) -> RunReport:
+def run(
+    cfg: Config,
+    *,
+    new: bool = False,
+    run_id: int | None = None,
+    progress: bool | None = None,
+    mode: str | None = None,
+    since: dt.datetime | None = None,
+    release_ids: tuple[int, ...] | list[int] = (),
+    force: bool = False,
+) -> RunReport:
     """Run ``cfg.run.job``: continue its unfinished run (same configuration), or start a new one.
+
+    ``mode`` "full" pages every live release; "incremental" only the releases
+    changed since the job's last successful run (window frozen at start from
+    the database clock, minus ``run.watermark_lag_seconds``), deleted ones and
+    those whose deals all ended becoming takedowns; None uses ``run.mode``.
+    ``since`` / ``release_ids`` start a targeted run (mode "targeted") that
+    never moves the job's watermark. Incremental and targeted runs skip a
+    document identical to the job's last delivery unless ``force``.
 
     ``new=True`` always starts a new run; ``run_id`` continues that run.
     ``progress`` None shows a bar on a terminal and plain log lines otherwise.
@@ -1344,7 +1519,12 @@ def run(cfg: Config, *, new: bool = False, run_id: int | None = None, progress: 
     Workers are separate processes (fork server): a script calling this
     needs the usual ``if __name__ == "__main__":`` guard.
     """
-    return _execute_run(cfg, new=new, run_id=run_id, progress=progress)
+    if mode is not None and mode not in ("full", "incremental"):
+        raise ConfigError(f"unknown run mode {mode!r}; fix: use 'full' or 'incremental'")
+    return _execute_run(
+        cfg, new=new, run_id=run_id, progress=progress, mode=mode, since=since,
+        release_ids=tuple(int(i) for i in release_ids), force=force,
+    )
 
 
 def resume(cfg: Config, run_id: int | None = None, *, progress: bool | None = None) -> RunReport:

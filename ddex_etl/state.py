@@ -25,7 +25,7 @@ from .db import map_db_error, quote_ident
 from .errors import ConfigError, EtlError
 
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
-RUN_MODES = ("full", "incremental", "retry")
+RUN_MODES = ("full", "incremental", "retry", "targeted")
 STAGES = ("extract", "transform", "load")
 
 
@@ -163,6 +163,8 @@ class RunRow:
     releases_per_second: float | None
     peak_memory_mb: float | None
     error: str | None
+    takedowns: int = 0
+    unchanged: int = 0
 
 
 @dataclass(frozen=True)
@@ -410,6 +412,8 @@ def advance(
     built: int,
     rejected: int,
     skipped: int = 0,
+    takedowns: int = 0,
+    unchanged: int = 0,
 ) -> None:
     """Move the checkpoint past one more chunk and add its counts (in the chunk's transaction)."""
     conn.execute(
@@ -424,10 +428,11 @@ def advance(
     conn.execute(
         sa.text(
             f"""UPDATE {_t(schema, 'runs')}
-            SET built = built + :b, rejected = rejected + :j, skipped = skipped + :s, heartbeat_at = now()
+            SET built = built + :b, rejected = rejected + :j, skipped = skipped + :s,
+                takedowns = takedowns + :td, unchanged = unchanged + :un, heartbeat_at = now()
             WHERE id = :r"""
         ),
-        {"b": built, "j": rejected, "s": skipped, "r": run_id},
+        {"b": built, "j": rejected, "s": skipped, "td": takedowns, "un": unchanged, "r": run_id},
     )
 
 
@@ -491,3 +496,50 @@ def resolve_rejects(conn: Connection, schema: str, run_id: int, release_ids: Seq
         {"by": by_run, "r": run_id, "ids": list(release_ids)},
     )
     return int(result.rowcount or 0)
+
+
+# --------------------------------------------------------------------------- delivered checksums
+
+
+def delivered_checksums(conn: Connection, schema: str, job: str, release_ids: Sequence[int]) -> dict[int, str]:
+    """The checksum of what ``job`` last delivered for each of ``release_ids`` (absent: never delivered)."""
+    if not release_ids:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT release_id, checksum FROM {_t(schema, 'delivered')}
+            WHERE job = :job AND release_id = ANY(:ids)"""
+        ),
+        {"job": job, "ids": [int(i) for i in release_ids]},
+    )
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def record_delivered(
+    conn: Connection, schema: str, job: str, run_id: int, delivered: Iterable[tuple[int, str, str]]
+) -> int:
+    """Remember ``(release_id, checksum, kind)`` as delivered by ``run_id`` (in the chunk's transaction)."""
+    params = [
+        {"job": job, "rid": int(rid), "sum": checksum, "kind": kind, "run": run_id}
+        for rid, checksum, kind in delivered
+    ]
+    if not params:
+        return 0
+    conn.execute(
+        sa.text(
+            f"""INSERT INTO {_t(schema, 'delivered')} (job, release_id, checksum, kind, run_id, delivered_at)
+            VALUES (:job, :rid, :sum, :kind, :run, now())
+            ON CONFLICT (job, release_id) DO UPDATE
+            SET checksum = EXCLUDED.checksum, kind = EXCLUDED.kind, run_id = EXCLUDED.run_id,
+                delivered_at = EXCLUDED.delivered_at"""
+        ),
+        params,
+    )
+    return len(params)
+
+
+def database_now(conn: Connection, lag_seconds: float = 0.0) -> dt.datetime:
+    """The database clock minus ``lag_seconds`` (watermarks never trust the runner's clock)."""
+    return conn.execute(
+        sa.text("SELECT now() - make_interval(secs => :lag)"), {"lag": float(lag_seconds)}
+    ).scalar_one()

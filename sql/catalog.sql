@@ -139,3 +139,5 @@ CREATE INDEX IF NOT EXISTS release_artists_updated_idx ON release_artists (updat
 CREATE INDEX IF NOT EXISTS tracks_updated_idx ON tracks (updated_at);
 CREATE INDEX IF NOT EXISTS track_contributors_updated_idx ON track_contributors (updated_at);
 CREATE INDEX IF NOT EXISTS deals_updated_idx ON deals (updated_at);
+-- Deals whose last end date falls in the window become takedowns.
+CREATE INDEX IF NOT EXISTS deals_end_idx ON deals (end_date) WHERE end_date IS NOT NULL;

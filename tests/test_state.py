@@ -26,7 +26,7 @@ def _tables(engine: sa.Engine, schema: str) -> set[str]:
         }
 
 
-STATE_TABLES = {"alembic_version", "runs", "checkpoints", "rejected_releases", "documents"}
+STATE_TABLES = {"alembic_version", "runs", "checkpoints", "rejected_releases", "documents", "delivered"}
 
 
 @pytest.mark.parametrize("schema", ["ddex_etl", "etl_state_2"])
@@ -50,9 +50,16 @@ def test_upgrade_twice_is_a_no_op_and_downgrade_removes_the_tables(engine: sa.En
 
 
 def test_downgrade_one_step_from_the_first_revision_empties_the_schema(engine: sa.Engine) -> None:
-    state.upgrade(engine, "ddex_etl")
+    state.upgrade(engine, "ddex_etl", "0001")
     state.downgrade(engine, "ddex_etl")  # default "-1"
     assert state.current(engine, "ddex_etl") is None
+
+
+def test_downgrade_one_step_from_head_keeps_the_first_revision(engine: sa.Engine) -> None:
+    state.upgrade(engine, "ddex_etl")
+    state.downgrade(engine, "ddex_etl")  # 0002 -> 0001: the incremental-sync additions go
+    assert state.current(engine, "ddex_etl") == "0001"
+    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"delivered"}
 
 
 @pytest.mark.parametrize(
