@@ -280,3 +280,22 @@ def test_cli_incremental_json_summary(engine: sa.Engine, db_url: str, tmp_path: 
         "mode": "incremental", "built": 0, "takedowns": 1, "unchanged": 0, "rejected": 0, "exit_code": 0,
     }
     assert summary["window"]["from"] is not None and summary["window"]["to"] is not None
+
+
+# ---------------------------------------------------------------- optional triggers
+
+
+def test_catalog_triggers_stamp_updates_and_child_deletes(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    from ddex_etl.extract import SQL_DIR
+
+    with engine.begin() as conn:
+        # The raw driver: no parameters, so format()'s %I is not taken for a placeholder (as in psql).
+        conn.connection.driver_connection.execute((SQL_DIR / "catalog_triggers.sql").read_text(encoding="utf-8"))
+    cfg = make_cfg(db_url, tmp_path)
+    pipeline.run(cfg, progress=False)
+    renamed, lost_deal = pick(engine, 2, set())
+    # Neither statement sets updated_at: the triggers do.
+    sql(engine, "UPDATE releases SET title = 'renamed' WHERE release_id = :x", x=renamed)
+    sql(engine, "DELETE FROM deals WHERE deal_id = (SELECT max(deal_id) FROM deals WHERE release_id = :x)", x=lost_deal)
+    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    assert set(docs_of_run(engine, inc.run_id)) == {renamed, lost_deal}
