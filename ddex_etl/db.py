@@ -97,7 +97,7 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
     if isinstance(exc, sa_exc.TimeoutError):
         return TransientError(f"{doing}: connection pool timed out; the server may be overloaded")
     if sqlstate in _TRANSIENT_SQLSTATES:
-        return TransientError(f"{doing}: {first_line} (SQLSTATE {sqlstate}); will retry")
+        return TransientError(f"{doing}: {first_line} (SQLSTATE {sqlstate}, transient: a retry usually clears it)")
     if sqlstate in _TERMINAL_HINTS:
         return TerminalError(f"{doing}: {first_line}; fix: {_TERMINAL_HINTS[sqlstate]}")
     if isinstance(orig, psycopg.OperationalError) or getattr(exc, "connection_invalidated", False):
@@ -111,9 +111,9 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
             )
         if "does not exist" in text:
             return TerminalError(f"{doing}: {first_line}; fix: check the database name in the URL")
-        return TransientError(f"{doing}: {first_line}; will retry")
+        return TransientError(f"{doing}: {first_line} (transient: check that the server is up and reachable)")
     if isinstance(orig, (psycopg.InterfaceError,)) or isinstance(exc, sa_exc.DisconnectionError):
-        return TransientError(f"{doing}: {first_line}; will retry")
+        return TransientError(f"{doing}: {first_line} (transient: the connection was lost)")
     return TerminalError(f"{doing}: {first_line}")
 
 

@@ -123,10 +123,10 @@ def catalog_ids(engine: sa.Engine) -> list[int]:
 @pytest.mark.parametrize(
     ("sqlstate", "kind", "says"),
     [
-        ("40001", TransientError, "will retry"),  # serialization_failure
-        ("40P01", TransientError, "will retry"),  # deadlock_detected
-        ("55P03", TransientError, "will retry"),  # lock_not_available
-        ("57P01", TransientError, "will retry"),  # admin_shutdown
+        ("40001", TransientError, "transient: a retry usually clears it"),  # serialization_failure
+        ("40P01", TransientError, "transient: a retry usually clears it"),  # deadlock_detected
+        ("55P03", TransientError, "transient: a retry usually clears it"),  # lock_not_available
+        ("57P01", TransientError, "transient: a retry usually clears it"),  # admin_shutdown
         ("42P01", TerminalError, "check that the table exists"),
         ("42601", TerminalError, "check the SQL syntax"),
         ("42501", TerminalError, "grant the connector's user"),
@@ -192,7 +192,7 @@ def test_transient_faults_are_retried_then_fail_cleanly_and_resume(
     with pytest.raises(TransientError, match=r"chunk 3: .*injected fault.*gave up after 2 retries") as info:
         pipeline.run(cfg, progress=False)
     failed = info.value.report  # type: ignore[attr-defined]
-    assert info.value.exit_code == ExitCode.FAILED and "will retry" not in str(info.value)
+    assert info.value.exit_code == ExitCode.FAILED
     assert hits(engine) == 3  # the first try and two retries, no more
     assert (failed.status, failed.built) == ("failed", 30)
     with engine.connect() as conn:
@@ -291,6 +291,19 @@ def test_a_role_that_does_not_exist_fails_at_once_naming_the_user(db_url: str, t
     assert 'role "no_such_role_x" does not exist' in proc.stderr
     assert "fix: check the user name" in proc.stderr
     assert "retry" not in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert PASSWORD not in proc.stderr + proc.stdout
+
+
+def test_a_server_that_refuses_connections_is_retried_then_fails_naming_the_cause(tmp_path: Path) -> None:
+    """Nothing listens on port 1: the first contact is retried max_retries times, then exit 1."""
+    (tmp_path / "etl.toml").write_text("[run]\nworkers = 1\nmax_retries = 2\nretry_delay = 0.01\n")
+    proc = etl(["run", "--no-progress"], tmp_path, f"postgresql://etl:{PASSWORD}@127.0.0.1:1/catalog")
+    assert proc.returncode == ExitCode.FAILED, proc.stderr
+    assert [line.rsplit(" in ", 1)[0][-9:] for line in proc.stderr.splitlines() if "; retry " in line] == [
+        "retry 1/2", "retry 2/2"
+    ]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Connection refused" in last and "check that the server is up" in last and "gave up after 2 retries" in last
     assert PASSWORD not in proc.stderr + proc.stdout
 
 
