@@ -98,6 +98,38 @@ def test_disk_full_stops_cleanly_and_resumes_after_space_is_freed(
     pages = sum(-(-len(b) // 4096) for b in reference.values())
     with tmpfs(tmp_path / "disk", pages * 4 // 2) as disk:
         cfg = make_cfg(db_url, disk)
+        _fill_then_resume(engine, cfg, disk, reference)
+
+
+def test_disk_full_in_the_ddex_batch_layout_sends_no_batch_complete_until_whole(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    ref_cfg = make_cfg(db_url, tmp_path / "ref", schema="ref", layout="ddex-batch")
+    ref_batch = tmp_path / "ref" / str(pipeline.run(ref_cfg, progress=False).batch_id)
+    reference = tree(ref_batch)
+    marker = reference.pop(next(n for n in reference if n.startswith("BatchComplete_")))
+    assert marker == b""
+    pages = sum(-(-len(b) // 4096) for b in reference.values())
+    with tmpfs(tmp_path / "disk", pages * 4 // 2) as disk:
+        cfg = make_cfg(db_url, disk, layout="ddex-batch")
+        with pytest.raises(OutputError, match="the disk is full") as info:
+            pipeline.run(cfg, progress=False)
+        failed = info.value.report  # type: ignore[attr-defined]
+        batch = disk / str(failed.batch_id)
+        visible = tree(batch)
+        assert not [n for n in visible if "BatchComplete" in n]  # the recipient must not pick it up yet
+        assert temp_files(disk) == [] and all(visible[n] == reference[n] for n in visible)
+        remount(disk, "size=8m")
+        done = pipeline.run(cfg, progress=False)
+        assert (done.run_id, done.status, done.batch_id) == (failed.run_id, "succeeded", failed.batch_id)
+        final = tree(batch)
+        assert final.pop(f"BatchComplete_{done.batch_id}.xml") == b""
+        assert final == reference
+        assert all(any(p.iterdir()) for p in batch.iterdir() if p.is_dir())  # no empty release folder left
+
+
+def _fill_then_resume(engine: sa.Engine, cfg: Config, disk: Path, reference: dict[str, bytes]) -> None:
+    if True:
         with pytest.raises(OutputError) as info:
             pipeline.run(cfg, progress=False)
         message = str(info.value)
