@@ -860,6 +860,22 @@ class _Runner:
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
 
+    def _drop_empty_batch(self) -> bool:
+        """An incremental run that delivered nothing leaves no (empty) ddex-batch folder behind:
+        a store would otherwise receive an empty batch every quiet night."""
+        loader = self.loader
+        if self.run.mode not in ("incremental", "targeted") or self.built + self.takedowns:
+            return False
+        if not isinstance(loader, FileLoader) or loader.batch_complete_path is None:
+            return False
+        root = loader.root
+        if not root.is_dir() or any(p.is_file() for p in root.rglob("*")):
+            return False
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+        return True
+
     def _seen(self) -> int:
         return self.built + self.rejected + self.skipped + self.takedowns + self.unchanged
 
@@ -899,7 +915,8 @@ class _Runner:
             self.reporter.start(self.total, self._seen())
             finished = self._loop(self.pool.tasks, self.pool.results)
             if finished:
-                self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
+                if not self._drop_empty_batch():
+                    self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
                 status = "succeeded"
             else:
                 status = "interrupted"
@@ -1034,7 +1051,8 @@ class _Runner:
             last_key=int(kc.last_key) if kc.last_key is not None else None,
             next_offset=int(getattr(kc, "next_offset", 0) or 0),
             loader=self.loader if isinstance(self.loader, FileLoader) and self.loader.in_worker else None,
-            takedowns=self.run.mode == "targeted"
+            # A retry has no window: only deleted releases become takedowns there.
+            takedowns=self.run.mode in ("targeted", "retry")
             or (self.run.mode == "incremental" and self.run.watermark_from is not None),
             ended_before=self.run.watermark_to.date() if self.run.watermark_to is not None else None,
             skip_unchanged=self.run.mode in ("incremental", "targeted") and not self.run.options.get("force"),

@@ -299,3 +299,26 @@ def test_catalog_triggers_stamp_updates_and_child_deletes(engine: sa.Engine, db_
     sql(engine, "DELETE FROM deals WHERE deal_id = (SELECT max(deal_id) FROM deals WHERE release_id = :x)", x=lost_deal)
     inc = pipeline.run(cfg, progress=False, mode="incremental")
     assert set(docs_of_run(engine, inc.run_id)) == {renamed, lost_deal}
+
+
+# ---------------------------------------------------------------- ddex-batch
+
+
+def test_ddex_batch_holds_only_what_changed_and_a_quiet_night_leaves_no_batch(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    cfg = make_cfg(db_url, tmp_path).with_overrides(load={"target": "files", "layout": "ddex-batch"})
+    full = pipeline.run(cfg, progress=False)
+    out = tmp_path / "out"
+    changed, gone = pick(engine, 2, set())
+    sql(engine, "UPDATE releases SET title = 'new title', updated_at = now() WHERE release_id = :x", x=changed)
+    sql(engine, "UPDATE releases SET deleted_at = now(), updated_at = now() WHERE release_id = :x", x=gone)
+    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    assert inc.batch_id and inc.batch_id != full.batch_id
+    batch = out / inc.batch_id
+    documents = [p for p in batch.rglob("*.xml") if not p.name.startswith("BatchComplete")]
+    assert len(documents) == 2 and (inc.built, inc.takedowns) == (1, 1)
+    assert any(p.name.startswith("BatchComplete") for p in batch.iterdir())
+    quiet = pipeline.run(cfg, progress=False, mode="incremental")
+    assert (quiet.status, quiet.built, quiet.takedowns) == ("succeeded", 0, 0)
+    assert sorted(p.name for p in out.iterdir()) == sorted([full.batch_id, inc.batch_id])
