@@ -306,12 +306,12 @@ def mask_url(url: str | None) -> str:
     """The URL with any password replaced by ***, safe to print or store."""
     if not url:
         return "(embedded PostgreSQL)"
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    # By text, not by parsing: a URL parser reads a password holding an unencoded "@"
+    # as a short password plus a host, and prints the password's tail as the host.
+    # Masking up to the last "@" hides it whole (masking too much is harmless).
+    masked = re.sub(r"^([^\s:/]+://[^\s:/@]*:)\S*@", r"\1***@", url)
+    # libpq also takes the password as a query parameter: ?password=...
+    return re.sub(r"(?i)([?&]password=)[^&#\s]*", r"\1***", masked)
 
 
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")

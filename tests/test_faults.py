@@ -400,3 +400,19 @@ def test_with_retries_counts_attempts(
         got = str(exc)
     assert len(seen) == calls
     assert outcome in got and ("gave up" not in got or "will retry" not in got)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # an unencoded "@" in the password: a URL parser would print its tail as the host
+        ("cannot reach postgresql://etl:p@ss@db/catalog", "cannot reach postgresql://etl:***@db/catalog"),
+        ("postgresql://etl:a/b:c@db:5432/catalog", "postgresql://etl:***@db:5432/catalog"),
+        # libpq's password query parameter
+        ("postgresql://etl@db/catalog?password=s3cret&sslmode=require",
+         "postgresql://etl@db/catalog?password=***&sslmode=require"),
+        ("postgresql://etl@db:5432/catalog", "postgresql://etl@db:5432/catalog"),
+    ],
+)
+def test_mask_hides_every_form_of_url_password(text: str, masked: str) -> None:
+    assert pipeline.mask(text) == masked
