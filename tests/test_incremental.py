@@ -280,6 +280,11 @@ def test_cli_incremental_json_summary(engine: sa.Engine, db_url: str, tmp_path: 
         "mode": "incremental", "built": 0, "takedowns": 1, "unchanged": 0, "rejected": 0, "exit_code": 0,
     }
     assert summary["window"]["from"] is not None and summary["window"]["to"] is not None
+    status = CliRunner().invoke(cli, ["status", "--json"], catch_exceptions=False)
+    (job,) = json.loads(status.stdout)
+    assert (job["job"], job["watermark"]) == ("default", summary["window"]["to"])
+    table = CliRunner().invoke(cli, ["status"], catch_exceptions=False)
+    assert "watermark" in table.stdout
 
 
 # ---------------------------------------------------------------- optional triggers
@@ -322,8 +327,3 @@ def test_ddex_batch_holds_only_what_changed_and_a_quiet_night_leaves_no_batch(
     quiet = pipeline.run(cfg, progress=False, mode="incremental")
     assert (quiet.status, quiet.built, quiet.takedowns) == ("succeeded", 0, 0)
     assert sorted(p.name for p in out.iterdir()) == sorted([full.batch_id, inc.batch_id])
-    status = CliRunner().invoke(cli, ["status", "--json"], catch_exceptions=False)
-    (job,) = json.loads(status.stdout)
-    assert (job["job"], job["watermark"]) == ("default", summary["window"]["to"])
-    table = CliRunner().invoke(cli, ["status"], catch_exceptions=False)
-    assert "watermark" in table.stdout
