@@ -36,7 +36,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.string import TextLoader
 
-from . import records
+from . import catalog_read, records
 from .config import ExtractConfig
 from .db import map_db_error
 from .errors import EtlError, ReleaseDataError, TerminalError
@@ -288,6 +288,8 @@ def fetch_releases(
     """
     if not release_ids:
         return [], []
+    if cfg.rows_query is None:
+        return _fetch_tablewise(conn, release_ids)
     query = rows_query(cfg)
     ids = [int(r) for r in release_ids]
     own = None if conn.in_transaction() else conn.begin()
@@ -321,6 +323,34 @@ def fetch_releases(
         _end(own)
         raise map_db_error(exc, f"reading the rows of {len(ids)} releases ({_span(ids)}) with {query}") from exc
     return releases, rejects
+
+
+def _fetch_tablewise(
+    conn: sa.Connection, release_ids: Sequence[int]
+) -> tuple[list[Release], list[ReleaseDataError]]:
+    """The packaged catalog, table by table (``catalog_read``), in one consistent snapshot."""
+    ids = [int(r) for r in release_ids]
+    own = None if conn.in_transaction() else conn.begin()
+    try:
+        dbapi: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+        if own is not None:
+            if dbapi.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                dbapi.rollback()  # nothing of ours is in it: the transaction is ours to start
+            # The six queries must see one snapshot, or a release edited between
+            # two of them could mix old tracks with new credits.
+            dbapi.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        dbapi.execute(_SESSION_SETTINGS)
+        result = catalog_read.fetch_chunk(dbapi, ids)
+        if own is not None:
+            own.commit()
+    except EtlError:
+        _end(own)
+        raise
+    except Exception as exc:
+        _end(own)
+        where = catalog_read.CHUNK_SQL_DIR
+        raise map_db_error(exc, f"reading the rows of {len(ids)} releases ({_span(ids)}) with {where}") from exc
+    return result
 
 
 def _end(trans: sa.RootTransaction | None) -> None:

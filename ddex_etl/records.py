@@ -18,6 +18,7 @@ values already of the right type, costs one ``type(...) is`` test per field.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -269,6 +270,13 @@ def _contributors(
     element's values to its record: the same line-up repeats on every track
     of an album, so most arrays and most artists are converted once.
     """
+    if type(v) is tuple:
+        # Records already (a table-by-table read): pass them through when all are.
+        for c in v:
+            if type(c) is not Contributor:
+                break
+        else:
+            return v
     if type(v) is str and cache is not None:
         hit = cache.get(v)
         if hit is not None:
@@ -481,12 +489,44 @@ def _release_id(v: Any) -> tuple[Any, FieldProblem | None]:
 
 def _make_release(rid: Any, rows: list[Sequence[Any]], cache: dict[Any, Any]) -> Release:
     """One release from its rows (canonical order); raises ReleaseDataError listing every problem."""
+    return _assemble(rid, rows[0], [row[_NR:] for row in rows], cache, rows)
+
+
+def release_from_parts(
+    rid: int, release_row: Sequence[Any], track_rows: Sequence[Sequence[Any]], cache: dict[Any, Any]
+) -> Release:
+    """One release from its release columns and its track columns, already apart.
+
+    ``release_row`` holds RELEASE_COLUMNS' values and each of ``track_rows``
+    TRACK_COLUMNS' values, with the JSON columns (release_artists, deals,
+    track_contributors) given as tuples of ``Contributor`` / ``Deal`` records,
+    or of dicts where a value needs checking. The same conversions and checks
+    as the row contract apply, so a table-by-table read of the reference
+    catalog yields exactly the records (and refusals) its rows query would.
+    Raises ``ReleaseDataError``; ``cache`` is shared across one chunk.
+    """
+    return _assemble(rid, release_row, track_rows, cache, None)
+
+
+def _plain(v: Any) -> Any:
+    """Records inside a raw row as dicts, so a refusal's input stays JSON-able."""
+    if type(v) is tuple and v and not isinstance(v[0], str):
+        return [dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x for x in v]
+    return v
+
+
+def _assemble(
+    rid: Any,
+    release_row: Sequence[Any],
+    track_rows: Sequence[Sequence[Any]],
+    cache: dict[Any, Any],
+    rows: list[Sequence[Any]] | None,
+) -> Release:
     problems: list[FieldProblem] = []
-    parts = _release_parts(rows[0], problems)
+    parts = _release_parts(release_row, problems)
     tracks = []
     position = 0  # the track's place among the release's rows: what tracks[i] in a message means
-    for row in rows:
-        t = row[_NR:]
+    for t in track_rows:
         if type(t[0]) is not int and _absent(t[0]) and _absent(t[2]) and _absent(t[3]) and _absent(t[4]):
             continue  # a release without tracks: one row, track columns NULL
         track = _track(t, position, problems, cache)
@@ -495,6 +535,9 @@ def _make_release(rid: Any, rows: list[Sequence[Any]], cache: dict[Any, Any]) ->
             tracks.append(track)
     if problems:
         err = ReleaseDataError(rid, problems)
+        if rows is None:
+            head = [_plain(v) for v in release_row]
+            rows = [head + [_plain(v) for v in t] for t in track_rows] or [head]
         err.rows = [dict(zip(CONTRACT_COLUMNS, row)) for row in rows]  # type: ignore[attr-defined]
         raise err
     return Release(release_id=rid, tracks=tuple(tracks), **parts)

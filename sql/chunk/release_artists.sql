@@ -1,0 +1,5 @@
+-- The release-level artists of one chunk's releases, in credit order.
+SELECT ra.release_id, ra.artist_id, ra.role, ra.sequence, ra.updated_at
+FROM release_artists ra
+WHERE ra.release_id = ANY (CAST(:release_ids AS bigint[]))
+ORDER BY ra.release_id, ra.sequence, ra.role, ra.artist_id
