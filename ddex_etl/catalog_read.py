@@ -17,6 +17,7 @@ checks on a catalog with bad values in it.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 
 from . import records
 from .errors import ReleaseDataError, TerminalError
-from .models import Contributor, Deal, Release
+from .models import Contributor, Deal, Label, Release, Track
 
 CHUNK_SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "chunk"
 PIECES = ("releases", "tracks", "release_artists", "artists", "deals")
@@ -64,7 +65,10 @@ def fetch_chunk(
     """Read and assemble the releases of ``release_ids``: ``(releases, rejects)``, in release id order.
 
     The caller owns the transaction (see ``extract.fetch_releases``); each
-    query's rows are read whole, a chunk at a time.
+    query's rows are read whole, a chunk at a time. A release whose values
+    are all clean (the common case) is assembled here directly; any other
+    goes through ``records.release_from_parts``, which converts, repairs or
+    refuses exactly as the row contract does.
     """
     q = chunk_queries()
     # The ids travel as one array literal: psycopg dumps a list element by element.
@@ -81,114 +85,160 @@ def fetch_chunk(
         ra_rows = cur.fetchall()
         cur.execute(q["deals"], params)
         deal_rows = cur.fetchall()
-        # credits text -> ((artist_id, role, sequence), ...), parsed once per distinct line-up
-        parsed: dict[str, tuple[tuple[int, str, int], ...]] = {}
-        artist_ids: set[int] = {row[1] for row in ra_rows}
-        for row in track_rows:
-            text = row[15]
-            if text is not None and text not in parsed:
-                keys = parsed[text] = _parse_credits(text)
-                artist_ids.update(k[0] for k in keys)
+        texts = {row[15] for row in track_rows}
+        texts.discard(None)
+        # Every credits text starts its items with the artist id (a stray match
+        # inside an escaped role only fetches one artist too many).
+        artist_ids = {int(x) for x in _ITEM_ID.findall(",".join(texts))}
+        artist_ids.update(row[1] for row in ra_rows)
         cur.execute(q["artists"], {"artist_ids": "{" + ",".join(map(str, sorted(artist_ids))) + "}"})
         artists = {row[0]: row for row in cur.fetchall()}
 
     # One record per distinct (artist, role, sequence) in the chunk: albums
-    # repeat their line-up on every track. Value: (record, artist's updated_at).
-    memo: dict[tuple[int, str, int], tuple[Any, Any]] = {}
+    # repeat their line-up on every track. Value: (record or, when a value
+    # needs the contract's checks, a dict; the artist's updated_at).
+    memo: dict[tuple[int, str, int], tuple[Any, Any] | None] = {}
 
-    def credit(key: tuple[int, str, int]) -> tuple[Any, Any] | None:
-        hit = memo.get(key)
-        if hit is not None:
-            return hit
-        aid, role, seq = key
+    def credit(aid: int, role: str, seq: int) -> tuple[Any, Any] | None:
+        key = (aid, role, seq)
+        try:
+            return memo[key]
+        except KeyError:
+            pass
         artist = artists.get(aid)
         if artist is None:  # gone from artists: the row contract's inner join drops it too
+            memo[key] = None
             return None
         _, name, isni, upd = artist
         if name and role:
             c: Any = Contributor(aid, name, role, seq, isni or None)
-        else:  # let the contract's checks name the problem
+        else:
             c = {"artist_id": aid, "name": name, "role": role, "sequence": seq, "isni": isni}
         memo[key] = hit = (c, upd)
         return hit
 
-    # credits text -> (records, latest updated_at among their artists)
-    lineups: dict[str, tuple[tuple[Any, ...], Any]] = {}
-
-    def lineup(text: str) -> tuple[tuple[Any, ...], Any]:
+    # credits text -> (records, latest updated_at among their artists, all records clean)
+    lineups: dict[str, tuple[tuple[Any, ...], Any, bool]] = {}
+    for text in texts:
         out = []
         stamp = None
-        for key in parsed[text]:
-            hit = credit(key)
-            if hit is not None:
-                out.append(hit[0])
-                stamp = _later(stamp, hit[1])
-        lineups[text] = result = (tuple(out), stamp)
-        return result
+        clean = True
+        if "\\" in text:
+            keys = _parse_credits(text)
+        else:
+            keys = []
+            for item in text.split(","):
+                aid, seq, role = item.split(" ", 2)
+                keys.append((int(aid), role, int(seq)))
+        for aid, role, seq in keys:
+            hit = credit(aid, role, seq)
+            if hit is None:
+                continue
+            c, upd = hit
+            out.append(c)
+            if type(c) is not Contributor:
+                clean = False
+            if upd is not None and (stamp is None or upd > stamp):
+                stamp = upd
+        lineups[text] = (tuple(out), stamp, clean)
 
-    release_artists: dict[int, tuple[list[Any], Any]] = {}
+    # release id -> [records, latest change, all clean]
+    release_artists: dict[int, list[Any]] = {}
     for rid, aid, role, seq, upd in ra_rows:
-        hit = credit((aid, role, seq))
+        hit = credit(aid, role, seq)
         if hit is None:
             continue
+        c, a_upd = hit
         entry = release_artists.get(rid)
         if entry is None:
-            entry = release_artists[rid] = ([], None)
-        entry[0].append(hit[0])
-        release_artists[rid] = (entry[0], _later(_later(entry[1], upd), hit[1]))
+            entry = release_artists[rid] = [[], None, True]
+        entry[0].append(c)
+        entry[1] = _later(_later(entry[1], upd), a_upd)
+        if type(c) is not Contributor:
+            entry[2] = False
 
-    deals: dict[int, tuple[list[Any], Any]] = {}
+    deals: dict[int, list[Any]] = {}
     for rid, deal_id, territories, model, use_types, start, end, upd in deal_rows:
-        if model and _clean_codes(territories) and _clean_codes(use_types):
-            d: Any = Deal(deal_id, tuple(territories), model, tuple(use_types), start, end, upd)
-        else:
-            d = {
-                "deal_id": deal_id, "territories": territories, "commercial_model": model,
-                "use_types": use_types, "start_date": start, "end_date": end, "updated_at": upd,
-            }
         entry = deals.get(rid)
         if entry is None:
-            deals[rid] = ([d], upd)
+            entry = deals[rid] = [[], None, True]
+        if model and _clean_codes(territories) and _clean_codes(use_types):
+            entry[0].append(Deal(deal_id, tuple(territories), model, tuple(use_types), start, end, upd))
         else:
-            entry[0].append(d)
-            deals[rid] = (entry[0], _later(entry[1], upd))
+            entry[0].append({
+                "deal_id": deal_id, "territories": territories, "commercial_model": model,
+                "use_types": use_types, "start_date": start, "end_date": end, "updated_at": upd,
+            })
+            entry[2] = False
+        entry[1] = _later(entry[1], upd)
 
-    tracks_of: dict[int, list[tuple[Any, ...]]] = {}
-    track_stamp: dict[int, Any] = {}
-    get_lineup = lineups.get
+    # release id -> [Track records (None once one needs the slow path), its track rows, latest change]
+    tracks_of: dict[int, list[Any]] = {}
+    no_credits: tuple[tuple[Any, ...], Any, bool] = ((), None, True)
     for row in track_rows:
-        rid = row[0]
-        text = row[15]
-        stamp = row[14]
-        if text is None:
-            contributors: tuple[Any, ...] = ()
+        (rid, track_id, disc, number, isrc, title, version, duration, genre, warning,
+         pyear, ptext, audio, md5, stamp, text) = row
+        contributors, a_stamp, clean = no_credits if text is None else lineups[text]
+        if a_stamp is not None and (stamp is None or a_stamp > stamp):
+            stamp = a_stamp
+        entry = tracks_of.get(rid)
+        if entry is None:
+            entry = tracks_of[rid] = [[], [row], stamp]
         else:
-            contributors, a_stamp = get_lineup(text) or lineup(text)
-            stamp = _later(stamp, a_stamp)
-        t = (*row[1:14], contributors)
-        lst = tracks_of.get(rid)
-        if lst is None:
-            tracks_of[rid] = [t]
-            track_stamp[rid] = stamp
-        else:
-            lst.append(t)
-            track_stamp[rid] = _later(track_stamp[rid], stamp)
+            entry[1].append(row)
+            if stamp is not None and (entry[2] is None or stamp > entry[2]):
+                entry[2] = stamp
+        done = entry[0]
+        if done is not None:
+            if clean and (duration is None or duration >= 0):
+                # exactly records._track's reading of clean values
+                done.append(Track(
+                    track_id, disc, number, isrc or None, title or None, version or None, duration, genre or None,
+                    warning or None, pyear, ptext or None, audio or None, md5 or None, contributors,
+                ))
+            else:
+                entry[0] = None
 
     releases: list[Release] = []
     rejects: list[ReleaseDataError] = []
     cache: dict[Any, Any] = {}
-    empty: tuple[list[Any], Any] = ([], None)
+    none: list[Any] = [(), None, True]
+    no_tracks: list[Any] = [[], [], None]
     for r in release_rows:
         rid = r[0]
-        ra, ra_stamp = release_artists.get(rid, empty)
-        dl, deal_stamp = deals.get(rid, empty)
-        changed = _later(_later(_later(r[20], ra_stamp), deal_stamp), track_stamp.get(rid))
+        ra, ra_stamp, ra_clean = release_artists.get(rid, none)
+        dl, deal_stamp, deals_clean = deals.get(rid, none)
+        done, raw_tracks, track_stamp = tracks_of.get(rid, no_tracks)
+        changed = _later(_later(_later(r[20], ra_stamp), deal_stamp), track_stamp)
+        label_id, label_name = r[7], r[8]
+        if label_id is None and label_name is None:
+            label: Label | None = None
+        elif label_id is not None and label_name:
+            label = Label(label_id, label_name, r[9] or None)
+        else:
+            label = _UNSURE
+        if done is not None and ra_clean and deals_clean and label is not _UNSURE:
+            # exactly records._release_parts' reading of clean values
+            releases.append(Release(
+                release_id=rid, title=r[4] or None, release_type=r[6] or None, icpn=r[1] or None,
+                grid=r[2] or None, catalog_number=r[3] or None, version_title=r[5] or None, label=label,
+                genre=r[10] or None, subgenre=r[11] or None, release_date=r[12], original_release_date=r[13],
+                p_line_year=r[14], p_line_text=r[15] or None, c_line_year=r[16], c_line_text=r[17] or None,
+                parental_warning=r[18] or None, language=r[19] or None, artists=tuple(ra), tracks=tuple(done),
+                deals=tuple(dl), updated_at=changed, deleted_at=r[21],
+            ))
+            continue
         head = (*r[:20], tuple(ra), tuple(dl), changed, r[21])
+        parts = [(*t[1:14], no_credits[0] if t[15] is None else lineups[t[15]][0]) for t in raw_tracks]
         try:
-            releases.append(records.release_from_parts(rid, head, tracks_of.get(rid, ()), cache))
+            releases.append(records.release_from_parts(rid, head, parts, cache))
         except ReleaseDataError as exc:
             rejects.append(exc)
     return releases, rejects
+
+
+_UNSURE: Any = object()
+_ITEM_ID = re.compile(r"(?:^|,)(-?[0-9]+) ")
 
 
 def _parse_credits(text: str) -> tuple[tuple[int, str, int], ...]:
