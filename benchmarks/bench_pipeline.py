@@ -65,6 +65,17 @@ def server_url() -> str:
         return embedded_url(Path(tempfile.gettempdir()) / f"ddex-etl-bench-{os.getuid()}")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (0, 0 elsewhere)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--releases", type=int, default=10_000)
@@ -101,11 +112,13 @@ def main() -> None:
             "url": url, "chunk_size": args.chunk_size, "mode": args.mode, "target": args.target,
             "layout": args.layout, "out": str(out), "workers": args.workers,
         }
+        busy0, total0 = machine_cpu()
         proc = subprocess.run(
             [sys.executable, "-c", RUNNER, json.dumps(spec)], capture_output=True, text=True, cwd=REPO
         )
         if proc.returncode not in (0, 3):
             sys.exit(f"pipeline failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        busy1, total1 = machine_cpu()
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         n_files = sum(1 for _ in out.rglob("*.xml"))
         size_mb = sum(p.stat().st_size for p in out.rglob("*.xml")) / 1e6
@@ -128,6 +141,13 @@ def main() -> None:
         busy = st.get("worker", 0.0) / (report["attempt_seconds"] * len(report["worker_peak_mb"]) or 1)
         print(f"worker time       fetch {st.get('fetch', 0):.1f} s, build+temp writes {st.get('build', 0):.1f} s, "
               f"sync+rename {st.get('write', 0):.1f} s (summed over workers; workers busy {100 * busy:.0f}%)")
+        print(f"worker CPU        fetch {st.get('fetch_cpu', 0):.1f} s, build+temp writes {st.get('build_cpu', 0):.1f} s, "
+              f"sync+rename {st.get('write_cpu', 0):.1f} s "
+              f"= {1000 * sum(st.get(k, 0) for k in ('fetch_cpu', 'build_cpu', 'write_cpu')) / max(report['built'], 1):.2f} "
+              "CPU ms per release (the database server's CPU comes on top)")
+        if total1 > total0:
+            print(f"machine CPU       {100 * (busy1 - busy0) / (total1 - total0):.0f}% busy during the run "
+                  f"({busy1 - busy0:.1f} CPU s over {os.cpu_count()} cores: workers, main, PostgreSQL and anything else)")
         print(f"output            {n_files:,} files, {size_mb:,.1f} MB in {out}")
     finally:
         if not args.keep:

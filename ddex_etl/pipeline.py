@@ -356,6 +356,11 @@ class _ChunkResult:
     fetch_seconds: float = 0.0  # extract: query + rows -> records
     build_seconds: float = 0.0  # transform (and, for files, the temp-file writes)
     write_seconds: float = 0.0  # files: sync + renames
+    # the same stages in this worker's CPU time: wall minus CPU is waiting (on
+    # the database, the disk, or a core busy elsewhere)
+    fetch_cpu: float = 0.0
+    build_cpu: float = 0.0
+    write_cpu: float = 0.0
     takedowns: int = 0
     unchanged: int = 0
     delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, checksum, kind)
@@ -486,6 +491,7 @@ def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any, main_alive: Any) -
 
 def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: Any, task: _Task) -> _ChunkResult:
     t0 = time.perf_counter()
+    c0 = time.process_time()
     cfg = spec.cfg
 
     def fetch() -> tuple[list[Any], list[Any]]:
@@ -511,6 +517,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
             max_retries=spec.max_retries, delay=spec.retry_delay,
         )
     t_fetched = time.perf_counter()
+    c_fetched = time.process_time()
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
@@ -549,6 +556,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
             else:
                 built += 1
         t_built = time.perf_counter()
+        c_built = time.process_time()
         written = chunk.commit() if chunk is not None else []
     finally:
         if chunk is not None:
@@ -569,6 +577,9 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         fetch_seconds=t_fetched - t0,
         build_seconds=t_built - t_fetched,
         write_seconds=time.perf_counter() - t_built,
+        fetch_cpu=c_fetched - c0,
+        build_cpu=c_built - c_fetched,
+        write_cpu=time.process_time() - c_built,
         takedowns=takedowns,
         unchanged=unchanged,
         delivered=delivered,
@@ -855,7 +866,9 @@ class _Runner:
         self.unchanged = run.unchanged
         self.attempt_releases = 0
         self.worker_rss: dict[int, float] = {}
-        self.stage_seconds = {"fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0}
+        self.stage_seconds = {
+            "fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0, "fetch_cpu": 0.0, "build_cpu": 0.0, "write_cpu": 0.0,
+        }
         self.procs = pool.procs
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
@@ -1138,6 +1151,9 @@ class _Runner:
         self.stage_seconds["build"] += result.build_seconds
         self.stage_seconds["write"] += result.write_seconds
         self.stage_seconds["worker"] += result.seconds
+        self.stage_seconds["fetch_cpu"] += result.fetch_cpu
+        self.stage_seconds["build_cpu"] += result.build_cpu
+        self.stage_seconds["write_cpu"] += result.write_cpu
         self.built += result.built
         self.rejected += len(result.rejects)
         self.skipped += result.skipped
