@@ -212,11 +212,23 @@ def test_unreachable_server_is_transient(tmp_path: Path) -> None:
 
 def test_copy_baseline_reads_every_row(engine: sa.Engine) -> None:
     run(engine, "INSERT INTO releases (release_id, title, release_type) VALUES (500, 'Announcement', 'Album')")
-    releases, rows, seconds = copy_baseline(engine, ExtractConfig(chunk_size=25))
+    contract = ExtractConfig(chunk_size=25, rows_query=extract.ROWS_SQL)
+    releases, rows, seconds = copy_baseline(engine, contract)
     assert releases == RELEASES + 1
     assert rows == sum(track_counts(engine).values()) + 1  # the trackless release is one row
     assert seconds > 0
     assert copy_baseline(engine, ExtractConfig(chunk_size=25), limit=30)[0] == 30
+    # The default extract reads table by table: the baseline copies those same rows.
+    releases, rows, _ = copy_baseline(engine, ExtractConfig(chunk_size=25))
+    with engine.connect() as conn:
+        counts = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM releases) + (SELECT count(*) FROM tracks)"
+            " + (SELECT count(*) FROM release_artists) + (SELECT count(*) FROM deals),"
+            " (SELECT count(DISTINCT artist_id) FROM track_contributors)"
+        )).one()
+    assert releases == RELEASES + 1
+    # plus each chunk's artists: at least every artist once, at most once per chunk
+    assert counts[0] + counts[1] <= rows <= counts[0] + 3 * counts[1] + 3 * RELEASES
 
 
 def test_key_chunks_pickle_for_worker_processes() -> None:
