@@ -518,24 +518,33 @@ def delivered_checksums(conn: Connection, schema: str, job: str, release_ids: Se
 def record_delivered(
     conn: Connection, schema: str, job: str, run_id: int, delivered: Iterable[tuple[int, str, str]]
 ) -> int:
-    """Remember ``(release_id, checksum, kind)`` as delivered by ``run_id`` (in the chunk's transaction)."""
-    params = [
-        {"job": job, "rid": int(rid), "sum": checksum, "kind": kind, "run": run_id}
-        for rid, checksum, kind in delivered
-    ]
-    if not params:
+    """Remember ``(release_id, checksum, kind)`` as delivered by ``run_id`` (in the chunk's transaction).
+
+    One statement per chunk over three arrays: a row-by-row INSERT cost the
+    server more per release than reading it. The last entry of a release
+    given twice wins.
+    """
+    latest: dict[int, tuple[str, str]] = {}
+    for rid, checksum, kind in delivered:
+        latest[int(rid)] = (checksum, kind)
+    if not latest:
         return 0
+    ids = sorted(latest)
     conn.execute(
         sa.text(
             f"""INSERT INTO {_t(schema, 'delivered')} (job, release_id, checksum, kind, run_id, delivered_at)
-            VALUES (:job, :rid, :sum, :kind, :run, now())
+            SELECT :job, u.rid, u.sum, u.kind, :run, now()
+            FROM unnest(CAST(:rids AS bigint[]), CAST(:sums AS text[]), CAST(:kinds AS text[])) AS u (rid, sum, kind)
             ON CONFLICT (job, release_id) DO UPDATE
             SET checksum = EXCLUDED.checksum, kind = EXCLUDED.kind, run_id = EXCLUDED.run_id,
                 delivered_at = EXCLUDED.delivered_at"""
         ),
-        params,
+        {
+            "job": job, "run": run_id, "rids": ids,
+            "sums": [latest[i][0] for i in ids], "kinds": [latest[i][1] for i in ids],
+        },
     )
-    return len(params)
+    return len(ids)
 
 
 def database_now(conn: Connection, lag_seconds: float = 0.0) -> dt.datetime:

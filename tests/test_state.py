@@ -113,3 +113,29 @@ def test_run_status_is_checked_by_the_database(engine: sa.Engine) -> None:
         )
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(sa.text("UPDATE ddex_etl.runs SET status = 'done' WHERE id = :id"), {"id": run.id})
+
+
+def test_delivered_checksums_are_upserted_per_job(engine: sa.Engine) -> None:
+    s = "ddex_etl"
+    state.upgrade(engine, s)
+    with engine.begin() as conn:
+        run = state.create_run(
+            conn, s, job="nightly", mode="full", extract_mode="keyset", fingerprint="abc",
+            target="files", layout="flat", output="/out", batch_id=None,
+        )
+        assert state.record_delivered(conn, s, "nightly", run.id, []) == 0
+        n = state.record_delivered(
+            conn, s, "nightly", run.id,
+            [(3, "c3", "NewReleaseMessage"), (1, "c1", "NewReleaseMessage"), (3, "c3b", "TakedownMessage")],
+        )
+        assert n == 2  # release 3 given twice: the later entry wins
+        state.record_delivered(conn, s, "other", run.id, [(1, "x1", "NewReleaseMessage")])
+    with engine.begin() as conn:
+        assert state.delivered_checksums(conn, s, "nightly", [1, 2, 3]) == {1: "c1", 3: "c3b"}
+        state.record_delivered(conn, s, "nightly", run.id, [(1, "c1-new", "NewReleaseMessage")])
+        assert state.delivered_checksums(conn, s, "nightly", [1, 3]) == {1: "c1-new", 3: "c3b"}
+        assert state.delivered_checksums(conn, s, "other", [1, 3]) == {1: "x1"}
+        kinds = dict(conn.execute(sa.text(
+            "SELECT release_id, kind FROM ddex_etl.delivered WHERE job = 'nightly'"
+        )).all())
+        assert kinds == {1: "NewReleaseMessage", 3: "TakedownMessage"}
