@@ -8,7 +8,11 @@ reference catalog (12-track releases on average), measures the raw COPY of the
 same join (extract.copy_baseline) and then runs the pipeline in a fresh
 process, so the figures are the run's own (seeding memory is not counted).
 Prints releases/s end to end, the COPY baseline in the same session, and peak
-memory (main process + every worker's peak RSS). Drops the database afterwards.
+memory (main process + every worker's peak RSS), then where the CPU went: each
+worker stage's CPU time, the main process, the whole machine, and what creating
+one file costs in the output folder (on some filesystems that alone is a large
+share: 150-550 us per file was measured in /tmp on the development VM, 5-20 us
+on tmpfs). Drops the database afterwards.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ cfg = Config(database=DatabaseConfig(url=args["url"])).with_overrides(
 t0 = time.perf_counter()
 report = pipeline.run(cfg, new=True, progress=False)
 wall = time.perf_counter() - t0
-print(json.dumps({**report.as_dict(), "wall_seconds": wall}, default=str))
+print(json.dumps({**report.as_dict(), "wall_seconds": wall, "main_cpu_seconds": time.process_time()}, default=str))
 """
 
 
@@ -76,6 +80,23 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
+def file_creation_cost(folder: Path, n: int = 300) -> float:
+    """CPU microseconds to create one small file in ``folder`` (the filesystem's share of every document)."""
+    probe = Path(tempfile.mkdtemp(prefix="etl-bench-probe-", dir=folder))
+    data = b"x" * 30_000
+    try:
+        c0 = time.process_time()
+        for i in range(n):
+            fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+        return 1e6 * (time.process_time() - c0) / n
+    finally:
+        import shutil
+
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--releases", type=int, default=10_000)
@@ -84,7 +105,8 @@ def main() -> None:
     ap.add_argument("--mode", default="keyset", choices=["keyset", "offset"])
     ap.add_argument("--target", default="files", choices=["files", "table"])
     ap.add_argument("--layout", default="flat", choices=["flat", "ddex-batch"])
-    ap.add_argument("--out", type=Path, default=None, help="parent folder for the output (default: the system temp dir)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="parent folder for the output (default: the system temp dir; /dev/shm takes the disk out)")
     ap.add_argument("--keep", action="store_true", help="keep the database and output folder")
     args = ap.parse_args()
 
@@ -112,6 +134,7 @@ def main() -> None:
             "url": url, "chunk_size": args.chunk_size, "mode": args.mode, "target": args.target,
             "layout": args.layout, "out": str(out), "workers": args.workers,
         }
+        create_us = file_creation_cost(out)
         busy0, total0 = machine_cpu()
         proc = subprocess.run(
             [sys.executable, "-c", RUNNER, json.dumps(spec)], capture_output=True, text=True, cwd=REPO
@@ -145,6 +168,9 @@ def main() -> None:
               f"sync+rename {st.get('write_cpu', 0):.1f} s "
               f"= {1000 * sum(st.get(k, 0) for k in ('fetch_cpu', 'build_cpu', 'write_cpu')) / max(report['built'], 1):.2f} "
               "CPU ms per release (the database server's CPU comes on top)")
+        print(f"main process CPU  {report.get('main_cpu_seconds', 0):.1f} s (keys, commits, progress; includes start-up)")
+        print(f"output folder     creating one 30 kB file there costs {create_us:,.0f} us of CPU (probe before the run; "
+              "the filesystem's share of every document)")
         if total1 > total0:
             print(f"machine CPU       {100 * (busy1 - busy0) / (total1 - total0):.0f}% busy during the run "
                   f"({busy1 - busy0:.1f} CPU s over {os.cpu_count()} cores: workers, main, PostgreSQL and anything else)")
