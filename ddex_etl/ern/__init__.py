@@ -112,28 +112,47 @@ def _messaging_party(tag: str, party: Party) -> str:
     return f"<{tag}><PartyId>{party.dpid}</PartyId><PartyName><FullName>{esc(party.name)}</FullName></PartyName></{tag}>"
 
 
+# The parts of a message that depend only on the context (root start tag,
+# sender and recipient), per (version, language, sender, recipient). A
+# process sees a handful of contexts; the cap only guards against misuse.
+_FRAMES: dict[tuple[str, ...], tuple[str, str, str]] = {}
+_FRAME_LIMIT = 64
+
+
+def _frame(ctx: BuildContext) -> tuple[str, str, str]:
+    """(XML declaration + root start tag, sender + recipient elements, recipient DPID)."""
+    sender, recipient = ctx.sender, ctx.recipient
+    key = (ctx.ern_version, ctx.language, sender.dpid, sender.name, recipient.dpid, recipient.name)
+    hit = _FRAMES.get(key)
+    if hit is None:
+        version = ctx.ern_version
+        root = ern382.root_open(ctx.language) if version == "3.8.2" else ern4.root_open(version, ctx.language)
+        parties = _messaging_party("MessageSender", sender) + _messaging_party("MessageRecipient", recipient)
+        hit = (_XML_DECL + root, parties, recipient.dpid)
+        if len(_FRAMES) < _FRAME_LIMIT:
+            _FRAMES[key] = hit
+    return hit
+
+
 def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_attr_extra: str = "") -> Document:
     version = ctx.ern_version
+    start, parties, recipient_dpid = _frame(ctx)
     # Encoding part by part is faster than encoding one joined string: most
     # parts are ASCII (a plain copy) and only the ones holding non-ASCII text
     # pay for UTF-8 conversion. The id hashes the same bytes.
     body = b"".join(map(str.encode, parts))
     # The id must change whenever the message does; CRC-32 over the body plus
     # the header fields is enough for that (the checksum below is the SHA-256).
-    crc = zlib.crc32(body, zlib.crc32(f"{version}|{kind}|{ctx.recipient.dpid}|{p.created}".encode()))
+    created = p.created
+    crc = zlib.crc32(body, zlib.crc32(f"{version}|{kind}|{recipient_dpid}|{created}".encode()))
     rid = p.release_id if type(p.release_id) is int else ILLEGAL_XML.sub("", str(p.release_id))  # ids are ints; be safe anyway
     thread = f"{ctx.sender.dpid}-{rid}"
-    message_id = f"{thread}-{p.created[:19].replace('-', '').replace(':', '')}-{crc:08x}"
-    root = ern382.root_open(ctx.language) if version == "3.8.2" else ern4.root_open(version, ctx.language)
-    close = "</ern:NewReleaseMessage>"
+    message_id = f"{thread}-{created[:19].replace('-', '').replace(':', '')}-{crc:08x}"
     header = (
-        f"<MessageHeader><MessageThreadId>{esc(thread)}</MessageThreadId><MessageId>{esc(message_id)}</MessageId>"
-        + _messaging_party("MessageSender", ctx.sender)
-        + _messaging_party("MessageRecipient", ctx.recipient)
-        + f"<MessageCreatedDateTime>{p.created}</MessageCreatedDateTime></MessageHeader>"
-        + root_attr_extra
+        f"{start}<MessageHeader><MessageThreadId>{esc(thread)}</MessageThreadId><MessageId>{esc(message_id)}</MessageId>"
+        f"{parties}<MessageCreatedDateTime>{created}</MessageCreatedDateTime></MessageHeader>{root_attr_extra}"
     )
-    xml = (_XML_DECL + root + header).encode("utf-8") + body + (close + "\n").encode()
+    xml = header.encode() + body + b"</ern:NewReleaseMessage>\n"
     return Document(
         release_id=p.release_id,
         ern_version=version,

@@ -54,6 +54,11 @@ def iso_duration(seconds: float) -> str:
     return out
 
 
+# Two-digit fields of timestamps, looked up instead of formatted with a spec
+# (int.__format__ with "02d" costs several times a list index).
+_TWO = tuple(f"{i:02d}" for i in range(100))
+
+
 def utc_stamp(value: dt.datetime) -> str:
     """A fixed-format UTC timestamp (seconds precision); naive values are taken as UTC."""
     if value.tzinfo is not None:
@@ -62,4 +67,6 @@ def utc_stamp(value: dt.datetime) -> str:
         except OverflowError:  # year 1 or 9999 shifted out of range: keep the wall time
             pass
     v = value
-    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
+    two = _TWO
+    year = v.year
+    return f"{year if year >= 1000 else f'{year:04d}'}-{two[v.month]}-{two[v.day]}T{two[v.hour]}:{two[v.minute]}:{two[v.second]}Z"

@@ -70,6 +70,7 @@ _ARTISTS: dict[Any, tuple[str, str, bool, str, str | None]] = {}
 # Bounded so a worker's memory stays flat however large the catalog: at 100k
 # entries the artist cache alone grew a worker by ~45 MB on a 200k-release run.
 _CACHE_LIMIT = 10_000
+_MISSING = object()
 
 
 DISPLAY_ROLES = {"mainartist": "MainArtist", "featuredartist": "FeaturedArtist", "artist": "Artist"}
@@ -457,25 +458,26 @@ def prepare(
     # None when invalid. The same people recur on every track: check them once.
     resolved: dict[tuple[Any, ...], tuple[str, str, bool] | None] = {}
 
-    def resolve(c: Contributor, where: str) -> tuple[str, str, bool] | None:
+    def resolve(c: Contributor, where: str, j: int) -> tuple[str, str, bool] | None:
+        """Resolve one credit; ``where`` and ``j`` name it (``where[j]``) in problems and warnings."""
         key = (c.artist_id, c.name, c.role, c.isni)
         try:
-            return resolved[key]
-        except KeyError:
-            pass
+            done = resolved.get(key, _MISSING)
         except TypeError:  # unhashable junk in a field: take the slow path every time
             key = None  # type: ignore[assignment]
-        if key is not None:
+        else:
+            if done is not _MISSING:
+                return done  # type: ignore[return-value]
             hit = _ARTISTS.get((version, key))
             if hit is not None:
                 ref, role, is_display, name, isni = hit
                 if ref not in parties:
                     parties[ref] = PParty(ref, name, isni)
-                resolved[key] = (ref, role, is_display)
-                return resolved[key]
+                out = resolved[key] = (ref, role, is_display)
+                return out
         fresh = key is not None and party_ref("PA", c.artist_id) not in parties
         before = (len(ck.problems), len(ck.warnings))
-        out = _resolve_slow(c, where)
+        out = _resolve_slow(c, f"{where}[{j}]")
         if key is not None:
             resolved[key] = out
             if fresh and out is not None and (len(ck.problems), len(ck.warnings)) == before and len(_ARTISTS) < _CACHE_LIMIT:
@@ -507,7 +509,7 @@ def prepare(
     rel_names: list[tuple[str, str]] = []
     rel_other: list[tuple[str, str]] = []
     for i, c in _sorted_credits(release.artists):
-        r = resolve(c, f"artists[{i}]")
+        r = resolve(c, "artists", i)
         if r is None:
             continue
         ref, role, is_display = r
@@ -588,14 +590,16 @@ def prepare(
     # Tracks of a release usually share their credits: map each distinct
     # contributors tuple once (the lists are shared, never mutated).
     by_credits: dict[tuple[Any, ...], tuple[list[PCredit], list[PCredit], str]] = {}
+    by_ids: dict[tuple[int, ...], tuple[list[PCredit], list[PCredit], str]] = {}
 
     def _track_credits(credits: tuple[Contributor, ...], i: int) -> tuple[list[PCredit], list[PCredit], str]:
         artists: list[PCredit] = []
         names: list[tuple[str, str]] = []
         contributors: list[PCredit] = []
         seen: set[tuple[str, str]] = set()
+        where = f"tracks[{i}].contributors"
         for j, c in _sorted_credits(credits):
-            r = resolve(c, f"tracks[{i}].contributors[{j}]")
+            r = resolve(c, where, j)
             if r is None:
                 continue
             ref, role, is_display = r
@@ -677,15 +681,24 @@ def prepare(
                     if len(_DURATIONS_MS) < _CACHE_LIMIT:
                         _DURATIONS_MS[millis] = duration
 
+        # The same Contributor objects usually recur from track to track: look
+        # them up by identity first (they live as long as ``release``), by value
+        # second. Only hashable (clean-typed) credits are ever stored.
+        credits = t.contributors
         try:
-            ckey: Any = tuple(map(_CREDIT_KEY, t.contributors))
-            shared = by_credits.get(ckey)
+            ikey: Any = tuple(map(id, credits))
+            shared = by_ids.get(ikey)
+            if shared is None:
+                ckey: Any = tuple(map(_CREDIT_KEY, credits))
+                shared = by_credits.get(ckey)
+                if shared is not None:
+                    by_ids[ikey] = shared
         except TypeError:  # unhashable junk: no sharing
-            ckey, shared = None, None
+            ckey = shared = None
         if shared is None:
-            shared = _track_credits(t.contributors, i)
+            shared = _track_credits(credits, i)
             if ckey is not None:
-                by_credits[ckey] = shared
+                by_credits[ckey] = by_ids[ikey] = shared
         artists, contributors, display_name = shared
         if not ok or isrc is None or title is None or duration is None:
             continue

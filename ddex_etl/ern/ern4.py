@@ -50,12 +50,8 @@ def _pline(out: list[str], year: int | None, text: str | None) -> None:
         out.append(f"<PLineText>{esc(text)}</PLineText></PLine>")
 
 
-def _credits_xml(t: PTrack, cache: dict[Any, Any]) -> str:
-    """DisplayArtistName, DisplayArtist and Contributor elements; tracks share their credit lists, so cache by list."""
-    key = (id(t.artists), id(t.contributors), t.display_name)  # the lists live until the body is written
-    hit = cache.get(key)
-    if hit is not None:
-        return hit  # type: ignore[no-any-return]
+def _credits_xml(t: PTrack) -> str:
+    """DisplayArtistName, DisplayArtist and Contributor elements of one track."""
     out = [f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName>"]
     _display_artists(out, t.artists)
     for c in t.contributors:
@@ -63,8 +59,7 @@ def _credits_xml(t: PTrack, cache: dict[Any, Any]) -> str:
             f'<Contributor SequenceNumber="{c.seq}"><ContributorPartyReference>{c.ref}</ContributorPartyReference>'
             f"<Role>{c.role}</Role></Contributor>"
         )
-    text = cache[key] = "".join(out)
-    return text
+    return "".join(out)
 
 
 def _title_xml(title: str, subtitle: str | None) -> str:
@@ -77,17 +72,14 @@ def _title_xml(title: str, subtitle: str | None) -> str:
     return f"<DisplayTitleText>{e}</DisplayTitleText><DisplayTitle><TitleText>{e}</TitleText></DisplayTitle>"
 
 
-def _pline_xml(year: int | None, text: str | None, cache: dict[object, str]) -> str:
+def _pline_xml(year: int | None, text: str | None) -> str:
     if not text:
         return ""
-    key = (year, text)
-    hit = cache.get(key)
-    if hit is None:
-        hit = cache[key] = (f"<PLine><Year>{year}</Year>" if year else "<PLine>") + f"<PLineText>{esc(text)}</PLineText></PLine>"
-    return hit
+    return (f"<PLine><Year>{year}</Year>" if year else "<PLine>") + f"<PLineText>{esc(text)}</PLineText></PLine>"
 
 
-def _technical_xml(t: PTrack, v43: bool) -> str:
+def _file_xml(t: PTrack, v43: bool) -> str:
+    """The File (4.3: DeliveryFile) of a track's TechnicalDetails; empty without an audio file."""
     if not t.audio_file:
         return ""
     hashsum = (
@@ -96,27 +88,51 @@ def _technical_xml(t: PTrack, v43: bool) -> str:
     file_xml = f"<File><URI>{esc(t.audio_file)}</URI>{hashsum}</File>"
     if v43:
         file_xml = f"<DeliveryFile><Type>AudioFile</Type>{file_xml}</DeliveryFile>"
-    return f"<TechnicalDetails><TechnicalResourceDetailsReference>T{t.num}</TechnicalResourceDetailsReference>{file_xml}</TechnicalDetails>"
+    return file_xml
 
 
-def sound_recording(out: list[str], t: PTrack, v43: bool, cache: dict[Any, Any]) -> None:
-    """One SoundRecording, written as a single string (4.3 and 4.2 differ in where ids, P line and files go)."""
-    pline = _pline_xml(t.p_year, t.p_text, cache)
-    tech = _technical_xml(t, v43)
-    head = f"<SoundRecording><ResourceReference>A{t.num}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
-    tail = (
-        f"<Duration>{t.duration}</Duration><ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>"
-    )
-    if v43:  # 4.3 groups ids, P line and files in a SoundRecordingEdition
-        out.append(
-            f"{head}<SoundRecordingEdition><ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{pline}{tech}</SoundRecordingEdition>"
-            f"{_title_xml(t.title, t.version)}{_credits_xml(t, cache)}{tail}</SoundRecording>"
+def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43: bool) -> None:
+    """One SoundRecording string per track (4.3 and 4.2 differ in where ids, P line and files go).
+
+    Tracks of a release share credit lists, P lines and flags, so those pieces
+    are written once per release; the loop itself only fills the template.
+    """
+    credits_cache: dict[Any, str] = {}  # keyed by list identity: the lists live until the body is written
+    pline_cache: dict[Any, str] = {}
+    for t, n in zip(tracks, nums):
+        key = (id(t.artists), id(t.contributors), t.display_name)
+        credits = credits_cache.get(key)
+        if credits is None:
+            credits = credits_cache[key] = _credits_xml(t)
+        pkey = (t.p_year, t.p_text)
+        pline = pline_cache.get(pkey)
+        if pline is None:
+            pline = pline_cache[pkey] = _pline_xml(t.p_year, t.p_text)
+        file_xml = _file_xml(t, v43) if t.audio_file else ""
+        tech = (
+            f"<TechnicalDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>{file_xml}</TechnicalDetails>"
+            if file_xml
+            else ""
         )
-    else:
-        out.append(
-            f"{head}<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{_title_xml(t.title, t.version)}"
-            f"{_credits_xml(t, cache)}{pline}{tail}{tech}</SoundRecording>"
-        )
+        version = t.version
+        if version:
+            title = _title_xml(t.title, version)
+        else:
+            e = esc(t.title)
+            title = f"<DisplayTitleText>{e}</DisplayTitleText><DisplayTitle><TitleText>{e}</TitleText></DisplayTitle>"
+        if v43:  # 4.3 groups ids, P line and files in a SoundRecordingEdition
+            out.append(
+                f"<SoundRecording><ResourceReference>A{n}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
+                f"<SoundRecordingEdition><ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{pline}{tech}</SoundRecordingEdition>"
+                f"{title}{credits}<Duration>{t.duration}</Duration>"
+                f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType></SoundRecording>"
+            )
+        else:
+            out.append(
+                f"<SoundRecording><ResourceReference>A{n}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
+                f"<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{title}{credits}{pline}<Duration>{t.duration}</Duration>"
+                f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>{tech}</SoundRecording>"
+            )
 
 
 def _genre(out: list[str], genre: str, subgenre: str | None) -> None:
@@ -140,9 +156,9 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
             out.append(f"<PartyId><DPID>{party.dpid}</DPID></PartyId>")
         out.append("</Party>")
     out.append("</PartyList><ResourceList>")
-    cache: dict[Any, Any] = {}
-    for t in p.tracks:
-        sound_recording(out, t, v43, cache)
+    tracks = p.tracks
+    nums = [str(t.num) for t in tracks]  # A1/R1/T1 references: convert each number once
+    _sound_recordings(out, tracks, nums, v43)
     out.append("</ResourceList><ReleaseList>")
 
     # Main release
@@ -173,49 +189,54 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     if p.compilation:
         out.append("<IsMultiArtistCompilation>true</IsMultiArtistCompilation>")
     out.append("<ResourceGroup>")
-    for disc, tracks in p.discs:
+    for disc, disc_tracks in p.discs:
         out.append(f'<ResourceGroup ResourceGroupType="Component"><SequenceNumber>{disc}</SequenceNumber>')
-        out.extend(
-            f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber>"
-            f"<ReleaseResourceReference>A{t.num}</ReleaseResourceReference></ResourceGroupContentItem>"
-            for t in tracks
+        out.append(
+            "".join(
+                [
+                    f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber>"
+                    f"<ReleaseResourceReference>A{nums[t.num - 1]}</ReleaseResourceReference></ResourceGroupContentItem>"
+                    for t in disc_tracks
+                ]
+            )
         )
         out.append("</ResourceGroup>")
     out.append("</ResourceGroup></Release>")
 
     # One TrackRelease per track
     ns = attr(sender_dpid)
+    label_ref = f"<ReleaseLabelReference>{p.label_ref}</ReleaseLabelReference>"
+    id_open = f'<ReleaseId><ProprietaryId Namespace="{ns}">{p.icpn}_'
     genres: dict[str, str] = {}
-    for t in p.tracks:
+    track_releases: list[str] = []
+    for t, n in zip(tracks, nums):
         g = t.genre or p.genre
         genre_xml = genres.get(g)
         if genre_xml is None:
             genre_xml = genres[g] = f"<Genre><GenreText>{esc(g)}</GenreText></Genre>"
-        out.append(
-            f"<TrackRelease><ReleaseReference>R{t.num}</ReleaseReference><ReleaseId>"
-            f'<ProprietaryId Namespace="{ns}">{p.icpn}_{t.isrc}</ProprietaryId></ReleaseId>'
-            f"<ReleaseResourceReference>A{t.num}</ReleaseResourceReference>"
-            f"<ReleaseLabelReference>{p.label_ref}</ReleaseLabelReference>{genre_xml}</TrackRelease>"
+        track_releases.append(
+            f"<TrackRelease><ReleaseReference>R{n}</ReleaseReference>{id_open}{t.isrc}</ProprietaryId></ReleaseId>"
+            f"<ReleaseResourceReference>A{n}</ReleaseResourceReference>{label_ref}{genre_xml}</TrackRelease>"
         )
+    out.append("".join(track_releases))
     out.append("</ReleaseList>")
 
     if p.deals:
-        refs = "<DealReleaseReference>R0</DealReleaseReference>" + "".join(
-            f"<DealReleaseReference>R{t.num}</DealReleaseReference>" for t in p.tracks
-        )
+        refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in ("0", *nums)])
         out.append("<DealList>")
         for d in p.deals:
-            out.append(f"<ReleaseDeal>{refs}<Deal><DealTerms>")
+            terms = [f"<ReleaseDeal>{refs}<Deal><DealTerms>"]
             for code in d.territories:
-                out.append(f"<TerritoryCode>{code}</TerritoryCode>")
-            out.append(f"<ValidityPeriod><StartDate>{d.start}</StartDate>")
+                terms.append(f"<TerritoryCode>{code}</TerritoryCode>")
+            terms.append(f"<ValidityPeriod><StartDate>{d.start}</StartDate>")
             if d.end:
-                out.append(f"<EndDate>{d.end}</EndDate>")
-            out.append("</ValidityPeriod>")
+                terms.append(f"<EndDate>{d.end}</EndDate>")
+            terms.append("</ValidityPeriod>")
             for m in d.models:
-                out.append(f"<CommercialModelType>{m}</CommercialModelType>")
+                terms.append(f"<CommercialModelType>{m}</CommercialModelType>")
             for u in d.use_types:
-                out.append(f"<UseType>{u}</UseType>")
-            out.append("</DealTerms></Deal></ReleaseDeal>")
+                terms.append(f"<UseType>{u}</UseType>")
+            terms.append("</DealTerms></Deal></ReleaseDeal>")
+            out.append("".join(terms))
         out.append("</DealList>")
     return out
