@@ -57,12 +57,8 @@ def _genre(out: list[str], genre: str, subgenre: str | None) -> None:
     out.append("</Genre>")
 
 
-def _credits_xml(t: PTrack, parties: dict[str, PParty], cache: dict[Any, Any]) -> tuple[str, str]:
-    """(DisplayArtist elements, contributor elements) for a track; tracks share credit lists, so cache by list."""
-    key = (id(t.artists), id(t.contributors))
-    hit = cache.get(key)
-    if hit is not None:
-        return hit  # type: ignore[no-any-return]
+def _credits_xml(t: PTrack, parties: dict[str, PParty]) -> tuple[str, str]:
+    """(DisplayArtist elements, contributor elements) for a track."""
     out: list[str] = []
     _artists(out, t.artists, parties)
     artists = "".join(out)
@@ -82,21 +78,7 @@ def _credits_xml(t: PTrack, parties: dict[str, PParty], cache: dict[Any, Any]) -
                 f'<IndirectResourceContributor SequenceNumber="{wseq}">{_party(parties[c.ref])}'
                 f"<IndirectResourceContributorRole>{c.role}</IndirectResourceContributorRole></IndirectResourceContributor>"
             )
-    hit = cache[key] = (artists, "".join(out))
-    return hit
-
-
-def _title_xml(element: str, title: str, subtitle: str | None, typed: bool) -> str:
-    out: list[str] = []
-    _title(out, element, title, subtitle, typed)
-    return "".join(out)
-
-
-def _cached(cache: dict[Any, Any], key: Any, make: Any, *args: Any) -> str:
-    hit = cache.get(key)
-    if hit is None:
-        hit = cache[key] = make(*args)
-    return hit  # type: ignore[no-any-return]
+    return artists, "".join(out)
 
 
 def _line_xml(kind: str, year: int | None, text: str | None) -> str:
@@ -105,50 +87,76 @@ def _line_xml(kind: str, year: int | None, text: str | None) -> str:
     return "".join(out)
 
 
-def _genre_xml(genre: str) -> str:
-    return f"<Genre><GenreText>{esc(genre)}</GenreText></Genre>"
-
-
-def _sound_recording(out: list[str], t: PTrack, p: Prepared, parties: dict[str, PParty], cache: dict[Any, Any]) -> tuple[str, ...]:
-    """Writes the SoundRecording; returns the pieces its TrackRelease reuses (titles, artists, genre)."""
-    reference_title = _title_xml("ReferenceTitle", t.title, t.version, False)
-    title = _title_xml("Title", t.title, t.version, True)
-    artists, contributors = _credits_xml(t, parties, cache)
-    genre = _cached(cache, ("genre", t.genre or p.genre), _genre_xml, t.genre or p.genre)
-    names = _cached(
-        cache,
-        ("names", t.display_name),
-        lambda: f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{esc(p.label_name)}</LabelName>",
+def _file_xml(t: PTrack) -> str:
+    hashsum = (
+        f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>"
+        if t.audio_md5
+        else ""
     )
-    pline = _cached(cache, ("pline", t.p_year, t.p_text), _line_xml, "PLine", t.p_year, t.p_text)
-    parental = f"<ParentalWarningType>{t.parental}</ParentalWarningType>" if t.parental else ""
-    tech = ""
-    if t.audio_file:
-        hashsum = (
-            f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>"
-            if t.audio_md5
+    return f"<File><FileName>{esc(t.audio_file or '')}</FileName>{hashsum}</File>"
+
+
+def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dict[str, PParty]) -> list[tuple[str, ...]]:
+    """Writes one SoundRecording per track; returns the pieces each TrackRelease reuses (titles, artists, genre).
+
+    Tracks of a release share credit lists, P lines, genres and artist names,
+    so those pieces are written once per release.
+    """
+    credits_cache: dict[Any, tuple[str, str]] = {}  # keyed by list identity: the lists live until the body is written
+    small: dict[Any, str] = {}  # genre, names and P line pieces
+    label = esc(p.label_name)
+    pieces: list[tuple[str, ...]] = []
+    for t, n in zip(p.tracks, nums):
+        e = esc(t.title)
+        if t.version:
+            es = esc(t.version)
+            reference_title = f"<ReferenceTitle><TitleText>{e}</TitleText><SubTitle>{es}</SubTitle></ReferenceTitle>"
+            title = f'<Title TitleType="DisplayTitle"><TitleText>{e}</TitleText><SubTitle SubTitleType="Version">{es}</SubTitle></Title>'
+        else:
+            reference_title = f"<ReferenceTitle><TitleText>{e}</TitleText></ReferenceTitle>"
+            title = f'<Title TitleType="DisplayTitle"><TitleText>{e}</TitleText></Title>'
+        key = (id(t.artists), id(t.contributors))
+        credits = credits_cache.get(key)
+        if credits is None:
+            credits = credits_cache[key] = _credits_xml(t, parties)
+        artists, contributors = credits
+        g = t.genre or p.genre
+        gkey = ("genre", g)
+        genre = small.get(gkey)
+        if genre is None:
+            genre = small[gkey] = f"<Genre><GenreText>{esc(g)}</GenreText></Genre>"
+        nkey = ("names", t.display_name)
+        names = small.get(nkey)
+        if names is None:
+            names = small[nkey] = f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{label}</LabelName>"
+        pkey = ("pline", t.p_year, t.p_text)
+        pline = small.get(pkey)
+        if pline is None:
+            pline = small[pkey] = _line_xml("PLine", t.p_year, t.p_text)
+        parental = f"<ParentalWarningType>{t.parental}</ParentalWarningType>" if t.parental else ""
+        tech = (
+            f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>"
+            f"{_file_xml(t)}</TechnicalSoundRecordingDetails>"
+            if t.audio_file
             else ""
         )
-        tech = (
-            f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{t.num}</TechnicalResourceDetailsReference>"
-            f"<File><FileName>{esc(t.audio_file)}</FileName>{hashsum}</File></TechnicalSoundRecordingDetails>"
+        out.append(
+            "<SoundRecording><SoundRecordingType>MusicalWorkSoundRecording</SoundRecordingType>"
+            f"<SoundRecordingId><ISRC>{t.isrc}</ISRC></SoundRecordingId><ResourceReference>A{n}</ResourceReference>"
+            f"{reference_title}<Duration>{t.duration}</Duration>"
+            f"<SoundRecordingDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>{title}{artists}{contributors}"
+            f"{names}{pline}{genre}{parental}{tech}</SoundRecordingDetailsByTerritory></SoundRecording>"
         )
-    out.append(
-        "<SoundRecording><SoundRecordingType>MusicalWorkSoundRecording</SoundRecordingType>"
-        f"<SoundRecordingId><ISRC>{t.isrc}</ISRC></SoundRecordingId><ResourceReference>A{t.num}</ResourceReference>"
-        f"{reference_title}<Duration>{t.duration}</Duration>"
-        f"<SoundRecordingDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>{title}{artists}{contributors}"
-        f"{names}{pline}{genre}{parental}{tech}</SoundRecordingDetailsByTerritory></SoundRecording>"
-    )
-    return reference_title, title, names, artists, genre, parental
+        pieces.append((reference_title, title, names, artists, genre, parental))
+    return pieces
 
 
 def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
     """Everything after MessageHeader (and UpdateIndicator): ResourceList ... DealList."""
     parties = {party.ref: party for party in p.parties}
     out: list[str] = ["<ResourceList>"]
-    cache: dict[Any, Any] = {}
-    pieces = [_sound_recording(out, t, p, parties, cache) for t in p.tracks]
+    nums = [str(t.num) for t in p.tracks]  # A1/R1/T1 references: convert each number once
+    pieces = _sound_recordings(out, p, nums, parties)
     out.append('</ResourceList><ReleaseList><Release IsMainRelease="true"><ReleaseId>')
     if p.grid:
         out.append(f"<GRid>{p.grid}</GRid>")
@@ -158,8 +166,7 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
     out.append("</ReleaseId><ReleaseReference>R0</ReleaseReference>")
     _title(out, "ReferenceTitle", p.title, p.subtitle, typed=False)
     out.append("<ReleaseResourceReferenceList>")
-    for t in p.tracks:
-        out.append(f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{t.num}</ReleaseResourceReference>')
+    out.append("".join([f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{n}</ReleaseResourceReference>' for n in nums]))
     out.append(f"</ReleaseResourceReferenceList><ReleaseType>{p.release_type}</ReleaseType>")
     out.append(
         "<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>"
@@ -174,11 +181,15 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
     out.append("<ResourceGroup>")
     for disc, tracks in p.discs:
         out.append(f"<ResourceGroup><SequenceNumber>{disc}</SequenceNumber>")
-        for t in tracks:
-            out.append(
-                f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber><ResourceType>SoundRecording</ResourceType>"
-                f"<ReleaseResourceReference>A{t.num}</ReleaseResourceReference></ResourceGroupContentItem>"
+        out.append(
+            "".join(
+                [
+                    f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber><ResourceType>SoundRecording</ResourceType>"
+                    f"<ReleaseResourceReference>A{nums[t.num - 1]}</ReleaseResourceReference></ResourceGroupContentItem>"
+                    for t in tracks
+                ]
             )
+        )
         out.append("</ResourceGroup>")
     out.append("</ResourceGroup>")
     _genre(out, p.genre, p.subgenre)
@@ -195,11 +206,11 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
         out.append(f"<GlobalOriginalReleaseDate>{p.original_release_date}</GlobalOriginalReleaseDate>")
     out.append("</Release>")
 
-    for t, (reference_title, title, names, artists, genre, parental) in zip(p.tracks, pieces):
+    for t, n, (reference_title, title, names, artists, genre, parental) in zip(p.tracks, nums, pieces):
         out.append(
-            f"<Release><ReleaseId><ISRC>{t.isrc}</ISRC></ReleaseId><ReleaseReference>R{t.num}</ReleaseReference>"
+            f"<Release><ReleaseId><ISRC>{t.isrc}</ISRC></ReleaseId><ReleaseReference>R{n}</ReleaseReference>"
             f"{reference_title}<ReleaseResourceReferenceList>"
-            f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{t.num}</ReleaseResourceReference>'
+            f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{n}</ReleaseResourceReference>'
             "</ReleaseResourceReferenceList><ReleaseType>TrackRelease</ReleaseType>"
             f"<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>{names}{title}{artists}{parental}{genre}"
             f"</ReleaseDetailsByTerritory><Duration>{t.duration}</Duration></Release>"
@@ -207,28 +218,27 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
     out.append("</ReleaseList>")
 
     if p.deals:
-        refs = "<DealReleaseReference>R0</DealReleaseReference>" + "".join(
-            f"<DealReleaseReference>R{t.num}</DealReleaseReference>" for t in p.tracks
-        )
+        refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in ("0", *nums)])
         out.append("<DealList>")
         for d in p.deals:
-            out.append(f"<ReleaseDeal>{refs}<Deal><DealTerms>")
+            terms = [f"<ReleaseDeal>{refs}<Deal><DealTerms>"]
             if takedown:
-                out.append("<TakeDown>true</TakeDown>")
+                terms.append("<TakeDown>true</TakeDown>")
             else:
                 for m in d.models:
-                    out.append(f"<CommercialModelType>{m}</CommercialModelType>")
-                out.append("<Usage>")
+                    terms.append(f"<CommercialModelType>{m}</CommercialModelType>")
+                terms.append("<Usage>")
                 for u in d.use_types:
-                    out.append(f"<UseType>{u}</UseType>")
-                out.append("</Usage>")
+                    terms.append(f"<UseType>{u}</UseType>")
+                terms.append("</Usage>")
             for code in d.territories:
-                out.append(f"<TerritoryCode>{code}</TerritoryCode>")
-            out.append("<ValidityPeriod>")
+                terms.append(f"<TerritoryCode>{code}</TerritoryCode>")
+            terms.append("<ValidityPeriod>")
             if d.start:
-                out.append(f"<StartDate>{d.start}</StartDate>")
+                terms.append(f"<StartDate>{d.start}</StartDate>")
             if d.end and not takedown:
-                out.append(f"<EndDate>{d.end}</EndDate>")
-            out.append("</ValidityPeriod></DealTerms></Deal></ReleaseDeal>")
+                terms.append(f"<EndDate>{d.end}</EndDate>")
+            terms.append("</ValidityPeriod></DealTerms></Deal></ReleaseDeal>")
+            out.append("".join(terms))
         out.append("</DealList>")
     return out
