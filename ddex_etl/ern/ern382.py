@@ -104,6 +104,7 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
     """
     credits_cache: dict[Any, tuple[str, str]] = {}  # keyed by list identity: the lists live until the body is written
     small: dict[Any, str] = {}  # genre, names and P line pieces
+    shared_cache: dict[Any, tuple[str, str, str]] = {}
     label = esc(p.label_name)
     pieces: list[tuple[str, ...]] = []
     for t, n in zip(p.tracks, nums):
@@ -115,39 +116,50 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
         else:
             reference_title = f"<ReferenceTitle><TitleText>{e}</TitleText></ReferenceTitle>"
             title = f'<Title TitleType="DisplayTitle"><TitleText>{e}</TitleText></Title>'
-        key = (id(t.artists), id(t.contributors))
-        credits = credits_cache.get(key)
-        if credits is None:
-            credits = credits_cache[key] = _credits_xml(t, parties)
-        artists, contributors = credits
-        g = t.genre or p.genre
-        gkey = ("genre", g)
-        genre = small.get(gkey)
-        if genre is None:
-            genre = small[gkey] = f"<Genre><GenreText>{esc(g)}</GenreText></Genre>"
-        nkey = ("names", t.display_name)
-        names = small.get(nkey)
-        if names is None:
-            names = small[nkey] = f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{label}</LabelName>"
-        pkey = ("pline", t.p_year, t.p_text)
-        pline = small.get(pkey)
-        if pline is None:
-            pline = small[pkey] = _line_xml("PLine", t.p_year, t.p_text)
-        parental = f"<ParentalWarningType>{t.parental}</ParentalWarningType>" if t.parental else ""
+        # Everything a track shares with others (credits, names, P line, genre,
+        # parental warning), in the order each of its two places needs it.
+        ckey = (id(t.artists), id(t.contributors), t.display_name, t.genre, t.p_year, t.p_text, t.parental)
+        shared = shared_cache.get(ckey)
+        if shared is None:
+            key = (id(t.artists), id(t.contributors))
+            credits = credits_cache.get(key)
+            if credits is None:
+                credits = credits_cache[key] = _credits_xml(t, parties)
+            artists, contributors = credits
+            g = t.genre or p.genre
+            gkey = ("genre", g)
+            genre = small.get(gkey)
+            if genre is None:
+                genre = small[gkey] = f"<Genre><GenreText>{esc(g)}</GenreText></Genre>"
+            nkey = ("names", t.display_name)
+            names = small.get(nkey)
+            if names is None:
+                names = small[nkey] = f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{label}</LabelName>"
+            pkey = ("pline", t.p_year, t.p_text)
+            pline = small.get(pkey)
+            if pline is None:
+                pline = small[pkey] = _line_xml("PLine", t.p_year, t.p_text)
+            parental = f"<ParentalWarningType>{t.parental}</ParentalWarningType>" if t.parental else ""
+            shared = shared_cache[ckey] = (f"{artists}{contributors}{names}{pline}{genre}{parental}", names, f"{artists}{parental}{genre}")
         tech = (
             f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>"
             f"{_file_xml(t)}</TechnicalSoundRecordingDetails>"
             if t.audio_file
             else ""
         )
-        out.append(
+        # Titles and shared pieces go in parts of their own: they hold the
+        # text most likely to be non-ASCII, and UTF-8 encoding is a plain copy
+        # only for parts that are all ASCII.
+        out += (
             "<SoundRecording><SoundRecordingType>MusicalWorkSoundRecording</SoundRecordingType>"
-            f"<SoundRecordingId><ISRC>{t.isrc}</ISRC></SoundRecordingId><ResourceReference>A{n}</ResourceReference>"
-            f"{reference_title}<Duration>{t.duration}</Duration>"
-            f"<SoundRecordingDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>{title}{artists}{contributors}"
-            f"{names}{pline}{genre}{parental}{tech}</SoundRecordingDetailsByTerritory></SoundRecording>"
+            f"<SoundRecordingId><ISRC>{t.isrc}</ISRC></SoundRecordingId><ResourceReference>A{n}</ResourceReference>",
+            reference_title,
+            f"<Duration>{t.duration}</Duration><SoundRecordingDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>",
+            title,
+            shared[0],
+            f"{tech}</SoundRecordingDetailsByTerritory></SoundRecording>",
         )
-        pieces.append((reference_title, title, names, artists, genre, parental))
+        pieces.append((reference_title, title, shared[1], shared[2]))
     return pieces
 
 
@@ -206,14 +218,17 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
         out.append(f"<GlobalOriginalReleaseDate>{p.original_release_date}</GlobalOriginalReleaseDate>")
     out.append("</Release>")
 
-    for t, n, (reference_title, title, names, artists, genre, parental) in zip(p.tracks, nums, pieces):
-        out.append(
-            f"<Release><ReleaseId><ISRC>{t.isrc}</ISRC></ReleaseId><ReleaseReference>R{n}</ReleaseReference>"
-            f"{reference_title}<ReleaseResourceReferenceList>"
-            f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{n}</ReleaseResourceReference>'
+    for t, n, (reference_title, title, names, rest) in zip(p.tracks, nums, pieces):
+        out += (
+            f"<Release><ReleaseId><ISRC>{t.isrc}</ISRC></ReleaseId><ReleaseReference>R{n}</ReleaseReference>",
+            reference_title,
+            f'<ReleaseResourceReferenceList><ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{n}</ReleaseResourceReference>'
             "</ReleaseResourceReferenceList><ReleaseType>TrackRelease</ReleaseType>"
-            f"<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>{names}{title}{artists}{parental}{genre}"
-            f"</ReleaseDetailsByTerritory><Duration>{t.duration}</Duration></Release>"
+            "<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>",
+            names,
+            title,
+            rest,
+            f"</ReleaseDetailsByTerritory><Duration>{t.duration}</Duration></Release>",
         )
     out.append("</ReleaseList>")
 

@@ -120,18 +120,26 @@ def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43
         else:
             e = esc(t.title)
             title = f"<DisplayTitleText>{e}</DisplayTitleText><DisplayTitle><TitleText>{e}</TitleText></DisplayTitle>"
+        # The title and the credits go in parts of their own: they are the
+        # text most likely to be non-ASCII, and UTF-8 encoding is a plain copy
+        # only for parts that are all ASCII.
         if v43:  # 4.3 groups ids, P line and files in a SoundRecordingEdition
-            out.append(
+            out += (
                 f"<SoundRecording><ResourceReference>A{n}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
-                f"<SoundRecordingEdition><ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{pline}{tech}</SoundRecordingEdition>"
-                f"{title}{credits}<Duration>{t.duration}</Duration>"
-                f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType></SoundRecording>"
+                f"<SoundRecordingEdition><ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{pline}{tech}</SoundRecordingEdition>",
+                title,
+                credits,
+                f"<Duration>{t.duration}</Duration>"
+                f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType></SoundRecording>",
             )
         else:
-            out.append(
+            out += (
                 f"<SoundRecording><ResourceReference>A{n}</ResourceReference><Type>MusicalWorkSoundRecording</Type>"
-                f"<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{title}{credits}{pline}<Duration>{t.duration}</Duration>"
-                f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>{tech}</SoundRecording>"
+                f"<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>",
+                title,
+                credits,
+                f"{pline}<Duration>{t.duration}</Duration>"
+                f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>{tech}</SoundRecording>",
             )
 
 
