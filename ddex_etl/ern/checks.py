@@ -71,6 +71,9 @@ _ARTISTS: dict[Any, tuple[str, str, bool, str, str | None]] = {}
 # entries the artist cache alone grew a worker by ~45 MB on a 200k-release run.
 _CACHE_LIMIT = 10_000
 _MISSING = object()
+# ISO text of dates: release and deal dates repeat across a catalog, and
+# date.isoformat() goes through a printf-style formatter each time.
+_ISO_DATES: dict[dt.date, str] = {}
 
 
 DISPLAY_ROLES = {"mainartist": "MainArtist", "featuredartist": "FeaturedArtist", "artist": "Artist"}
@@ -323,7 +326,12 @@ class Checker:
         if value is None:
             return None
         if type(value) is dt.date and value.year >= 1000:
-            return value.isoformat()
+            text = _ISO_DATES.get(value)
+            if text is None:
+                text = value.isoformat()
+                if len(_ISO_DATES) < _CACHE_LIMIT:
+                    _ISO_DATES[value] = text
+            return text
         if isinstance(value, dt.datetime):
             value = value.date()
         if isinstance(value, str):
@@ -383,6 +391,11 @@ def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contrib
         return (seq, str(c.artist_id), str(c.role), item[0])
 
     return sorted(enumerate(credits), key=key)
+
+
+def _deal_order(item: tuple[int, Any]) -> tuple[str, int]:
+    """Deals in deal-id order (as text, so any id type sorts), then input order."""
+    return (str(item[1].deal_id), item[0])
 
 
 def latest_change(release: Release) -> dt.datetime | None:
@@ -508,13 +521,15 @@ def prepare(
     rel_display: list[PCredit] = []
     rel_names: list[tuple[str, str]] = []
     rel_other: list[tuple[str, str]] = []
+    rel_seen: set[tuple[str, str]] = set()  # (ref, role) of rel_display
     for i, c in _sorted_credits(release.artists):
         r = resolve(c, "artists", i)
         if r is None:
             continue
         ref, role, is_display = r
         if is_display:
-            if all(x.ref != ref or x.role != role for x in rel_display):
+            if (ref, role) not in rel_seen:
+                rel_seen.add((ref, role))
                 rel_display.append(PCredit(ref, role, len(rel_display) + 1))
                 rel_names.append((parties[ref].name, role))
         elif (ref, role) not in rel_other:
@@ -735,12 +750,17 @@ def prepare(
     for t in p.tracks:
         discs.setdefault(t.disc, []).append(t)
     p.discs = sorted(discs.items())
-    p.duration = iso_duration(sum(t.seconds for t in p.tracks)) if p.tracks else ""
+    if p.tracks:
+        total = 0.0
+        for t in p.tracks:  # in track order, as sum() would add them
+            total += t.seconds
+        p.duration = iso_duration(total)
 
     # Deals
     if need_deals and not release.deals:
         ck.problem("deals", (), "the release has no deals", "add at least one deal (territories, commercial model, use types), or send a takedown")
-    for i, d in sorted(enumerate(release.deals), key=lambda x: (str(x[1].deal_id), x[0])):
+    deals_in = release.deals
+    for i, d in sorted(enumerate(deals_in), key=_deal_order) if len(deals_in) > 1 else enumerate(deals_in):
         where = f"deals[{i}]"
         try:
             terms_key: Any = (version, d.territories, d.commercial_model, d.use_types)
@@ -753,8 +773,10 @@ def prepare(
             if terms_key is not None and (len(ck.problems), len(ck.warnings)) == before and len(_DEAL_TERMS) < _CACHE_LIMIT:
                 _DEAL_TERMS[terms_key] = terms  # clean terms only: the shared lists are never mutated
         terrs, models, uses = terms
-        start = ck.date(f"{where}.start_date", d.start_date)
-        end = ck.date(f"{where}.end_date", d.end_date)
+        start = _ISO_DATES.get(d.start_date) if type(d.start_date) is dt.date else None  # type: ignore[arg-type]
+        if start is None:
+            start = ck.date(f"{where}.start_date", d.start_date)
+        end = None if d.end_date is None else ck.date(f"{where}.end_date", d.end_date)
         if start is None and d.start_date is None:
             start = p.release_date
             if start is None:
