@@ -30,7 +30,8 @@ Rules worth knowing (they decide what is rejected):
 Speed matters here (the builder must do thousands of releases per second per
 core), so clean values take inline fast paths and the checker's slower,
 message-building paths run only for values that need them. Clean artist and
-deal-term results are memoised per process; they are pure functions of their
+deal-term results and the ISO text of dates are memoised per process (each
+cache capped at ``_CACHE_LIMIT`` entries); they are pure functions of their
 inputs, so the output does not depend on what was built before.
 """
 from __future__ import annotations
