@@ -144,3 +144,16 @@ def test_queries_see_one_snapshot(engine: sa.Engine) -> None:
         assert dbapi is not None
     assert seen == ["repeatable read", "on"]
     assert [r.release_id for r in releases] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [["MainArtist"], ["Composer", "Lyricist"], ["A,B", "C\\"], ["\\", ","], ["with space", "", "x\\,y"]],
+)
+def test_credit_texts_undo_the_query_escaping(roles: list[str]) -> None:
+    """tracks.sql escapes '\\' and ',' in roles; the parser must give every role back unchanged."""
+    def escape(role: str) -> str:
+        return role.replace("\\", "\\\\").replace(",", "\\,")
+
+    text = ",".join(f"{100 + i} {i + 1} {escape(r)}" for i, r in enumerate(roles))
+    assert catalog_read._parse_credits(text) == tuple((100 + i, r, i + 1) for i, r in enumerate(roles))
