@@ -129,8 +129,9 @@ def fetch_chunk(
             keys = []
             for item in text.split(","):
                 aid, seq, role = item.split(" ", 2)
-                keys.append((int(aid), role, int(seq)))
-        for aid, role, seq in keys:
+                keys.append((int(seq), role, int(aid)))
+            keys.sort()  # credit order: the server aggregates unsorted (see tracks.sql)
+        for seq, role, aid in keys:
             hit = credit(aid, role, seq)
             if hit is None:
                 continue
@@ -241,8 +242,8 @@ _UNSURE: Any = object()
 _ITEM_ID = re.compile(r"(?:^|,)(-?[0-9]+) ")
 
 
-def _parse_credits(text: str) -> tuple[tuple[int, str, int], ...]:
-    """'12 1 MainArtist,40 2 Composer' -> ((12, 'MainArtist', 1), (40, 'Composer', 2)); see tracks.sql."""
+def _parse_credits(text: str) -> list[tuple[int, str, int]]:
+    """'40 2 Composer,12 1 MainArtist' -> [(1, 'MainArtist', 12), (2, 'Composer', 40)]: (sequence, role, artist id), sorted."""
     if "\\" not in text:
         items = text.split(",")
     else:  # a role held ',' or '\': undo tracks.sql's escaping
@@ -262,8 +263,9 @@ def _parse_credits(text: str) -> tuple[tuple[int, str, int], ...]:
     out = []
     for item in items:
         aid, seq, role = item.split(" ", 2)
-        out.append((int(aid), role, int(seq)))
-    return tuple(out)
+        out.append((int(seq), role, int(aid)))
+    out.sort()
+    return out
 
 
 def _clean_codes(v: Any) -> bool:

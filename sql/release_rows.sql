@@ -10,6 +10,8 @@
 -- artist's JSON head is built once per chunk, not once per appearance.
 -- Every child table is first narrowed to the chunk (index lookups by id
 -- arrays), so the cost follows the chunk's size, never the catalog's.
+-- Credits order by role in the "C" collation (code point order): the same
+-- catalog gives the same bytes whatever the database's locale.
 WITH chunk_tracks AS MATERIALIZED (
     SELECT t.*
     FROM tracks t
@@ -40,7 +42,7 @@ chunk_artists AS MATERIALIZED (
 contributors AS (
     SELECT c.track_id,
            '[' || string_agg(a.head || ',"role":' || to_json(c.role) || ',"sequence":' || c.sequence || '}', ','
-                             ORDER BY c.sequence, c.role, c.artist_id) || ']' AS track_contributors,
+                             ORDER BY c.sequence, c.role COLLATE "C", c.artist_id) || ']' AS track_contributors,
            max(GREATEST(c.updated_at, a.updated_at)) AS changed_at
     FROM chunk_contributors c
     JOIN chunk_artists a ON a.artist_id = c.artist_id
@@ -49,7 +51,7 @@ contributors AS (
 release_artists_json AS (
     SELECT ra.release_id,
            '[' || string_agg(a.head || ',"role":' || to_json(ra.role) || ',"sequence":' || ra.sequence || '}', ','
-                             ORDER BY ra.sequence, ra.role, ra.artist_id) || ']' AS release_artists,
+                             ORDER BY ra.sequence, ra.role COLLATE "C", ra.artist_id) || ']' AS release_artists,
            max(GREATEST(ra.updated_at, a.updated_at)) AS changed_at
     FROM chunk_release_artists ra
     JOIN chunk_artists a ON a.artist_id = ra.artist_id

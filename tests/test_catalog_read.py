@@ -155,5 +155,6 @@ def test_credit_texts_undo_the_query_escaping(roles: list[str]) -> None:
     def escape(role: str) -> str:
         return role.replace("\\", "\\\\").replace(",", "\\,")
 
-    text = ",".join(f"{100 + i} {i + 1} {escape(r)}" for i, r in enumerate(roles))
-    assert catalog_read._parse_credits(text) == tuple((100 + i, r, i + 1) for i, r in enumerate(roles))
+    text = ",".join(f"{100 + i} {len(roles) - i} {escape(r)}" for i, r in enumerate(roles))
+    expected = sorted((len(roles) - i, r, 100 + i) for i, r in enumerate(roles))
+    assert catalog_read._parse_credits(text) == expected
