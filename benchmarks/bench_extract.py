@@ -7,10 +7,11 @@ the server (``--url``, else ETL_TEST_DATABASE_URL, else 127.0.0.1:5432 when
 it answers, else the embedded PostgreSQL), then prints:
 
 * seeding time;
-* keyset extract + grouping into Release records in this one process
-  (what each pipeline worker does per chunk);
-* the records grouping alone, on rows already in memory (rows/s);
-* a raw ``COPY (rows query) TO STDOUT`` of the same chunks: the floor.
+* keyset extract into Release records in this one process (what each
+  pipeline worker does per chunk), with the default table-by-table queries
+  and with the row contract's query (sql/release_rows.sql);
+* the records grouping alone, on contract rows already in memory (rows/s);
+* a raw ``COPY (...) TO STDOUT`` of the same chunks for both: the floor.
 
 The database is dropped at the end.
 """
@@ -66,21 +67,24 @@ def main() -> None:
         report = seed_catalog(engine, args.releases, seed=1)
         print(f"seed:     {report.releases:>8} releases, {report.tracks} tracks in {report.seconds:6.1f} s"
               f"  ({report.releases_per_second:,.0f} releases/s)")
-        cfg = ExtractConfig(chunk_size=args.chunk_size)
+        default = ExtractConfig(chunk_size=args.chunk_size)
+        contract = ExtractConfig(chunk_size=args.chunk_size, rows_query=extract.ROWS_SQL)
+        for label, cfg in (("default (table by table)", default), ("row contract (release_rows.sql)", contract)):
+            started = time.perf_counter()
+            cpu0 = time.process_time()
+            n_releases = n_tracks = n_rejects = 0
+            for _chunk, releases, rejects in extract.iter_chunks(engine, cfg):
+                n_releases += len(releases)
+                n_rejects += len(rejects)
+                n_tracks += sum(len(r.tracks) for r in releases)
+            seconds = time.perf_counter() - started
+            cpu = time.process_time() - cpu0
+            print(f"extract:  {n_releases:>8} releases, {n_tracks} tracks in {seconds:6.1f} s"
+                  f"  ({n_releases / seconds:,.0f} releases/s; {1000 * cpu / max(n_releases, 1):.2f} ms client CPU"
+                  f" per release; {label}, one core, keyset, chunk {args.chunk_size}; {n_rejects} rejected)")
 
-        started = time.perf_counter()
-        n_releases = n_rows = n_rejects = 0
-        for _chunk, releases, rejects in extract.iter_chunks(engine, cfg):
-            n_releases += len(releases)
-            n_rejects += len(rejects)
-            n_rows += sum(max(1, len(r.tracks)) for r in releases)
-        seconds = time.perf_counter() - started
-        print(f"extract:  {n_releases:>8} releases, {n_rows} rows in {seconds:6.1f} s"
-              f"  ({n_releases / seconds:,.0f} releases/s, {n_rows / seconds:,.0f} rows/s; one core, keyset,"
-              f" chunk {args.chunk_size}; {n_rejects} rejected)")
-
-        # Grouping alone: the rows of the first 2,000 releases, already in memory.
-        query = extract.rows_query(cfg)
+        # Grouping alone: the contract rows of the first 2,000 releases, already in memory.
+        query = extract.rows_query(contract)
         with psycopg.connect(libpq(url)) as conn:
             conn.execute(extract._SESSION_SETTINGS)
             cur = conn.cursor()
@@ -94,11 +98,12 @@ def main() -> None:
             grouped = sum(1 for _ in records.iter_release_results(rows, columns))
             best = min(best, time.perf_counter() - t0)
         print(f"records:  {grouped:>8} releases, {len(rows)} rows in {best:6.2f} s"
-              f"  ({len(rows) / best:,.0f} rows/s grouping alone, best of 3)")
+              f"  ({len(rows) / best:,.0f} rows/s grouping contract rows alone, best of 3)")
 
-        c_releases, c_rows, c_seconds = extract.copy_baseline(engine, cfg)
-        print(f"COPY:     {c_releases:>8} releases, {c_rows} rows in {c_seconds:6.1f} s"
-              f"  ({c_releases / c_seconds:,.0f} releases/s raw COPY of the same rows query)")
+        for label, cfg in (("the default's queries", default), ("the contract query", contract)):
+            c_releases, c_rows, c_seconds = extract.copy_baseline(engine, cfg)
+            print(f"COPY:     {c_releases:>8} releases, {c_rows} rows in {c_seconds:6.1f} s"
+                  f"  ({c_releases / c_seconds:,.0f} releases/s raw COPY of {label})")
     finally:
         engine.dispose()
         with psycopg.connect(libpq(admin), autocommit=True) as conn:
