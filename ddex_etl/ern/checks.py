@@ -43,7 +43,7 @@ import operator
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import FieldProblem
 from ..models import Contributor, Release
@@ -135,25 +135,24 @@ def _vocabulary(version: str) -> Vocabulary:
 VOCABULARIES = {v: _vocabulary(v) for v in ("4.3", "4.2", "3.8.2")}
 
 
-# The per-party, per-credit and per-track records are named tuples built with
-# ``_make`` (one C call): a dataclass's generated ``__init__`` costs several
-# times as much, and a release creates dozens of them. They are never changed
-# after creation (a missing track genre is filled in with ``_replace``).
-class PParty(NamedTuple):
+@dataclass(slots=True)
+class PParty:
     ref: str
     name: str
     isni: str | None = None
     dpid: str | None = None
 
 
-class PCredit(NamedTuple):
+@dataclass(slots=True)
+class PCredit:
     ref: str
     role: str  # ERN value
     seq: int
     work: bool = False  # ERN 3.8.2 IndirectResourceContributor
 
 
-class PTrack(NamedTuple):
+@dataclass(slots=True)
+class PTrack:
     num: int  # 1-based, in (disc, track) order: A{num}, R{num}, T{num}
     disc: int
     number: int
@@ -171,11 +170,6 @@ class PTrack(NamedTuple):
     genre: str | None
     audio_file: str | None
     audio_md5: str | None
-
-
-_party = PParty._make
-_credit = PCredit._make
-_track = PTrack._make
 
 
 @dataclass(slots=True)
@@ -496,7 +490,7 @@ def prepare(
             if hit is not None:
                 ref, role, is_display, name, isni = hit
                 if ref not in parties:
-                    parties[ref] = _party((ref, name, isni, None))
+                    parties[ref] = PParty(ref, name, isni)
                 out = resolved[key] = (ref, role, is_display)
                 return out
         fresh = key is not None and party_ref("PA", c.artist_id) not in parties
@@ -518,7 +512,7 @@ def prepare(
             if name is None:
                 ok = False
             else:
-                parties[ref] = _party((ref, name, isni, None))
+                parties[ref] = PParty(ref, name, isni)
         role_text = ck.text(f"{where}.role", c.role, True, "set the role, e.g. MainArtist or Composer")
         if role_text is None:
             return None
@@ -541,7 +535,7 @@ def prepare(
         if is_display:
             if (ref, role) not in rel_seen:
                 rel_seen.add((ref, role))
-                rel_display.append(_credit((ref, role, len(rel_display) + 1, False)))
+                rel_display.append(PCredit(ref, role, len(rel_display) + 1))
                 rel_names.append((parties[ref].name, role))
         elif (ref, role) not in rel_other:
             rel_other.append((ref, role))
@@ -564,7 +558,7 @@ def prepare(
         p.label_ref = party_ref("PL", label.label_id)
         dpid = ck.ident("label.dpid", label.dpid, _DPID, "a DDEX party id", False, "PADPIDA2014021301W")
         if p.label_name:
-            label_party = _party((p.label_ref, p.label_name, None, dpid))
+            label_party = PParty(p.label_ref, p.label_name, None, dpid)
     p.genre = ck.text("genre", release.genre) or ""
     p.subgenre = ck.text("subgenre", release.subgenre)
     p.p_year = ck.year("p_line_year", release.p_line_year)
@@ -633,14 +627,14 @@ def prepare(
                 continue
             seen.add((ref, role))
             if is_display:
-                artists.append(_credit((ref, role, len(artists) + 1, False)))
+                artists.append(PCredit(ref, role, len(artists) + 1))
                 names.append((parties[ref].name, role))
             else:
-                contributors.append(_credit((ref, role, len(contributors) + 1, role in voc.work_roles)))
+                contributors.append(PCredit(ref, role, len(contributors) + 1, role in voc.work_roles))
         for ref, role in rel_other:
             if (ref, role) not in seen:
                 seen.add((ref, role))
-                contributors.append(_credit((ref, role, len(contributors) + 1, role in voc.work_roles)))
+                contributors.append(PCredit(ref, role, len(contributors) + 1, role in voc.work_roles))
         if not artists:
             return rel_display, contributors, p.display_name
         return artists, contributors, _display_name(names)
@@ -729,7 +723,7 @@ def prepare(
         if not ok or isrc is None or title is None or duration is None:
             continue
         p.tracks.append(
-            _track((
+            PTrack(
                 len(p.tracks) + 1,
                 t.disc_number,
                 t.track_number,
@@ -747,15 +741,16 @@ def prepare(
                 genre or p.genre or None,
                 audio_file,
                 md5.lower() if md5 else None,
-            ))
+            )
         )
 
     if not p.genre:
         p.genre = next((t.genre for t in p.tracks if t.genre), "")
         if not p.genre and not any(pr.field.endswith("genre") for pr in ck.problems):
             ck.problem("genre", release.genre, "the release has no genre (ERN requires one)", "set releases.genre (or tracks.genre)")
-    if any(t.genre is None for t in p.tracks):
-        p.tracks = [t._replace(genre=p.genre) if t.genre is None else t for t in p.tracks]
+    for t in p.tracks:
+        if t.genre is None:
+            t.genre = p.genre
     discs: dict[int, list[PTrack]] = {}
     for t in p.tracks:
         discs.setdefault(t.disc, []).append(t)
