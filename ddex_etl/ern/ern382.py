@@ -16,6 +16,12 @@ from .checks import PCredit, PParty, Prepared, PTrack
 
 NS = "http://ddex.net/xml/ern/382"
 
+# Party names and deal terms recur across a catalog: their text is kept per
+# process, keyed by every value it is made of (bounded like the checker's caches).
+_CACHE_LIMIT = 10_000
+_PARTIES: dict[tuple[Any, ...], str] = {}
+_DEALS: dict[tuple[Any, ...], str] = {}
+
 
 def root_open(language: str, element: str = "NewReleaseMessage") -> str:
     """The root start tag: ERN 3 names its version in MessageSchemaVersionId."""
@@ -23,9 +29,14 @@ def root_open(language: str, element: str = "NewReleaseMessage") -> str:
 
 
 def _party(party: PParty) -> str:
-    out = f"<PartyName><FullName>{esc(party.name)}</FullName></PartyName>"
-    if party.isni:
-        out += f'<PartyId IsISNI="true">{party.isni}</PartyId>'
+    key = (party.name, party.isni)
+    out = _PARTIES.get(key)
+    if out is None:
+        out = f"<PartyName><FullName>{esc(party.name)}</FullName></PartyName>"
+        if party.isni:
+            out += f'<PartyId IsISNI="true">{party.isni}</PartyId>'
+        if len(_PARTIES) < _CACHE_LIMIT:
+            _PARTIES[key] = out
     return out
 
 
@@ -236,24 +247,27 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
         refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in ("0", *nums)])
         out.append("<DealList>")
         for d in p.deals:
-            terms = [f"<ReleaseDeal>{refs}<Deal><DealTerms>"]
-            if takedown:
-                terms.append("<TakeDown>true</TakeDown>")
-            else:
-                for m in d.models:
-                    terms.append(f"<CommercialModelType>{m}</CommercialModelType>")
-                terms.append("<Usage>")
-                for u in d.use_types:
-                    terms.append(f"<UseType>{u}</UseType>")
-                terms.append("</Usage>")
-            for code in d.territories:
-                terms.append(f"<TerritoryCode>{code}</TerritoryCode>")
-            terms.append("<ValidityPeriod>")
-            if d.start:
-                terms.append(f"<StartDate>{d.start}</StartDate>")
-            if d.end and not takedown:
-                terms.append(f"<EndDate>{d.end}</EndDate>")
-            terms.append("</ValidityPeriod></DealTerms></Deal></ReleaseDeal>")
-            out.append("".join(terms))
+            # Territories and models/use types come from a small vocabulary:
+            # their elements are written once per distinct value.
+            key = (takedown, tuple(d.territories), tuple(d.models), tuple(d.use_types))
+            terms = _DEALS.get(key)
+            if terms is None:
+                if takedown:
+                    usage = "<TakeDown>true</TakeDown>"
+                else:
+                    usage = (
+                        "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
+                        + "<Usage>"
+                        + "".join([f"<UseType>{u}</UseType>" for u in d.use_types])
+                        + "</Usage>"
+                    )
+                terms = usage + "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories])
+                if len(_DEALS) < _CACHE_LIMIT:
+                    _DEALS[key] = terms
+            start = f"<StartDate>{d.start}</StartDate>" if d.start else ""
+            end = f"<EndDate>{d.end}</EndDate>" if d.end and not takedown else ""
+            out.append(
+                f"<ReleaseDeal>{refs}<Deal><DealTerms>{terms}<ValidityPeriod>{start}{end}</ValidityPeriod></DealTerms></Deal></ReleaseDeal>"
+            )
         out.append("</DealList>")
     return out

@@ -14,6 +14,14 @@ from .checks import PCredit, Prepared, PTrack
 NS = {"4.3": "http://ddex.net/xml/ern/43", "4.2": "http://ddex.net/xml/ern/42"}
 AVS_VERSION = "3"  # AvsVersionId of the allowed-value-sets.xsd that ERN 4.3 ships with
 
+# Party entries and deal terms recur across a catalog (the same artists, the
+# same territories and models): their text is kept per process, keyed by every
+# value it is made of, so what was built before cannot change the output.
+# Bounded like the checker's caches.
+_CACHE_LIMIT = 10_000
+_PARTIES: dict[tuple[Any, ...], str] = {}
+_DEALS: dict[tuple[Any, ...], tuple[str, str]] = {}
+
 
 def root_open(version: str, language: str, element: str = "NewReleaseMessage") -> str:
     """The root start tag with the attributes each 4.x version requires."""
@@ -155,14 +163,18 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     v43 = p.version == "4.3"
     out: list[str] = ["<PartyList>"]
     for party in p.parties:
-        out.append(
-            f"<Party><PartyReference>{party.ref}</PartyReference><PartyName><FullName>{esc(party.name)}</FullName></PartyName>"
-        )
-        if party.isni:
-            out.append(f"<PartyId><ISNI>{party.isni}</ISNI></PartyId>")
-        elif party.dpid:
-            out.append(f"<PartyId><DPID>{party.dpid}</DPID></PartyId>")
-        out.append("</Party>")
+        key = (party.ref, party.name, party.isni, party.dpid)
+        entry = _PARTIES.get(key)
+        if entry is None:
+            entry = f"<Party><PartyReference>{party.ref}</PartyReference><PartyName><FullName>{esc(party.name)}</FullName></PartyName>"
+            if party.isni:
+                entry += f"<PartyId><ISNI>{party.isni}</ISNI></PartyId>"
+            elif party.dpid:
+                entry += f"<PartyId><DPID>{party.dpid}</DPID></PartyId>"
+            entry += "</Party>"
+            if len(_PARTIES) < _CACHE_LIMIT:
+                _PARTIES[key] = entry
+        out.append(entry)
     out.append("</PartyList><ResourceList>")
     tracks = p.tracks
     nums = [str(t.num) for t in tracks]  # A1/R1/T1 references: convert each number once
@@ -233,18 +245,22 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
         refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in ("0", *nums)])
         out.append("<DealList>")
         for d in p.deals:
-            terms = [f"<ReleaseDeal>{refs}<Deal><DealTerms>"]
-            for code in d.territories:
-                terms.append(f"<TerritoryCode>{code}</TerritoryCode>")
-            terms.append(f"<ValidityPeriod><StartDate>{d.start}</StartDate>")
-            if d.end:
-                terms.append(f"<EndDate>{d.end}</EndDate>")
-            terms.append("</ValidityPeriod>")
-            for m in d.models:
-                terms.append(f"<CommercialModelType>{m}</CommercialModelType>")
-            for u in d.use_types:
-                terms.append(f"<UseType>{u}</UseType>")
-            terms.append("</DealTerms></Deal></ReleaseDeal>")
-            out.append("".join(terms))
+            # Territories and models/use types come from a small vocabulary:
+            # their elements are written once per distinct value.
+            key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
+            terms = _DEALS.get(key)
+            if terms is None:
+                terms = (
+                    "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories]),
+                    "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
+                    + "".join([f"<UseType>{u}</UseType>" for u in d.use_types]),
+                )
+                if len(_DEALS) < _CACHE_LIMIT:
+                    _DEALS[key] = terms
+            end = f"<EndDate>{d.end}</EndDate>" if d.end else ""
+            out.append(
+                f"<ReleaseDeal>{refs}<Deal><DealTerms>{terms[0]}<ValidityPeriod><StartDate>{d.start}</StartDate>{end}"
+                f"</ValidityPeriod>{terms[1]}</DealTerms></Deal></ReleaseDeal>"
+            )
         out.append("</DealList>")
     return out
