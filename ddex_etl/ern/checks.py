@@ -377,6 +377,7 @@ def _display_name(names: list[tuple[str, str]]) -> str:
 _BY_SEQ = operator.attrgetter("sequence", "artist_id", "role")
 _POSITION = operator.attrgetter("disc_number", "track_number")
 _CREDIT_KEY = operator.attrgetter("artist_id", "name", "role", "sequence", "isni")
+_UPDATED = operator.attrgetter("updated_at")
 
 
 def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contributor]]:
@@ -405,7 +406,7 @@ def _deal_order(item: tuple[int, Any]) -> tuple[str, int]:
 
 def latest_change(release: Release) -> dt.datetime | None:
     """The latest updated_at over the release, its tracks and its deals."""
-    stamps = [s for s in (release.updated_at, *[t.updated_at for t in release.tracks], *[d.updated_at for d in release.deals]) if isinstance(s, dt.datetime)]
+    stamps = [s for s in (release.updated_at, *map(_UPDATED, release.tracks), *map(_UPDATED, release.deals)) if isinstance(s, dt.datetime)]
     if not stamps:
         return None
     try:  # all aware (or all naive): datetimes compare across time zones directly
@@ -611,6 +612,7 @@ def prepare(
     # contributors tuple once (the lists are shared, never mutated).
     by_credits: dict[tuple[Any, ...], tuple[list[PCredit], list[PCredit], str]] = {}
     by_ids: dict[tuple[int, ...], tuple[list[PCredit], list[PCredit], str]] = {}
+    by_tuple: dict[int, tuple[Any, tuple[list[PCredit], list[PCredit], str]]] = {}
 
     def _track_credits(credits: tuple[Contributor, ...], i: int) -> tuple[list[PCredit], list[PCredit], str]:
         artists: list[PCredit] = []
@@ -706,8 +708,16 @@ def prepare(
         # second. Only hashable (clean-typed) credits are ever stored.
         credits = t.contributors
         try:
-            ikey: Any = tuple(map(id, credits))
-            shared = by_ids.get(ikey)
+            # Records read through a chunk share one tuple per line-up: try
+            # the tuple itself before its members.
+            shared = by_tuple.get(id(credits))
+            if shared is not None and shared[0] is credits:
+                shared = shared[1]
+            else:
+                ikey: Any = tuple(map(id, credits))
+                shared = by_ids.get(ikey)
+                if shared is not None:
+                    by_tuple[id(credits)] = (credits, shared)
             if shared is None:
                 ckey: Any = tuple(map(_CREDIT_KEY, credits))
                 shared = by_credits.get(ckey)
@@ -719,6 +729,7 @@ def prepare(
             shared = _track_credits(credits, i)
             if ckey is not None:
                 by_credits[ckey] = by_ids[ikey] = shared
+                by_tuple[id(credits)] = (credits, shared)
         artists, contributors, display_name = shared
         if not ok or isrc is None or title is None or duration is None:
             continue

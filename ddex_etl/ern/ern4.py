@@ -86,19 +86,6 @@ def _pline_xml(year: int | None, text: str | None) -> str:
     return (f"<PLine><Year>{year}</Year>" if year else "<PLine>") + f"<PLineText>{esc(text)}</PLineText></PLine>"
 
 
-def _file_xml(t: PTrack, v43: bool) -> str:
-    """The File (4.3: DeliveryFile) of a track's TechnicalDetails; empty without an audio file."""
-    if not t.audio_file:
-        return ""
-    hashsum = (
-        f"<HashSum><Algorithm>MD5</Algorithm><HashSumValue>{t.audio_md5}</HashSumValue></HashSum>" if t.audio_md5 else ""
-    )
-    file_xml = f"<File><URI>{esc(t.audio_file)}</URI>{hashsum}</File>"
-    if v43:
-        file_xml = f"<DeliveryFile><Type>AudioFile</Type>{file_xml}</DeliveryFile>"
-    return file_xml
-
-
 def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43: bool) -> None:
     """One SoundRecording string per track (4.3 and 4.2 differ in where ids, P line and files go).
 
@@ -116,12 +103,16 @@ def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43
         pline = pline_cache.get(pkey)
         if pline is None:
             pline = pline_cache[pkey] = _pline_xml(t.p_year, t.p_text)
-        file_xml = _file_xml(t, v43) if t.audio_file else ""
-        tech = (
-            f"<TechnicalDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>{file_xml}</TechnicalDetails>"
-            if file_xml
-            else ""
-        )
+        audio_file = t.audio_file
+        if audio_file:
+            md5 = t.audio_md5
+            hashsum = f"<HashSum><Algorithm>MD5</Algorithm><HashSumValue>{md5}</HashSumValue></HashSum>" if md5 else ""
+            file_xml = f"<File><URI>{esc(audio_file)}</URI>{hashsum}</File>"
+            if v43:
+                file_xml = f"<DeliveryFile><Type>AudioFile</Type>{file_xml}</DeliveryFile>"
+            tech = f"<TechnicalDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>{file_xml}</TechnicalDetails>"
+        else:
+            tech = ""
         version = t.version
         if version:
             title = _title_xml(t.title, version)
