@@ -476,9 +476,15 @@ def prepare(
     # (artist_id, name, role, isni) -> (party ref, ERN role, is display role) or
     # None when invalid. The same people recur on every track: check them once.
     resolved: dict[tuple[Any, ...], tuple[str, str, bool] | None] = {}
+    # The same answers by object identity: records share one Contributor per
+    # line-up member, and they live as long as ``release`` (no id is reused).
+    resolved_ids: dict[int, tuple[str, str, bool] | None] = {}
 
     def resolve(c: Contributor, where: str, j: int) -> tuple[str, str, bool] | None:
         """Resolve one credit; ``where`` and ``j`` name it (``where[j]``) in problems and warnings."""
+        done = resolved_ids.get(id(c), _MISSING)
+        if done is not _MISSING:
+            return done  # type: ignore[return-value]
         key = (c.artist_id, c.name, c.role, c.isni)
         try:
             done = resolved.get(key, _MISSING)
@@ -486,19 +492,20 @@ def prepare(
             key = None  # type: ignore[assignment]
         else:
             if done is not _MISSING:
+                resolved_ids[id(c)] = done  # type: ignore[assignment]
                 return done  # type: ignore[return-value]
             hit = _ARTISTS.get((version, key))
             if hit is not None:
                 ref, role, is_display, name, isni = hit
                 if ref not in parties:
                     parties[ref] = PParty(ref, name, isni)
-                out = resolved[key] = (ref, role, is_display)
+                out = resolved[key] = resolved_ids[id(c)] = (ref, role, is_display)
                 return out
         fresh = key is not None and party_ref("PA", c.artist_id) not in parties
         before = (len(ck.problems), len(ck.warnings))
         out = _resolve_slow(c, f"{where}[{j}]")
         if key is not None:
-            resolved[key] = out
+            resolved[key] = resolved_ids[id(c)] = out
             if fresh and out is not None and (len(ck.problems), len(ck.warnings)) == before and len(_ARTISTS) < _CACHE_LIMIT:
                 party = parties[out[0]]
                 _ARTISTS[(version, key)] = (*out, party.name, party.isni)

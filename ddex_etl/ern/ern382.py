@@ -98,15 +98,6 @@ def _line_xml(kind: str, year: int | None, text: str | None) -> str:
     return "".join(out)
 
 
-def _file_xml(t: PTrack) -> str:
-    hashsum = (
-        f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>"
-        if t.audio_md5
-        else ""
-    )
-    return f"<File><FileName>{esc(t.audio_file or '')}</FileName>{hashsum}</File>"
-
-
 def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dict[str, PParty]) -> list[tuple[str, ...]]:
     """Writes one SoundRecording per track; returns the pieces each TrackRelease reuses (titles, artists, genre).
 
@@ -154,7 +145,9 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
             shared = shared_cache[ckey] = (f"{artists}{contributors}{names}{pline}{genre}{parental}", names, f"{artists}{parental}{genre}")
         tech = (
             f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>"
-            f"{_file_xml(t)}</TechnicalSoundRecordingDetails>"
+            f"<File><FileName>{esc(t.audio_file)}</FileName>"
+            + (f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>" if t.audio_md5 else "")
+            + "</File></TechnicalSoundRecordingDetails>"
             if t.audio_file
             else ""
         )
