@@ -152,7 +152,8 @@ def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_
         f"{start}<MessageHeader><MessageThreadId>{esc(thread)}</MessageThreadId><MessageId>{esc(message_id)}</MessageId>"
         f"{parties}<MessageCreatedDateTime>{created}</MessageCreatedDateTime></MessageHeader>{root_attr_extra}"
     )
-    xml = header.encode() + body + b"</ern:NewReleaseMessage>\n"
+    # One join copies the body once (two concatenations would copy it twice).
+    xml = b"".join((header.encode(), body, b"</ern:NewReleaseMessage>\n"))
     return Document(
         release_id=p.release_id,
         ern_version=version,
