@@ -15,7 +15,7 @@ from lxml import etree
 from ddex_etl.config import TransformConfig
 from ddex_etl.errors import ConfigError
 from ddex_etl.ern import BuildContext, build, build_takedown, context_from_config
-from ddex_etl.models import Party
+from ddex_etl.models import Contributor, Party
 from ddex_etl.validate import validate_bytes
 from ern_strategies import full_album
 
@@ -259,3 +259,28 @@ def test_takedown_of_a_bad_release_names_the_problem() -> None:
     with pytest.raises(ReleaseDataError) as err:
         build_takedown(dataclasses.replace(full_album(), icpn=None))
     assert "icpn" in str(err.value)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_values_cached_from_earlier_releases_never_leak_into_later_ones(version: str) -> None:
+    # Party entries, credits and deal terms are kept per process: an artist
+    # renamed (and its ISNI dropped) or a deal moved after an earlier build
+    # must show its new values, and the earlier album must still build as before.
+    ctx = BuildContext(ern_version=version)
+    album = full_album()
+    before = build(album, ctx).xml
+
+    def renamed(c: Contributor) -> Contributor:
+        return dataclasses.replace(c, name="Saeko S.", isni=None) if c.artist_id == 1 else c
+
+    changed = dataclasses.replace(
+        album,
+        artists=tuple(map(renamed, album.artists)),
+        tracks=tuple(dataclasses.replace(t, contributors=tuple(map(renamed, t.contributors))) for t in album.tracks),
+        deals=tuple(dataclasses.replace(d, start_date=dt.date(2019, 5, 6)) for d in album.deals),
+    )
+    xml = build(changed, ctx).xml
+    assert b"Saeko S." in xml and b"Saeko Shu" not in xml and b"0000000121032683" not in xml
+    root = parse(xml)
+    assert set(texts(root, ".//StartDate")) == {"2019-05-06"}
+    assert build(album, ctx).xml == before
