@@ -6,10 +6,10 @@ lets a user point the connector at any schema, but on the reference catalog
 the server spends most of a chunk building that JSON (about 0.4 ms of CPU per
 twelve-track release, measured), on the same cores the builder needs.
 
-When no rows query is configured, ``fetch_chunk`` reads the six tables of the
-reference schema with the plain indexed queries under ``sql/chunk/`` (no
-aggregation, no JSON), all in one REPEATABLE READ transaction so the pieces
-agree, and assembles the records here. Conversions and checks are the row
+When no rows query is configured, ``fetch_chunk`` reads the reference schema
+with the five plain indexed queries under ``sql/chunk/`` (no JSON; each
+track's credits folded into one short text), all in one REPEATABLE READ
+transaction so the pieces agree, and assembles the records here. Conversions and checks are the row
 contract's own (``records.release_from_parts``): both paths give equal
 ``Release`` records and the same refusals, which tests/test_catalog_read.py
 checks on a catalog with bad values in it.
@@ -35,7 +35,7 @@ PIECES = ("releases", "tracks", "release_artists", "artists", "deals")
 
 @functools.lru_cache(maxsize=None)
 def chunk_queries() -> dict[str, str]:
-    """The six piece queries in psycopg's paramstyle, read once per process."""
+    """The piece queries (``PIECES``) in psycopg's paramstyle, read once per process."""
     from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
     out = {}

@@ -336,7 +336,7 @@ def _fetch_tablewise(
         if own is not None:
             if dbapi.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 dbapi.rollback()  # nothing of ours is in it: the transaction is ours to start
-            # The six queries must see one snapshot, or a release edited between
+            # The five queries must see one snapshot, or a release edited between
             # two of them could mix old tracks with new credits.
             dbapi.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         dbapi.execute(_SESSION_SETTINGS)
@@ -433,7 +433,8 @@ def copy_baseline(engine: sa.Engine, cfg: ExtractConfig, limit: int | None = Non
     except EtlError:
         raise
     except Exception as exc:
-        raise map_db_error(exc, f"copying the rows of all releases with {query}") from exc
+        source = catalog_read.CHUNK_SQL_DIR if cfg.rows_query is None else query
+        raise map_db_error(exc, f"copying the rows of all releases with {source}") from exc
     finally:
         raw.close()
     return releases, rows, time.perf_counter() - started
