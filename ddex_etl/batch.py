@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
 from .models import Document, Party, Release
+from .procs import can_fork
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -448,15 +449,6 @@ def _normalize_version(version: str) -> str:
     return v
 
 
-def _single_threaded() -> bool:
-    """True when no other Python thread runs, so a fork copies no Python lock held mid-update.
-
-    Threads of C libraries (OpenBLAS under NumPy, say) do not count: they
-    guard their own state across fork with ``pthread_atfork`` handlers.
-    """
-    return threading.active_count() == 1 and threading.current_thread() is threading.main_thread()
-
-
 def _pool_context(start_method: str | None) -> multiprocessing.context.BaseContext:
     """The start method for the worker pool.
 
@@ -469,7 +461,7 @@ def _pool_context(start_method: str | None) -> multiprocessing.context.BaseConte
     """
     methods = multiprocessing.get_all_start_methods()
     if start_method is None:
-        if "fork" in methods and "forkserver" in methods and _single_threaded():
+        if can_fork():
             start_method = "fork"
         else:
             start_method = "forkserver" if "forkserver" in methods else "spawn"

@@ -2,7 +2,7 @@
 
 Shape of a run (one process per core does the heavy lifting)::
 
-    main process                         worker processes (forkserver)
+    main process                         worker processes (fork / forkserver)
     ------------                         ------------------------
     iter_key_chunks (keys only) ──task──> fetch_releases(chunk)   (extract: rows -> records)
       at most `workers` chunks            ern.build(release)      (transform: records -> bytes)
@@ -63,6 +63,7 @@ from .errors import (
     TransientError,
 )
 from .load import FileLoader, Loader, Output, Written, loader_for, new_batch_id, release_identifier
+from .procs import can_fork
 from .progress import Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
 
 log = logging.getLogger("ddex_etl.pipeline")
@@ -430,10 +431,20 @@ def _watch_main(main_alive: Any) -> None:
 
 
 def _mp_context() -> Any:
-    """Fork server where available: one process imports the worker's modules once and forks
-    each worker from it (fast start, shared pages, no threads or connections inherited);
-    spawn elsewhere. Scripts that call ``run`` need the usual ``if __name__ == "__main__":``.
+    """How worker processes start.
+
+    ``fork`` while this process runs a single Python thread (Linux): a worker
+    is running within milliseconds, with every module the main process
+    already imported, and none of the main process's database connections
+    are open yet (the pool starts before any). Otherwise the fork server: it
+    imports the worker's modules once and forks each worker from a clean,
+    single-threaded process (a fork of a threaded process could inherit a lock
+    held by another thread, forever). ``spawn`` where neither exists. Scripts
+    that call ``run`` need the usual ``if __name__ == "__main__":`` guard for
+    the last two.
     """
+    if can_fork():
+        return mp.get_context("fork")
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(list(_WORKER_MODULES))
@@ -444,8 +455,15 @@ def _mp_context() -> Any:
 _WORKER_MODULES = ("ddex_etl.pipeline", "ddex_etl.ern", "ddex_etl.extract")
 
 
-def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any, main_alive: Any) -> None:
-    """Worker process: fetch, build and (files) write one chunk at a time until told to stop."""
+def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any, main_alive: Any, inherited: Any = None) -> None:
+    """Worker process: fetch, build and (files) write one chunk at a time until told to stop.
+
+    ``inherited``: under ``fork``, the main process's write end of the
+    ``main_alive`` pipe, which the fork copied; closed first thing, or the
+    pipe would never read EOF.
+    """
+    if inherited is not None:
+        inherited.close()
     # The parent coordinates Ctrl-C / SIGTERM; a worker finishes or is killed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -765,7 +783,8 @@ class _Pool:
     """The worker processes of one run and their bounded queues.
 
     Started first thing (before migrations, the lock and the count query) so
-    the fork server's imports overlap the main process's setup.
+    the workers' start-up (imports, first connection) overlaps the main
+    process's setup, and no connection of the main process exists to be forked.
     """
 
     def __init__(self, url: str, cfg: Config, workers: int) -> None:
@@ -775,6 +794,7 @@ class _Pool:
         self.results = ctx.Queue()
         # Workers watch the read end; the write end never leaves this process.
         self._alive_r, self._alive_w = ctx.Pipe(duplex=False)
+        forked = ctx.get_start_method() == "fork"
         spec = _WorkerSpec(
             url=url,
             cfg=cfg,
@@ -787,7 +807,7 @@ class _Pool:
         for i in range(workers):
             p = ctx.Process(
                 target=_worker_main,
-                args=(spec, self.tasks, self.results, self._alive_r),
+                args=(spec, self.tasks, self.results, self._alive_r, self._alive_w if forked else None),
                 name=f"etl-worker-{i}",
                 daemon=True,
             )
