@@ -11,6 +11,7 @@ Nothing printed here ever shows a password: URLs go through ``mask_url``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -783,5 +784,29 @@ def main(argv: Iterable[str] | None = None) -> NoReturn:
     # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI,
     # containers): harmless, and noise in a scheduler's log.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    cli.main(args=list(argv) if argv is not None else None, prog_name="etl")
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="etl")
+    except KeyboardInterrupt:
+        # A Ctrl-C that lands after the command's own handling (the second of
+        # two, say): the run is marked interrupted by then.
+        exit_process(ExitCode.INTERRUPTED)
+    except SystemExit as done:
+        exit_process(done.code if isinstance(done.code, int) else ExitCode.FAILED if done.code else 0)
     sys.exit(0)  # pragma: no cover - click's standalone mode always exits
+
+
+def exit_process(code: int) -> NoReturn:
+    """Exit with ``code``; an interrupted run leaves at once.
+
+    After an interrupt the run is already marked interrupted in the database,
+    and interpreter shutdown would reset the signal handlers to the default
+    first: a second Ctrl-C landing then would kill the process by SIGINT
+    instead of giving the documented exit code. So that exit skips shutdown
+    (output flushed first).
+    """
+    if code == ExitCode.INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

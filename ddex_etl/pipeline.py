@@ -922,7 +922,7 @@ class _Runner:
         # Second signal: exit now, best effort to leave the run marked interrupted.
         self.pool.kill()
         with contextlib.suppress(Exception):
-            _mark_interrupted_now(self.url, self.schema, self.run.id)
+            _mark_interrupted_now(self.url, self.schema, self.run.id, _OWN_BACKENDS)
         os._exit(ExitCode.INTERRUPTED)
 
     def _install_signals(self) -> None:
@@ -963,6 +963,15 @@ class _Runner:
             self.reporter.stop()
             self.pool.stop(graceful=graceful)
         report = self._close(status, error)
+        if self.signals and self._old_handlers:
+            # Stopped by Ctrl-C / SIGTERM: the run is marked interrupted now, so
+            # another one (the "second Ctrl-C", landing while the caller is on
+            # its way out) exits at once with the interrupted code, as it would
+            # have during the run, instead of raising into the caller's exit.
+            for sig in self._old_handlers:
+                with contextlib.suppress(Exception):
+                    signal.signal(sig, _exit_interrupted)
+            self._old_handlers.clear()
         self._restore_signals()
         if status == "interrupted":
             raise _attach(InterruptedRun(
@@ -1268,24 +1277,58 @@ class _Runner:
         )
 
 
+def _exit_interrupted(signum: int, frame: Any) -> None:
+    os._exit(ExitCode.INTERRUPTED)
+
+
 def _attach(exc: EtlError, report: RunReport) -> EtlError:
     """Errors leaving a run carry its report (the CLI can print the summary too)."""
     exc.report = report  # type: ignore[attr-defined]
     return exc
 
 
-def _mark_interrupted_now(url: str, schema: str, run_id: int) -> None:
-    """From a signal handler: a fresh short-lived connection, two-second limits."""
+def _mark_interrupted_now(url: str, schema: str, run_id: int, own_backends: set[int] | frozenset[int] = frozenset()) -> None:
+    """From a signal handler: a fresh short-lived connection, short limits.
+
+    The signal may have stopped this process in the middle of a transaction
+    that holds the run's row (a chunk's commit): the update would then wait on
+    this very process. So it waits half a second at most, and then ends this
+    process's own sessions (``own_backends``; the process is exiting, their
+    transactions roll back and are redone on resume) and tries again.
+    """
     import psycopg
     from sqlalchemy.engine import make_url
 
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, connect_timeout=2, autocommit=True, options="-c statement_timeout=2000") as conn:
-        conn.execute(
-            f"UPDATE {state._t(schema, 'runs')} SET status = 'interrupted', finished_at = now(), "
-            "error = 'interrupted (second signal)' WHERE id = %s AND status = 'running'",
-            (run_id,),
-        )
+    update = (
+        f"UPDATE {state._t(schema, 'runs')} SET status = 'interrupted', finished_at = now(), "
+        "error = 'interrupted (second signal)' WHERE id = %s AND status = 'running'"
+    )
+    with psycopg.connect(libpq, connect_timeout=2, autocommit=True, options="-c statement_timeout=2000 -c lock_timeout=500") as conn:
+        try:
+            conn.execute(update, (run_id,))
+            return
+        except psycopg.errors.LockNotAvailable:
+            if not own_backends:
+                raise
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (sorted(own_backends),))
+        conn.execute(update, (run_id,))
+
+
+def _track_backends(engine: Engine, into: set[int]) -> None:
+    """Keep ``into`` = the server pids of ``engine``'s open connections (see ``_mark_interrupted_now``)."""
+
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
+        with contextlib.suppress(Exception):
+            into.add(int(dbapi_conn.info.backend_pid))
+
+    def on_close(dbapi_conn: Any, *record: Any) -> None:
+        with contextlib.suppress(Exception):
+            into.discard(int(dbapi_conn.info.backend_pid))
+
+    sa.event.listen(engine, "connect", on_connect)
+    sa.event.listen(engine, "close", on_close)
+    sa.event.listen(engine, "close_detached", on_close)
 
 
 # --------------------------------------------------------------------------- public API
@@ -1391,9 +1434,15 @@ def _retry_source(engine: Engine, cfg: Config, source_run_id: int) -> Callable[[
     return source
 
 
+# Server pids of the main process's sessions (the job lock's among them).
+_OWN_BACKENDS: set[int] = set()
+
+
 def _open(cfg: Config) -> tuple[Engine, str]:
     url = database_url(cfg)
-    return make_engine(url, pool_size=cfg.database.pool_size), url
+    engine = make_engine(url, pool_size=cfg.database.pool_size)
+    _track_backends(engine, _OWN_BACKENDS)
+    return engine, url
 
 
 def _execute_run(

@@ -39,13 +39,15 @@ from ddex_etl import pipeline
 from ddex_etl.config import load_config
 from ddex_etl.errors import EtlError
 
+from ddex_etl.cli import exit_process
+
 cfg = load_config(sys.argv[1], env={})
 try:
     report = pipeline.run(cfg, progress=False)
 except EtlError as exc:
     print(exc, file=sys.stderr)
-    sys.exit(exc.exit_code)
-sys.exit(report.exit_code)
+    exit_process(exc.exit_code)  # as `etl run` exits
+exit_process(report.exit_code)
 """
 
 

@@ -139,3 +139,33 @@ def test_delivered_checksums_are_upserted_per_job(engine: sa.Engine) -> None:
             "SELECT release_id, kind FROM ddex_etl.delivered WHERE job = 'nightly'"
         )).all())
         assert kinds == {1: "NewReleaseMessage", 3: "TakedownMessage"}
+
+
+def test_second_signal_marks_the_run_even_while_this_process_holds_its_row(engine: sa.Engine, db_url: str) -> None:
+    """A second Ctrl-C can land mid-commit, while this process's own transaction locks the run row.
+
+    The mark must not wait on its own process: it ends the process's sessions and marks the run.
+    """
+    from ddex_etl import pipeline
+
+    state.upgrade(engine, "ddex_etl")
+    with engine.begin() as conn:
+        run = state.create_run(
+            conn, "ddex_etl", job="j", mode="full", extract_mode="keyset", fingerprint="f",
+            target="table", layout=None, output="ddex_etl.documents",
+        )
+    own: set[int] = set()
+    mine = make_engine(db_url, pool_size=1)
+    pipeline._track_backends(mine, own)
+    try:
+        held = mine.connect()
+        held.execute(sa.text("UPDATE ddex_etl.runs SET built = 1 WHERE id = :id"), {"id": run.id})  # row locked, not committed
+        assert len(own) == 1
+        pipeline._mark_interrupted_now(db_url, "ddex_etl", run.id, own)
+        with engine.connect() as conn:
+            status, built = conn.execute(sa.text("SELECT status, built FROM ddex_etl.runs WHERE id = :id"), {"id": run.id}).one()
+        assert (status, built) == ("interrupted", 0)  # the held transaction was rolled back, not committed
+        with pytest.raises(sa.exc.OperationalError):
+            held.execute(sa.text("SELECT 1"))  # its session was ended
+    finally:
+        mine.dispose()
