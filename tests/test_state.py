@@ -29,6 +29,11 @@ def _tables(engine: sa.Engine, schema: str) -> set[str]:
 STATE_TABLES = {"alembic_version", "runs", "checkpoints", "rejected_releases", "documents", "delivered"}
 
 
+def test_the_head_constant_is_alembics_head() -> None:
+    # ensure_current compares with state.HEAD; a new migration must move it too.
+    assert state.HEAD == state.head()
+
+
 @pytest.mark.parametrize("schema", ["ddex_etl", "etl_state_2"])
 def test_upgrade_creates_the_tables_in_their_own_schema(engine: sa.Engine, schema: str) -> None:
     assert state.current(engine, schema) is None
