@@ -996,32 +996,43 @@ class _Runner:
         dispatched = self.cp.chunks_done
         keys = self._keys(self.cp)
         exhausted = False
-        last_dispatched: _Task | None = None
+        last_paged: _Task | None = None
+        # The next chunk's keys, paged while the workers are busy so that a
+        # free worker gets its next chunk without waiting for that query.
+        # Paged is not handed out: only dispatched chunks count against the cap.
+        ahead: _Task | None = None
         last_beat = time.monotonic()
         drain_deadline: float | None = None
         run_cfg = self.cfg.run
 
+        def page() -> _Task | None:
+            nonlocal keys, last_paged
+
+            def next_task() -> _Task | None:
+                nonlocal keys
+                try:
+                    return self._next_key_chunk(keys)
+                except TransientError:
+                    # The pager is dead; the retry re-opens it after the last chunk it gave.
+                    keys = self._keys_after(last_paged)
+                    raise
+
+            task = with_retries(
+                next_task,
+                what="paging release keys",
+                max_retries=run_cfg.max_retries,
+                delay=run_cfg.retry_delay,
+            )
+            if task is not None:
+                last_paged = task
+            return task
+
         while True:
             if self.signals and drain_deadline is None:
                 drain_deadline = time.monotonic() + DRAIN_SECONDS
-            # Fill: keys are cheap, so page them only when a worker slot is free.
+            # Fill every free worker slot.
             while not self.signals and not exhausted and len(in_flight) < cap:
-
-                def next_task() -> _Task | None:
-                    nonlocal keys
-                    try:
-                        return self._next_key_chunk(keys)
-                    except TransientError:
-                        # The pager is dead; the retry re-opens it after the last chunk handed out.
-                        keys = self._keys_after(last_dispatched)
-                        raise
-
-                task = with_retries(
-                    next_task,
-                    what="paging release keys",
-                    max_retries=run_cfg.max_retries,
-                    delay=run_cfg.retry_delay,
-                )
+                task, ahead = (ahead, None) if ahead is not None else (page(), None)
                 if task is None:
                     exhausted = True
                     break
@@ -1034,12 +1045,25 @@ class _Runner:
                 )
                 tasks.put(task)
                 in_flight[task.number] = task
-                last_dispatched = task
             if not in_flight:
                 return exhausted or not self.signals
             if drain_deadline is not None and time.monotonic() > drain_deadline:
                 log.warning("abandoning %d chunk(s) in hand; they are redone on resume", len(in_flight))
                 return False
+            if next_commit in pending:
+                # One chunk at a time, refilling in between: the worker that
+                # is waiting gets its next chunk before the next commit.
+                result = pending.pop(next_commit)
+                task = in_flight.pop(next_commit)
+                self._commit(task, result)
+                next_commit += 1
+                last_beat = time.monotonic()
+                self._check_thresholds(result)
+                self.reporter.update(self._seen(), self.rejected)
+                continue
+            if ahead is None and not exhausted and not self.signals:
+                ahead = page()
+                exhausted = ahead is None
             try:
                 msg = results.get(timeout=0.5)
             except queue.Empty:
@@ -1053,14 +1077,6 @@ class _Runner:
                 raise self._worker_failed(msg)
             self.worker_rss[msg.pid] = max(self.worker_rss.get(msg.pid, 0.0), msg.peak_rss_mb)
             pending[msg.number] = msg
-            while next_commit in pending:
-                result = pending.pop(next_commit)
-                task = in_flight.pop(next_commit)
-                self._commit(task, result)
-                next_commit += 1
-                last_beat = time.monotonic()
-                self._check_thresholds(result)
-            self.reporter.update(self._seen(), self.rejected)
 
     def _keys(self, cp: state.Checkpoint) -> Iterator[Any]:
         return self.key_source(cp)
