@@ -10,9 +10,16 @@ process, so the figures are the run's own (seeding memory is not counted).
 Prints releases/s end to end, the COPY baseline in the same session, and peak
 memory (main process + every worker's peak RSS), then where the CPU went: each
 worker stage's CPU time, the main process, the whole machine, and what creating
-one file costs in the output folder (on some filesystems that alone is a large
-share: 150-550 us per file was measured in /tmp on the development VM, 5-20 us
-on tmpfs). Drops the database afterwards.
+one file costs in the output folder, probed before the run.
+
+On ext4 mounted without a journal (the development VM's disk), creating a file right
+after many were deleted is slow: the kernel skips every inode freed in the
+last half minute or so, reading each one (its recently_deleted check; seen
+with perf). There a file cost 470-700 us of CPU after an earlier benchmark's
+output had just been removed, against 30-40 us on a settled disk and 5-20 us
+on tmpfs. So the probe keeps its files until the end, the output goes into a
+folder of its own, and the probe line says when the figure is in that state;
+with --keep nothing is deleted at all. Drops the database afterwards.
 """
 from __future__ import annotations
 
@@ -80,21 +87,15 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
-def file_creation_cost(folder: Path, n: int = 300) -> float:
-    """CPU microseconds to create one small file in ``folder`` (the filesystem's share of every document)."""
-    probe = Path(tempfile.mkdtemp(prefix="etl-bench-probe-", dir=folder))
+def file_creation_cost(probe: Path, n: int = 300) -> float:
+    """CPU microseconds to create one 30 kB file in the empty folder ``probe`` (kept: see below)."""
     data = b"x" * 30_000
-    try:
-        c0 = time.process_time()
-        for i in range(n):
-            fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, data)
-            os.close(fd)
-        return 1e6 * (time.process_time() - c0) / n
-    finally:
-        import shutil
-
-        shutil.rmtree(probe, ignore_errors=True)
+    c0 = time.process_time()
+    for i in range(n):
+        fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+    return 1e6 * (time.process_time() - c0) / n
 
 
 def main() -> None:
@@ -118,7 +119,10 @@ def main() -> None:
     with psycopg.connect(_libpq(admin), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    out = Path(tempfile.mkdtemp(prefix="etl-bench-out-", dir=args.out))
+    work = Path(tempfile.mkdtemp(prefix="etl-bench-", dir=args.out))
+    out, probe = work / "out", work / "probe"
+    out.mkdir()
+    probe.mkdir()
     try:
         engine = make_engine(url, pool_size=2)
         t0 = time.perf_counter()
@@ -134,7 +138,9 @@ def main() -> None:
             "url": url, "chunk_size": args.chunk_size, "mode": args.mode, "target": args.target,
             "layout": args.layout, "out": str(out), "workers": args.workers,
         }
-        create_us = file_creation_cost(out)
+        # The probe's files stay until the end: deleting them now would slow the
+        # run's own file creation (see the module text).
+        create_us = file_creation_cost(probe)
         busy0, total0 = machine_cpu()
         proc = subprocess.run(
             [sys.executable, "-c", RUNNER, json.dumps(spec)], capture_output=True, text=True, cwd=REPO
@@ -171,6 +177,10 @@ def main() -> None:
         print(f"main process CPU  {report.get('main_cpu_seconds', 0):.1f} s (keys, commits, progress; includes start-up)")
         print(f"output folder     creating one 30 kB file there costs {create_us:,.0f} us of CPU (probe before the run; "
               "the filesystem's share of every document)")
+        if create_us > 100:
+            print("                  that is slow: on ext4 without a journal, files deleted in the last minute or so "
+                  "(an earlier benchmark's output, say) make every new file skip past their inodes; "
+                  "wait a minute and run again")
         if total1 > total0:
             print(f"machine CPU       {100 * (busy1 - busy0) / (total1 - total0):.0f}% busy during the run "
                   f"({busy1 - busy0:.1f} CPU s over {os.cpu_count()} cores: workers, main, PostgreSQL and anything else)")
@@ -179,7 +189,7 @@ def main() -> None:
         if not args.keep:
             import shutil
 
-            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
             with psycopg.connect(_libpq(admin), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
