@@ -13,11 +13,11 @@ worker stage's CPU time, the main process, the whole machine, and what creating
 one file costs in the output folder, probed before the run.
 
 On ext4 mounted without a journal (the development VM's disk), creating a file right
-after many were deleted is slow: the kernel skips every inode freed in the
-last half minute or so, reading each one (its recently_deleted check; seen
-with perf). There a file cost 470-700 us of CPU after an earlier benchmark's
-output had just been removed, against 30-40 us on a settled disk and 5-20 us
-on tmpfs. So the probe keeps its files until the end, the output goes into a
+after many were deleted is slow: the kernel skips the inodes freed recently,
+reading each one (its recently_deleted check; seen with perf), for seconds
+to minutes. There a file cost 135-700 us of CPU after an earlier benchmark's
+output had been removed, against 30-40 us on a settled disk and 5-20 us on
+tmpfs. So the probe keeps its files until the end, the output goes into a
 folder of its own, and the probe line says when the figure is in that state;
 with --keep nothing is deleted at all. Drops the database afterwards.
 """
