@@ -19,17 +19,16 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 
-from . import records
+from . import data_dir, records
 from .errors import ReleaseDataError, TerminalError
 from .models import Contributor, Deal, Label, Release, Track
 
-CHUNK_SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "chunk"
+CHUNK_SQL_DIR = data_dir("sql") / "chunk"
 PIECES = ("releases", "tracks", "release_artists", "artists", "deals")
 
 

@@ -36,13 +36,13 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.string import TextLoader
 
-from . import catalog_read, records
+from . import catalog_read, data_dir, records
 from .config import ExtractConfig
 from .db import map_db_error
 from .errors import EtlError, ReleaseDataError, TerminalError
 from .models import Release
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = data_dir("sql")
 KEYS_SQL = SQL_DIR / "release_keys.sql"
 KEYS_OFFSET_SQL = SQL_DIR / "release_keys_offset.sql"
 ROWS_SQL = SQL_DIR / "release_rows.sql"

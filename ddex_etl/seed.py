@@ -23,15 +23,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 
+from . import data_dir
 from .db import map_db_error
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = data_dir("sql")
 CATALOG_SQL = SQL_DIR / "catalog.sql"
 
 # Load order; TRUNCATE uses the reverse.

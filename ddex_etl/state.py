@@ -30,8 +30,8 @@ STAGES = ("extract", "transform", "load")
 
 
 def migrations_dir() -> Path:
-    """The repository's ``migrations/`` folder (next to the package)."""
-    return Path(ddex_etl.__file__).resolve().parent.parent / "migrations"
+    """The repository's ``migrations/`` folder (or the wheel's copy of it)."""
+    return ddex_etl.data_dir("migrations")
 
 
 def _alembic_config(connection: Connection, schema: str) -> Any:
