@@ -144,6 +144,13 @@ def test_delivered_checksums_are_upserted_per_job(engine: sa.Engine) -> None:
             "SELECT release_id, kind FROM ddex_etl.delivered WHERE job = 'nightly'"
         )).all())
         assert kinds == {1: "NewReleaseMessage", 3: "TakedownMessage"}
+        # Values an array literal would misread (NULL, commas, quotes, braces) are sent quoted.
+        odd = [(7, "NULL", "a,b"), (8, 'say "hi"', "{x}"), (9, "null", "back\\slash")]
+        state.record_delivered(conn, s, "odd", run.id, odd)
+        got = conn.execute(sa.text(
+            "SELECT release_id, checksum, kind FROM ddex_etl.delivered WHERE job = 'odd' ORDER BY 1"
+        )).all()
+        assert [tuple(r) for r in got] == odd
 
 
 def test_second_signal_marks_the_run_even_while_this_process_holds_its_row(engine: sa.Engine, db_url: str) -> None:
