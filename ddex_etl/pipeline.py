@@ -8,13 +8,17 @@ Shape of a run (one process per core does the heavy lifting)::
       at most `workers` chunks            ern.build(release)      (transform: records -> bytes)
       in flight                           files: write atomically (load, in the worker)
     <──────────── result: documents (table) or names + checksums (files), rejects
-    commit results IN CHUNK ORDER: table rows + rejects + checkpoint in ONE transaction;
-    for files the checkpoint advances only after the chunk's files are durable.
+    commit each result as it arrives: table rows + rejects + checkpoint in ONE
+    transaction; for files, only once the chunk's files are durable.
 
 The checkpoint is the last contiguous chunk fully loaded (keyset: its last key;
-offset: the next offset). At most ``workers`` chunks are ever handed out beyond
-it, so a resume after a crash redoes at most one chunk per worker; redone work
-is idempotent (upsert by release id, atomic replace of identical bytes).
+offset: the next offset) plus the chunks loaded ahead of it: a worker that
+finishes chunk N+1 before another finishes chunk N gets its next chunk at once
+instead of waiting, and when N is loaded the checkpoint joins up with N+1. At
+most ``workers`` chunks are ever handed out and not yet loaded, so a resume
+after a crash redoes at most one chunk per worker: it pages again from the
+contiguous point and leaves out the ids of the chunks loaded ahead. Redone
+work is idempotent (upsert by release id, atomic replace of identical bytes).
 
 A worker process calls extract and then the builder: the modules stay separate
 (extract knows no XML, the builder no database), only the process that runs
@@ -604,6 +608,18 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     )
 
 
+def _ahead_entry(task: _Task) -> dict[str, Any]:
+    """How the checkpoint remembers a chunk loaded ahead of it (see ``state.Checkpoint``)."""
+    ids = task.release_ids
+    return {
+        "n": task.number,
+        "lo": ids[0] if ids else None,
+        "hi": ids[-1] if ids else None,
+        "key": task.last_key,
+        "off": task.next_offset,
+    }
+
+
 def is_takedown(release: Any, ended_before: dt.date | None) -> bool:
     """True when ``release`` should be withdrawn: deleted, or every deal ended before ``ended_before``."""
     if getattr(release, "deleted_at", None) is not None:
@@ -870,6 +886,8 @@ class _Runner:
         self.lock = lock
         self.run = run
         self.cp = checkpoint
+        # Id ranges an earlier attempt loaded ahead of its checkpoint: not built again.
+        self.skip: list[list[int]] = [list(r) for r in checkpoint.skip]
         self.loader = loader
         self.reporter = reporter
         self.resumed = resumed
@@ -994,6 +1012,7 @@ class _Runner:
         pending: dict[int, _ChunkResult] = {}
         next_commit = self.cp.chunks_done
         dispatched = self.cp.chunks_done
+        loaded_ahead: dict[int, _Task] = {}  # chunks loaded beyond next_commit, by number
         keys = self._keys(self.cp)
         exhausted = False
         last_paged: _Task | None = None
@@ -1050,13 +1069,35 @@ class _Runner:
             if drain_deadline is not None and time.monotonic() > drain_deadline:
                 log.warning("abandoning %d chunk(s) in hand; they are redone on resume", len(in_flight))
                 return False
-            if next_commit in pending:
+            if pending:
                 # One chunk at a time, refilling in between: the worker that
                 # is waiting gets its next chunk before the next commit.
-                result = pending.pop(next_commit)
-                task = in_flight.pop(next_commit)
-                self._commit(task, result)
-                next_commit += 1
+                number = min(pending)
+                result = pending.pop(number)
+                task = in_flight[number]
+                if number == next_commit:
+                    # Contiguous: the checkpoint moves past it and past every
+                    # chunk already loaded ahead that it now joins up with.
+                    through, n = task, number + 1
+                    while n in loaded_ahead:
+                        through, n = loaded_ahead[n], n + 1
+                    joined = n > number + 1
+                    left = [_ahead_entry(t) for k, t in sorted(loaded_ahead.items()) if k >= n] if joined else None
+                    skip = self.skip
+                    if skip and through.last_key is not None:
+                        skip = [r for r in skip if r[1] > through.last_key]
+                    self._commit(task, result, through, left, skip if skip != self.skip else None)
+                    for k in range(number + 1, n):
+                        del loaded_ahead[k]
+                    self.skip = skip
+                    next_commit = n
+                else:
+                    # A later chunk finished first: load it now and record it
+                    # as loaded ahead, so its worker can take the next chunk
+                    # instead of waiting for the slower one.
+                    self._commit(task, result)
+                    loaded_ahead[number] = task
+                del in_flight[number]
                 last_beat = time.monotonic()
                 self._check_thresholds(result)
                 self.reporter.update(self._seen(), self.rejected)
@@ -1103,6 +1144,9 @@ class _Runner:
         ids = tuple(int(i) for i in kc.release_ids)
         if not ids:
             return None
+        if self.skip:
+            # The chunk still passes through the checkpoint, possibly empty.
+            ids = tuple(i for i in ids if not any(lo <= i <= hi for lo, hi in self.skip))
         return _Task(
             number=int(kc.number),
             release_ids=ids,
@@ -1150,9 +1194,29 @@ class _Runner:
             delay=self.cfg.run.retry_delay,
         )
 
-    def _commit(self, task: _Task, result: _ChunkResult) -> None:
-        """One transaction: table rows (if any), rejects, checkpoint, counts."""
+    def _commit(
+        self,
+        task: _Task,
+        result: _ChunkResult,
+        through: _Task | None = None,
+        ahead: list[dict[str, Any]] | None = None,
+        skip: list[list[int]] | None = None,
+    ) -> None:
+        """One transaction: table rows (if any), rejects, delivered checksums, checkpoint, counts.
+
+        ``through``: the checkpoint moves to the end of that chunk (``task``
+        itself or a chunk loaded ahead that ``task`` joins up with), and
+        ``ahead``/``skip`` replace those lists when given. Without it ``task``
+        is recorded as loaded ahead of the checkpoint.
+        """
         retry_source = self.run.source_run_id if self.run.mode == "retry" else None
+        counts = {
+            "built": result.built,
+            "rejected": len(result.rejects),
+            "skipped": result.skipped,
+            "takedowns": result.takedowns,
+            "unchanged": result.unchanged,
+        }
 
         def tx() -> None:
             with self.engine.begin() as conn:
@@ -1167,19 +1231,20 @@ class _Runner:
                 else:
                     state.record_rejects(conn, self.schema, self.run.id, result.rejects)
                 state.record_delivered(conn, self.schema, self.run.job, self.run.id, result.delivered)
-                state.advance(
-                    conn,
-                    self.schema,
-                    self.run.id,
-                    last_key=task.last_key,
-                    next_offset=task.next_offset,
-                    chunks_done=task.number + 1,
-                    built=result.built,
-                    rejected=len(result.rejects),
-                    skipped=result.skipped,
-                    takedowns=result.takedowns,
-                    unchanged=result.unchanged,
-                )
+                if through is None:
+                    state.record_ahead(conn, self.schema, self.run.id, _ahead_entry(task), **counts)
+                else:
+                    state.advance(
+                        conn,
+                        self.schema,
+                        self.run.id,
+                        last_key=through.last_key,
+                        next_offset=through.next_offset,
+                        chunks_done=through.number + 1,
+                        ahead=ahead,
+                        skip=skip,
+                        **counts,
+                    )
 
         with_retries(
             tx,
@@ -1551,8 +1616,11 @@ def _execute_run(
         with engine.begin() as conn:
             if existing is not None:
                 assert cp is not None
-                redone = max(0, cp.chunks_dispatched - cp.chunks_done)
+                # Handed out, not loaded: neither in the contiguous part nor loaded ahead.
+                redone = max(0, cp.chunks_dispatched - cp.chunks_done - len(cp.ahead))
                 run = state.reopen_run(conn, schema, existing.id, pid=os.getpid(), host=_host(), redone=redone)
+                state.carry_ahead(conn, schema, run.id)
+                cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = True
             else:
                 run = state.create_run(

@@ -114,7 +114,7 @@ def _current(conn: Connection, schema: str) -> str | None:
 # The newest revision under migrations/versions. Every run compares the
 # schema with it; asking alembic instead costs ~0.1 s of imports and script
 # parsing per run. tests/test_state.py checks it against alembic's head.
-HEAD = "0002"
+HEAD = "0003"
 
 
 def head() -> str:
@@ -176,7 +176,13 @@ class RunRow:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where a run stands: everything up to and including ``chunks_done`` chunks is loaded."""
+    """Where a run stands: the first ``chunks_done`` chunks are loaded, and so are the chunks in ``ahead``.
+
+    ``ahead``: chunks of the current attempt loaded beyond that contiguous
+    point, each ``{"n": number, "lo": first id, "hi": last id, "key": last key,
+    "off": next offset}``. ``skip``: ``[lo, hi]`` id ranges that an earlier
+    attempt loaded that way; a resume filters their ids out of its chunks.
+    """
 
     run_id: int
     last_key: int | None
@@ -184,6 +190,8 @@ class Checkpoint:
     chunks_done: int
     chunks_dispatched: int
     updated_at: dt.datetime | None = None
+    ahead: list[dict[str, Any]] = field(default_factory=list)
+    skip: list[list[int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -421,17 +429,75 @@ def advance(
     skipped: int = 0,
     takedowns: int = 0,
     unchanged: int = 0,
+    ahead: list[dict[str, Any]] | None = None,
+    skip: list[list[int]] | None = None,
 ) -> None:
-    """Move the checkpoint past one more chunk and add its counts (in the chunk's transaction)."""
+    """Move the checkpoint to ``chunks_done`` chunks and add one chunk's counts (in the chunk's transaction).
+
+    ``ahead`` and ``skip``, when given, replace those lists (chunks loaded
+    ahead that the checkpoint has now caught up with leave them).
+    """
     conn.execute(
         sa.text(
             f"""UPDATE {_t(schema, 'checkpoints')}
             SET last_key = :k, next_offset = :o, chunks_done = :n,
-                chunks_dispatched = GREATEST(chunks_dispatched, :n), updated_at = now()
+                chunks_dispatched = GREATEST(chunks_dispatched, :n), updated_at = now(),
+                ahead = COALESCE(CAST(:ahead AS jsonb), ahead), skip = COALESCE(CAST(:skip AS jsonb), skip)
             WHERE run_id = :r"""
         ),
-        {"k": last_key, "o": next_offset, "n": chunks_done, "r": run_id},
+        {
+            "k": last_key, "o": next_offset, "n": chunks_done, "r": run_id,
+            "ahead": None if ahead is None else json.dumps(ahead),
+            "skip": None if skip is None else json.dumps(skip),
+        },
     )
+    _add_counts(conn, schema, run_id, built, rejected, skipped, takedowns, unchanged)
+
+
+def record_ahead(
+    conn: Connection,
+    schema: str,
+    run_id: int,
+    entry: dict[str, Any],
+    *,
+    built: int,
+    rejected: int,
+    skipped: int = 0,
+    takedowns: int = 0,
+    unchanged: int = 0,
+) -> None:
+    """Record a chunk loaded beyond the contiguous checkpoint, with its counts (in the chunk's transaction)."""
+    conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'checkpoints')}
+            SET ahead = ahead || jsonb_build_array(CAST(:e AS jsonb)), updated_at = now()
+            WHERE run_id = :r"""
+        ),
+        {"e": json.dumps(entry), "r": run_id},
+    )
+    _add_counts(conn, schema, run_id, built, rejected, skipped, takedowns, unchanged)
+
+
+def carry_ahead(conn: Connection, schema: str, run_id: int) -> None:
+    """On resume: the previous attempt's chunks loaded ahead become id ranges to skip."""
+    conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'checkpoints')}
+            SET skip = skip || COALESCE((
+                    SELECT jsonb_agg(jsonb_build_array(e -> 'lo', e -> 'hi'))
+                    FROM jsonb_array_elements(ahead) AS e
+                    WHERE e ->> 'lo' IS NOT NULL
+                ), '[]'::jsonb),
+                ahead = '[]'::jsonb
+            WHERE run_id = :r"""
+        ),
+        {"r": run_id},
+    )
+
+
+def _add_counts(
+    conn: Connection, schema: str, run_id: int, built: int, rejected: int, skipped: int, takedowns: int, unchanged: int
+) -> None:
     conn.execute(
         sa.text(
             f"""UPDATE {_t(schema, 'runs')}

@@ -1,6 +1,7 @@
 """The run pipeline against a real PostgreSQL: targets, modes, resume, locks, rejects."""
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,6 +281,66 @@ def test_keyset_resume_neither_skips_nor_repeats_after_catalog_changes(
             sa.text("SELECT count(*) FROM ddex_etl.documents WHERE release_id > :k"), {"k": cp.last_key}
         ).scalar()
     assert per_run == len([i for i in ids if i > cp.last_key and i not in (ids[120], gone_ahead)])
+
+
+def test_a_resume_leaves_chunks_loaded_ahead_of_the_checkpoint_alone(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """A kill can land while chunk 1 is still in a worker but chunk 2, finished first, is loaded.
+
+    The resume pages again from the contiguous checkpoint (after chunk 0) and
+    redoes chunk 1 and the chunk that was in the other worker, but not chunk 2.
+    """
+    cfg = make_cfg(db_url, tmp_path, load={"target": "table"})
+    first = pipeline.run(cfg, progress=False)
+    reference = table_docs(engine)
+    from ddex_etl import extract
+
+    chunks = [list(c.release_ids) for c in extract.iter_key_chunks(engine, cfg.extract)]
+    c0, c2 = chunks[0], chunks[2]
+    ahead = [{"n": 2, "lo": c2[0], "hi": c2[-1], "key": c2[-1], "off": 75}]
+    with engine.begin() as conn:
+        # The state such a kill leaves: chunks 0 and 2 loaded, chunks 1 and 3 handed out.
+        conn.execute(
+            sa.text("UPDATE ddex_etl.runs SET status = 'interrupted', built = :b WHERE id = :r"),
+            {"b": len(c0) + len(c2), "r": first.run_id},
+        )
+        conn.execute(
+            sa.text(
+                """UPDATE ddex_etl.checkpoints SET last_key = :k, next_offset = :o, chunks_done = 1,
+                chunks_dispatched = 4, ahead = CAST(:a AS jsonb) WHERE run_id = :r"""
+            ),
+            {"k": c0[-1], "o": len(c0), "a": json.dumps(ahead), "r": first.run_id},
+        )
+        loaded = c0 + c2
+        conn.execute(sa.text("DELETE FROM ddex_etl.documents WHERE NOT release_id = ANY(:ids)"), {"ids": loaded})
+        # Chunk 2's documents get a marker: building them again would overwrite it.
+        conn.execute(
+            sa.text("UPDATE ddex_etl.documents SET document = 'loaded ahead' WHERE release_id = ANY(:ids)"), {"ids": c2}
+        )
+
+    done = pipeline.resume(cfg, first.run_id, progress=False)
+
+    docs = table_docs(engine)
+    assert set(docs) == set(reference)
+    assert {docs[i] for i in c2} == {b"loaded ahead"}
+    assert all(docs[i] == reference[i] for i in docs if i not in c2)
+    assert (done.status, done.built, done.chunks_redone) == ("succeeded", len(reference), 2)
+    with engine.connect() as conn:
+        cp = state.get_checkpoint(conn, "ddex_etl", first.run_id)
+    # the checkpoint caught up: nothing left ahead, no range left to skip
+    assert (cp.chunks_done, cp.ahead, cp.skip) == (len(chunks), [], [])
+
+
+def test_a_run_whose_chunks_finish_out_of_order_ends_with_a_whole_checkpoint(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    cfg = make_cfg(db_url, tmp_path, extract={"chunk_size": 5}, run={"workers": 3})
+    report = pipeline.run(cfg, progress=False)
+    assert report.built == len(catalog_ids(engine)) == len(tree(tmp_path / "out"))
+    with engine.connect() as conn:
+        cp = state.get_checkpoint(conn, "ddex_etl", report.run_id)
+    assert (cp.chunks_done, cp.chunks_dispatched, cp.ahead, cp.skip) == (-(-report.built // 5),) * 2 + ([], [])
 
 
 # ---------------------------------------------------------------- small parts

@@ -60,8 +60,19 @@ def test_downgrade_one_step_from_the_first_revision_empties_the_schema(engine: s
     assert state.current(engine, "ddex_etl") is None
 
 
-def test_downgrade_one_step_from_head_keeps_the_first_revision(engine: sa.Engine) -> None:
+def _columns(engine: sa.Engine, table: str) -> set[str]:
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(sa.text(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'ddex_etl' AND table_name = :t"
+        ), {"t": table})}
+
+
+def test_downgrade_step_by_step_from_head(engine: sa.Engine) -> None:
     state.upgrade(engine, "ddex_etl")
+    assert {"ahead", "skip"} <= _columns(engine, "checkpoints")
+    state.downgrade(engine, "ddex_etl")  # 0003 -> 0002: the out-of-order chunk lists go
+    assert state.current(engine, "ddex_etl") == "0002"
+    assert not {"ahead", "skip"} & _columns(engine, "checkpoints")
     state.downgrade(engine, "ddex_etl")  # 0002 -> 0001: the incremental-sync additions go
     assert state.current(engine, "ddex_etl") == "0001"
     assert _tables(engine, "ddex_etl") == STATE_TABLES - {"delivered"}
