@@ -791,7 +791,9 @@ def main(argv: Iterable[str] | None = None) -> NoReturn:
         # two, say): the run is marked interrupted by then.
         exit_process(ExitCode.INTERRUPTED)
     except SystemExit as done:
-        exit_process(done.code if isinstance(done.code, int) else ExitCode.FAILED if done.code else 0)
+        if done.code is None or isinstance(done.code, int):
+            exit_process(done.code or 0)
+        raise  # a message: the interpreter prints it
     sys.exit(0)  # pragma: no cover - click's standalone mode always exits
 
 

@@ -611,13 +611,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
 def _ahead_entry(task: _Task) -> dict[str, Any]:
     """How the checkpoint remembers a chunk loaded ahead of it (see ``state.Checkpoint``)."""
     ids = task.release_ids
-    return {
-        "n": task.number,
-        "lo": ids[0] if ids else None,
-        "hi": ids[-1] if ids else None,
-        "key": task.last_key,
-        "off": task.next_offset,
-    }
+    return {"n": task.number, "lo": ids[0] if ids else None, "hi": ids[-1] if ids else None}
 
 
 def is_takedown(release: Any, ended_before: dt.date | None) -> bool:
@@ -1019,7 +1013,7 @@ class _Runner:
         # The next chunk's keys, paged while the workers are busy so that a
         # free worker gets its next chunk without waiting for that query.
         # Paged is not handed out: only dispatched chunks count against the cap.
-        ahead: _Task | None = None
+        paged_next: _Task | None = None
         last_beat = time.monotonic()
         drain_deadline: float | None = None
         run_cfg = self.cfg.run
@@ -1051,7 +1045,7 @@ class _Runner:
                 drain_deadline = time.monotonic() + DRAIN_SECONDS
             # Fill every free worker slot.
             while not self.signals and not exhausted and len(in_flight) < cap:
-                task, ahead = (ahead, None) if ahead is not None else (page(), None)
+                task, paged_next = (paged_next, None) if paged_next is not None else (page(), None)
                 if task is None:
                     exhausted = True
                     break
@@ -1102,9 +1096,9 @@ class _Runner:
                 self._check_thresholds(result)
                 self.reporter.update(self._seen(), self.rejected)
                 continue
-            if ahead is None and not exhausted and not self.signals:
-                ahead = page()
-                exhausted = ahead is None
+            if paged_next is None and not exhausted and not self.signals:
+                paged_next = page()
+                exhausted = paged_next is None
             try:
                 msg = results.get(timeout=0.5)
             except queue.Empty:

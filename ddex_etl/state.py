@@ -179,9 +179,9 @@ class Checkpoint:
     """Where a run stands: the first ``chunks_done`` chunks are loaded, and so are the chunks in ``ahead``.
 
     ``ahead``: chunks of the current attempt loaded beyond that contiguous
-    point, each ``{"n": number, "lo": first id, "hi": last id, "key": last key,
-    "off": next offset}``. ``skip``: ``[lo, hi]`` id ranges that an earlier
-    attempt loaded that way; a resume filters their ids out of its chunks.
+    point, each ``{"n": number, "lo": first id, "hi": last id}``. ``skip``:
+    ``[lo, hi]`` id ranges that an earlier attempt loaded that way; a resume
+    filters their ids out of its chunks.
     """
 
     run_id: int

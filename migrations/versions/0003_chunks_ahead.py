@@ -23,9 +23,9 @@ def _schema() -> str:
 def upgrade() -> None:
     s = _schema()
     # ahead: chunks of the current attempt loaded beyond the contiguous
-    # checkpoint ({"n": number, "lo": first id, "hi": last id, "key": last key,
-    # "off": next offset}); skip: id ranges [lo, hi] an earlier attempt loaded
-    # that way, which a resume must not build again.
+    # checkpoint ({"n": number, "lo": first id, "hi": last id}); skip: id
+    # ranges [lo, hi] an earlier attempt loaded that way, which a resume must
+    # not build again.
     op.add_column(
         "checkpoints", sa.Column("ahead", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")), schema=s
     )
