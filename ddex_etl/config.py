@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import masking
 from .errors import ConfigError
 
 ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
@@ -164,6 +165,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         sections[name] = _build_section(name, cls, values, base, problems)
 
     cfg = Config(**sections, source=source)
+    # Before anything can print it: every later message hides this password verbatim.
+    masking.remember_url_password(cfg.database.url)
     _check(cfg, problems)
     if problems:
         raise ConfigError([_name_env_source(p, from_env) for p in problems])
@@ -302,21 +305,10 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"run.retry_delay: must be 0 or more, got {rn.retry_delay}")
 
 
-def mask_url(url: str | None) -> str:
-    """The URL with any password replaced by ***, safe to print or store."""
-    if not url:
-        return "(embedded PostgreSQL)"
-    # By text, not by parsing: a URL parser reads a password holding an unencoded "@"
-    # as a short password plus a host, and prints the password's tail as the host.
-    # Masking up to the last "@" hides it whole (masking too much is harmless).
-    masked = re.sub(r"^([^\s:/]+://[^\s:/@]*:)\S*@", r"\1***@", url)
-    # libpq also takes the password as a query parameter: ?password=...
-    return re.sub(r"(?i)([?&]password=)[^&#\s]*", r"\1***", masked)
-
-
-_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+# Kept here for callers that import them from the configuration layer.
+mask_url = masking.mask_url
 
 
 def mask_secrets(text: str) -> str:
-    """``text`` with the password of every URL in it masked (for messages and logs)."""
-    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+    """``text`` with every password masked (for messages and logs); see ``ddex_etl.masking``."""
+    return masking.mask_text(text) or ""

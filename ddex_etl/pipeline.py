@@ -39,7 +39,6 @@ import multiprocessing as mp
 import os
 import queue
 import random
-import re
 import signal
 import socket
 import sys
@@ -54,7 +53,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import state
-from .config import Config, mask_url
+from .config import Config
+from .masking import mask_text
 from .db import database_url, make_engine, map_db_error
 from .errors import (
     ConfigError,
@@ -260,14 +260,9 @@ class RunFailed(EtlError):
 
 # --------------------------------------------------------------------------- helpers
 
-_URL_LIKE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
 def mask(text: str | None) -> str | None:
-    """``text`` with every URL-like part password-masked (for logs, errors and the state tables)."""
-    if text is None:
-        return None
-    return _URL_LIKE.sub(lambda m: mask_url(m.group(0)), text)
+    """``text`` with every password masked (for logs, errors and the state tables)."""
+    return mask_text(text)
 
 
 def job_lock_key(job: str) -> int:
