@@ -78,6 +78,8 @@ T = TypeVar("T")
 # before abandoning them (they are redone on resume either way).
 DRAIN_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
+# Repairs (transform.repair) logged at WARNING per run before the rest go to INFO.
+REPAIRS_LOGGED = 50
 # How long to wait for PostgreSQL to drop the lock of a runner that died on this host.
 STALE_LOCK_WAIT = 10.0
 
@@ -120,6 +122,8 @@ class RunReport:
     unchanged: int = 0
     watermark_from: dt.datetime | None = None
     watermark_to: dt.datetime | None = None
+    # values transform.repair cleaned in this attempt (each logged with its release and field)
+    repairs: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -148,6 +152,8 @@ class RunReport:
             lines.append(f"  window: changes after {since} up to {self.watermark_to.isoformat()}")
         if self.output:
             lines.append(f"  output: {self.output}")
+        if self.repairs:
+            lines.append(f"  repaired {self.repairs:,} values (transform.repair; each is in the log)")
         if self.rejected:
             lines.append(f"  see the rejected releases with `etl errors {self.run_id}`")
         if self.error:
@@ -364,6 +370,8 @@ class _ChunkResult:
     takedowns: int = 0
     unchanged: int = 0
     delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, checksum, kind)
+    # repairs the builder made (transform.repair): each names the release and the field
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -542,6 +550,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     chunk = task.loader.open_chunk() if task.loader is not None else None
     built = takedowns = unchanged = 0
     delivered: list[tuple[int, str, str]] = []
+    warnings: list[str] = []
     try:
         for release in releases:
             take_down = task.takedowns and is_takedown(release, task.ended_before)
@@ -559,6 +568,8 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
                     )
                 )
                 continue
+            if doc.warnings:
+                warnings.extend(doc.warnings)
             if last_sums.get(int(release.release_id)) == doc.checksum:
                 unchanged += 1  # byte-identical to the last delivery: not delivered again
                 continue
@@ -600,6 +611,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         takedowns=takedowns,
         unchanged=unchanged,
         delivered=delivered,
+        warnings=warnings,
     )
 
 
@@ -892,6 +904,7 @@ class _Runner:
         self.takedowns = run.takedowns
         self.unchanged = run.unchanged
         self.attempt_releases = 0
+        self.repairs = 0
         self.worker_rss: dict[int, float] = {}
         self.stage_seconds = {
             "fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0, "fetch_cpu": 0.0, "build_cpu": 0.0, "write_cpu": 0.0,
@@ -1263,6 +1276,16 @@ class _Runner:
         )
         for r in result.rejects:
             log.warning("rejected (%s): %s", r.stage, mask(r.message))
+        for w in result.warnings:
+            # Each repair once at WARNING while they are few; a catalog full of
+            # stray spaces would otherwise bury everything else in the log.
+            self.repairs += 1
+            if self.repairs <= REPAIRS_LOGGED:
+                log.warning("repaired: %s", mask(w))
+            else:
+                if self.repairs == REPAIRS_LOGGED + 1:
+                    log.warning("more repairs follow; they are logged at INFO level (etl -v run shows them)")
+                log.info("repaired: %s", mask(w))
 
     def _check_thresholds(self, result: _ChunkResult) -> None:
         rc = self.cfg.run
@@ -1344,6 +1367,7 @@ class _Runner:
             unchanged=row.unchanged,
             watermark_from=row.watermark_from,
             watermark_to=row.watermark_to,
+            repairs=self.repairs,
         )
 
 

@@ -374,7 +374,7 @@ def finish_run(
                 error = :error
             WHERE id = :id RETURNING *"""
         ),
-        {"status": status, "seconds": seconds, "peak": peak_memory_mb, "error": error, "id": run_id},
+        {"status": status, "seconds": seconds, "peak": peak_memory_mb, "error": storable_text(error), "id": run_id},
     ).one()
     return _run(row)
 
@@ -509,6 +509,55 @@ def _add_counts(
     )
 
 
+# --------------------------------------------------------------------------- storable text
+
+# PostgreSQL's text and jsonb cannot hold U+0000, and UTF-8 cannot encode a
+# lone surrogate; catalog data (a JSON column, a DataFrame) can carry both.
+# A reject that cannot be stored would fail its whole chunk's transaction, on
+# every resume: the state tables store a visible stand-in instead and say so.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+NUL_STAND_IN = "\u2400"  # SYMBOL FOR NULL
+SURROGATE_STAND_IN = "\ufffd"
+UNSTORABLE_NOTE = (
+    "characters PostgreSQL cannot store were replaced: U+0000 by U+2400, lone surrogates by U+FFFD"
+)
+
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` with the characters PostgreSQL refuses replaced by visible stand-ins."""
+    if text is None or not _UNSTORABLE.search(text):
+        return text
+    return _UNSTORABLE.sub(lambda m: NUL_STAND_IN if m.group(0) == "\x00" else SURROGATE_STAND_IN, text)
+
+
+def storable_json(value: Any) -> str | None:
+    """``value`` as JSON text that jsonb accepts, whatever strings it holds.
+
+    When something had to be replaced, a dict gains ``"_note"`` saying what.
+    """
+    if value is None:
+        return None
+    changed = False
+
+    def clean(v: Any) -> Any:
+        nonlocal changed
+        if isinstance(v, str):
+            fixed = storable_text(v)
+            changed = changed or fixed != v
+            return fixed
+        if isinstance(v, dict):
+            return {clean(str(k)): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    # Round-trip first so that default=str values (dates, Decimals) are strings too.
+    cleaned = clean(json.loads(json.dumps(value, default=str)))
+    if changed and isinstance(cleaned, dict):
+        cleaned["_note"] = UNSTORABLE_NOTE
+    return json.dumps(cleaned)
+
+
 # --------------------------------------------------------------------------- rejected releases
 
 
@@ -519,10 +568,10 @@ def record_rejects(conn: Connection, schema: str, run_id: int, rejects: Iterable
             "run": run_id,
             "rid": r.release_id,
             "stage": r.stage,
-            "kind": r.error_kind,
-            "msg": r.message,
+            "kind": storable_text(r.error_kind),
+            "msg": storable_text(r.message),
             "retry": r.retryable,
-            "input": json.dumps(r.input, default=str) if r.input is not None else None,
+            "input": storable_json(r.input),
         }
         for r in rejects
     ]
