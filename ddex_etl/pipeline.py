@@ -621,6 +621,13 @@ def _ahead_entry(task: _Task) -> dict[str, Any]:
     return {"n": task.number, "lo": ids[0] if ids else None, "hi": ids[-1] if ids else None}
 
 
+def _skip_passed(entry: Any, through: _Task) -> bool:
+    """Whether the checkpoint, now through chunk ``through``, has left a skip entry behind."""
+    if isinstance(entry, dict):
+        return int(entry["chunk"]) <= through.number
+    return through.last_key is not None and entry[1] <= through.last_key
+
+
 def is_takedown(release: Any, ended_before: dt.date | None) -> bool:
     """True when ``release`` should be withdrawn: deleted, or every deal ended before ``ended_before``."""
     if getattr(release, "deleted_at", None) is not None:
@@ -887,8 +894,10 @@ class _Runner:
         self.lock = lock
         self.run = run
         self.cp = checkpoint
-        # Id ranges an earlier attempt loaded ahead of its checkpoint: not built again.
-        self.skip: list[list[int]] = [list(r) for r in checkpoint.skip]
+        # What an earlier attempt loaded ahead of its checkpoint, not built again:
+        # id ranges [lo, hi] (keys ascending), or {"chunk": n} in offset mode,
+        # where a chunk's ids follow the keys query's order, not an id range.
+        self.skip: list[Any] = [r if isinstance(r, dict) else list(r) for r in checkpoint.skip]
         self.loader = loader
         self.reporter = reporter
         self.resumed = resumed
@@ -1085,9 +1094,7 @@ class _Runner:
                         through, n = loaded_ahead[n], n + 1
                     joined = n > number + 1
                     left = [_ahead_entry(t) for k, t in sorted(loaded_ahead.items()) if k >= n] if joined else None
-                    skip = self.skip
-                    if skip and through.last_key is not None:
-                        skip = [r for r in skip if r[1] > through.last_key]
+                    skip = [r for r in self.skip if not _skip_passed(r, through)]
                     self._commit(task, result, through, left, skip if skip != self.skip else None)
                     for k in range(number + 1, n):
                         del loaded_ahead[k]
@@ -1148,7 +1155,12 @@ class _Runner:
             return None
         if self.skip:
             # The chunk still passes through the checkpoint, possibly empty.
-            ids = tuple(i for i in ids if not any(lo <= i <= hi for lo, hi in self.skip))
+            number = int(kc.number)
+            if any(isinstance(r, dict) and r["chunk"] == number for r in self.skip):
+                ids = ()
+            else:
+                ranges = [r for r in self.skip if not isinstance(r, dict)]
+                ids = tuple(i for i in ids if not any(lo <= i <= hi for lo, hi in ranges))
         return _Task(
             number=int(kc.number),
             release_ids=ids,
@@ -1202,7 +1214,7 @@ class _Runner:
         result: _ChunkResult,
         through: _Task | None = None,
         ahead: list[dict[str, Any]] | None = None,
-        skip: list[list[int]] | None = None,
+        skip: list[Any] | None = None,
     ) -> None:
         """One transaction: table rows (if any), rejects, delivered checksums, checkpoint, counts.
 
@@ -1632,7 +1644,7 @@ def _execute_run(
                 # Handed out, not loaded: neither in the contiguous part nor loaded ahead.
                 redone = max(0, cp.chunks_dispatched - cp.chunks_done - len(cp.ahead))
                 run = state.reopen_run(conn, schema, existing.id, pid=os.getpid(), host=_host(), redone=redone)
-                state.carry_ahead(conn, schema, run.id)
+                state.carry_ahead(conn, schema, run.id, by_chunk=run.extract_mode == "offset")
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = True
             else:

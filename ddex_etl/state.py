@@ -180,8 +180,8 @@ class Checkpoint:
 
     ``ahead``: chunks of the current attempt loaded beyond that contiguous
     point, each ``{"n": number, "lo": first id, "hi": last id}``. ``skip``:
-    ``[lo, hi]`` id ranges that an earlier attempt loaded that way; a resume
-    filters their ids out of its chunks.
+    ``[lo, hi]`` id ranges (or, in offset mode, ``{"chunk": n}`` chunk numbers)
+    that an earlier attempt loaded that way; a resume filters them out of its chunks.
     """
 
     run_id: int
@@ -191,7 +191,7 @@ class Checkpoint:
     chunks_dispatched: int
     updated_at: dt.datetime | None = None
     ahead: list[dict[str, Any]] = field(default_factory=list)
-    skip: list[list[int]] = field(default_factory=list)
+    skip: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -430,7 +430,7 @@ def advance(
     takedowns: int = 0,
     unchanged: int = 0,
     ahead: list[dict[str, Any]] | None = None,
-    skip: list[list[int]] | None = None,
+    skip: list[Any] | None = None,
 ) -> None:
     """Move the checkpoint to ``chunks_done`` chunks and add one chunk's counts (in the chunk's transaction).
 
@@ -478,20 +478,28 @@ def record_ahead(
     _add_counts(conn, schema, run_id, built, rejected, skipped, takedowns, unchanged)
 
 
-def carry_ahead(conn: Connection, schema: str, run_id: int) -> None:
-    """On resume: the previous attempt's chunks loaded ahead become id ranges to skip."""
+def carry_ahead(conn: Connection, schema: str, run_id: int, *, by_chunk: bool = False) -> None:
+    """On resume: the previous attempt's chunks loaded ahead become entries to skip.
+
+    Keys paged in ascending id order (keyset, incremental, targeted, retry)
+    skip the id range ``[lo, hi]`` of each chunk: robust to releases that
+    appeared or vanished in between. Offset mode (``by_chunk``) pages in the
+    keys query's own order, so a chunk's ids span no range: it skips the
+    chunk by number, ``{"chunk": n}``, which the same stable order pages again.
+    """
     conn.execute(
         sa.text(
             f"""UPDATE {_t(schema, 'checkpoints')}
             SET skip = skip || COALESCE((
-                    SELECT jsonb_agg(jsonb_build_array(e -> 'lo', e -> 'hi'))
+                    SELECT jsonb_agg(CASE WHEN :by_chunk THEN jsonb_build_object('chunk', e -> 'n')
+                                          ELSE jsonb_build_array(e -> 'lo', e -> 'hi') END)
                     FROM jsonb_array_elements(ahead) AS e
-                    WHERE e ->> 'lo' IS NOT NULL
+                    WHERE :by_chunk OR e ->> 'lo' IS NOT NULL
                 ), '[]'::jsonb),
                 ahead = '[]'::jsonb
             WHERE run_id = :r"""
         ),
-        {"r": run_id},
+        {"r": run_id, "by_chunk": by_chunk},
     )
 
 

@@ -397,3 +397,56 @@ def test_plain_progress_lines(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "job nightly: starting at 0 of 1000 releases" in err
     assert "job nightly: 500/1000 (50.0%), 3 rejected" in err and "releases/s" in err and "ETA" in err
+
+
+def test_offset_mode_resume_skips_chunks_loaded_ahead_in_any_stable_order(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """Offset paging in the keys query's own order (here by md5, not by id): a chunk's ids span
+    no id range, so chunks loaded ahead before a kill are skipped by number, and nothing is lost."""
+    keys = tmp_path / "keys.sql"
+    keys.write_text(
+        "SELECT release_id FROM releases WHERE deleted_at IS NULL "
+        "ORDER BY md5(release_id::text), release_id OFFSET :offset LIMIT :limit"
+    )
+    cfg = make_cfg(db_url, tmp_path, load={"target": "table"},
+                   extract={"mode": "offset", "keys_query": keys, "chunk_size": 20})
+    first = pipeline.run(cfg, progress=False)
+    reference = table_docs(engine)
+    assert first.built == len(reference) == len(catalog_ids(engine))
+    from ddex_etl import extract
+
+    chunks = [list(c.release_ids) for c in extract.iter_key_chunks(engine, cfg.extract)]
+    c0, c3, c4 = chunks[0], chunks[3], chunks[4]
+    assert sorted(c3) != c3  # the order really is not by id
+    ahead = [{"n": n, "lo": chunks[n][0], "hi": chunks[n][-1]} for n in (3, 4)]
+    with engine.begin() as conn:
+        # The state a kill leaves: chunk 0 loaded, 3 and 4 loaded ahead, 1, 2 and 5 handed out.
+        conn.execute(
+            sa.text("UPDATE ddex_etl.runs SET status = 'interrupted', built = :b WHERE id = :r"),
+            {"b": len(c0) + len(c3) + len(c4), "r": first.run_id},
+        )
+        conn.execute(
+            sa.text(
+                """UPDATE ddex_etl.checkpoints SET last_key = :k, next_offset = :o, chunks_done = 1,
+                chunks_dispatched = 6, ahead = CAST(:a AS jsonb) WHERE run_id = :r"""
+            ),
+            {"k": c0[-1], "o": len(c0), "a": json.dumps(ahead), "r": first.run_id},
+        )
+        loaded = c0 + c3 + c4
+        conn.execute(sa.text("DELETE FROM ddex_etl.documents WHERE NOT release_id = ANY(:ids)"), {"ids": loaded})
+        conn.execute(
+            sa.text("UPDATE ddex_etl.documents SET document = 'loaded ahead' WHERE release_id = ANY(:ids)"),
+            {"ids": c3 + c4},
+        )
+
+    done = pipeline.resume(cfg, first.run_id, progress=False)
+
+    docs = table_docs(engine)
+    assert set(docs) == set(reference)  # nothing lost
+    assert {docs[i] for i in c3 + c4} == {b"loaded ahead"}  # nothing built twice
+    assert all(docs[i] == reference[i] for i in docs if i not in c3 + c4)
+    assert (done.status, done.built, done.chunks_redone) == ("succeeded", len(reference), 3)
+    with engine.connect() as conn:
+        cp = state.get_checkpoint(conn, "ddex_etl", first.run_id)
+    assert (cp.chunks_done, cp.ahead, cp.skip) == (len(chunks), [], [])
