@@ -112,6 +112,8 @@ def releases(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> Release:
     n_tracks = draw(st.integers(1, 4) if size < 12 else st.integers(5, 20) if size < 18 else st.integers(21, 100))
     n_discs = draw(st.integers(1, min(3, n_tracks)))
     tracks = []
+    # A release never repeats an ISRC (the builder rejects that).
+    track_isrcs = draw(st.lists(isrcs, min_size=n_tracks, max_size=n_tracks, unique=True))
     for i in range(n_tracks):
         disc = 1 + i * n_discs // n_tracks
         tracks.append(
@@ -119,7 +121,7 @@ def releases(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> Release:
                 track_id=1000 + i,
                 disc_number=disc,
                 track_number=i + 1,  # unique per disc (gaps are allowed)
-                isrc=draw(isrcs),
+                isrc=track_isrcs[i],
                 title=draw(txt),
                 version_title=draw(st.none() | txt),
                 duration_seconds=draw(st.integers(1, 7200) | st.floats(0.5, 7200.0)),

@@ -48,6 +48,7 @@ CASES: list[tuple[str, Callable[[Release], Release], str, str]] = [
     ("missing ISRC", with_track(3, isrc=None), "tracks[3].isrc", "ISRC"),
     ("malformed ISRC", with_track(3, isrc="US-ABC-12-34567"), "tracks[3].isrc", "USABC1234567"),
     ("lowercase ISRC", with_track(0, isrc="jpto09404900"), "tracks[0].isrc", "JPTO09404900"),
+    ("ISRC repeated in the release", with_track(4, isrc="JPTO09404901"), "tracks[4].isrc", "tracks[1]"),
     ("missing ICPN", with_release(icpn=None), "icpn", "ICPN"),
     ("malformed ICPN", with_release(icpn="12345"), "icpn", "12 to 14 digits"),
     ("ICPN with letters", with_release(icpn="0094631432O57"), "icpn", "digits"),

@@ -13,7 +13,8 @@ Rules worth knowing (they decide what is rejected):
   verified, so UPC-A, EAN-13 and GTIN-14 all pass), a label with a name, at
   least one display artist (MainArtist/FeaturedArtist/Artist), a genre on the
   release or on a track, at least one track, and (for ``build``) one deal.
-- Each track needs a valid ISRC, a title, a positive duration and a unique
+- Each track needs a valid ISRC (not shared with another track of the
+  release), a title, a positive duration and a unique
   (disc, track) position; missing display artists, genre, P line and parental
   warning are taken from the release.
 - Release-level contributors that are not display artists (Composer,
@@ -649,6 +650,7 @@ def prepare(
         return artists, contributors, _display_name(names)
 
     text = ck.text
+    isrc_at: dict[str, int] = {}
     for i, ok in order:
         t = tracks_in[i]
         # Fast paths: clean values (the common case) skip the checker's calls.
@@ -658,6 +660,16 @@ def prepare(
         isrc = t.isrc
         if type(isrc) is not str or not _ISRC_MATCH(isrc):
             isrc = ck.ident(f"tracks[{i}].isrc", isrc, _ISRC, "an ISRC (CC XXX YY NNNNN, 12 characters)", True, "USS1Z9900001")
+        if isrc is not None:
+            # One recording, one ISRC: two tracks of a release sharing one would be
+            # two resources with the same identifier, which stores refuse.
+            first = isrc_at.setdefault(isrc, i)
+            if first != i:
+                ck.problem(
+                    f"tracks[{i}].isrc", isrc, f"is also the ISRC of tracks[{first}] of this release",
+                    "give each track its own recording's ISRC (or remove the repeated track)",
+                )
+                isrc = None
         title = t.title
         if type(title) is not str or not title or title.strip() is not title or not (title.isprintable() or _BAD(title) is None):
             title = text(f"tracks[{i}].title", title, True, "set tracks.title")
