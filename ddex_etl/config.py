@@ -67,8 +67,9 @@ class RunConfig:
     fail_fast: bool = False
     max_errors: int | None = None  # stop when this many releases are rejected
     max_error_rate: float | None = None  # or when this share (0..1) is rejected
-    max_retries: int = 3
-    retry_delay: float = 1.0
+    max_retries: int | None = None  # None: as many as fit in retry_for
+    retry_delay: float = 1.0  # first pause between retries; doubles each time (up to 30 s)
+    retry_for: float = 120.0  # keep retrying a transient fault this many seconds (a restart, a failover)
     progress_interval: float = 10.0  # seconds between plain log lines when not a terminal
     mode: str = "full"  # full | incremental (what `etl run` does without --full/--incremental)
     watermark_lag_seconds: float = 5.0  # incremental window ends this far behind the database clock
@@ -299,8 +300,10 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"run.watermark_lag_seconds: must be 0 or more, got {rn.watermark_lag_seconds}")
     if rn.max_error_rate is not None and not 0 <= rn.max_error_rate <= 1:
         problems.append(f"run.max_error_rate: must be between 0 and 1, got {rn.max_error_rate}")
-    if rn.max_retries < 0:
+    if rn.max_retries is not None and rn.max_retries < 0:
         problems.append(f"run.max_retries: must be 0 or more, got {rn.max_retries}")
+    if rn.retry_for < 0:
+        problems.append(f"run.retry_for: must be 0 (no retries) or more seconds, got {rn.retry_for}")
     if rn.retry_delay < 0:
         problems.append(f"run.retry_delay: must be 0 or more, got {rn.retry_delay}")
 

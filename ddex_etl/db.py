@@ -13,7 +13,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from .errors import EtlError, TerminalError, TransientError
+from .errors import ConfigError, EtlError, TerminalError, TransientError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -87,6 +87,20 @@ _TERMINAL_HINTS = {
 }
 
 
+# libpq's own words for a connection string it cannot use (lower case).
+_BAD_OPTIONS = (
+    "invalid sslmode value",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid port number",
+    "invalid value for parameter",
+    "invalid target_session_attrs value",
+    "invalid channel_binding value",
+    "invalid gssencmode value",
+    "invalid uri query parameter",
+)
+
+
 def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> EtlError:
     """Turn a driver error into a TransientError or TerminalError naming cause and fix."""
     if isinstance(exc, EtlError):
@@ -104,6 +118,13 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
         text = first_line.lower()
         if "password authentication failed" in text or "authentication failed" in text:
             return TerminalError(f"{doing}: {first_line}; fix: check the credentials in ETL_DATABASE_URL")
+        if any(bad in text for bad in _BAD_OPTIONS):
+            # libpq refused the URL's own options before contacting anyone: no retry can help.
+            return ConfigError(
+                f"database.url: {doing}: {first_line}; fix: correct the connection options in the URL "
+                "(ETL_DATABASE_URL or database.url; sslmode is one of disable, allow, prefer, require, "
+                "verify-ca, verify-full)"
+            )
         # Connection failures carry no SQLSTATE, so the text tells a missing role from a missing database.
         if text.rstrip().endswith("does not exist") and "role " in text:
             return TerminalError(

@@ -68,6 +68,7 @@ from .errors import (
 )
 from .load import FileLoader, Loader, Output, Written, loader_for, new_batch_id, release_identifier
 from .procs import can_fork
+from .retry import RetryPolicy, with_retries
 from .progress import Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
 
 log = logging.getLogger("ddex_etl.pipeline")
@@ -276,41 +277,6 @@ def job_lock_key(job: str) -> int:
     return int.from_bytes(hashlib.sha256(f"ddex_etl:job:{job}".encode()).digest()[:8], "big", signed=True)
 
 
-def _backoff(attempt: int, base: float) -> float:
-    """Exponential backoff with full jitter: up to base * 2**attempt seconds (capped at 60)."""
-    return random.uniform(0.5, 1.0) * min(60.0, base * (2**attempt))
-
-
-def with_retries(fn: Callable[[], T], *, what: str, max_retries: int, delay: float, should_stop: Callable[[], bool] = lambda: False) -> T:
-    """Call ``fn``; retry TransientError (and driver errors that map to one) with backoff.
-
-    Terminal errors pass straight through: no retry loop for bad credentials or
-    a missing table.
-    """
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except EtlError as exc:
-            err: EtlError = exc
-        except sa.exc.DBAPIError as exc:
-            err = map_db_error(exc, what)
-            if not isinstance(err, TransientError):
-                raise err from exc
-        except sa.exc.TimeoutError as exc:
-            err = map_db_error(exc, what)
-        if not isinstance(err, TransientError) or attempt >= max_retries or should_stop():
-            if isinstance(err, TransientError) and attempt >= max_retries and max_retries > 0:
-                # Drop the "will retry" promise: this message is the one that ends the run.
-                text = str(err).replace("; will retry", "")
-                raise TransientError(f"{text}; gave up after {attempt} retries") from err
-            raise err
-        pause = _backoff(attempt, delay)
-        log.warning("%s: %s; retry %d/%d in %.1f s", what, mask(str(err)), attempt + 1, max_retries, pause)
-        time.sleep(pause)
-        attempt += 1
-
-
 def _snapshot(obj: Any) -> Any:
     """A JSON-able copy of a record (enough of the input to reproduce a rejection)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -390,8 +356,7 @@ class _WorkerSpec:
     url: str
     cfg: Config
     main_pid: int
-    max_retries: int
-    retry_delay: float
+    retry: RetryPolicy
 
 
 def _set_parent_death_signal() -> None:
@@ -526,7 +491,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
             return list(releases), list(bad)
 
     releases, bad = with_retries(
-        fetch, what=f"reading chunk {task.number}", max_retries=spec.max_retries, delay=spec.retry_delay
+        fetch, what=f"reading chunk {task.number}", policy=spec.retry
     )
     last_sums: dict[int, str] = {}
     if task.skip_unchanged:
@@ -539,7 +504,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
 
         last_sums = with_retries(
             sums, what=f"reading the delivered checksums of chunk {task.number}",
-            max_retries=spec.max_retries, delay=spec.retry_delay,
+            policy=spec.retry,
         )
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
@@ -760,7 +725,7 @@ class JobLock:
                 self.conn.close()
         self.conn = None
 
-    def execute(self, fn: Callable[[Connection], T], *, what: str, max_retries: int, delay: float) -> T:
+    def execute(self, fn: Callable[[Connection], T], *, what: str, policy: RetryPolicy) -> T:
         """Run a small autocommit statement on the lock connection.
 
         If the connection was killed (pg_terminate_backend, a server restart),
@@ -788,7 +753,7 @@ class JobLock:
                 self._reset()
                 raise TransientError(f"{what}: the connection was lost; will retry") from exc
 
-        return with_retries(attempt, what=what, max_retries=max_retries, delay=delay)
+        return with_retries(attempt, what=what, policy=policy)
 
     def release(self) -> None:
         if self.conn is None:
@@ -823,8 +788,7 @@ class _Pool:
             url=url,
             cfg=cfg,
             main_pid=os.getpid(),
-            max_retries=cfg.run.max_retries,
-            retry_delay=cfg.run.retry_delay,
+            retry=RetryPolicy.of(cfg.run),
         )
         self.procs: list[Any] = []
         self._stopped = False
@@ -905,6 +869,7 @@ class _Runner:
         self.total = total
         self.schema = cfg.database.state_schema
         self.pool = pool
+        self.retry = RetryPolicy.of(cfg.run)
         self.workers = pool.workers
         self.signals = 0
         self.built = run.built
@@ -1050,8 +1015,7 @@ class _Runner:
             task = with_retries(
                 next_task,
                 what="paging release keys",
-                max_retries=run_cfg.max_retries,
-                delay=run_cfg.retry_delay,
+                policy=self.retry,
             )
             if task is not None:
                 last_paged = task
@@ -1070,8 +1034,7 @@ class _Runner:
                 self.lock.execute(
                     lambda c, n=dispatched: state.mark_dispatched(c, self.schema, self.run.id, n),
                     what="recording the chunks handed to workers",
-                    max_retries=run_cfg.max_retries,
-                    delay=run_cfg.retry_delay,
+                    policy=self.retry,
                 )
                 tasks.put(task)
                 in_flight[task.number] = task
@@ -1204,8 +1167,7 @@ class _Runner:
                 {"id": self.run.id},
             ),
             what="updating the run's heartbeat",
-            max_retries=self.cfg.run.max_retries,
-            delay=self.cfg.run.retry_delay,
+            policy=self.retry,
         )
 
     def _commit(
@@ -1263,8 +1225,7 @@ class _Runner:
         with_retries(
             tx,
             what=f"loading chunk {task.number}",
-            max_retries=self.cfg.run.max_retries,
-            delay=self.cfg.run.retry_delay,
+            policy=self.retry,
         )
         log.debug(
             "chunk %d: %d built, %d rejected, %.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
@@ -1341,8 +1302,7 @@ class _Runner:
                     c, self.schema, self.run.id, status=status, seconds=seconds, peak_memory_mb=peak, error=message
                 ),
                 what="recording the run's result",
-                max_retries=self.cfg.run.max_retries,
-                delay=self.cfg.run.retry_delay,
+                policy=self.retry,
             )
         except EtlError as exc:
             log.error("could not record the end of run %d: %s", self.run.id, mask(str(exc)))
@@ -1575,8 +1535,7 @@ def _execute_run(
         with_retries(
             lambda: state.ensure_current(engine, schema),
             what="connecting to PostgreSQL",
-            max_retries=cfg.run.max_retries,
-            delay=cfg.run.retry_delay,
+            policy=RetryPolicy.of(cfg.run),
         )
         lock = JobLock(engine, schema, cfg.run.job)
         lock.acquire()

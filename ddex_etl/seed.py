@@ -604,7 +604,10 @@ def seed_catalog(
     if releases < 0:
         raise ValueError(f"releases must be 0 or more, got {releases}")
     started = time.perf_counter()
-    raw = engine.raw_connection()
+    try:
+        raw = engine.raw_connection()
+    except Exception as exc:  # bad credentials or options: a message naming the cause, not a traceback
+        raise map_db_error(exc, "connecting to PostgreSQL to seed the demo catalog") from exc
     try:
         pg: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
         try:

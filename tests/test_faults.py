@@ -22,6 +22,7 @@ from ddex_etl import extract, pipeline, state
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine, map_db_error
 from ddex_etl.errors import ExitCode, TerminalError, TransientError
+from ddex_etl.retry import RetryPolicy, with_retries
 from ddex_etl.seed import seed_catalog
 
 RELEASES = 60
@@ -294,6 +295,20 @@ def test_a_role_that_does_not_exist_fails_at_once_naming_the_user(db_url: str, t
     assert PASSWORD not in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("command", [["seed", "--releases", "3"], ["run", "--no-progress"], ["status"]])
+def test_an_invalid_sslmode_fails_at_once_as_a_configuration_error(
+    db_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    write_toml(tmp_path)
+    url = sa.engine.make_url(with_password(db_url)).update_query_dict({"sslmode": "sometimes"})
+    proc = etl(command, tmp_path, url.render_as_string(hide_password=False))
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert 'invalid sslmode value: "sometimes"' in proc.stderr and "verify-full" in proc.stderr
+    assert "retry" not in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert "unexpected error" not in proc.stderr
+    assert PASSWORD not in proc.stderr + proc.stdout
+
+
 def test_a_server_that_refuses_connections_is_retried_then_fails_naming_the_cause(tmp_path: Path) -> None:
     """Nothing listens on port 1: the first contact is retried max_retries times, then exit 1."""
     (tmp_path / "etl.toml").write_text("[run]\nworkers = 1\nmax_retries = 2\nretry_delay = 0.01\n")
@@ -395,7 +410,7 @@ def test_with_retries_counts_attempts(
         return "ok"
 
     try:
-        got = pipeline.with_retries(fn, what="w", max_retries=max_retries, delay=0.001)
+        got = with_retries(fn, what="w", policy=RetryPolicy(max_retries=max_retries, delay=0.001))
     except (TransientError, TerminalError) as exc:
         got = str(exc)
     assert len(seen) == calls
