@@ -5,6 +5,7 @@ Helpers here take a connection and never commit: whoever opens a transaction
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,23 @@ from sqlalchemy import exc as sa_exc
 from .errors import ConfigError, EtlError, TerminalError, TransientError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class _DroppedConnectionCleanup(logging.Filter):
+    """Drop psycopg's "error ignored terminating <Pipeline/Copy>" records.
+
+    psycopg logs them when it cannot end a pipeline or COPY on a connection
+    that has already died, while the error that killed it propagates; that
+    error is the one we map and report (with its retry or its fix). With no
+    handler on the "psycopg" logger, Python's last-resort handler would print
+    the record on stderr as a second, rawer account of the same fault.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error ignored terminating")
+
+
+logging.getLogger("psycopg").addFilter(_DroppedConnectionCleanup())
 
 
 def quote_ident(name: str) -> str:

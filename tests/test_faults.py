@@ -431,3 +431,33 @@ def test_with_retries_counts_attempts(
 )
 def test_mask_hides_every_form_of_url_password(text: str, masked: str) -> None:
     assert pipeline.mask(text) == masked
+
+
+PIPELINE_ON_A_DEAD_CONNECTION = """
+import sys
+import psycopg
+if sys.argv[2] == "with ddex_etl":
+    import ddex_etl.db  # noqa: F401
+with psycopg.connect(sys.argv[1], autocommit=True) as other, psycopg.connect(sys.argv[1]) as conn:
+    try:
+        with conn.pipeline():  # what an executemany (the table target's upsert) runs in
+            other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+            import time
+            time.sleep(0.2)
+            with conn.cursor() as cur:
+                cur.executemany("SELECT %s", [(1,), (2,)])
+    except psycopg.OperationalError:
+        print("mapped and reported by us")
+"""
+
+
+def test_psycopgs_pipeline_cleanup_noise_stays_off_stderr(db_url: str) -> None:
+    libpq = sa.engine.make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    runs = {
+        how: subprocess.run([sys.executable, "-c", PIPELINE_ON_A_DEAD_CONNECTION, libpq, how],
+                            capture_output=True, text=True, timeout=60)
+        for how in ("plain psycopg", "with ddex_etl")
+    }
+    assert all(r.stdout.strip() == "mapped and reported by us" for r in runs.values())
+    assert "error ignored terminating" in runs["plain psycopg"].stderr  # the noise is real
+    assert runs["with ddex_etl"].stderr == ""
