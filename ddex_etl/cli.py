@@ -480,7 +480,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     jobs = pipeline.status(state.config())
     if as_json:
         _print_json([{"job": j.job, "status": j.status, "last_run": j.last_run, "last_success": j.last_success,
-                      "watermark": j.last_success.watermark_to if j.last_success else None}
+                      "watermark": j.last_success.watermark_to if j.last_success else None, "note": j.note}
                      for j in jobs])
         return
     if not jobs:
@@ -500,6 +500,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             _when(ok.watermark_to) if ok and ok.watermark_to else "-",
         )
     _console().print(table)
+    for j in jobs:
+        if j.note:
+            _echo(f"job {j.job!r}: {j.note}")
 
 
 @cli.command(

@@ -61,6 +61,10 @@ class LockHeldError(EtlError):
     exit_code = ExitCode.LOCKED
 
 
+class LostLockError(TerminalError):
+    """The run's job lock went with its connection and the run is no longer this runner's to continue."""
+
+
 class InterruptedRun(EtlError):
     """The run was stopped by a signal; it can be resumed."""
 

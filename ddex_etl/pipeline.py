@@ -32,15 +32,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
 import queue
-import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -68,6 +65,7 @@ from .errors import (
 )
 from .load import FileLoader, Loader, Output, Written, loader_for, new_batch_id, release_identifier
 from .procs import can_fork
+from .joblock import ACTIVE_RUNS, JobLock, host, job_lock_key, pid_alive, runner_alive
 from .retry import RetryPolicy, with_retries
 from .progress import Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
 
@@ -81,8 +79,6 @@ DRAIN_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
 # Repairs (transform.repair) logged at WARNING per run before the rest go to INFO.
 REPAIRS_LOGGED = 50
-# How long to wait for PostgreSQL to drop the lock of a runner that died on this host.
-STALE_LOCK_WAIT = 10.0
 
 
 # --------------------------------------------------------------------------- reports
@@ -238,10 +234,16 @@ class JobStatus:
     job: str
     last_run: RunInfo | None
     last_success: RunInfo | None
+    # The newest run says "running" but its runner is gone (killed, or it failed
+    # while the database was down and could not record it): the next `etl run`
+    # of the job marks it failed and continues it.
+    note: str | None = None
 
     @property
     def status(self) -> str:
-        return self.last_run.status if self.last_run else "never run"
+        if self.last_run is None:
+            return "never run"
+        return "stalled" if self.note else self.last_run.status
 
 
 @dataclass(frozen=True)
@@ -270,11 +272,6 @@ class RunFailed(EtlError):
 def mask(text: str | None) -> str | None:
     """``text`` with every password masked (for logs, errors and the state tables)."""
     return mask_text(text)
-
-
-def job_lock_key(job: str) -> int:
-    """The advisory lock key of a job: first 8 bytes of sha256, as a signed bigint."""
-    return int.from_bytes(hashlib.sha256(f"ddex_etl:job:{job}".encode()).digest()[:8], "big", signed=True)
 
 
 def _snapshot(obj: Any) -> Any:
@@ -373,16 +370,6 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _watch_main(main_alive: Any) -> None:
     """Worker thread: exit at once when the main process dies (SIGKILL included).
 
@@ -441,7 +428,7 @@ def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any, main_alive: Any, i
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _set_parent_death_signal()
     parent = os.getppid()  # the fork server (or the main process under spawn)
-    if not _alive(spec.main_pid):
+    if not pid_alive(spec.main_pid):
         os._exit(0)
     # Results are only useful to a live main process: never block exit on flushing them.
     results.cancel_join_thread()
@@ -455,7 +442,7 @@ def _worker_main(spec: _WorkerSpec, tasks: Any, results: Any, main_alive: Any, i
             try:
                 task = tasks.get(timeout=1.0)
             except queue.Empty:
-                if os.getppid() != parent or not _alive(spec.main_pid):
+                if os.getppid() != parent or not pid_alive(spec.main_pid):
                     os._exit(0)  # orphaned: the main process is gone
                 continue
             if task is None:
@@ -623,146 +610,6 @@ def _reject_from(bad: Any, stage: str) -> state.RejectRecord:
         retryable=bool(getattr(exc, "retryable", False)),
         input=snapshot or None,
     )
-
-
-# --------------------------------------------------------------------------- the job lock
-
-
-class JobLock:
-    """One runner per job: a session advisory lock held on a dedicated connection.
-
-    PostgreSQL releases it when the connection closes, so a killed process
-    never leaves a stale lock behind. The same connection (autocommit) carries
-    the small state updates that must not wait for a chunk's transaction.
-    """
-
-    def __init__(self, engine: Engine, schema: str, job: str) -> None:
-        self.engine = engine
-        self.schema = schema
-        self.job = job
-        self.key = job_lock_key(job)
-        self.conn: Connection | None = None
-
-    def acquire(self) -> None:
-        """Take the job's lock or raise LockHeldError naming the holder.
-
-        When the holder is a process of this host that has already died (a
-        SIGKILL a moment ago), PostgreSQL may not have noticed its closed
-        connection yet: wait a few seconds for the lock instead of refusing.
-        """
-        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        deadline = time.monotonic() + STALE_LOCK_WAIT
-        while True:
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
-            conn.commit()
-            if got:
-                self.conn = conn
-                return
-            if time.monotonic() > deadline or not self._holder_is_dead(conn):
-                break
-            time.sleep(0.2)
-        holder = self._holder(conn)
-        conn.close()
-        raise LockHeldError(
-            f"job {self.job!r} is already running{holder}; fix: wait for it to finish, "
-            "or stop it (Ctrl-C or kill its pid) and run `etl resume`"
-        )
-
-    def _holder_is_dead(self, conn: Connection) -> bool:
-        """True when the job's running run belongs to a process of this host that no longer exists."""
-        try:
-            row = conn.execute(
-                sa.text(
-                    f"""SELECT pid, host FROM {state._t(self.schema, 'runs')}
-                    WHERE job = :job AND status = 'running' ORDER BY id DESC LIMIT 1"""
-                ),
-                {"job": self.job},
-            ).first()
-            conn.commit()
-        except sa.exc.DBAPIError:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            return False
-        return bool(row and row.pid and row.host == _host() and row.pid != os.getpid() and not _alive(row.pid))
-
-    def _holder(self, conn: Connection) -> str:
-        parts: list[str] = []
-        try:
-            row = conn.execute(
-                sa.text(
-                    f"""SELECT id, pid, host, started_at FROM {state._t(self.schema, 'runs')}
-                    WHERE job = :job AND status = 'running' ORDER BY id DESC LIMIT 1"""
-                ),
-                {"job": self.job},
-            ).first()
-            if row is not None:
-                parts.append(f"run {row.id}")
-                if row.pid:
-                    parts.append(f"pid {row.pid}" + (f" on {row.host}" if row.host else ""))
-                parts.append(f"started {row.started_at:%Y-%m-%d %H:%M:%S %Z}")
-            unsigned = self.key & 0xFFFFFFFFFFFFFFFF
-            backend = conn.execute(
-                sa.text(
-                    """SELECT l.pid FROM pg_locks l
-                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                      AND l.classid::bigint = :hi AND l.objid::bigint = :lo AND l.database = (
-                          SELECT oid FROM pg_database WHERE datname = current_database())"""
-                ),
-                {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
-            ).scalar()
-            if backend is not None:
-                parts.append(f"PostgreSQL backend pid {backend}")
-        except sa.exc.DBAPIError:
-            pass
-        return f" ({', '.join(parts)})" if parts else ""
-
-    def _reset(self) -> None:
-        """Drop a broken lock connection (PostgreSQL has released the lock with it)."""
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.invalidate()
-            with contextlib.suppress(Exception):
-                self.conn.close()
-        self.conn = None
-
-    def execute(self, fn: Callable[[Connection], T], *, what: str, policy: RetryPolicy) -> T:
-        """Run a small autocommit statement on the lock connection.
-
-        If the connection was killed (pg_terminate_backend, a server restart),
-        the lock went with it: reconnect and take it again before retrying,
-        or fail with LockHeldError if another runner took it meanwhile.
-        """
-
-        def attempt() -> T:
-            try:
-                if self.conn is None:
-                    self.acquire()
-                assert self.conn is not None
-                result = fn(self.conn)
-                self.conn.commit()  # ends SQLAlchemy's bookkeeping transaction (autocommit underneath)
-                return result
-            except sa.exc.DBAPIError as exc:
-                err = map_db_error(exc, what)
-                if isinstance(err, TransientError):
-                    self._reset()
-                elif self.conn is not None:
-                    with contextlib.suppress(Exception):
-                        self.conn.rollback()
-                raise err from exc
-            except sa.exc.PendingRollbackError as exc:
-                self._reset()
-                raise TransientError(f"{what}: the connection was lost; will retry") from exc
-
-        return with_retries(attempt, what=what, policy=policy)
-
-    def release(self) -> None:
-        if self.conn is None:
-            return
-        with contextlib.suppress(Exception):
-            self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-        with contextlib.suppress(Exception):
-            self.conn.close()
-        self.conn = None
 
 
 # --------------------------------------------------------------------------- the runner
@@ -1400,10 +1247,6 @@ def _track_backends(engine: Engine, into: set[int]) -> None:
 # --------------------------------------------------------------------------- public API
 
 
-def _host() -> str:
-    return socket.gethostname()
-
-
 def _count_total(engine: Engine, cfg: Config) -> int | None:
     """How many releases the run will see, if extract can say cheaply (for progress and ETA)."""
     from . import extract
@@ -1602,7 +1445,7 @@ def _execute_run(
                 assert cp is not None
                 # Handed out, not loaded: neither in the contiguous part nor loaded ahead.
                 redone = max(0, cp.chunks_dispatched - cp.chunks_done - len(cp.ahead))
-                run = state.reopen_run(conn, schema, existing.id, pid=os.getpid(), host=_host(), redone=redone)
+                run = state.reopen_run(conn, schema, existing.id, pid=os.getpid(), host=host(), redone=redone)
                 state.carry_ahead(conn, schema, run.id, by_chunk=run.extract_mode == "offset")
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = True
@@ -1623,10 +1466,17 @@ def _execute_run(
                     watermark_from=watermark_from,
                     watermark_to=watermark_to if mode != "retry" else None,
                     pid=os.getpid(),
-                    host=_host(),
+                    host=host(),
                 )
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = False
+        # From here the lock guards this run row: losing it stops the run (see joblock).
+        lock.run_id = run.id
+        ACTIVE_RUNS.add(run.id)
+        # The run row did not exist yet to show this runner alive: if the lock
+        # connection died before it did, another runner may hold the job now.
+        lock.execute(lambda c: c.execute(sa.text("SELECT 1")), what="checking the job lock",
+                     policy=RetryPolicy.of(cfg.run))
         # After the run row commits: a crash can never leave a batch folder no run knows about.
         loader.prepare(engine)
         if run.mode == "retry":
@@ -1655,6 +1505,8 @@ def _execute_run(
         if pool is not None:
             pool.stop(graceful=False)  # no-op when the runner stopped it
         if lock is not None:
+            if lock.run_id is not None:
+                ACTIVE_RUNS.discard(lock.run_id)
             lock.release()
         engine.dispose()
 
@@ -1771,6 +1623,7 @@ def status(cfg: Config) -> list[JobStatus]:
                         job=job,
                         last_run=RunInfo.from_row(runs[0]) if runs else None,
                         last_success=RunInfo.from_row(success) if success else None,
+                        note=_stalled_note(conn, runs[0]) if runs and runs[0].status == "running" else None,
                     )
                 )
             return out
@@ -1778,6 +1631,20 @@ def status(cfg: Config) -> list[JobStatus]:
         raise map_db_error(exc, "reading run status") from exc
     finally:
         engine.dispose()
+
+
+def _stalled_note(conn: Connection, run: state.RunRow) -> str | None:
+    """Why a ``running`` run is not really running (its runner is gone), or None when it is."""
+    now = state.database_now(conn)
+    age = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
+    if runner_alive(run.id, run.pid, run.host, age):
+        return None
+    where = f"pid {run.pid} on {run.host}" if run.pid else "its runner"
+    beat = f", last heartbeat {age:.0f} s ago" if age is not None else ""
+    return (
+        f"run {run.id} is recorded as running, but its runner ({where}) is gone{beat}; "
+        f"the next `etl run` of job {run.job!r} marks it failed and continues it (or `etl resume {run.id}`)"
+    )
 
 
 def recent_runs(cfg: Config, limit: int = 20) -> list[RunInfo]:
