@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import state
+from . import claims, state
 from .config import Config
 from .masking import mask_text
 from .db import database_url, make_engine, map_db_error
@@ -77,8 +77,8 @@ T = TypeVar("T")
 # before abandoning them (they are redone on resume either way).
 DRAIN_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
-# Repairs (transform.repair) logged at WARNING per run before the rest go to INFO.
-REPAIRS_LOGGED = 50
+# Repairs (transform.repair) and shared ISRCs logged at WARNING per run before the rest go to INFO.
+NOTES_LOGGED = 50
 
 
 # --------------------------------------------------------------------------- reports
@@ -121,6 +121,8 @@ class RunReport:
     watermark_to: dt.datetime | None = None
     # values transform.repair cleaned in this attempt (each logged with its release and field)
     repairs: int = 0
+    # ISRCs of this attempt already on an earlier release of the run (each logged)
+    shared_isrcs: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -151,6 +153,8 @@ class RunReport:
             lines.append(f"  output: {self.output}")
         if self.repairs:
             lines.append(f"  repaired {self.repairs:,} values (transform.repair; each is in the log)")
+        if self.shared_isrcs:
+            lines.append(f"  {self.shared_isrcs:,} ISRCs are also on an earlier release of this run (each is in the log)")
         if self.rejected:
             lines.append(f"  see the rejected releases with `etl errors {self.run_id}`")
         if self.error:
@@ -309,6 +313,10 @@ class _Task:
     skip_unchanged: bool = False
     job: str = ""
     state_schema: str = ""
+    # identifiers are claimed per run, in chunk order (see ddex_etl.claims); a
+    # retry run claims in the scope of the run it retries
+    run_id: int = 0
+    claim_scope: int = 0
 
 
 @dataclass
@@ -335,6 +343,8 @@ class _ChunkResult:
     delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, checksum, kind)
     # repairs the builder made (transform.repair): each names the release and the field
     warnings: list[str] = field(default_factory=list)
+    # ISRCs already on an earlier release of the run (normal, but worth a look)
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -493,9 +503,11 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
             sums, what=f"reading the delivered checksums of chunk {task.number}",
             policy=spec.retry,
         )
+    rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
+    releases, duplicates, notices = _claim_identifiers(spec, engine, task, releases)
+    rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
-    rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
     # worker never holds a whole chunk of XML; they all appear at commit().
@@ -564,7 +576,51 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         unchanged=unchanged,
         delivered=delivered,
         warnings=warnings,
+        notices=notices,
     )
+
+
+def _claim_identifiers(
+    spec: _WorkerSpec, engine: Engine, task: _Task, releases: list[Any]
+) -> tuple[list[Any], list[state.RejectRecord], list[str]]:
+    """Claim the chunk's ICPNs, GRids and ISRCs in chunk order (see ``ddex_etl.claims``).
+
+    Returns the releases to build, the rejects of releases whose ICPN or GRid an
+    earlier release of the run has, and notices for ISRCs seen earlier.
+    """
+
+    def attempt() -> list[claims.Clash]:
+        claims.wait_for_turn(engine, task.state_schema, task.run_id, task.number)
+        with engine.begin() as conn:
+            return claims.claim(
+                conn, task.state_schema, run_id=task.run_id, scope=task.claim_scope, chunk=task.number,
+                releases=releases,
+            )
+
+    clashes = with_retries(attempt, what=f"claiming the identifiers of chunk {task.number}", policy=spec.retry)
+    if not clashes:
+        return releases, [], []
+    by_release: dict[int, list[claims.Clash]] = {}
+    for c in clashes:
+        if c.kind in claims.EXCLUSIVE:
+            by_release.setdefault(c.release_id, []).append(c)
+    rejects = []
+    for release in releases:
+        mine = by_release.get(int(release.release_id))
+        if mine:
+            rejects.append(
+                state.RejectRecord(
+                    release_id=int(release.release_id),
+                    stage="transform",
+                    error_kind=claims.DUPLICATE_KIND,
+                    message="; ".join(c.message() for c in mine),
+                    retryable=False,
+                    input={"duplicates": [c.as_json() for c in mine], "release": _snapshot(release)},
+                )
+            )
+    keep = [r for r in releases if int(r.release_id) not in by_release]
+    notices = [c.message() for c in clashes if c.kind not in claims.EXCLUSIVE and c.release_id not in by_release]
+    return keep, rejects, notices
 
 
 def _ahead_entry(task: _Task) -> dict[str, Any]:
@@ -717,6 +773,8 @@ class _Runner:
         self.schema = cfg.database.state_schema
         self.pool = pool
         self.retry = RetryPolicy.of(cfg.run)
+        # whose identifier claims count: a retry keeps those of the run it retries
+        self.claim_scope = run.source_run_id if run.mode == "retry" and run.source_run_id else run.id
         self.workers = pool.workers
         self.signals = 0
         self.built = run.built
@@ -726,6 +784,7 @@ class _Runner:
         self.unchanged = run.unchanged
         self.attempt_releases = 0
         self.repairs = 0
+        self.shared_isrcs = 0
         self.worker_rss: dict[int, float] = {}
         self.stage_seconds = {
             "fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0, "fetch_cpu": 0.0, "build_cpu": 0.0, "write_cpu": 0.0,
@@ -749,6 +808,13 @@ class _Runner:
 
         shutil.rmtree(root, ignore_errors=True)
         return True
+
+    def _forget_claims(self) -> None:
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                claims.forget(conn, self.schema, self.claim_scope)
+
+        with_retries(tx, what="dropping the run's identifier claims", policy=self.retry)
 
     def _seen(self) -> int:
         return self.built + self.rejected + self.skipped + self.takedowns + self.unchanged
@@ -791,6 +857,7 @@ class _Runner:
             if finished:
                 if not self._drop_empty_batch():
                     self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
+                self._forget_claims()
                 status = "succeeded"
             else:
                 status = "interrupted"
@@ -984,6 +1051,8 @@ class _Runner:
             skip_unchanged=self.run.mode in ("incremental", "targeted") and not self.run.options.get("force"),
             job=self.run.job,
             state_schema=self.schema,
+            run_id=self.run.id,
+            claim_scope=self.claim_scope,
         )
 
     def _check_workers(self) -> None:
@@ -1097,15 +1166,22 @@ class _Runner:
         for r in result.rejects:
             log.warning("rejected (%s): %s", r.stage, mask(r.message))
         for w in result.warnings:
-            # Each repair once at WARNING while they are few; a catalog full of
-            # stray spaces would otherwise bury everything else in the log.
             self.repairs += 1
-            if self.repairs <= REPAIRS_LOGGED:
-                log.warning("repaired: %s", mask(w))
-            else:
-                if self.repairs == REPAIRS_LOGGED + 1:
-                    log.warning("more repairs follow; they are logged at INFO level (etl -v run shows them)")
-                log.info("repaired: %s", mask(w))
+            self._log_capped("repaired", self.repairs, w)
+        for n in result.notices:
+            self.shared_isrcs += 1
+            self._log_capped("shared ISRC", self.shared_isrcs, n)
+
+    @staticmethod
+    def _log_capped(what: str, count: int, text: str) -> None:
+        """Each one once at WARNING while they are few; a catalog full of stray spaces (or of
+        singles beside their albums) would otherwise bury everything else in the log."""
+        if count <= NOTES_LOGGED:
+            log.warning("%s: %s", what, mask(text))
+            return
+        if count == NOTES_LOGGED + 1:
+            log.warning("more %s notes follow at INFO level (etl -v run shows them)", what)
+        log.info("%s: %s", what, mask(text))
 
     def _check_thresholds(self, result: _ChunkResult) -> None:
         rc = self.cfg.run
@@ -1187,6 +1263,7 @@ class _Runner:
             watermark_from=row.watermark_from,
             watermark_to=row.watermark_to,
             repairs=self.repairs,
+            shared_isrcs=self.shared_isrcs,
         )
 
 
@@ -1447,6 +1524,7 @@ def _execute_run(
                 redone = max(0, cp.chunks_dispatched - cp.chunks_done - len(cp.ahead))
                 run = state.reopen_run(conn, schema, existing.id, pid=os.getpid(), host=host(), redone=redone)
                 state.carry_ahead(conn, schema, run.id, by_chunk=run.extract_mode == "offset")
+                claims.rewind(conn, schema, run.id, cp.chunks_done)
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = True
             else:

@@ -114,7 +114,7 @@ def _current(conn: Connection, schema: str) -> str | None:
 # The newest revision under migrations/versions. Every run compares the
 # schema with it; asking alembic instead costs ~0.1 s of imports and script
 # parsing per run. tests/test_state.py checks it against alembic's head.
-HEAD = "0003"
+HEAD = "0004"
 
 
 def head() -> str:
@@ -192,6 +192,7 @@ class Checkpoint:
     updated_at: dt.datetime | None = None
     ahead: list[dict[str, Any]] = field(default_factory=list)
     skip: list[Any] = field(default_factory=list)
+    claims_through: int = -1  # the last chunk whose identifiers are claimed (see ddex_etl.claims)
 
 
 @dataclass(frozen=True)

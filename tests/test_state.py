@@ -26,7 +26,9 @@ def _tables(engine: sa.Engine, schema: str) -> set[str]:
         }
 
 
-STATE_TABLES = {"alembic_version", "runs", "checkpoints", "rejected_releases", "documents", "delivered"}
+STATE_TABLES = {
+    "alembic_version", "runs", "checkpoints", "rejected_releases", "documents", "delivered", "claimed_identifiers",
+}
 
 
 def test_the_head_constant_is_alembics_head() -> None:
@@ -69,13 +71,17 @@ def _columns(engine: sa.Engine, table: str) -> set[str]:
 
 def test_downgrade_step_by_step_from_head(engine: sa.Engine) -> None:
     state.upgrade(engine, "ddex_etl")
-    assert {"ahead", "skip"} <= _columns(engine, "checkpoints")
+    assert {"ahead", "skip", "claims_through"} <= _columns(engine, "checkpoints")
+    state.downgrade(engine, "ddex_etl")  # 0004 -> 0003: the identifier claims go
+    assert state.current(engine, "ddex_etl") == "0003"
+    assert "claims_through" not in _columns(engine, "checkpoints")
+    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"claimed_identifiers"}
     state.downgrade(engine, "ddex_etl")  # 0003 -> 0002: the out-of-order chunk lists go
     assert state.current(engine, "ddex_etl") == "0002"
     assert not {"ahead", "skip"} & _columns(engine, "checkpoints")
     state.downgrade(engine, "ddex_etl")  # 0002 -> 0001: the incremental-sync additions go
     assert state.current(engine, "ddex_etl") == "0001"
-    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"delivered"}
+    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"delivered", "claimed_identifiers"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,188 @@
+"""Release identifiers claimed per run: one ICPN, one GRid, one release.
+
+Two releases with the same ICPN would be the same product at a store, and
+in the ``ddex-batch`` layout the same folder: the later one would write
+over the earlier. So before anything of a chunk is built, its releases
+claim their ICPN and GRid in ``claimed_identifiers``; the first release *in
+paging order* that has a value owns it, and every later one is rejected
+(``DuplicateIdentifier``) naming both releases. Never by finishing order:
+
+* Chunks claim in chunk order. A worker that fetched chunk N waits until
+  chunk N-1's claims are in (``checkpoints.claims_through``); it waits for
+  the other worker's *fetch*, never its build, so the wait is short.
+* Within a chunk, releases claim in the chunk's order.
+* Claims are idempotent: a chunk done again after a crash (or by a second
+  worker) finds its own claims and changes nothing. A resume winds
+  ``claims_through`` back to its checkpoint.
+
+An ISRC on several releases is normal (a single and its album): it is
+claimed the same way, but a later release only gets a notice naming the
+first. Two tracks of one release with the same ISRC are refused by the
+builder itself.
+
+Scope: one run (a retry run uses the claims of the run it retries, so a
+duplicate stays a duplicate until its identifier changes). When a run
+succeeds its claims go, except those its duplicate rejects point at.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import TransientError
+from .state import _array_literal, _t
+
+EXCLUSIVE = ("icpn", "grid")  # a later release with the value is rejected
+SHARED = ("isrc",)  # a later release with the value gets a notice
+NAMES = {"icpn": "ICPN", "grid": "GRid", "isrc": "ISRC"}
+DUPLICATE_KIND = "DuplicateIdentifier"
+# How long a worker waits for the chunk before its own to claim. That chunk's
+# worker is fetching it; a fetch this slow means something is stuck.
+TURN_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Clash:
+    """``release_id``'s ``kind`` ``value`` was claimed first by ``owner``."""
+
+    release_id: int
+    kind: str
+    value: str
+    owner: int
+    field: str  # where the value sits in the release, e.g. "icpn" or "tracks[3].isrc"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "owner": self.owner, "field": self.field}
+
+    def message(self) -> str:
+        name = NAMES[self.kind]
+        if self.kind in EXCLUSIVE:
+            return (
+                f"release {self.release_id}: {self.field}={self.value!r}: is also the {name} of release "
+                f"{self.owner}, which comes first in this run; fix: give each release its own {name} "
+                "in the catalog, then `etl retry-failed`"
+            )
+        return (
+            f"release {self.release_id}: {self.field}={self.value!r}: this {name} is also on release "
+            f"{self.owner} (normal for a recording on a single and its album; check it is the same recording)"
+        )
+
+
+def identifiers(release: Any) -> list[tuple[str, str, str]]:
+    """``(kind, value, field)`` of a release's ICPN, GRid and track ISRCs, as the builder will read them."""
+    out: list[tuple[str, str, str]] = []
+    for kind in EXCLUSIVE:
+        value = getattr(release, kind, None)
+        if isinstance(value, str) and value.strip():
+            out.append((kind, value.strip(), kind))
+    for i, track in enumerate(getattr(release, "tracks", ()) or ()):
+        value = getattr(track, "isrc", None)
+        if isinstance(value, str) and value.strip():
+            out.append(("isrc", value.strip().upper(), f"tracks[{i}].isrc"))
+    return out
+
+
+def wait_for_turn(engine: Engine, schema: str, run_id: int, chunk: int, *, poll: float = 0.005) -> None:
+    """Block until chunk ``chunk - 1`` of run ``run_id`` has claimed (chunk order is claim order)."""
+    if chunk <= 0:
+        return
+    deadline = time.monotonic() + TURN_TIMEOUT
+    stmt = sa.text(f"SELECT claims_through FROM {_t(schema, 'checkpoints')} WHERE run_id = :r")
+    while True:
+        with engine.connect() as conn:
+            done = conn.execute(stmt, {"r": run_id}).scalar()
+            conn.rollback()
+        if done is not None and int(done) >= chunk - 1:
+            return
+        if time.monotonic() > deadline:
+            raise TransientError(
+                f"chunk {chunk} waited {TURN_TIMEOUT:.0f} s for chunk {chunk - 1} to claim its identifiers; "
+                "the worker reading it seems stuck"
+            )
+        time.sleep(poll)
+        poll = min(0.1, poll * 1.5)
+
+
+def claim(
+    conn: Connection, schema: str, *, run_id: int, scope: int, chunk: int, releases: Iterable[Any]
+) -> list[Clash]:
+    """Claim the identifiers of one chunk's releases (in the caller's transaction); return the clashes.
+
+    ``run_id``: the run whose ``claims_through`` moves to ``chunk``;
+    ``scope``: the run whose claims count (itself, or the run a retry retries).
+    """
+    wanted: list[tuple[str, str, str, int]] = []  # kind, value, field, release
+    first_in_chunk: dict[tuple[str, str], int] = {}
+    clashes: list[Clash] = []
+    for release in releases:
+        rid = int(release.release_id)
+        for kind, value, where in identifiers(release):
+            owner = first_in_chunk.setdefault((kind, value), rid)
+            if owner != rid:
+                clashes.append(Clash(rid, kind, value, owner, where))
+            else:
+                wanted.append((kind, value, where, rid))
+    if wanted:
+        table = _t(schema, "claimed_identifiers")
+        rows = conn.execute(
+            sa.text(
+                f"""WITH wanted AS (
+                    SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:vals AS text[]), CAST(:rids AS bigint[]))
+                        AS u (kind, value, release_id)
+                ), taken AS (
+                    INSERT INTO {table} (run_id, kind, value, release_id)
+                    SELECT :scope, kind, value, release_id FROM wanted
+                    ON CONFLICT (run_id, kind, value) DO NOTHING
+                )
+                SELECT w.kind, w.value, w.release_id, c.release_id AS owner
+                FROM wanted w JOIN {table} c ON c.run_id = :scope AND c.kind = w.kind AND c.value = w.value
+                WHERE c.release_id <> w.release_id"""
+            ),
+            {
+                "scope": scope,
+                "kinds": _array_literal([w[0] for w in wanted]),
+                "vals": _array_literal([w[1] for w in wanted]),
+                "rids": _array_literal([w[3] for w in wanted]),
+            },
+        ).all()
+        where_of = {(w[0], w[1], w[3]): w[2] for w in wanted}
+        for kind, value, rid, owner in rows:
+            clashes.append(Clash(int(rid), kind, value, int(owner), where_of[(kind, value, int(rid))]))
+    conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'checkpoints')} SET claims_through = GREATEST(claims_through, :n)
+            WHERE run_id = :r"""
+        ),
+        {"n": chunk, "r": run_id},
+    )
+    return sorted(clashes, key=lambda c: (c.release_id, c.kind != "icpn", c.field))
+
+
+def rewind(conn: Connection, schema: str, run_id: int, chunks_done: int) -> None:
+    """On resume: chunks from ``chunks_done`` on claim again, in order (their own claims are kept)."""
+    conn.execute(
+        sa.text(f"UPDATE {_t(schema, 'checkpoints')} SET claims_through = :n WHERE run_id = :r"),
+        {"n": chunks_done - 1, "r": run_id},
+    )
+
+
+def forget(conn: Connection, schema: str, run_id: int) -> None:
+    """A run succeeded: drop its claims, except those its unresolved duplicate rejects point at."""
+    conn.execute(
+        sa.text(
+            f"""DELETE FROM {_t(schema, 'claimed_identifiers')} c
+            WHERE c.run_id = :r AND NOT EXISTS (
+                SELECT 1 FROM {_t(schema, 'rejected_releases')} x
+                WHERE x.run_id = :r AND x.error_kind = :kind AND x.resolved_at IS NULL
+                  AND EXISTS (
+                      SELECT 1 FROM jsonb_array_elements(x.input -> 'duplicates') AS d
+                      WHERE d ->> 'kind' = c.kind AND d ->> 'value' = c.value)
+            )"""
+        ),
+        {"r": run_id, "kind": DUPLICATE_KIND},
+    )
