@@ -77,7 +77,7 @@ T = TypeVar("T")
 # before abandoning them (they are redone on resume either way).
 DRAIN_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
-# Repairs (transform.repair) and shared ISRCs logged at WARNING per run before the rest go to INFO.
+# Repairs (transform.repair) logged at WARNING per run before the rest go to INFO; shared ISRCs listed.
 NOTES_LOGGED = 50
 
 
@@ -121,7 +121,7 @@ class RunReport:
     watermark_to: dt.datetime | None = None
     # values transform.repair cleaned in this attempt (each logged with its release and field)
     repairs: int = 0
-    # ISRCs of this attempt already on an earlier release of the run (each logged)
+    # ISRCs on more than one release of the run (listed in the log when it succeeds)
     shared_isrcs: int = 0
 
     @property
@@ -154,7 +154,7 @@ class RunReport:
         if self.repairs:
             lines.append(f"  repaired {self.repairs:,} values (transform.repair; each is in the log)")
         if self.shared_isrcs:
-            lines.append(f"  {self.shared_isrcs:,} ISRCs are also on an earlier release of this run (each is in the log)")
+            lines.append(f"  {self.shared_isrcs:,} ISRCs are on more than one release (listed in the log)")
         if self.rejected:
             lines.append(f"  see the rejected releases with `etl errors {self.run_id}`")
         if self.error:
@@ -343,8 +343,6 @@ class _ChunkResult:
     delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, checksum, kind)
     # repairs the builder made (transform.repair): each names the release and the field
     warnings: list[str] = field(default_factory=list)
-    # ISRCs already on an earlier release of the run (normal, but worth a look)
-    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -504,7 +502,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
             policy=spec.retry,
         )
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
-    releases, duplicates, notices = _claim_identifiers(spec, engine, task, releases)
+    releases, duplicates = _claim_identifiers(spec, engine, task, releases)
     rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
@@ -576,17 +574,16 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         unchanged=unchanged,
         delivered=delivered,
         warnings=warnings,
-        notices=notices,
     )
 
 
 def _claim_identifiers(
     spec: _WorkerSpec, engine: Engine, task: _Task, releases: list[Any]
-) -> tuple[list[Any], list[state.RejectRecord], list[str]]:
-    """Claim the chunk's ICPNs, GRids and ISRCs in chunk order (see ``ddex_etl.claims``).
+) -> tuple[list[Any], list[state.RejectRecord]]:
+    """Claim the chunk's ICPNs and GRids in chunk order, and list its ISRCs (see ``ddex_etl.claims``).
 
-    Returns the releases to build, the rejects of releases whose ICPN or GRid an
-    earlier release of the run has, and notices for ISRCs seen earlier.
+    Returns the releases to build and the rejects of releases whose ICPN or
+    GRid an earlier release of the run has.
     """
 
     def attempt() -> list[claims.Clash]:
@@ -599,11 +596,10 @@ def _claim_identifiers(
 
     clashes = with_retries(attempt, what=f"claiming the identifiers of chunk {task.number}", policy=spec.retry)
     if not clashes:
-        return releases, [], []
+        return releases, []
     by_release: dict[int, list[claims.Clash]] = {}
     for c in clashes:
-        if c.kind in claims.EXCLUSIVE:
-            by_release.setdefault(c.release_id, []).append(c)
+        by_release.setdefault(c.release_id, []).append(c)
     rejects = []
     for release in releases:
         mine = by_release.get(int(release.release_id))
@@ -618,9 +614,7 @@ def _claim_identifiers(
                     input={"duplicates": [c.as_json() for c in mine], "release": _snapshot(release)},
                 )
             )
-    keep = [r for r in releases if int(r.release_id) not in by_release]
-    notices = [c.message() for c in clashes if c.kind not in claims.EXCLUSIVE and c.release_id not in by_release]
-    return keep, rejects, notices
+    return [r for r in releases if int(r.release_id) not in by_release], rejects
 
 
 def _ahead_entry(task: _Task) -> dict[str, Any]:
@@ -809,12 +803,22 @@ class _Runner:
         shutil.rmtree(root, ignore_errors=True)
         return True
 
-    def _forget_claims(self) -> None:
-        def tx() -> None:
-            with self.engine.begin() as conn:
-                claims.forget(conn, self.schema, self.claim_scope)
+    def _close_claims(self) -> None:
+        """The run is loaded: list the ISRCs found on several of its releases, then drop its claims."""
 
-        with_retries(tx, what="dropping the run's identifier claims", policy=self.retry)
+        def tx() -> tuple[int, list[tuple[str, list[int]]]]:
+            with self.engine.begin() as conn:
+                found = claims.shared_isrcs(conn, self.schema, self.claim_scope, limit=NOTES_LOGGED)
+                claims.forget(conn, self.schema, self.claim_scope)
+                return found
+
+        self.shared_isrcs, listed = with_retries(tx, what="closing the run's identifier claims", policy=self.retry)
+        for isrc, releases in listed:
+            log.warning("shared ISRC: %s is on releases %s (normal for a recording on a single and its album; "
+                        "check that it is the same recording)", isrc, ", ".join(map(str, releases)))
+        if self.shared_isrcs > len(listed):
+            log.warning("shared ISRC: %d more ISRCs are on more than one release of this run",
+                        self.shared_isrcs - len(listed))
 
     def _seen(self) -> int:
         return self.built + self.rejected + self.skipped + self.takedowns + self.unchanged
@@ -857,7 +861,7 @@ class _Runner:
             if finished:
                 if not self._drop_empty_batch():
                     self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
-                self._forget_claims()
+                self._close_claims()
                 status = "succeeded"
             else:
                 status = "interrupted"
@@ -1168,9 +1172,6 @@ class _Runner:
         for w in result.warnings:
             self.repairs += 1
             self._log_capped("repaired", self.repairs, w)
-        for n in result.notices:
-            self.shared_isrcs += 1
-            self._log_capped("shared ISRC", self.shared_isrcs, n)
 
     @staticmethod
     def _log_capped(what: str, count: int, text: str) -> None:
