@@ -1246,6 +1246,8 @@ class _Runner:
             max_retries=self.cfg.run.max_retries,
             delay=self.cfg.run.retry_delay,
         )
+        if isinstance(self.loader, FileLoader):
+            self.loader.settle(result.written)  # committed: its files no longer need their pending list
         log.debug(
             "chunk %d: %d built, %d rejected, %.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
             task.number, result.built, len(result.rejects), result.seconds, result.pid,
@@ -1520,6 +1522,21 @@ def _open(cfg: Config) -> tuple[Engine, str]:
     return engine, url
 
 
+def _committed_releases(engine: Engine, schema: str, run: state.RunRow) -> Callable[[Any], set[int]]:
+    """For the files loader: which of some releases a committed chunk of ``run`` delivered."""
+
+    def committed(release_ids: Any) -> set[int]:
+        try:
+            with engine.connect() as conn:
+                found = state.delivered_by_run(conn, schema, run.job, run.id, list(release_ids))
+                conn.rollback()
+                return found
+        except sa.exc.DBAPIError as exc:
+            raise map_db_error(exc, f"reading which releases run {run.id} has loaded") from exc
+
+    return committed
+
+
 def _execute_run(
     cfg: Config,
     *,
@@ -1537,6 +1554,7 @@ def _execute_run(
     engine, url = _open(cfg)
     lock: JobLock | None = None
     pool: _Pool | None = None
+    loader: Loader | None = None
     try:
         pool = _Pool(url, cfg, cfg.run.workers or os.cpu_count() or 1)
         # The first contact with the server: a nightly job that starts while the server restarts
@@ -1586,8 +1604,10 @@ def _execute_run(
             batch_id = existing.batch_id
         else:
             batch_id = new_batch_id() if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" else None
-        loader = loader_for(cfg, batch_id=batch_id)
+        loader = loader_for(cfg, run_id=existing.id if existing is not None else None, batch_id=batch_id)
         loader.check()  # fail on a missing output directory before touching the run rows
+        # Another job writing the same folder is refused here, before a run row exists.
+        loader.acquire(cfg.run.job, existing.id if existing is not None else None)
 
         if existing is not None:
             mode = existing.mode
@@ -1638,7 +1658,7 @@ def _execute_run(
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = False
         # After the run row commits: a crash can never leave a batch folder no run knows about.
-        loader.prepare(engine)
+        loader.prepare(engine, run_id=run.id, committed=_committed_releases(engine, schema, run))
         if run.mode == "retry":
             assert run.source_run_id is not None
             keys = _retry_source(engine, cfg, run.source_run_id)
@@ -1664,6 +1684,8 @@ def _execute_run(
     finally:
         if pool is not None:
             pool.stop(graceful=False)  # no-op when the runner stopped it
+        if loader is not None:
+            loader.close()  # workers are gone: nothing of this run is in flight any more
         if lock is not None:
             lock.release()
         engine.dispose()
