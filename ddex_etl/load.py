@@ -413,6 +413,8 @@ class FileLoader:
 
         ``committed(release_ids)`` answers which of those releases a committed
         chunk of this run delivered; without it such files are left alone.
+        Call ``acquire`` first when other jobs may use the same folder: without
+        the lock every temp file in the folder counts as a stopped run's.
         """
         self.check()
         if run_id is not None:
@@ -432,7 +434,7 @@ class FileLoader:
             raise _output_error(exc, self.root) from exc
         try:
             undone = self._reconcile(root)
-            removed = self._clean_temps(root, everyone=self._lock is not None and self._lock.held)
+            removed = self._clean_temps(root, everyone=self._alone())
         except OSError as exc:
             raise _output_error(exc, self.root) from exc
         finally:
@@ -484,7 +486,7 @@ class FileLoader:
                     except (OSError, EtlError) as exc:
                         log.warning("left for the next start: could not settle the chunks in flight in %s: %s", self.root, exc)
                     try:
-                        removed = self._clean_temps(root, everyone=self._lock is not None and self._lock.held, mine=True)
+                        removed = self._clean_temps(root, everyone=self._alone(), mine=True)
                         if removed:
                             log.info("removed %d temp file(s) of this run from %s", removed, self.root)
                     except OSError as exc:
@@ -516,6 +518,11 @@ class FileLoader:
     def open_chunk(self) -> FileChunk:
         """Start writing a chunk document by document (a built document can be freed at once)."""
         return FileChunk(self)
+
+    def _alone(self) -> bool:
+        """No live run but this one writes the folder: the lock is held (or, used without
+        ``acquire``, the caller vouches for it, as before folder locks)."""
+        return self._lock is None or self._lock.held
 
     def _open_root(self) -> int:
         """A descriptor of the run's folder: the output directory as configured (a link the user
