@@ -249,11 +249,15 @@ def _is_link(parent: int, name: str) -> bool:
         return False
 
 
-def _open_folder(parent: int, name: str, shown: Path | str) -> int:
-    """Open the folder ``name`` inside ``parent``, refusing a symbolic link (it could lead outside)."""
+def _open_folder(parent: int, name: str, parent_path: Path | str) -> int:
+    """Open the folder ``name`` inside ``parent``, refusing a symbolic link (it could lead outside).
+
+    ``parent_path`` only names ``parent`` in messages (joined on error: this runs once per file).
+    """
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except OSError as exc:
+        shown = os.path.join(parent_path, name)
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
             if _is_link(parent, name):
                 raise OutputError(
@@ -532,7 +536,7 @@ class FileLoader:
             return top
         try:
             assert self.batch_id is not None
-            return _open_folder(top, self.batch_id, self.root)
+            return _open_folder(top, self.batch_id, self.directory)
         finally:
             os.close(top)
 
@@ -548,7 +552,7 @@ class FileLoader:
                 raise OSError(err, os.strerror(err))
             return
         for folder in folders:
-            dfd = _open_folder(root, folder, self.root / folder) if folder else root
+            dfd = _open_folder(root, folder, self.root) if folder else root
             try:
                 os.fsync(dfd)
             finally:
@@ -712,6 +716,7 @@ class FileChunk:
     def __init__(self, loader: FileLoader) -> None:
         self.loader = loader
         self._root: int | None = None
+        self._where = str(loader.root)  # for messages
         self._temps: list[tuple[str, str, str]] = []  # (release folder, "" for flat; temp name; final name)
         self._written: list[Written] = []
         self._made: set[str] = set()
@@ -731,14 +736,13 @@ class FileChunk:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(folder, 0o755, dir_fd=root)
             self._made.add(folder)
-        return _open_folder(root, folder, self.loader.root / folder)
+        return _open_folder(root, folder, self._where)
 
     def add(self, output: Output) -> None:
         ld = self.loader
         rel = ld.relative_path(output)
-        final = os.path.join(ld.directory, rel)
         folder = output.identifier if ld.layout == "ddex-batch" else ""
-        name = os.path.basename(rel)
+        name = f"{folder}.xml" if folder else rel
         tmp = "." + name + self._tag
         try:
             dfd = self._folder_fd(folder, create=True)
@@ -747,7 +751,7 @@ class FileChunk:
                     fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=dfd)
                 except FileExistsError:
                     raise OutputError(
-                        f"cannot write {final}: its temp name {tmp} already exists there (a file or a link that "
+                        f"cannot write {os.path.join(self._where, folder, name)}: its temp name {tmp} already exists there (a file or a link that "
                         "no run of ddex-etl left); nothing is written through it; fix: remove it, find what else "
                         "writes into the output folder, then `etl resume`"
                     ) from None
@@ -769,23 +773,23 @@ class FileChunk:
             raise
         except OSError as exc:
             self.abort()
-            raise _output_error(exc, final) from exc
+            raise _output_error(exc, os.path.join(self._where, folder, name)) from exc
         self._written.append(Written(output.doc.release_id, rel, output.doc.checksum))
 
     def commit(self) -> list[Written]:
         """Make the chunk durable under its final names; returns what was written."""
         ld = self.loader
-        current: Path | str = ld.root
+        current: tuple[str, ...] = ()
         try:
             if self._temps:
                 root = self._root_fd()
                 folders = {folder for folder, _, _ in self._temps}
                 if ld.layout == "ddex-batch":
-                    current = self._write_pending(root)
+                    current = (self._write_pending(root),)
                 if ld.durable:
                     ld._sync(root, folders)
                 for folder, tmp, name in self._temps:
-                    current = ld.root / folder / name
+                    current = (folder, name)
                     dfd = self._folder_fd(folder)
                     try:
                         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -799,12 +803,12 @@ class FileChunk:
             raise
         except OSError as exc:
             self.abort()
-            raise _output_error(exc, current) from exc
+            raise _output_error(exc, os.path.join(self._where, *current)) from exc
         self._done = True
         self._close_root()
         return self._written
 
-    def _write_pending(self, root: int) -> Path:
+    def _write_pending(self, root: int) -> str:
         """List the chunk's files before any rename (synced with them; see FileLoader._reconcile)."""
         ld = self.loader
         name = _pending_name(ld.run_id, self._written[0].release_id)
@@ -818,7 +822,7 @@ class FileChunk:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        return ld.root / name
+        return name
 
     def abort(self) -> None:
         """Remove the temp files not yet renamed (no-op after a successful commit)."""
