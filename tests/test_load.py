@@ -208,6 +208,16 @@ def test_a_planted_temp_link_is_never_written_through(tmp_path: Path, layout: st
     assert final.read_bytes() == b"<m>1</m>" and not final.is_symlink()
 
 
+def test_a_link_planted_at_a_final_name_is_replaced_never_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    loader = _loader(tmp_path / "out", "flat")
+    (loader.root / "1.xml").symlink_to(outside)
+    loader.write([_out(1)])
+    assert outside.read_bytes() == b"precious"
+    assert not (loader.root / "1.xml").is_symlink() and (loader.root / "1.xml").read_bytes() == b"<m>1</m>"
+
+
 def test_a_symlinked_release_folder_is_refused(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
