@@ -40,6 +40,15 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
+@pytest.fixture()
+def big_engine(db_url: str) -> Iterator[sa.Engine]:
+    """Enough chunks that a worker paused early leaves the other plenty to do."""
+    eng = make_engine(db_url, pool_size=2)
+    seed_catalog(eng, 4 * RELEASES, seed=7)
+    yield eng
+    eng.dispose()
+
+
 def make_cfg(db_url: str, out: Path, *, schema: str = "ddex_etl", job: str = "default", workers: int = 1,
              layout: str = "flat") -> Config:
     return Config(database=DatabaseConfig(url=db_url, state_schema=schema, pool_size=2)).with_overrides(
@@ -88,13 +97,21 @@ def reference_batch(db_url: str, where: Path) -> dict[str, bytes]:
     return batch_tree(where, str(report.batch_id))
 
 
+GATE = 4242  # advisory lock key: a commit held with "WAIT" goes on when the test lets go of it
+
+
 def hold_checkpoint(engine: sa.Engine, chunk: int, action: str) -> None:
-    """Make the commit that moves the checkpoint past ``chunk`` fail (``RAISE``) or hang (``SLEEP``).
+    """Make the commit that moves the checkpoint past ``chunk`` fail (``RAISE``) or hang:
+    ``SLEEP`` until its backend is terminated, ``WAIT`` until the test releases advisory lock GATE.
 
     A trigger on the state table: the worker has renamed the chunk's files by
     then, exactly the window between a worker's rename and the checkpoint.
     """
-    body = "RAISE EXCEPTION 'test: the checkpoint of this chunk is refused'" if action == "RAISE" else "PERFORM pg_sleep(600)"
+    body = {
+        "RAISE": "RAISE EXCEPTION 'test: the checkpoint of this chunk is refused'",
+        "SLEEP": "PERFORM pg_sleep(600)",
+        "WAIT": f"PERFORM pg_advisory_xact_lock({GATE})",
+    }[action]
     state.upgrade(engine, "ddex_etl")
     with engine.begin() as conn:
         conn.execute(sa.text(
@@ -163,19 +180,6 @@ def wait_until(proc: subprocess.Popen[str], what: str, check: object, timeout: f
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def chunks_done(db_url: str, job: str) -> int:
-    with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
-        try:
-            row = conn.execute(
-                "SELECT c.chunks_done FROM ddex_etl.runs r JOIN ddex_etl.checkpoints c ON c.run_id = r.id "
-                "WHERE r.job = %s AND r.status = 'running' ORDER BY r.id DESC LIMIT 1",
-                (job,),
-            ).fetchone()
-        except psycopg.errors.UndefinedTable:
-            return 0
-    return int(row[0]) if row else 0
-
-
 _TEMP_PID = re.compile(r"\.(?:[0-9]+-)?([0-9]+)" + re.escape(TMP_SUFFIX) + "$")
 
 
@@ -210,34 +214,42 @@ def test_a_second_job_writing_the_same_flat_folder_is_refused_and_the_first_comp
     ref = tmp_path / "ref"
     pipeline.run(make_cfg(db_url, ref, schema="ref"), progress=False)
     out = tmp_path / "out"
+    hold_checkpoint(engine, 1, "WAIT")  # alpha stays mid-run, holding its folder, until the gate opens
     write_toml(tmp_path / "alpha", out, job="alpha")
-    proc = start_etl(tmp_path / "alpha", db_url, "run", "--no-progress")
+    beta = make_cfg(db_url, out, job="beta")
+    proc: subprocess.Popen[str] | None = None
     try:
-        wait_until(proc, "alpha's first chunk", lambda: chunks_done(db_url, "alpha") >= 1)
-        os.kill(proc.pid, signal.SIGSTOP)  # alpha is mid-run, holding the folder, for as long as this takes
-        try:
-            beta = make_cfg(db_url, out, job="beta")
+        with psycopg.connect(_libpq(db_url), autocommit=True) as gate:
+            gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+            proc = start_etl(tmp_path / "alpha", db_url, "run", "--no-progress")
+
+            def alpha_waits() -> bool:
+                row = gate.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted", (GATE,)
+                ).fetchone()
+                return bool(row and row[0])
+
+            wait_until(proc, "alpha's commit of chunk 1", alpha_waits)
             with pytest.raises(OutputError) as refused:
                 pipeline.run(beta, progress=False)
-        finally:
-            os.kill(proc.pid, signal.SIGCONT)
-        message = str(refused.value)
-        assert f"output folder {out} is in use by run 1 of job 'alpha' (pid {proc.pid} on " in message
-        assert "fix: give each job its own load.directory" in message
-        assert refused.value.exit_code == ExitCode.FAILED
-        # Refused before a run row existed, and nothing of alpha's was touched.
-        assert [r.job for r in pipeline.recent_runs(beta)] == ["alpha"]
+            gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
         _, err = proc.communicate(timeout=300)
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.communicate()
+    message = str(refused.value)
+    assert f"output folder {out} is in use by run 1 of job 'alpha' (pid {proc.pid} on " in message
+    assert "fix: give each job its own load.directory" in message
+    assert refused.value.exit_code == ExitCode.FAILED
+    # Refused before a run row existed, and nothing of alpha's was touched.
+    assert [r.job for r in pipeline.recent_runs(beta)] == ["alpha"]
     assert proc.returncode == ExitCode.OK, err[-3000:]
     assert tree(out) == tree(ref)  # one whole document per release; no lock file, no temp file
 
 
 def test_two_jobs_in_one_directory_with_the_ddex_batch_layout_work_side_by_side(
-    engine: sa.Engine, db_url: str, tmp_path: Path
+    big_engine: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
     reference = reference_batch(db_url, tmp_path / "ref")
     out = tmp_path / "out"
@@ -309,10 +321,10 @@ def test_a_batch_id_read_back_from_the_state_table_is_validated(
 # --------------------------------------------------------------------------- what a failure leaves
 
 
-def test_no_temp_file_of_a_failed_run_remains_when_it_exits(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+def test_no_temp_file_of_a_failed_run_remains_when_it_exits(big_engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """A worker is mid-chunk (paused) when the other one fails: its temp files go too."""
     out = tmp_path / "out"
-    (out / f"{release_ids(engine)[-1]}.xml").mkdir(parents=True)  # the last chunk cannot be renamed
+    (out / f"{release_ids(big_engine)[-1]}.xml").mkdir(parents=True)  # the last chunk cannot be renamed
     write_toml(tmp_path / "work", out, job="default", workers=2, chunk=5)
     proc = start_etl(tmp_path / "work", db_url, "run", "--no-progress")
     paused = None
