@@ -1147,6 +1147,8 @@ class _Runner:
             what=f"loading chunk {task.number}",
             policy=self.retry,
         )
+        if isinstance(self.loader, FileLoader):
+            self.loader.settle(result.written)  # committed: its files no longer need their pending list
         log.debug(
             "chunk %d: %d built, %d rejected, %.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
             task.number, result.built, len(result.rejects), result.seconds, result.pid,
@@ -1432,6 +1434,21 @@ def _open(cfg: Config) -> tuple[Engine, str]:
     return engine, url
 
 
+def _committed_releases(engine: Engine, schema: str, run: state.RunRow) -> Callable[[Any], set[int]]:
+    """For the files loader: which of some releases a committed chunk of ``run`` delivered."""
+
+    def committed(release_ids: Any) -> set[int]:
+        try:
+            with engine.connect() as conn:
+                found = state.delivered_by_run(conn, schema, run.job, run.id, list(release_ids))
+                conn.rollback()
+                return found
+        except sa.exc.DBAPIError as exc:
+            raise map_db_error(exc, f"reading which releases run {run.id} has loaded") from exc
+
+    return committed
+
+
 def _execute_run(
     cfg: Config,
     *,
@@ -1449,6 +1466,7 @@ def _execute_run(
     engine, url = _open(cfg)
     lock: JobLock | None = None
     pool: _Pool | None = None
+    loader: Loader | None = None
     try:
         pool = _Pool(url, cfg, cfg.run.workers or os.cpu_count() or 1)
         # The first contact with the server: a nightly job that starts while the server restarts
@@ -1497,8 +1515,10 @@ def _execute_run(
             batch_id = existing.batch_id
         else:
             batch_id = new_batch_id() if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" else None
-        loader = loader_for(cfg, batch_id=batch_id)
+        loader = loader_for(cfg, run_id=existing.id if existing is not None else None, batch_id=batch_id)
         loader.check()  # fail on a missing output directory before touching the run rows
+        # Another job writing the same folder is refused here, before a run row exists.
+        loader.acquire(cfg.run.job, existing.id if existing is not None else None)
 
         if existing is not None:
             mode = existing.mode
@@ -1557,7 +1577,7 @@ def _execute_run(
         lock.execute(lambda c: c.execute(sa.text("SELECT 1")), what="checking the job lock",
                      policy=RetryPolicy.of(cfg.run))
         # After the run row commits: a crash can never leave a batch folder no run knows about.
-        loader.prepare(engine)
+        loader.prepare(engine, run_id=run.id, committed=_committed_releases(engine, schema, run))
         if run.mode == "retry":
             assert run.source_run_id is not None
             keys = _retry_source(engine, cfg, run.source_run_id)
@@ -1583,6 +1603,8 @@ def _execute_run(
     finally:
         if pool is not None:
             pool.stop(graceful=False)  # no-op when the runner stopped it
+        if loader is not None:
+            loader.close()  # workers are gone: nothing of this run is in flight any more
         if lock is not None:
             if lock.run_id is not None:
                 ACTIVE_RUNS.discard(lock.run_id)

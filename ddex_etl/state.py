@@ -646,6 +646,20 @@ def delivered_checksums(conn: Connection, schema: str, job: str, release_ids: Se
     return {int(r[0]): str(r[1]) for r in rows}
 
 
+def delivered_by_run(conn: Connection, schema: str, job: str, run_id: int, release_ids: Sequence[int]) -> set[int]:
+    """Which of ``release_ids`` a committed chunk of ``run_id`` delivered (its ``delivered`` row names that run)."""
+    if not release_ids:
+        return set()
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT release_id FROM {_t(schema, 'delivered')}
+            WHERE job = :job AND run_id = :run AND release_id = ANY(:ids)"""
+        ),
+        {"job": job, "run": run_id, "ids": [int(i) for i in release_ids]},
+    )
+    return {int(r[0]) for r in rows}
+
+
 def record_delivered(
     conn: Connection, schema: str, job: str, run_id: int, delivered: Iterable[tuple[int, str, str]]
 ) -> int:

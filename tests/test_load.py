@@ -171,3 +171,154 @@ def test_table_loader_rolls_back_with_the_transaction(db_url: str) -> None:
             assert conn.execute(sa.text("SELECT count(*) FROM ddex_etl.documents")).scalar() == 0
     finally:
         engine.dispose()
+
+
+# --------------------------------------------------------------------------- links, names read back, pending lists
+
+BATCH = "20260101000000000"
+
+
+def _loader(directory: Path, layout: str) -> FileLoader:
+    loader = FileLoader(directory, layout, BATCH if layout == "ddex-batch" else None)
+    loader.prepare()
+    return loader
+
+
+@pytest.mark.parametrize("layout", ["flat", "ddex-batch"])
+def test_a_planted_temp_link_is_never_written_through(tmp_path: Path, layout: str) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    loader = _loader(tmp_path / "out", layout)
+    folder = loader.root / "0602445123456" if layout == "ddex-batch" else loader.root
+    folder.mkdir(exist_ok=True)
+    name = "0602445123456.xml" if layout == "ddex-batch" else "1.xml"
+    pid = os.getpid()
+    # The names the loader writes in this process, today's and older versions'.
+    for planted in (f".{name}.{pid}{TMP_SUFFIX}", f".{name}.0-{pid}{TMP_SUFFIX}"):
+        (folder / planted).symlink_to(outside)
+    with pytest.raises(OutputError, match="already exists.*nothing is written through it.*fix"):
+        loader.write([_out(1, "0602445123456")])
+    assert outside.read_bytes() == b"precious"
+    final = folder / name
+    assert not final.is_symlink() and not final.exists()
+    loader.prepare()  # the planted links go (a link is removed, never what it points to)
+    assert outside.read_bytes() == b"precious"
+    assert [p.name for p in folder.iterdir() if TMP_SUFFIX in p.name] == []
+    loader.write([_out(1, "0602445123456")])
+    assert final.read_bytes() == b"<m>1</m>" and not final.is_symlink()
+
+
+def test_a_link_planted_at_a_final_name_is_replaced_never_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    loader = _loader(tmp_path / "out", "flat")
+    (loader.root / "1.xml").symlink_to(outside)
+    loader.write([_out(1)])
+    assert outside.read_bytes() == b"precious"
+    assert not (loader.root / "1.xml").is_symlink() and (loader.root / "1.xml").read_bytes() == b"<m>1</m>"
+
+
+def test_a_symlinked_release_folder_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    loader = _loader(tmp_path / "out", "ddex-batch")
+    (loader.root / "0602445123456").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match=r"0602445123456: it is a symbolic link.*fix"):
+        loader.write([_out(2), _out(1, "0602445123456")])
+    assert list(elsewhere.iterdir()) == []
+    assert not (loader.root / "2" / "2.xml").exists()  # the chunk is all or nothing
+    assert not [p for p in (tmp_path / "out").rglob("*") if TMP_SUFFIX in p.name]
+
+
+def test_a_symlinked_batch_folder_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / BATCH).symlink_to(elsewhere, target_is_directory=True)
+    loader = FileLoader(tmp_path / "out", "ddex-batch", BATCH)
+    with pytest.raises(OutputError, match=rf"{BATCH}: it is a symbolic link"):
+        loader.prepare()
+    with pytest.raises(OutputError, match="symbolic link"):
+        loader.write([_out(1)])
+    with pytest.raises(OutputError, match="symbolic link"):
+        loader.finish(resumed=True)
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("layout", ["flat", "ddex-batch"])
+def test_the_output_directory_itself_may_be_a_link_the_user_made(tmp_path: Path, layout: str) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "out").symlink_to(real, target_is_directory=True)
+    loader = _loader(tmp_path / "out", layout)
+    loader.write([_out(1)])
+    loader.finish(resumed=False)
+    expected = {"1.xml"} if layout == "flat" else {f"{BATCH}/1/1.xml", f"{BATCH}/BatchComplete_{BATCH}.xml"}
+    assert set(_files(real)) == expected
+
+
+@pytest.mark.parametrize("bad", ["../elsewhere/esc", "..", "", "2026010100000000/", "/tmp/x", None, "2026-01-01"])
+def test_a_batch_id_that_is_not_17_digits_is_refused(tmp_path: Path, bad: str | None) -> None:
+    with pytest.raises(OutputError, match="is not a DDEX batch id.*fix"):
+        FileLoader(tmp_path, "ddex-batch", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unsafe_identifier_is_refused_even_when_built_by_hand(tmp_path: Path) -> None:
+    loader = _loader(tmp_path / "out", "ddex-batch")
+    with pytest.raises(OutputError, match="not a plain file name"):
+        loader.write([Output(_doc(1), "../../escape")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_clean_up_removes_temp_links_but_never_follows_a_linked_folder(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    kept = elsewhere / f".x.xml.999{TMP_SUFFIX}"
+    kept.write_bytes(b"not ours")
+    loader = _loader(tmp_path / "out", "ddex-batch")
+    (loader.root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (loader.root / f".y.xml.1-999{TMP_SUFFIX}").symlink_to(kept)
+    assert loader.clean_temp_files() == 1
+    assert kept.read_bytes() == b"not ours"
+
+
+def _chunk_written_not_settled(loader: FileLoader, outputs: list[Output]) -> None:
+    """What a worker does before the main process commits the checkpoint."""
+    chunk = loader.open_chunk()
+    try:
+        for o in outputs:
+            chunk.add(o)
+        chunk.commit()
+    finally:
+        chunk.abort()
+
+
+def test_a_chunk_never_committed_is_removed_on_the_next_start_and_a_committed_one_kept(tmp_path: Path) -> None:
+    loader = FileLoader(tmp_path, "ddex-batch", BATCH, run_id=7)
+    loader.prepare()
+    _chunk_written_not_settled(loader, [_out(1, "0602445123456"), _out(2)])  # committed, crash before settle
+    _chunk_written_not_settled(loader, [_out(3), _out(4)])  # its commit never happened
+    pending = sorted(p.name for p in loader.root.iterdir() if p.name.endswith(".etl-pending"))
+    assert pending == [".7-1.etl-pending", ".7-3.etl-pending"]
+    asked: list[list[int]] = []
+
+    def committed(ids: list[int]) -> set[int]:
+        asked.append(list(ids))
+        return {i for i in ids if i in (1, 2)}
+
+    FileLoader(tmp_path, "ddex-batch", BATCH, run_id=7).prepare(run_id=7, committed=committed)
+    assert asked == [[1, 2], [3, 4]]
+    assert sorted(_files(loader.root)) == ["0602445123456/0602445123456.xml", "2/2.xml"]
+    assert sorted(p.name for p in loader.root.iterdir()) == ["0602445123456", "2"]  # empty folders go too
+
+
+def test_settle_drops_the_pending_list_of_a_committed_chunk(tmp_path: Path) -> None:
+    loader = FileLoader(tmp_path, "ddex-batch", BATCH, run_id=3)
+    loader.prepare()
+    chunk = loader.open_chunk()
+    chunk.add(_out(5))
+    written = chunk.commit()
+    assert (loader.root / ".3-5.etl-pending").read_text() == "5\t5\n"
+    loader.settle(written)
+    assert sorted(_files(loader.root)) == ["5/5.xml"]
