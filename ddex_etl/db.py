@@ -79,7 +79,11 @@ _TERMINAL_HINTS = {
     "28P01": "check the user name and password (set them in ETL_DATABASE_URL)",
     "28000": "check the user name and the server's pg_hba.conf",
     "3D000": "check the database name in the URL",
-    "42P01": "check that the table exists (run `etl db upgrade`, or `etl seed` for the demo catalog)",
+    "42P01": (
+        "check that the table exists; for a catalog of your own, point extract.keys_query, extract.rows_query "
+        "and extract.changed_keys_query at queries over your tables (docs/column-contract.md); "
+        "for the connector's own tables, `etl db upgrade`"
+    ),
     "42703": "check the column names: your query must return the documented columns",
     "42601": "check the SQL syntax of your extract query",
     "42501": "grant the connector's user the privileges it needs",

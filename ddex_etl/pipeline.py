@@ -1453,7 +1453,9 @@ def _run_total(engine: Engine, cfg: Config, run: state.RunRow) -> int | None:
         return len(set(ids))
     if run.mode in ("incremental", "targeted") and run.watermark_from is not None and run.watermark_to is not None:
         try:
-            return extract.count_changed_releases(engine, since=run.watermark_from, until=run.watermark_to)
+            return extract.count_changed_releases(
+                engine, cfg.extract, since=run.watermark_from, until=run.watermark_to
+            )
         except Exception as exc:  # progress only
             log.debug("could not count changed releases: %s", mask(str(exc)))
             return None
