@@ -68,6 +68,11 @@ class CliState:
     debug: bool = False
     verbosity: int = 0  # -1 quiet, 0 normal, 1 -v, 2 -vv
     _config: Config | None = field(default=None, repr=False)
+    # --json was given: every exit path prints exactly one JSON object on stdout
+    json: bool = False
+    json_printed: bool = False
+    # what is known about the command so far, for that object when it fails early
+    known: dict[str, Any] = field(default_factory=dict)
 
     @property
     def quiet(self) -> bool:
@@ -127,34 +132,37 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
 
 
-class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at emit time (click's test runner swaps it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from .config import mask_secrets
-
-            sys.stderr.write(mask_secrets(self.format(record)) + "\n")
-            sys.stderr.flush()
-        except Exception:  # pragma: no cover - logging must never crash the run
-            self.handleError(record)
-
-
-def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    root = logging.getLogger("ddex_etl")
-    root.setLevel(level)
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+def _print_json_once(state: CliState, data: Any) -> None:
+    """The command's one JSON object on stdout (--json); later calls print nothing."""
+    if not state.json_printed:
+        state.json_printed = True
+        _print_json(data)
 
 
 # --------------------------------------------------------------------------- error handling (the one place)
 
 
 def _report_error(state: CliState, exc: BaseException) -> int:
-    """Print ``exc`` for a human and return the exit code to use."""
+    """Print ``exc`` for a human (and, with --json, as one JSON object) and return the exit code."""
+    code = _print_error(state, exc)
+    if state.json and not state.json_printed:
+        from .config import mask_secrets
+
+        text = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, KeyboardInterrupt):
+            text = "interrupted"
+        _print_json_once(state, {
+            **state.known,
+            "status": "not started",
+            "exit_code": code,
+            "error": mask_secrets(text),
+            "error_kind": type(exc).__name__,
+            "retryable": bool(getattr(exc, "retryable", False)),
+        })
+    return code
+
+
+def _print_error(state: CliState, exc: BaseException) -> int:
     from .config import mask_secrets
 
     if state.debug:
@@ -188,11 +196,23 @@ def _report_error(state: CliState, exc: BaseException) -> int:
 class EtlGroup(click.Group):
     """The top-level group: every command's errors pass through ``invoke`` here."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Known before any parsing can fail, so even a usage error answers --json in JSON.
+        ctx.meta["etl.json"] = "--json" in args and "--help" not in args and "-h" not in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise  # click's own: usage errors exit 2, --help/--version exit 0
+        except click.exceptions.ClickException as exc:
+            state = _state(ctx)
+            if ctx.meta.get("etl.json") and not state.json_printed:
+                _print_json_once(state, {**state.known, "status": "not started", "exit_code": exc.exit_code,
+                                         "error": exc.format_message(), "error_kind": "UsageError",
+                                         "retryable": False})
+            raise  # click's own: usage errors exit 2
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise  # --help/--version exit 0
         except (Exception, KeyboardInterrupt) as exc:
             ctx.exit(_report_error(_state(ctx), exc))
 
@@ -215,18 +235,32 @@ class EtlGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors: no progress, no summaries.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
+    show_default=True,
+    envvar="ETL_LOG_FORMAT",
+    help="Log lines on stderr: auto (timestamps when not a terminal), text (always timestamps), "
+    "json (one object per line: time, level, job, run, recipient, message, fields).",
+)
 @click.version_option(__version__, prog_name="etl")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: int, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, debug: bool, verbose: int, quiet: bool, log_format: str
+) -> None:
     """ddex-etl: turn a PostgreSQL music catalog into schema-valid DDEX ERN messages.
 
     \b
     Quick start (embedded PostgreSQL, documents in ./out):
       etl seed --releases 1000 && etl run
     """
+    from .logs import setup
+
     verbosity = -1 if quiet else min(verbose, 2)
-    ctx.obj = CliState(config_path=config_path, debug=debug, verbosity=verbosity)
-    _setup_logging(2 if debug else verbosity)
+    ctx.obj = CliState(config_path=config_path, debug=debug, verbosity=verbosity,
+                       json=bool(ctx.meta.get("etl.json")))
+    setup(2 if debug else verbosity, log_format)
 
 
 # --------------------------------------------------------------------------- seed
@@ -316,7 +350,11 @@ def _with_run_overrides(cfg: Config, job: str | None, workers: int | None) -> Co
 
 
 def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
-    """Run ``call()``; print its summary (also when it fails); exit with the report's code."""
+    """Run ``call()``; print its summary (also when it fails); exit with the report's code.
+
+    A failure's message is printed once, by the error handler: the summary
+    printed here leaves it out.
+    """
     state = _state(ctx)
     try:
         report: RunReport = call()
@@ -324,12 +362,12 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
         failed: RunReport | None = getattr(exc, "report", None)
         if failed is not None:
             if as_json:
-                _print_json(failed.as_dict())
+                _print_json_once(state, failed.as_dict())
             elif not state.quiet:
-                _echo(failed.summary(), err=True)
+                _echo(failed.summary(with_error=False), err=True)
         raise
     if as_json:
-        _print_json(report.as_dict())
+        _print_json_once(state, report.as_dict())
     else:
         _say(state, report.summary())
     ctx.exit(report.exit_code)
@@ -384,7 +422,10 @@ def run(
     from . import pipeline
 
     state = _state(ctx)
+    targeted = since is not None or bool(release_ids)
+    state.known.update(command="run", job=job, mode="targeted" if targeted else mode, run_id=None)
     cfg = _with_run_overrides(state.config(), job, workers)
+    state.known.update(job=cfg.run.job, mode="targeted" if targeted else (mode or cfg.run.mode))
     since_at = _parse_since(since) if since is not None else None
     _finish_run(
         ctx,
@@ -426,7 +467,9 @@ def resume(
     from . import pipeline
 
     state = _state(ctx)
+    state.known.update(command="resume", job=job, run_id=run_id)
     cfg = _with_run_overrides(state.config(), job, workers)
+    state.known.update(job=cfg.run.job)
     _finish_run(ctx, lambda: pipeline.resume(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 
@@ -447,7 +490,9 @@ def retry_failed(
     from . import pipeline
 
     state = _state(ctx)
+    state.known.update(command="retry-failed", job=job, mode="retry", source_run_id=run_id, run_id=None)
     cfg = _with_run_overrides(state.config(), job, workers)
+    state.known.update(job=cfg.run.job)
     _finish_run(ctx, lambda: pipeline.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 

@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import state
+from . import logs, state
 from .config import Config, mask_url
 from .db import database_url, make_engine, map_db_error
 from .errors import (
@@ -69,6 +69,7 @@ from .errors import (
 from .load import FileLoader, Loader, Output, Written, loader_for, new_batch_id, release_identifier
 from .procs import can_fork
 from .progress import Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
+from .run_selection import Selection, select_run
 
 log = logging.getLogger("ddex_etl.pipeline")
 
@@ -120,6 +121,8 @@ class RunReport:
     unchanged: int = 0
     watermark_from: dt.datetime | None = None
     watermark_to: dt.datetime | None = None
+    # the job's unfinished run this one superseded (run_id, mode, status, reason), if any
+    superseded: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -130,8 +133,11 @@ class RunReport:
             return ExitCode.FAILED
         return ExitCode.REJECTED if self.rejected else ExitCode.OK
 
-    def summary(self) -> str:
-        """A few human lines: counts, time, throughput, peak memory, where the output went."""
+    def summary(self, with_error: bool = True) -> str:
+        """A few human lines: counts, time, throughput, peak memory, where the output went.
+
+        ``with_error=False`` leaves the error out (for a caller that prints it itself).
+        """
         verb = {"succeeded": "finished", "failed": "failed", "interrupted": "was interrupted"}.get(
             self.status, self.status
         )
@@ -146,11 +152,17 @@ class RunReport:
         if self.mode in ("incremental", "targeted") and self.watermark_to is not None:
             since = self.watermark_from.isoformat() if self.watermark_from else "the beginning"
             lines.append(f"  window: changes after {since} up to {self.watermark_to.isoformat()}")
+        if self.superseded:
+            old = self.superseded
+            lines.append(
+                f"  superseded run {old['run_id']} ({old['mode']}, {old['status']}): {old['reason']}; "
+                f"resume it with `etl resume {old['run_id']}`"
+            )
         if self.output:
             lines.append(f"  output: {self.output}")
         if self.rejected:
             lines.append(f"  see the rejected releases with `etl errors {self.run_id}`")
-        if self.error:
+        if self.error and with_error:
             lines.append(f"  error: {self.error}")
         if self.status in ("failed", "interrupted"):
             lines.append(f"  resume with `etl resume {self.run_id}`")
@@ -1058,6 +1070,8 @@ class _Runner:
                 )
                 tasks.put(task)
                 in_flight[task.number] = task
+                log.debug("chunk %d handed to a worker: %d releases (ids %s)", task.number, len(task.release_ids),
+                          _id_span(task.release_ids), extra={"fields": {"chunk": task.number}})
             if not in_flight:
                 return exhausted or not self.signals
             if drain_deadline is not None and time.monotonic() > drain_deadline:
@@ -1167,7 +1181,8 @@ class _Runner:
 
     def _worker_failed(self, f: _ChunkFailure) -> EtlError:
         if f.detail:
-            log.error("worker %d failed on chunk %d:\n%s", f.pid, f.number, f.detail)
+            # The CLI prints the error itself once; the worker's traceback is for -vv / --debug.
+            log.debug("worker %d failed on chunk %d:\n%s", f.pid, f.number, f.detail)
         text = f"chunk {f.number}: {f.message}"
         if f.output_error:
             from .errors import OutputError
@@ -1246,10 +1261,17 @@ class _Runner:
             max_retries=self.cfg.run.max_retries,
             delay=self.cfg.run.retry_delay,
         )
-        log.debug(
-            "chunk %d: %d built, %d rejected, %.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
-            task.number, result.built, len(result.rejects), result.seconds, result.pid,
+        log.info(
+            "chunk %d loaded: %d releases (ids %s), %d built, %d rejected, %d takedowns, %d unchanged, "
+            "%.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
+            task.number, len(task.release_ids), _id_span(task.release_ids), result.built, len(result.rejects),
+            result.takedowns, result.unchanged, result.seconds, result.pid,
             result.fetch_seconds, result.build_seconds, result.write_seconds,
+            extra={"fields": {
+                "chunk": task.number, "releases": len(task.release_ids), "built": result.built,
+                "rejected": len(result.rejects), "takedowns": result.takedowns, "unchanged": result.unchanged,
+                "seconds": round(result.seconds, 3), "worker_pid": result.pid,
+            }},
         )
         self.stage_seconds["fetch"] += result.fetch_seconds
         self.stage_seconds["build"] += result.build_seconds
@@ -1350,6 +1372,10 @@ class _Runner:
             watermark_from=row.watermark_from,
             watermark_to=row.watermark_to,
         )
+
+
+def _id_span(ids: tuple[int, ...]) -> str:
+    return f"{ids[0]}..{ids[-1]}" if ids else "none"
 
 
 def _exit_interrupted(signum: int, frame: Any) -> None:
@@ -1539,6 +1565,7 @@ def _execute_run(
     engine, url = _open(cfg)
     lock: JobLock | None = None
     pool: _Pool | None = None
+    selection = Selection()
     try:
         pool = _Pool(url, cfg, cfg.run.workers or os.cpu_count() or 1)
         # The first contact with the server: a nightly job that starts while the server restarts
@@ -1565,8 +1592,14 @@ def _execute_run(
                     )
                 if existing.status == "succeeded":
                     raise ConfigError(f"run {run_id} already succeeded; nothing to resume (start a new one with `etl run`)")
-            elif retry_of is None and not new and since is None and not release_ids:
+            elif must_exist:
                 existing = state.unfinished_run(conn, schema, cfg.run.job)
+            elif retry_of is None and since is None and not release_ids:
+                selection = select_run(
+                    state.unfinished_run(conn, schema, cfg.run.job),
+                    mode=mode or cfg.run.mode, fingerprint=fingerprint, new=new,
+                )
+                existing = selection.resume
             if must_exist and existing is None:
                 raise ConfigError(f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one")
             if existing is not None and existing.config_fingerprint != fingerprint:
@@ -1639,6 +1672,10 @@ def _execute_run(
                 )
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = False
+                if selection.superseded is not None:
+                    state.mark_superseded(conn, schema, selection.superseded.id, by_run=run.id)
+        if selection.superseded is not None:
+            log.warning("job %s: %s; starting %s run %d", cfg.run.job, selection.describe(), run.mode, run.id)
         # After the run row commits: a crash can never leave a batch folder no run knows about.
         loader.prepare(engine)
         if run.mode == "retry":
@@ -1654,21 +1691,50 @@ def _execute_run(
         if total is not None and total != run.total:
             with engine.begin() as conn:
                 state.set_total(conn, schema, run.id, total)
+        logs.bind(job=cfg.run.job, run=run.id, recipient=cfg.transform.recipient_dpid)
+        window = (
+            f", window ({run.watermark_from.isoformat() if run.watermark_from else 'the beginning'}, "
+            f"{run.watermark_to.isoformat()}]" if run.mode in ("incremental", "targeted") and run.watermark_to else ""
+        )
+        log.info(
+            "%s %s run %d of job %s%s; %s releases to go; output %s",
+            "resuming" if resumed else "starting", run.mode, run.id, run.job, window,
+            "unknown" if total is None else f"{total:,}", run.output or cfg.load.target,
+            extra={"fields": {"mode": run.mode, "resumed": resumed, "total": total}},
+        )
         reporter = reporter_for(cfg.run.job, progress, cfg.run.progress_interval)
         runner = _Runner(
             cfg, engine, url, lock, run, cp, loader, reporter, pool, resumed=resumed, key_source=keys, total=total
         )
-        return runner.execute()
+        try:
+            return _with_selection(runner.execute(), selection)
+        except EtlError as exc:
+            report = getattr(exc, "report", None)
+            if report is not None:
+                exc.report = _with_selection(report, selection)  # type: ignore[attr-defined]
+            raise
     except EtlError:
         raise
     except sa.exc.DBAPIError as exc:
         raise map_db_error(exc, "preparing the run") from exc
     finally:
+        logs.bind(run=None)
         if pool is not None:
             pool.stop(graceful=False)  # no-op when the runner stopped it
         if lock is not None:
             lock.release()
         engine.dispose()
+
+
+def _with_selection(report: RunReport, selection: Selection) -> RunReport:
+    """The report, naming the run this one superseded (if any)."""
+    old = selection.superseded
+    if old is None:
+        return report
+    return dataclasses.replace(
+        report,
+        superseded={"run_id": old.id, "mode": old.mode, "status": old.status, "reason": selection.reason},
+    )
 
 
 def run(
@@ -1692,7 +1758,10 @@ def run(
     never moves the job's watermark. Incremental and targeted runs skip a
     document identical to the job's last delivery unless ``force``.
 
-    ``new=True`` always starts a new run; ``run_id`` continues that run.
+    The job's unfinished full/incremental run is continued only when it has
+    the same mode and the same configuration; otherwise (or with ``new=True``)
+    it is superseded: left as it is, resumable with ``resume(cfg, its_id)``,
+    and named in the report's ``superseded``. ``run_id`` continues that run.
     ``progress`` None shows a bar on a terminal and plain log lines otherwise.
     Upgrades the state tables first. Raises LockHeldError when the job is
     already running, InterruptedRun on Ctrl-C/SIGTERM (resumable), RunFailed /
