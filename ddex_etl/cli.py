@@ -268,29 +268,45 @@ def cli(
 
 @cli.command(
     short_help="Fill the reference catalog with deterministic demo releases.",
-    epilog=_example("etl seed --releases 1000", "etl seed --releases 50000 --seed 7 --reset"),
+    epilog=_example("etl seed --releases 1000", "etl seed --releases 50000 --seed 7 --reset",
+                    "ETL_DATABASE_URL=postgresql://me@localhost/scratch etl seed --releases 100 --yes"),
 )
 @click.option("--releases", "-n", type=click.IntRange(min=0), required=True, help="How many releases to add.")
 @click.option("--seed", "seed", type=int, default=1, show_default=True, help="Random seed: same seed, same rows.")
 @click.option("--reset", is_flag=True, help="Empty the catalog first (otherwise releases are appended).")
+@click.option(
+    "--yes", is_flag=True,
+    help="Write even to a database that holds more than the demo catalog (it refuses otherwise).",
+)
 @click.pass_context
-def seed(ctx: click.Context, releases: int, seed: int, reset: bool) -> None:
+def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool) -> None:
     """Create the reference catalog (sql/catalog.sql) if missing and add demo releases.
 
     Albums, singles, EPs, multi-disc sets and compilations with featured
     artists, composers, several deals and non-ASCII titles. Deterministic for
     a given --seed and starting catalog.
+
+    It refuses (exit 2, nothing touched) a database that holds anything but
+    its own demo catalog (other tables, or catalog rows it did not write)
+    unless --yes. --reset names the database and what it deletes.
     """
     from .config import mask_url
     from .db import engine_for
-    from .seed import seed_catalog
+    from .seed import check_target, seed_catalog
 
     state = _state(ctx)
     cfg = state.config()
     engine = engine_for(cfg)
+    ignore = (cfg.database.state_schema,)
     try:
+        if reset:
+            target = check_target(engine, ignore_schemas=ignore, reset=True)
+            if target.only_demo or yes:
+                _echo(f"etl seed --reset: deleting every row of the catalog in {target.database}: "
+                      f"{target.contents()}", err=True)
         with _SeedProgress(state, releases) as progress:
-            report = seed_catalog(engine, releases, seed=seed, reset=reset, progress=progress)
+            report = seed_catalog(engine, releases, seed=seed, reset=reset, progress=progress,
+                                  only_demo=not yes, ignore_schemas=ignore)
     finally:
         engine.dispose()
     _say(
