@@ -799,14 +799,26 @@ def config_group() -> None:
     short_help="Validate the configuration and print it (password masked).",
     epilog=_example("etl config check", "ETL_DATABASE_URL=postgresql://etl@db/catalog etl config check"),
 )
+@click.option(
+    "--connect", is_flag=True,
+    help="Also connect, EXPLAIN the keys, rows and changed-keys queries, and try the output.",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, connect: bool) -> None:
     """Validate etl.toml plus ETL_* overrides and print the resolved
     configuration, with any password masked. Exit code 2 lists every problem.
+
+    With --connect it also tries what a run will do: connects, has PostgreSQL
+    plan every catalog query (EXPLAIN, nothing runs), looks at the state
+    schema and writes a probe file to the output folder, and reports each
+    problem with its fix (exit 2; 1 when only the server was unreachable).
     """
     from .config import ENV_OVERRIDES, mask_url
 
     cfg = _state(ctx).config()
+    if connect:
+        _connect_check(ctx, cfg)
+        return
     source = str(cfg.source) if cfg.source else "(no etl.toml: defaults)"
     _echo(f"# configuration OK; read from {source}")
     applied = [name for name in ENV_OVERRIDES if os.environ.get(name)]
@@ -827,6 +839,19 @@ def check(ctx: click.Context) -> None:
                 _echo(f"# {f.name}: not set")
                 continue
             _echo(f"{f.name} = {_toml_value(value)}")
+
+
+def _connect_check(ctx: click.Context, cfg: Config) -> None:
+    from .config import mask_secrets
+    from .preflight import preflight
+
+    report = preflight(cfg)
+    for c in report.checks:
+        _echo(f"{'ok' if c.ok else 'FAILED':>6}  {c.name}: {mask_secrets(c.detail)}")
+    failed = sum(not c.ok for c in report.checks)
+    _echo("configuration OK: connected, every query plans, the output is writable" if report.ok
+          else f"{failed} problem{'s' if failed != 1 else ''} found")
+    ctx.exit(report.exit_code)
 
 
 def _toml_value(value: Any) -> str:

@@ -13,7 +13,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from .errors import EtlError, TerminalError, TransientError
+from .errors import ConfigError, EtlError, TerminalError, TransientError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -106,6 +106,12 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
         return TerminalError(f"{doing}: {first_line}; fix: {_TERMINAL_HINTS[sqlstate]}")
     if isinstance(orig, psycopg.OperationalError) or getattr(exc, "connection_invalidated", False):
         text = first_line.lower()
+        if "no password supplied" in text:
+            # A setting that is missing, not a fault that passes: a retry would only wait.
+            return ConfigError(
+                f"database.url: {doing}: the server asks for a password and none was given ({first_line}); "
+                "fix: put it in ETL_DATABASE_URL (postgresql://user:PASSWORD@host:5432/db), PGPASSWORD or ~/.pgpass"
+            )
         if "password authentication failed" in text or "authentication failed" in text:
             return TerminalError(f"{doing}: {first_line}; fix: check the credentials in ETL_DATABASE_URL")
         # Connection failures carry no SQLSTATE, so the text tells a missing role from a missing database.

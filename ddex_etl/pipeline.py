@@ -357,6 +357,8 @@ class _Task:
     skip_unchanged: bool = False
     job: str = ""
     state_schema: str = ""
+    # ids asked for by name (--release-id, a retry): one the catalog does not have is a reject
+    report_missing: bool = False
 
 
 @dataclass
@@ -553,6 +555,8 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
+    if task.report_missing:
+        rejects.extend(_not_found(task.release_ids, releases, bad))
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
     # worker never holds a whole chunk of XML; they all appear at commit().
@@ -634,6 +638,26 @@ def is_takedown(release: Any, ended_before: dt.date | None) -> bool:
     if ended_before is None or not deals:
         return False
     return all(d.end_date is not None and d.end_date < ended_before for d in deals)
+
+
+def _not_found(wanted: tuple[int, ...], releases: list[Any], bad: list[Any]) -> list[state.RejectRecord]:
+    """Rejects for asked-for ids the rows query returned nothing for."""
+    found = {int(r.release_id) for r in releases}
+    found.update(int(b.release_id) for b in bad if getattr(b, "release_id", None) is not None)
+    return [
+        state.RejectRecord(
+            release_id=int(i),
+            stage="extract",
+            error_kind="NotFound",
+            message=(
+                f"release {i}: not found in the catalog (the rows query returned no row for it); "
+                "fix: check the id given to --release-id, or that the release exists in the catalog"
+            ),
+            retryable=False,
+        )
+        for i in wanted
+        if int(i) not in found
+    ]
 
 
 def _reject_from(bad: Any, stage: str) -> state.RejectRecord:
@@ -1168,6 +1192,8 @@ class _Runner:
             skip_unchanged=self.run.mode in ("incremental", "targeted") and not self.run.options.get("force"),
             job=self.run.job,
             state_schema=self.schema,
+            report_missing=self.run.mode == "retry"
+            or (self.run.mode == "targeted" and bool(self.run.options.get("release_ids"))),
         )
 
     def _check_workers(self) -> None:
