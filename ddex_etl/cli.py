@@ -399,7 +399,7 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
         "etl run --release-id 42 --release-id 43 --force",
     ),
 )
-@click.option("--new", is_flag=True, help="Start a new run even if the job has an unfinished one.")
+@click.option("--new", is_flag=True, help="Start a new run even if the job has an unfinished one of the same kind.")
 @click.option(
     "--incremental", "mode", flag_value="incremental",
     help="Only releases changed since the job's last successful run; takedowns for deleted ones.",
@@ -431,8 +431,10 @@ def run(
     """Run the job: page releases out of PostgreSQL, build one ERN message per
     release in worker processes, load them to files or a table.
 
-    Continues the job's unfinished run (same configuration) unless --new.
-    Upgrades the state tables first. Exit code 3 means some releases were
+    Continues the job's unfinished run only when it is the same kind of run
+    (full or incremental) with the same configuration; otherwise (and with
+    --new) that run is superseded: kept for `etl resume RUN_ID`, named in the
+    summary, and the requested run starts. Upgrades the state tables first. Exit code 3 means some releases were
     rejected: list them with `etl errors`, fix the data, `etl retry-failed`.
     """
     from . import pipeline
