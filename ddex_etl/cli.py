@@ -823,6 +823,7 @@ def check(ctx: click.Context, connect: bool) -> None:
         return
     source = str(cfg.source) if cfg.source else "(no etl.toml: defaults)"
     _echo(f"# configuration OK; read from {source}")
+    _echo("# (the file only: `etl config check --connect` also tries the server, the queries and the output)")
     applied = [name for name in ENV_OVERRIDES if os.environ.get(name)]
     if applied:
         _echo(f"# environment overrides: {', '.join(applied)}")
