@@ -71,6 +71,7 @@ class CliState:
     # --json was given: every exit path prints exactly one JSON object on stdout
     json: bool = False
     json_printed: bool = False
+    log_format: str = "auto"
     # what is known about the command so far, for that object when it fails early
     known: dict[str, Any] = field(default_factory=dict)
 
@@ -169,13 +170,13 @@ def _print_error(state: CliState, exc: BaseException) -> int:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, ConfigError):
         where = f" ({state.config_path})" if state.config_path else ""
-        _echo(f"etl: error{where}: {mask_secrets(str(exc))}", err=True)
+        _to_stderr(state, f"etl: error{where}: {mask_secrets(str(exc))}", exc, exc.exit_code)
         return exc.exit_code
     if isinstance(exc, EtlError):
-        _echo(f"etl: error: {mask_secrets(str(exc))}", err=True)
+        _to_stderr(state, f"etl: error: {mask_secrets(str(exc))}", exc, exc.exit_code)
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
-        _echo("etl: interrupted", err=True)
+        _to_stderr(state, "etl: interrupted", exc, ExitCode.INTERRUPTED)
         return ExitCode.INTERRUPTED
     if isinstance(exc, BrokenPipeError):
         # The reader went away (`etl runs | head`): not an error worth a message.
@@ -189,8 +190,21 @@ def _print_error(state: CliState, exc: BaseException) -> int:
     text = mask_secrets(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     hint = "" if state.debug else "; rerun with --debug to see the traceback"
-    _echo(f"etl: unexpected error: {detail}{hint}", err=True)
+    _to_stderr(state, f"etl: unexpected error: {detail}{hint}", exc, ExitCode.FAILED)
     return ExitCode.FAILED
+
+
+def _to_stderr(state: CliState, text: str, exc: BaseException | None = None, code: int | None = None,
+               level: int = logging.ERROR) -> None:
+    """A message for stderr: plain text, or with --log-format json a log record like every other line."""
+    if state.log_format != "json":
+        _echo(text, err=True)
+        return
+    fields: dict[str, Any] = {}
+    if exc is not None:
+        fields = {"exit_code": code, "error_kind": type(exc).__name__}
+        text = text.removeprefix("etl: ")
+    log.log(level, "%s", text, extra={"fields": fields})
 
 
 class EtlGroup(click.Group):
@@ -259,7 +273,7 @@ def cli(
 
     verbosity = -1 if quiet else min(verbose, 2)
     ctx.obj = CliState(config_path=config_path, debug=debug, verbosity=verbosity,
-                       json=bool(ctx.meta.get("etl.json")))
+                       json=bool(ctx.meta.get("etl.json")), log_format=log_format)
     setup(2 if debug else verbosity, log_format)
 
 
@@ -380,7 +394,7 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
             if as_json:
                 _print_json_once(state, failed.as_dict())
             elif not state.quiet:
-                _echo(failed.summary(with_error=False), err=True)
+                _to_stderr(state, failed.summary(with_error=False), level=logging.WARNING)
         raise
     if as_json:
         _print_json_once(state, report.as_dict())

@@ -240,3 +240,11 @@ def test_an_error_is_printed_once(catalog: dict[str, str], tmp_path: Path) -> No
     assert failed.returncode == 1
     assert failed.stderr.count("no_such_table") == 1, failed.stderr
     assert "etl: error:" in failed.stderr and "etl resume 2" in failed.stderr
+
+    # With JSON log lines, the summary and the error are log records too: stderr stays parseable.
+    as_json = etl(tmp_path, "--log-format", "json", "run", "--incremental", "--no-progress", env=catalog)
+    assert as_json.returncode == 1
+    records = [json.loads(line) for line in as_json.stderr.splitlines() if line.strip()]
+    errors = [r for r in records if r["level"] == "error"]
+    assert len(errors) == 1 and "no_such_table" in errors[0]["message"]
+    assert errors[0]["fields"] == {"exit_code": 1, "error_kind": "TerminalError"}
