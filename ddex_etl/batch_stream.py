@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from .batch import BuiltItem, DDEXBuilder, ItemError, _build_chunk, _classify, _Spec
+from .batch import _ROWS, BuiltItem, DDEXBuilder, ItemError, _build_chunk, _classify, _Spec
+from .batch_frames import BadRows, RowGroup, aexpand_frames, expand_frames, is_frame
 from .errors import ConfigError, OutputError
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,13 @@ class _Run:
         positions: list[int] = []
         preset: dict[int, ItemError] = {}
         for i, item in enumerate(originals):
+            if isinstance(item, RowGroup):  # a release's rows out of a DataFrame
+                work.append((_ROWS, list(item), item.key))
+                positions.append(i)
+                continue
+            if isinstance(item, BadRows):
+                preset[i] = item.error
+                continue
             classified = _classify(item, self.read + i)
             if isinstance(classified, ItemError):
                 preset[i] = classified
@@ -396,26 +404,34 @@ class StreamingBatchProcessor:
 
     # -- synchronous --------------------------------------------------------
 
-    def process_stream(self, source: Iterable[Any] | AsyncIterable[Any], sink: Sink) -> StreamStats:
+    def process_stream(
+        self, source: Iterable[Any] | AsyncIterable[Any], sink: Sink, *, group_by: str = "release_id"
+    ) -> StreamStats:
         """Build every release of ``source`` and hand each document to ``sink``; return the stats.
 
-        An async iterable source is run with ``asyncio.run`` when no event loop
-        is running; inside one, ``await aprocess_stream(...)`` instead.
+        ``source`` yields releases (``Release`` records or dicts) or pandas
+        DataFrames in the extract column contract, as
+        ``pd.read_sql(query, conn, chunksize=N)`` or ``pd.read_csv(path,
+        chunksize=N)`` stream them: their rows are grouped into releases by
+        ``group_by``, across chunk boundaries (the rows of one release must be
+        contiguous in the stream). An async iterable source is run with
+        ``asyncio.run`` when no event loop is running; inside one,
+        ``await aprocess_stream(...)`` instead.
         """
         if isinstance(source, AsyncIterable):
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
-                return asyncio.run(self.aprocess_stream(source, sink))
+                return asyncio.run(self.aprocess_stream(source, sink, group_by=group_by))
             raise TypeError(
                 "process_stream: an async source inside a running event loop would block it; "
                 "fix: `await processor.aprocess_stream(source, sink)`"
             )
         out = _make_sink(sink)
-        run = _Run(self, len(source) if isinstance(source, Sized) else None)
+        run = _Run(self, _total(source))
         spec = self._spec()
         use_pool = self._use_pool
-        it: Iterator[Any] = iter(source)
+        it: Iterator[Any] = expand_frames(source, group_by)
         inflight: deque[tuple[_Chunk, Any]] = deque()
 
         def deliver(chunk: _Chunk, future: Any) -> None:
@@ -465,20 +481,25 @@ class StreamingBatchProcessor:
 
     # -- asynchronous -------------------------------------------------------
 
-    async def aprocess_stream(self, source: Iterable[Any] | AsyncIterable[Any], sink: Sink) -> StreamStats:
+    async def aprocess_stream(
+        self, source: Iterable[Any] | AsyncIterable[Any], sink: Sink, *, group_by: str = "release_id"
+    ) -> StreamStats:
         """Like ``process_stream``, without blocking the running event loop.
 
         ``source`` may be an async iterable (e.g. an async generator reading an
-        ``asyncio.Queue``) or a plain iterable (read in a helper thread);
-        ``sink`` and the callbacks may be coroutine functions (e.g. another
-        queue's ``put``).
+        ``asyncio.Queue``) or a plain iterable (read in a helper thread, DataFrames
+        included); ``sink`` and the callbacks may be coroutine functions (e.g.
+        another queue's ``put``).
         """
         loop = asyncio.get_running_loop()
         out = _make_sink(sink)
-        run = _Run(self, len(source) if isinstance(source, Sized) else None)
+        run = _Run(self, _total(source))
         spec = self._spec()
         use_pool = self._use_pool
-        take = _async_batches(source, self.batch_size)
+        releases: Iterable[Any] | AsyncIterable[Any] = (
+            aexpand_frames(source, group_by) if isinstance(source, AsyncIterable) else expand_frames(source, group_by)
+        )
+        take = _async_batches(releases, self.batch_size)
         inflight: deque[tuple[_Chunk, asyncio.Future[Any]]] = deque()
 
         async def deliver(chunk: _Chunk, waiter: asyncio.Future[Any]) -> None:
@@ -536,6 +557,15 @@ class StreamingBatchProcessor:
             return future.result()  # type: ignore[no-any-return]
         # A dead worker pool: replacing it and retrying blocks, so not on the loop.
         return await asyncio.to_thread(self.builder._collect, spec, chunk.work, future)
+
+
+def _total(source: Any) -> int | None:
+    """How many releases the source holds, when it says (DataFrames do not: rows are not releases)."""
+    if is_frame(source) or not isinstance(source, Sized):
+        return None
+    if isinstance(source, (list, tuple)) and any(is_frame(item) for item in source):
+        return None
+    return len(source)
 
 
 def _write_all(out: _FileSink | _DirSink | _CallableSink, items: list[BuiltItem]) -> None:

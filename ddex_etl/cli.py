@@ -68,6 +68,12 @@ class CliState:
     debug: bool = False
     verbosity: int = 0  # -1 quiet, 0 normal, 1 -v, 2 -vv
     _config: Config | None = field(default=None, repr=False)
+    # --json was given: every exit path prints exactly one JSON object on stdout
+    json: bool = False
+    json_printed: bool = False
+    log_format: str = "auto"
+    # what is known about the command so far, for that object when it fails early
+    known: dict[str, Any] = field(default_factory=dict)
 
     @property
     def quiet(self) -> bool:
@@ -127,47 +133,50 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
 
 
-class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at emit time (click's test runner swaps it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from .config import mask_secrets
-
-            sys.stderr.write(mask_secrets(self.format(record)) + "\n")
-            sys.stderr.flush()
-        except Exception:  # pragma: no cover - logging must never crash the run
-            self.handleError(record)
-
-
-def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    root = logging.getLogger("ddex_etl")
-    root.setLevel(level)
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+def _print_json_once(state: CliState, data: Any) -> None:
+    """The command's one JSON object on stdout (--json); later calls print nothing."""
+    if not state.json_printed:
+        state.json_printed = True
+        _print_json(data)
 
 
 # --------------------------------------------------------------------------- error handling (the one place)
 
 
 def _report_error(state: CliState, exc: BaseException) -> int:
-    """Print ``exc`` for a human and return the exit code to use."""
+    """Print ``exc`` for a human (and, with --json, as one JSON object) and return the exit code."""
+    code = _print_error(state, exc)
+    if state.json and not state.json_printed:
+        from .config import mask_secrets
+
+        text = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, KeyboardInterrupt):
+            text = "interrupted"
+        _print_json_once(state, {
+            **state.known,
+            "status": "not started",
+            "exit_code": code,
+            "error": mask_secrets(text),
+            "error_kind": type(exc).__name__,
+            "retryable": bool(getattr(exc, "retryable", False)),
+        })
+    return code
+
+
+def _print_error(state: CliState, exc: BaseException) -> int:
     from .config import mask_secrets
 
     if state.debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, ConfigError):
         where = f" ({state.config_path})" if state.config_path else ""
-        _echo(f"etl: error{where}: {mask_secrets(str(exc))}", err=True)
+        _to_stderr(state, f"etl: error{where}: {mask_secrets(str(exc))}", exc, exc.exit_code)
         return exc.exit_code
     if isinstance(exc, EtlError):
-        _echo(f"etl: error: {mask_secrets(str(exc))}", err=True)
+        _to_stderr(state, f"etl: error: {mask_secrets(str(exc))}", exc, exc.exit_code)
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
-        _echo("etl: interrupted", err=True)
+        _to_stderr(state, "etl: interrupted", exc, ExitCode.INTERRUPTED)
         return ExitCode.INTERRUPTED
     if isinstance(exc, BrokenPipeError):
         # The reader went away (`etl runs | head`): not an error worth a message.
@@ -181,18 +190,43 @@ def _report_error(state: CliState, exc: BaseException) -> int:
     text = mask_secrets(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     hint = "" if state.debug else "; rerun with --debug to see the traceback"
-    _echo(f"etl: unexpected error: {detail}{hint}", err=True)
+    _to_stderr(state, f"etl: unexpected error: {detail}{hint}", exc, ExitCode.FAILED)
     return ExitCode.FAILED
+
+
+def _to_stderr(state: CliState, text: str, exc: BaseException | None = None, code: int | None = None,
+               level: int = logging.ERROR) -> None:
+    """A message for stderr: plain text, or with --log-format json a log record like every other line."""
+    if state.log_format != "json":
+        _echo(text, err=True)
+        return
+    fields: dict[str, Any] = {}
+    if exc is not None:
+        fields = {"exit_code": code, "error_kind": type(exc).__name__}
+        text = text.removeprefix("etl: ")
+    log.log(level, "%s", text, extra={"fields": fields})
 
 
 class EtlGroup(click.Group):
     """The top-level group: every command's errors pass through ``invoke`` here."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Known before any parsing can fail, so even a usage error answers --json in JSON.
+        ctx.meta["etl.json"] = "--json" in args and "--help" not in args and "-h" not in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise  # click's own: usage errors exit 2, --help/--version exit 0
+        except click.exceptions.ClickException as exc:
+            state = _state(ctx)
+            if ctx.meta.get("etl.json") and not state.json_printed:
+                _print_json_once(state, {**state.known, "status": "not started", "exit_code": exc.exit_code,
+                                         "error": exc.format_message(), "error_kind": "UsageError",
+                                         "retryable": False})
+            raise  # click's own: usage errors exit 2
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise  # --help/--version exit 0
         except (Exception, KeyboardInterrupt) as exc:
             ctx.exit(_report_error(_state(ctx), exc))
 
@@ -215,18 +249,32 @@ class EtlGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors: no progress, no summaries.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
+    show_default=True,
+    envvar="ETL_LOG_FORMAT",
+    help="Log lines on stderr: auto (timestamps when not a terminal), text (always timestamps), "
+    "json (one object per line: time, level, job, run, recipient, message, fields).",
+)
 @click.version_option(__version__, prog_name="etl")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: int, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, debug: bool, verbose: int, quiet: bool, log_format: str
+) -> None:
     """ddex-etl: turn a PostgreSQL music catalog into schema-valid DDEX ERN messages.
 
     \b
     Quick start (embedded PostgreSQL, documents in ./out):
       etl seed --releases 1000 && etl run
     """
+    from .logs import setup
+
     verbosity = -1 if quiet else min(verbose, 2)
-    ctx.obj = CliState(config_path=config_path, debug=debug, verbosity=verbosity)
-    _setup_logging(2 if debug else verbosity)
+    ctx.obj = CliState(config_path=config_path, debug=debug, verbosity=verbosity,
+                       json=bool(ctx.meta.get("etl.json")), log_format=log_format)
+    setup(2 if debug else verbosity, log_format)
 
 
 # --------------------------------------------------------------------------- seed
@@ -234,29 +282,45 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: int,
 
 @cli.command(
     short_help="Fill the reference catalog with deterministic demo releases.",
-    epilog=_example("etl seed --releases 1000", "etl seed --releases 50000 --seed 7 --reset"),
+    epilog=_example("etl seed --releases 1000", "etl seed --releases 50000 --seed 7 --reset",
+                    "ETL_DATABASE_URL=postgresql://me@localhost/scratch etl seed --releases 100 --yes"),
 )
 @click.option("--releases", "-n", type=click.IntRange(min=0), required=True, help="How many releases to add.")
 @click.option("--seed", "seed", type=int, default=1, show_default=True, help="Random seed: same seed, same rows.")
 @click.option("--reset", is_flag=True, help="Empty the catalog first (otherwise releases are appended).")
+@click.option(
+    "--yes", is_flag=True,
+    help="Write even to a database that holds more than the demo catalog (it refuses otherwise).",
+)
 @click.pass_context
-def seed(ctx: click.Context, releases: int, seed: int, reset: bool) -> None:
+def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool) -> None:
     """Create the reference catalog (sql/catalog.sql) if missing and add demo releases.
 
     Albums, singles, EPs, multi-disc sets and compilations with featured
     artists, composers, several deals and non-ASCII titles. Deterministic for
     a given --seed and starting catalog.
+
+    It refuses (exit 2, nothing touched) a database that holds anything but
+    its own demo catalog (other tables, or catalog rows it did not write)
+    unless --yes. --reset names the database and what it deletes.
     """
     from .config import mask_url
     from .db import engine_for
-    from .seed import seed_catalog
+    from .seed import check_target, seed_catalog
 
     state = _state(ctx)
     cfg = state.config()
     engine = engine_for(cfg)
+    ignore = (cfg.database.state_schema,)
     try:
+        if reset:
+            target = check_target(engine, ignore_schemas=ignore, reset=True)
+            if target.only_demo or yes:
+                _echo(f"etl seed --reset: deleting every row of the catalog in {target.database}: "
+                      f"{target.contents()}", err=True)
         with _SeedProgress(state, releases) as progress:
-            report = seed_catalog(engine, releases, seed=seed, reset=reset, progress=progress)
+            report = seed_catalog(engine, releases, seed=seed, reset=reset, progress=progress,
+                                  only_demo=not yes, ignore_schemas=ignore)
     finally:
         engine.dispose()
     _say(
@@ -316,7 +380,11 @@ def _with_run_overrides(cfg: Config, job: str | None, workers: int | None) -> Co
 
 
 def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
-    """Run ``call()``; print its summary (also when it fails); exit with the report's code."""
+    """Run ``call()``; print its summary (also when it fails); exit with the report's code.
+
+    A failure's message is printed once, by the error handler: the summary
+    printed here leaves it out.
+    """
     state = _state(ctx)
     try:
         report: RunReport = call()
@@ -324,12 +392,12 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
         failed: RunReport | None = getattr(exc, "report", None)
         if failed is not None:
             if as_json:
-                _print_json(failed.as_dict())
+                _print_json_once(state, failed.as_dict())
             elif not state.quiet:
-                _echo(failed.summary(), err=True)
+                _to_stderr(state, failed.summary(with_error=False), level=logging.WARNING)
         raise
     if as_json:
-        _print_json(report.as_dict())
+        _print_json_once(state, report.as_dict())
     else:
         _say(state, report.summary())
     ctx.exit(report.exit_code)
@@ -345,7 +413,7 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
         "etl run --release-id 42 --release-id 43 --force",
     ),
 )
-@click.option("--new", is_flag=True, help="Start a new run even if the job has an unfinished one.")
+@click.option("--new", is_flag=True, help="Start a new run even if the job has an unfinished one of the same kind.")
 @click.option(
     "--incremental", "mode", flag_value="incremental",
     help="Only releases changed since the job's last successful run; takedowns for deleted ones.",
@@ -377,14 +445,19 @@ def run(
     """Run the job: page releases out of PostgreSQL, build one ERN message per
     release in worker processes, load them to files or a table.
 
-    Continues the job's unfinished run (same configuration) unless --new.
-    Upgrades the state tables first. Exit code 3 means some releases were
+    Continues the job's unfinished run only when it is the same kind of run
+    (full or incremental) with the same configuration; otherwise (and with
+    --new) that run is superseded: kept for `etl resume RUN_ID`, named in the
+    summary, and the requested run starts. Upgrades the state tables first. Exit code 3 means some releases were
     rejected: list them with `etl errors`, fix the data, `etl retry-failed`.
     """
     from . import pipeline
 
     state = _state(ctx)
+    targeted = since is not None or bool(release_ids)
+    state.known.update(command="run", job=job, mode="targeted" if targeted else mode, run_id=None)
     cfg = _with_run_overrides(state.config(), job, workers)
+    state.known.update(job=cfg.run.job, mode="targeted" if targeted else (mode or cfg.run.mode))
     since_at = _parse_since(since) if since is not None else None
     _finish_run(
         ctx,
@@ -426,7 +499,9 @@ def resume(
     from . import pipeline
 
     state = _state(ctx)
+    state.known.update(command="resume", job=job, run_id=run_id)
     cfg = _with_run_overrides(state.config(), job, workers)
+    state.known.update(job=cfg.run.job)
     _finish_run(ctx, lambda: pipeline.resume(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 
@@ -447,7 +522,9 @@ def retry_failed(
     from . import pipeline
 
     state = _state(ctx)
+    state.known.update(command="retry-failed", job=job, mode="retry", source_run_id=run_id, run_id=None)
     cfg = _with_run_overrides(state.config(), job, workers)
+    state.known.update(job=cfg.run.job)
     _finish_run(ctx, lambda: pipeline.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 
@@ -741,16 +818,29 @@ def config_group() -> None:
     short_help="Validate the configuration and print it (password masked).",
     epilog=_example("etl config check", "ETL_DATABASE_URL=postgresql://etl@db/catalog etl config check"),
 )
+@click.option(
+    "--connect", is_flag=True,
+    help="Also connect, EXPLAIN the keys, rows and changed-keys queries, and try the output.",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, connect: bool) -> None:
     """Validate etl.toml plus ETL_* overrides and print the resolved
     configuration, with any password masked. Exit code 2 lists every problem.
+
+    With --connect it also tries what a run will do: connects, has PostgreSQL
+    plan every catalog query (EXPLAIN, nothing runs), looks at the state
+    schema and writes a probe file to the output folder, and reports each
+    problem with its fix (exit 2; 1 when only the server was unreachable).
     """
     from .config import ENV_OVERRIDES, mask_url
 
     cfg = _state(ctx).config()
+    if connect:
+        _connect_check(ctx, cfg)
+        return
     source = str(cfg.source) if cfg.source else "(no etl.toml: defaults)"
     _echo(f"# configuration OK; read from {source}")
+    _echo("# (the file only: `etl config check --connect` also tries the server, the queries and the output)")
     applied = [name for name in ENV_OVERRIDES if os.environ.get(name)]
     if applied:
         _echo(f"# environment overrides: {', '.join(applied)}")
@@ -769,6 +859,19 @@ def check(ctx: click.Context) -> None:
                 _echo(f"# {f.name}: not set")
                 continue
             _echo(f"{f.name} = {_toml_value(value)}")
+
+
+def _connect_check(ctx: click.Context, cfg: Config) -> None:
+    from .config import mask_secrets
+    from .preflight import preflight
+
+    report = preflight(cfg)
+    for c in report.checks:
+        _echo(f"{'ok' if c.ok else 'FAILED':>6}  {c.name}: {mask_secrets(c.detail)}")
+    failed = sum(not c.ok for c in report.checks)
+    _echo("configuration OK: connected, every query plans, the output is writable" if report.ok
+          else f"{failed} problem{'s' if failed != 1 else ''} found")
+    ctx.exit(report.exit_code)
 
 
 def _toml_value(value: Any) -> str:

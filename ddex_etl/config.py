@@ -37,6 +37,7 @@ class ExtractConfig:
     chunk_size: int = 500
     keys_query: Path | None = None  # None: the packaged reference query
     rows_query: Path | None = None
+    changed_keys_query: Path | None = None  # None: sql/changed_release_keys.sql (reference catalog)
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"extract.mode: must be 'keyset' or 'offset', got {ex.mode!r}")
     if ex.chunk_size < 1:
         problems.append(f"extract.chunk_size: must be at least 1, got {ex.chunk_size}")
-    for key in ("keys_query", "rows_query"):
+    for key in ("keys_query", "rows_query", "changed_keys_query"):
         p = getattr(ex, key)
         if p is not None and not p.is_file():
             problems.append(f"extract.{key}: file {p} not found")

@@ -97,7 +97,11 @@ _TERMINAL_HINTS = {
     "28P01": "check the user name and password (set them in ETL_DATABASE_URL)",
     "28000": "check the user name and the server's pg_hba.conf",
     "3D000": "check the database name in the URL",
-    "42P01": "check that the table exists (run `etl db upgrade`, or `etl seed` for the demo catalog)",
+    "42P01": (
+        "check that the table exists; for a catalog of your own, point extract.keys_query, extract.rows_query "
+        "and extract.changed_keys_query at queries over your tables (docs/column-contract.md); "
+        "for the connector's own tables, `etl db upgrade`"
+    ),
     "42703": "check the column names: your query must return the documented columns",
     "42601": "check the SQL syntax of your extract query",
     "42501": "grant the connector's user the privileges it needs",
@@ -134,6 +138,12 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
         return TerminalError(f"{doing}: {first_line}; fix: {_TERMINAL_HINTS[sqlstate]}")
     if isinstance(orig, psycopg.OperationalError) or getattr(exc, "connection_invalidated", False):
         text = first_line.lower()
+        if "no password supplied" in text:
+            # A setting that is missing, not a fault that passes: a retry would only wait.
+            return ConfigError(
+                f"database.url: {doing}: the server asks for a password and none was given ({first_line}); "
+                "fix: put it in ETL_DATABASE_URL (postgresql://user:PASSWORD@host:5432/db), PGPASSWORD or ~/.pgpass"
+            )
         if "password authentication failed" in text or "authentication failed" in text:
             return TerminalError(f"{doing}: {first_line}; fix: check the credentials in ETL_DATABASE_URL")
         if any(bad in text for bad in _BAD_OPTIONS):

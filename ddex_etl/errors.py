@@ -55,6 +55,12 @@ class OutputError(TerminalError):
     """Writing output failed (permission denied, disk full, name refused)."""
 
 
+class RefusedError(EtlError):
+    """A command refused to touch data it does not own (``etl seed`` on a real catalog); ``--yes`` overrides."""
+
+    exit_code = ExitCode.USAGE
+
+
 class LockHeldError(EtlError):
     """Another process is running the same job."""
 

@@ -124,6 +124,11 @@ def rows_query(cfg: ExtractConfig) -> _Query:
     return _load_query(str(cfg.rows_query if cfg.rows_query is not None else ROWS_SQL))
 
 
+def changed_keys_query(cfg: ExtractConfig) -> _Query:
+    """The changed-keys query of incremental runs (the user's file, or the packaged one)."""
+    return _load_query(str(cfg.changed_keys_query if cfg.changed_keys_query is not None else CHANGED_KEYS_SQL))
+
+
 # ---------------------------------------------------------------------------
 # Keys
 
@@ -163,7 +168,7 @@ def iter_key_chunks(
         except EtlError:
             raise
         except Exception as exc:
-            where = f"after release {last}" if cfg.mode != "offset" else f"at offset {offset}"
+            where = _page_place(last) if cfg.mode != "offset" else f"at offset {offset}"
             raise map_db_error(exc, f"paging release ids {where} with {query}") from exc
         if not ids:
             return
@@ -186,12 +191,13 @@ def iter_changed_key_chunks(
     after_key: int | None = None,
     start_number: int = 0,
 ) -> Iterator[KeyChunk]:
-    """Page the ids of releases that changed in ``(since, until]`` (``sql/changed_release_keys.sql``).
+    """Page the ids of releases that changed in ``(since, until]`` (``extract.changed_keys_query``,
+    by default ``sql/changed_release_keys.sql``).
 
     Always keyset on release id: the window is frozen, so the set is the same
     on every page and after a resume. Includes deleted releases (takedowns).
     """
-    query = _load_query(str(CHANGED_KEYS_SQL))
+    query = changed_keys_query(cfg)
     stmt = sa.text(query.text)
     size = cfg.chunk_size
     number = start_number
@@ -205,7 +211,7 @@ def iter_changed_key_chunks(
         except EtlError:
             raise
         except Exception as exc:
-            raise map_db_error(exc, f"paging changed release ids after release {last} with {query}") from exc
+            raise map_db_error(exc, f"paging changed release ids {_page_place(last)} with {query}") from exc
         if not ids:
             return
         _check_keyset_page(ids, last, query)
@@ -216,9 +222,9 @@ def iter_changed_key_chunks(
             return
 
 
-def count_changed_releases(engine: sa.Engine, *, since: Any, until: Any) -> int:
+def count_changed_releases(engine: sa.Engine, cfg: ExtractConfig | None = None, *, since: Any, until: Any) -> int:
     """How many releases changed in ``(since, until]`` (for progress and ETA)."""
-    query = _load_query(str(CHANGED_KEYS_SQL))
+    query = changed_keys_query(cfg if cfg is not None else ExtractConfig())
     stmt = sa.text(f"SELECT count(*) FROM ({query.text}) AS keys")
     try:
         with engine.connect() as conn:
@@ -227,6 +233,11 @@ def count_changed_releases(engine: sa.Engine, *, since: Any, until: Any) -> int:
     except Exception as exc:
         raise map_db_error(exc, f"counting changed releases with {query}") from exc
     return int(n)
+
+
+def _page_place(last: int | None) -> str:
+    """Where paging stood, for a message: never "after release None"."""
+    return "for the first page" if last is None else f"after release {last}"
 
 
 def iter_id_chunks(

@@ -208,14 +208,28 @@ _SYNCFS = _load_syncfs()
 def _output_error(exc: OSError, path: Path | str) -> OutputError:
     """An OSError while writing output, as a message naming the file, the cause and the fix."""
     code = exc.errno
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if code == errno.EROFS:
+        why, fix = "the filesystem is mounted read-only", "set load.directory to a folder on a writable filesystem"
+    elif code == errno.EACCES:
         why, fix = "permission denied", "make the output directory writable for this user, or set load.directory"
+    elif code == errno.EPERM:
+        why, fix = (
+            "operation not permitted (the filesystem or a security policy refuses it, whatever the file modes say)",
+            "set load.directory to a folder on an ordinary filesystem this user may write",
+        )
     elif code in (errno.ENOSPC, errno.EDQUOT):
         why, fix = "the disk is full", "free space on that filesystem (or raise the quota), then `etl resume`"
     elif code == errno.EFBIG:
         why, fix = "the file is larger than the allowed file size", "raise the file-size limit (ulimit -f), then `etl resume`"
     elif code in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
         why, fix = "the filesystem refused the file name", "use a filesystem that accepts it, or fix the release's identifier"
+    elif code == errno.ENOENT and Path(path).parent.is_dir():
+        # The folder is there, yet "no such file": a filesystem that takes no new files (/proc, /sys).
+        why, fix = (
+            f"no such file or directory although {Path(path).parent} exists: that filesystem does not let "
+            "files be created there",
+            "set load.directory to a folder on an ordinary filesystem",
+        )
     elif code == errno.ENOENT:
         why, fix = "the folder disappeared", "recreate the output directory, then `etl resume`"
     else:
@@ -391,11 +405,15 @@ class FileLoader:
                 pass
             except OSError as exc:
                 raise _output_error(exc, d) from exc
-        if not os.access(d, os.W_OK | os.X_OK):
-            raise OutputError(
-                f"cannot write {d}: permission denied; fix: make the output directory writable for this user, "
-                "or set load.directory"
-            )
+        # A real write, not os.access(): root passes every access() check, and only the
+        # filesystem knows it is read-only or virtual; the error names the real cause.
+        probe = d / f".etl-write-probe-{os.getpid()}{TMP_SUFFIX}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise _output_error(exc, probe) from exc
 
     def acquire(self, job: str, run_id: int | None = None) -> None:
         """Take this run's folder for the run's duration, or raise OutputError naming who holds it.

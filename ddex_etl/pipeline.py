@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import claims, state
+from . import claims, logs, state
 from .config import Config
 from .masking import mask_text
 from .db import database_url, make_engine, map_db_error
@@ -68,6 +68,7 @@ from .procs import can_fork
 from .joblock import ACTIVE_RUNS, JobLock, host, job_lock_key, pid_alive, runner_alive
 from .retry import RetryPolicy, with_retries
 from .progress import Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
+from .run_selection import Selection, select_run
 
 log = logging.getLogger("ddex_etl.pipeline")
 
@@ -123,6 +124,8 @@ class RunReport:
     repairs: int = 0
     # ISRCs on more than one release of the run (listed in the log when it succeeds)
     shared_isrcs: int = 0
+    # the job's unfinished run this one superseded (run_id, mode, status, reason), if any
+    superseded: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -133,8 +136,11 @@ class RunReport:
             return ExitCode.FAILED
         return ExitCode.REJECTED if self.rejected else ExitCode.OK
 
-    def summary(self) -> str:
-        """A few human lines: counts, time, throughput, peak memory, where the output went."""
+    def summary(self, with_error: bool = True) -> str:
+        """A few human lines: counts, time, throughput, peak memory, where the output went.
+
+        ``with_error=False`` leaves the error out (for a caller that prints it itself).
+        """
         verb = {"succeeded": "finished", "failed": "failed", "interrupted": "was interrupted"}.get(
             self.status, self.status
         )
@@ -149,6 +155,12 @@ class RunReport:
         if self.mode in ("incremental", "targeted") and self.watermark_to is not None:
             since = self.watermark_from.isoformat() if self.watermark_from else "the beginning"
             lines.append(f"  window: changes after {since} up to {self.watermark_to.isoformat()}")
+        if self.superseded:
+            old = self.superseded
+            lines.append(
+                f"  superseded run {old['run_id']} ({old['mode']}, {old['status']}): {old['reason']}; "
+                f"resume it with `etl resume {old['run_id']}`"
+            )
         if self.output:
             lines.append(f"  output: {self.output}")
         if self.repairs:
@@ -157,7 +169,7 @@ class RunReport:
             lines.append(f"  {self.shared_isrcs:,} ISRCs are on more than one release (listed in the log)")
         if self.rejected:
             lines.append(f"  see the rejected releases with `etl errors {self.run_id}`")
-        if self.error:
+        if self.error and with_error:
             lines.append(f"  error: {self.error}")
         if self.status in ("failed", "interrupted"):
             lines.append(f"  resume with `etl resume {self.run_id}`")
@@ -317,6 +329,8 @@ class _Task:
     # retry run claims in the scope of the run it retries
     run_id: int = 0
     claim_scope: int = 0
+    # ids asked for by name (--release-id, a retry): one the catalog does not have is a reject
+    report_missing: bool = False
 
 
 @dataclass
@@ -502,6 +516,8 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
             policy=spec.retry,
         )
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
+    if task.report_missing:
+        rejects.extend(_not_found(task.release_ids, releases, bad))
     releases, duplicates = _claim_identifiers(spec, engine, task, releases)
     rejects += duplicates
     t_fetched = time.perf_counter()
@@ -638,6 +654,26 @@ def is_takedown(release: Any, ended_before: dt.date | None) -> bool:
     if ended_before is None or not deals:
         return False
     return all(d.end_date is not None and d.end_date < ended_before for d in deals)
+
+
+def _not_found(wanted: tuple[int, ...], releases: list[Any], bad: list[Any]) -> list[state.RejectRecord]:
+    """Rejects for asked-for ids the rows query returned nothing for."""
+    found = {int(r.release_id) for r in releases}
+    found.update(int(b.release_id) for b in bad if getattr(b, "release_id", None) is not None)
+    return [
+        state.RejectRecord(
+            release_id=int(i),
+            stage="extract",
+            error_kind="NotFound",
+            message=(
+                f"release {i}: not found in the catalog (the rows query returned no row for it); "
+                "fix: check the id given to --release-id, or that the release exists in the catalog"
+            ),
+            retryable=False,
+        )
+        for i in wanted
+        if int(i) not in found
+    ]
 
 
 def _reject_from(bad: Any, stage: str) -> state.RejectRecord:
@@ -956,6 +992,8 @@ class _Runner:
                 )
                 tasks.put(task)
                 in_flight[task.number] = task
+                log.debug("chunk %d handed to a worker: %d releases (ids %s)", task.number, len(task.release_ids),
+                          _id_span(task.release_ids), extra={"fields": {"chunk": task.number}})
             if not in_flight:
                 return exhausted or not self.signals
             if drain_deadline is not None and time.monotonic() > drain_deadline:
@@ -1057,6 +1095,8 @@ class _Runner:
             state_schema=self.schema,
             run_id=self.run.id,
             claim_scope=self.claim_scope,
+            report_missing=self.run.mode == "retry"
+            or (self.run.mode == "targeted" and bool(self.run.options.get("release_ids"))),
         )
 
     def _check_workers(self) -> None:
@@ -1070,7 +1110,8 @@ class _Runner:
 
     def _worker_failed(self, f: _ChunkFailure) -> EtlError:
         if f.detail:
-            log.error("worker %d failed on chunk %d:\n%s", f.pid, f.number, f.detail)
+            # The CLI prints the error itself once; the worker's traceback is for -vv / --debug.
+            log.debug("worker %d failed on chunk %d:\n%s", f.pid, f.number, f.detail)
         text = f"chunk {f.number}: {f.message}"
         if f.output_error:
             from .errors import OutputError
@@ -1149,10 +1190,17 @@ class _Runner:
         )
         if isinstance(self.loader, FileLoader):
             self.loader.settle(result.written)  # committed: its files no longer need their pending list
-        log.debug(
-            "chunk %d: %d built, %d rejected, %.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
-            task.number, result.built, len(result.rejects), result.seconds, result.pid,
+        log.info(
+            "chunk %d loaded: %d releases (ids %s), %d built, %d rejected, %d takedowns, %d unchanged, "
+            "%.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
+            task.number, len(task.release_ids), _id_span(task.release_ids), result.built, len(result.rejects),
+            result.takedowns, result.unchanged, result.seconds, result.pid,
             result.fetch_seconds, result.build_seconds, result.write_seconds,
+            extra={"fields": {
+                "chunk": task.number, "releases": len(task.release_ids), "built": result.built,
+                "rejected": len(result.rejects), "takedowns": result.takedowns, "unchanged": result.unchanged,
+                "seconds": round(result.seconds, 3), "worker_pid": result.pid,
+            }},
         )
         self.stage_seconds["fetch"] += result.fetch_seconds
         self.stage_seconds["build"] += result.build_seconds
@@ -1270,6 +1318,10 @@ class _Runner:
         )
 
 
+def _id_span(ids: tuple[int, ...]) -> str:
+    return f"{ids[0]}..{ids[-1]}" if ids else "none"
+
+
 def _exit_interrupted(signum: int, frame: Any) -> None:
     os._exit(ExitCode.INTERRUPTED)
 
@@ -1367,7 +1419,9 @@ def _run_total(engine: Engine, cfg: Config, run: state.RunRow) -> int | None:
         return len(set(ids))
     if run.mode in ("incremental", "targeted") and run.watermark_from is not None and run.watermark_to is not None:
         try:
-            return extract.count_changed_releases(engine, since=run.watermark_from, until=run.watermark_to)
+            return extract.count_changed_releases(
+                engine, cfg.extract, since=run.watermark_from, until=run.watermark_to
+            )
         except Exception as exc:  # progress only
             log.debug("could not count changed releases: %s", mask(str(exc)))
             return None
@@ -1467,6 +1521,7 @@ def _execute_run(
     lock: JobLock | None = None
     pool: _Pool | None = None
     loader: Loader | None = None
+    selection = Selection()
     try:
         pool = _Pool(url, cfg, cfg.run.workers or os.cpu_count() or 1)
         # The first contact with the server: a nightly job that starts while the server restarts
@@ -1492,8 +1547,14 @@ def _execute_run(
                     )
                 if existing.status == "succeeded":
                     raise ConfigError(f"run {run_id} already succeeded; nothing to resume (start a new one with `etl run`)")
-            elif retry_of is None and not new and since is None and not release_ids:
+            elif must_exist:
                 existing = state.unfinished_run(conn, schema, cfg.run.job)
+            elif retry_of is None and since is None and not release_ids:
+                selection = select_run(
+                    state.unfinished_run(conn, schema, cfg.run.job),
+                    mode=mode or cfg.run.mode, fingerprint=fingerprint, new=new,
+                )
+                existing = selection.resume
             if must_exist and existing is None:
                 raise ConfigError(f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one")
             if existing is not None and existing.config_fingerprint != fingerprint:
@@ -1569,6 +1630,10 @@ def _execute_run(
                 )
                 cp = state.get_checkpoint(conn, schema, run.id)
                 resumed = False
+                if selection.superseded is not None:
+                    state.mark_superseded(conn, schema, selection.superseded.id, by_run=run.id)
+        if selection.superseded is not None:
+            log.warning("job %s: %s; starting %s run %d", cfg.run.job, selection.describe(), run.mode, run.id)
         # From here the lock guards this run row: losing it stops the run (see joblock).
         lock.run_id = run.id
         ACTIVE_RUNS.add(run.id)
@@ -1591,16 +1656,34 @@ def _execute_run(
         if total is not None and total != run.total:
             with engine.begin() as conn:
                 state.set_total(conn, schema, run.id, total)
+        logs.bind(job=cfg.run.job, run=run.id, recipient=cfg.transform.recipient_dpid)
+        window = (
+            f", window ({run.watermark_from.isoformat() if run.watermark_from else 'the beginning'}, "
+            f"{run.watermark_to.isoformat()}]" if run.mode in ("incremental", "targeted") and run.watermark_to else ""
+        )
+        log.info(
+            "%s %s run %d of job %s%s; %s releases to go; output %s",
+            "resuming" if resumed else "starting", run.mode, run.id, run.job, window,
+            "unknown" if total is None else f"{total:,}", run.output or cfg.load.target,
+            extra={"fields": {"mode": run.mode, "resumed": resumed, "total": total}},
+        )
         reporter = reporter_for(cfg.run.job, progress, cfg.run.progress_interval)
         runner = _Runner(
             cfg, engine, url, lock, run, cp, loader, reporter, pool, resumed=resumed, key_source=keys, total=total
         )
-        return runner.execute()
+        try:
+            return _with_selection(runner.execute(), selection)
+        except EtlError as exc:
+            report = getattr(exc, "report", None)
+            if report is not None:
+                exc.report = _with_selection(report, selection)  # type: ignore[attr-defined]
+            raise
     except EtlError:
         raise
     except sa.exc.DBAPIError as exc:
         raise map_db_error(exc, "preparing the run") from exc
     finally:
+        logs.bind(run=None)
         if pool is not None:
             pool.stop(graceful=False)  # no-op when the runner stopped it
         if loader is not None:
@@ -1610,6 +1693,17 @@ def _execute_run(
                 ACTIVE_RUNS.discard(lock.run_id)
             lock.release()
         engine.dispose()
+
+
+def _with_selection(report: RunReport, selection: Selection) -> RunReport:
+    """The report, naming the run this one superseded (if any)."""
+    old = selection.superseded
+    if old is None:
+        return report
+    return dataclasses.replace(
+        report,
+        superseded={"run_id": old.id, "mode": old.mode, "status": old.status, "reason": selection.reason},
+    )
 
 
 def run(
@@ -1633,7 +1727,10 @@ def run(
     never moves the job's watermark. Incremental and targeted runs skip a
     document identical to the job's last delivery unless ``force``.
 
-    ``new=True`` always starts a new run; ``run_id`` continues that run.
+    The job's unfinished full/incremental run is continued only when it has
+    the same mode and the same configuration; otherwise (or with ``new=True``)
+    it is superseded: left as it is, resumable with ``resume(cfg, its_id)``,
+    and named in the report's ``superseded``. ``run_id`` continues that run.
     ``progress`` None shows a bar on a terminal and plain log lines otherwise.
     Upgrades the state tables first. Raises LockHeldError when the job is
     already running, InterruptedRun on Ctrl-C/SIGTERM (resumable), RunFailed /

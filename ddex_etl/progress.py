@@ -153,7 +153,10 @@ def reporter_for(job: str, progress: bool | None, interval: float) -> Reporter:
         return NullReporter()
     if progress is True or (progress is None and sys.stderr.isatty()):
         return BarReporter(job)
-    return LogReporter(job, interval, stream=sys.stderr)
+    # When the `etl` command set up logging, progress lines go through it (timestamps, JSON);
+    # a library caller without a handler still sees them on stderr.
+    configured = bool(logging.getLogger("ddex_etl").handlers)
+    return LogReporter(job, interval, stream=None if configured else sys.stderr)
 
 
 def _hms(seconds: float) -> str:

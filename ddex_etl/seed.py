@@ -21,7 +21,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from . import data_dir
 from .db import map_db_error
+from .errors import EtlError, RefusedError
 
 SQL_DIR = data_dir("sql")
 CATALOG_SQL = SQL_DIR / "catalog.sql"
@@ -57,6 +58,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 BATCH_RELEASES = 2000  # releases generated per COPY round: bounded memory, overlapped with loading
+# Set on the releases table by every seed: a catalog that carries it holds demo data only.
+DEMO_MARK = "ddex-etl demo catalog, written by `etl seed`"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,118 @@ class SeedReport:
     @property
     def releases_per_second(self) -> float:
         return self.releases / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------
+# What is in the database already (so a seed never touches a real catalog)
+
+
+@dataclass(frozen=True)
+class SeedTarget:
+    """The database ``etl seed`` would write to, and what it holds."""
+
+    database: str  # e.g. "database 'catalog' on db.example.com:5432"
+    demo: bool  # the catalog tables carry the demo mark: only `etl seed` wrote them
+    foreign: tuple[str, ...]  # tables and views that are not the demo catalog's (schema.name)
+    rows: dict[str, int]  # rows per catalog table present (exact counts only when asked for)
+
+    @property
+    def has_rows(self) -> bool:
+        return any(self.rows.values())
+
+    @property
+    def only_demo(self) -> bool:
+        """Nothing here but (an empty catalog or) the demo catalog: safe to seed, and to reset."""
+        return not self.foreign and (self.demo or not self.has_rows)
+
+    def contents(self) -> str:
+        """What a reset deletes: ``12 releases, 140 tracks, ...``."""
+        names = {"labels": "labels", "artists": "artists", "releases": "releases", "release_artists":
+                 "release credits", "tracks": "tracks", "track_contributors": "track credits", "deals": "deals"}
+        parts = [f"{self.rows[t]:,} {names[t]}" for t in TABLES if t in self.rows]
+        return ", ".join(parts) if parts else "no catalog tables"
+
+    def refusal(self, reset: bool) -> str:
+        """Why ``etl seed`` will not write here, and the fix."""
+        what = []
+        if self.foreign:
+            shown = ", ".join(self.foreign[:5]) + (f" and {len(self.foreign) - 5} more" if len(self.foreign) > 5 else "")
+            what.append(f"tables that are not the demo catalog's ({shown})")
+        if self.has_rows and not self.demo:
+            what.append("catalog rows that `etl seed` did not write")
+        action = (
+            f"--reset would delete every row of its catalog tables ({self.contents()})" if reset
+            else "seeding would add demo releases to it"
+        )
+        return (
+            f"{self.database} holds {' and '.join(what)}: it looks like a real catalog, and {action}. "
+            "`etl seed` refuses; fix: point ETL_DATABASE_URL (or database.url) at a database of its own for "
+            "the demo, or an empty one; pass --yes only if this database really is a throwaway"
+        )
+
+
+def describe_database(url: sa.engine.URL) -> str:
+    """``database 'x' on host:port`` (no user, no password)."""
+    where = f"{url.host}:{url.port or 5432}" if url.host else "a local socket"
+    return f"database {url.database!r} on {where}"
+
+
+def inspect_target(
+    pg: psycopg.Connection[Any], *, database: str, ignore_schemas: Sequence[str] = (), count: bool = False
+) -> SeedTarget:
+    """What the connected database holds besides the connector's own schemas.
+
+    ``count``: exact row counts of the catalog tables (for a reset's
+    message); otherwise 0 or 1 per table (empty or not).
+    """
+    with pg.cursor() as cur:
+        cur.execute(
+            "SELECT t, to_regclass(quote_ident(t))::oid FROM unnest(%s::text[]) AS t", (list(TABLES),)
+        )
+        present = {name: oid for name, oid in cur.fetchall() if oid is not None}
+        cur.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+            "   AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            "   AND n.nspname NOT LIKE 'pg\\_%%'"
+            "   AND NOT (n.nspname = ANY(%s::text[]))"
+            "   AND NOT (c.oid = ANY(%s::oid[]))"
+            "   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')"
+            " ORDER BY 1",
+            (list(ignore_schemas), list(present.values())),
+        )
+        foreign = tuple(row[0] for row in cur.fetchall())
+        rows: dict[str, int] = {}
+        for name in present:
+            if count:
+                cur.execute(f"SELECT count(*) FROM {name}")
+            else:
+                cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT 1) AS one")
+            rows[name] = int(cur.fetchone()[0])  # type: ignore[index]
+        demo = False
+        if "releases" in present:
+            cur.execute("SELECT obj_description(%s::oid, 'pg_class')", (present["releases"],))
+            demo = cur.fetchone()[0] == DEMO_MARK  # type: ignore[index]
+    return SeedTarget(database=database, demo=demo, foreign=foreign, rows=rows)
+
+
+def check_target(engine: sa.Engine, *, ignore_schemas: Sequence[str] = (), reset: bool = False) -> SeedTarget:
+    """Inspect the engine's database for ``etl seed`` (row counts when ``reset``)."""
+    raw = engine.raw_connection()
+    try:
+        pg: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+        try:
+            target = inspect_target(
+                pg, database=describe_database(engine.url), ignore_schemas=ignore_schemas, count=reset
+            )
+            pg.rollback()
+        except EtlError:
+            raise
+        except Exception as exc:
+            raise map_db_error(exc, "looking at what the database holds before seeding") from exc
+    finally:
+        raw.close()
+    return target
 
 
 # ---------------------------------------------------------------------------
@@ -592,6 +707,9 @@ def seed_catalog(
     seed: int = 1,
     reset: bool = False,
     progress: Callable[[int], None] | None = None,
+    *,
+    only_demo: bool = False,
+    ignore_schemas: Sequence[str] = (),
 ) -> SeedReport:
     """Fill the reference catalog with ``releases`` realistic demo releases.
 
@@ -600,6 +718,11 @@ def seed_catalog(
     after the highest existing ids. Same seed and same starting catalog: same
     rows, byte for byte. ``progress`` is called with the number of releases
     written so far. Commits its own transaction.
+
+    ``only_demo=True`` (what `etl seed` does without ``--yes``) raises
+    ``RefusedError`` and touches nothing when the database holds anything but
+    the demo catalog (tables outside ``ignore_schemas``, the connector's own,
+    or catalog rows that no seed wrote).
     """
     if releases < 0:
         raise ValueError(f"releases must be 0 or more, got {releases}")
@@ -612,7 +735,16 @@ def seed_catalog(
         pg: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
         try:
             with pg.transaction():
-                report = _seed(pg, releases, seed, reset, progress, started)
+                target = inspect_target(
+                    pg, database=describe_database(engine.url), ignore_schemas=ignore_schemas, count=reset
+                )
+                if only_demo and not target.only_demo:
+                    raise RefusedError(target.refusal(reset))
+                # The mark says "only demo rows here": never stamp it on rows a seed did not write.
+                mark = reset or target.demo or not target.has_rows
+                report = _seed(pg, releases, seed, reset, progress, started, mark)
+        except EtlError:
+            raise
         except Exception as exc:
             raise map_db_error(exc, f"seeding {releases} demo releases (seed {seed})") from exc
     finally:
@@ -627,6 +759,7 @@ def _seed(
     reset: bool,
     progress: Callable[[int], None] | None,
     started: float,
+    mark: bool = True,
 ) -> SeedReport:
     with pg.cursor() as cur:
         cur.execute(
@@ -634,6 +767,8 @@ def _seed(
         )
         created = {row[0] for row in cur.fetchall()}
         create_catalog(pg)
+        if mark:
+            cur.execute(f"COMMENT ON TABLE releases IS '{DEMO_MARK}'")
         if reset:
             cur.execute("TRUNCATE " + ", ".join(reversed(TABLES)))
         fresh = set(TABLES) if reset else created

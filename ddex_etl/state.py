@@ -329,6 +329,18 @@ def last_success(conn: Connection, schema: str, job: str) -> RunRow | None:
     return _run(row) if row is not None else None
 
 
+def mark_superseded(conn: Connection, schema: str, run_id: int, *, by_run: int) -> None:
+    """Record in an unfinished run's options that a newer run took its place (it stays resumable)."""
+    conn.execute(
+        sa.text(
+            f"""UPDATE {_t(schema, 'runs')}
+            SET options = coalesce(options, '{{}}'::jsonb) || jsonb_build_object('superseded_by', CAST(:by AS bigint))
+            WHERE id = :id"""
+        ),
+        {"id": run_id, "by": by_run},
+    )
+
+
 def reopen_run(conn: Connection, schema: str, run_id: int, *, pid: int, host: str, redone: int) -> RunRow:
     """Mark a stopped run running again for a resume; count the chunks it will redo."""
     row = conn.execute(

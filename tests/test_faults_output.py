@@ -160,7 +160,12 @@ def test_read_only_output_fails_before_any_run_and_names_the_fix(
 ) -> None:
     with tmpfs(tmp_path / "ro", 8192, "ro") as ro:
         cfg = make_cfg(db_url, ro)
-        with pytest.raises(OutputError, match=rf"cannot write {ro}: permission denied; fix: make the output directory"):
+        # The real cause (EROFS), not "permission denied": root may write anywhere else.
+        with pytest.raises(
+            OutputError,
+            match=rf"cannot write {ro}/\.etl-write-probe-\d+\.etl-tmp: the filesystem is mounted read-only "
+            rf"\(EROFS\); fix: set load.directory",
+        ):
             pipeline.run(cfg, progress=False)
         assert pipeline.recent_runs(cfg) == []  # refused before a run row existed
         remount(ro, "rw")

@@ -155,3 +155,50 @@ def test_every_cli_command_is_in_the_readme() -> None:
         assert re.search(rf"`{re.escape(name)}\b", README) or (
             re.search(rf"`{re.escape(group)} [^`]*\b{re.escape(leaf)}\b", README)
         ), f"README does not mention `{name}`"
+
+
+# --------------------------------------------------------------------------- the configuration table
+
+
+def _config_table() -> dict[str, str]:
+    """README's configuration table: key -> its default as written (one literal, or prose)."""
+    rows: dict[str, str] = {}
+    for line in section("Configuration").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        keys = re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[0])
+        defaults = re.findall(r"`([^`]*)`", cells[1])
+        for i, key in enumerate(keys):
+            rows[key] = defaults[i] if len(defaults) == len(keys) else cells[1]
+    return rows
+
+
+def _config_check(tmp_path: Path) -> dict[str, str | None]:
+    """What `etl config check` prints with no etl.toml: key -> value (None: not set)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    result = CliRunner(env=env).invoke(cli, ["--config", str(tmp_path / "empty.toml"), "config", "check"])
+    assert result.exit_code == 0, result.output
+    out: dict[str, str | None] = {}
+    current = ""
+    for line in result.stdout.splitlines():
+        if m := re.fullmatch(r"\[([a-z]+)\]", line):
+            current = m.group(1)
+        elif m := re.fullmatch(r"([a-z_]+) = (.*)", line):
+            out[f"{current}.{m.group(1)}"] = m.group(2).strip('"')
+        elif m := re.fullmatch(r"# ([a-z_]+):? not set.*", line):
+            out[f"{current}.{m.group(1)}"] = None
+    return out
+
+
+def test_the_configuration_table_lists_every_key_config_check_knows(tmp_path: Path) -> None:
+    (tmp_path / "empty.toml").write_text("")
+    table, checked = _config_table(), _config_check(tmp_path)
+    assert set(checked) - set(table) == set(), "keys missing from README's configuration table"
+    assert set(table) - set(checked) == set(), "README's configuration table lists keys etl does not know"
+    for key, value in checked.items():
+        default = table[key]
+        if value is None:
+            assert default == "unset" or "/" in default, f"{key}: README says {default!r}, config check: not set"
+        elif not " " in default:
+            assert default == value, f"{key}: README says {default!r}, config check prints {value!r}"
