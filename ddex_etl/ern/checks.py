@@ -963,7 +963,8 @@ def _deal_sanity(ck: Checker, p: Prepared) -> None:
     """Warn (not reject) about deals a store would likely question.
 
     A deal that starts before the release date puts the release on sale early
-    (the catalog has no pre-order deals: a pre-order would say so). Two deals
+    (the catalog has no pre-order deals: a pre-order would say so). A generic
+    use type (Stream, Download) beside specific ones is ambiguous. Two deals
     that overlap in time for the same commercial model, use type and territory
     say the same thing twice, or contradict each other on dates. DDEX dates
     are inclusive: a deal ending on a day overlaps one starting that day.
@@ -976,6 +977,14 @@ def _deal_sanity(ck: Checker, p: Prepared) -> None:
                     f"release {rid}: deal {d.deal_id} starts {d.start}, before the release date {p.release_date}, "
                     "and is not a pre-order: the release goes on sale early; fix: start the deal on the release date"
                 )
+    uses = {u for d in p.deals for u in d.use_types}
+    for generic in ("Stream", "Download"):
+        specific = sorted(u for u in uses if u != generic and u.endswith(generic))
+        if generic in uses and specific:
+            ck.warnings.append(
+                f"release {rid}: its deals grant the generic use type {generic} beside the specific {', '.join(specific)}: "
+                f"stores read that as ambiguous (ERN 3's business profiles forbid it); fix: list the specific use types only"
+            )
     deals = p.deals
     for a_i in range(len(deals)):
         a = deals[a_i]
