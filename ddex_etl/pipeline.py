@@ -345,6 +345,11 @@ class _Task:
     skip_unchanged: bool = False
     job: str = ""
     state_schema: str = ""
+    # The delivery the documents belong to: MessageId derives from the run id
+    # and MessageCreatedDateTime is the run's frozen start, so a resumed run
+    # writes the same bytes and a new run (or --force) gets new message ids.
+    run_id: int = 0
+    run_started: dt.datetime | None = None
 
 
 @dataclass
@@ -368,7 +373,8 @@ class _ChunkResult:
     write_cpu: float = 0.0
     takedowns: int = 0
     unchanged: int = 0
-    delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, checksum, kind)
+    delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, body checksum, kind)
+    warnings: list[str] = field(default_factory=list)  # the builder's, per release (repairs, deal sanity)
 
 
 @dataclass
@@ -541,12 +547,15 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
+    if task.run_started is not None:
+        ctx = ctx.for_delivery(f"run{task.run_id}", task.run_started)
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
     # worker never holds a whole chunk of XML; they all appear at commit().
     chunk = task.loader.open_chunk() if task.loader is not None else None
     built = takedowns = unchanged = 0
     delivered: list[tuple[int, str, str]] = []
+    warnings: list[str] = []
     try:
         for release in releases:
             take_down = task.takedowns and is_takedown(release, task.ended_before)
@@ -564,15 +573,16 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
                     )
                 )
                 continue
-            if last_sums.get(int(release.release_id)) == doc.checksum:
-                unchanged += 1  # byte-identical to the last delivery: not delivered again
+            warnings.extend(doc.warnings)
+            if last_sums.get(int(release.release_id)) == doc.body_checksum:
+                unchanged += 1  # the same message as last delivered, header aside: not delivered again
                 continue
             out_one = Output(doc, release_identifier(release.release_id, release.icpn, release.grid))
             if chunk is not None:
                 chunk.add(out_one)
             else:
                 outputs.append(out_one)
-            delivered.append((int(release.release_id), doc.checksum, doc.kind))
+            delivered.append((int(release.release_id), doc.body_checksum, doc.kind))
             if take_down:
                 takedowns += 1
             else:
@@ -605,6 +615,7 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         takedowns=takedowns,
         unchanged=unchanged,
         delivered=delivered,
+        warnings=warnings,
     )
 
 
@@ -1154,6 +1165,8 @@ class _Runner:
             skip_unchanged=self.run.mode in ("incremental", "targeted") and not self.run.options.get("force"),
             job=self.run.job,
             state_schema=self.schema,
+            run_id=int(self.run.id),
+            run_started=self.run.started_at,
         )
 
     def _check_workers(self) -> None:
@@ -1268,6 +1281,8 @@ class _Runner:
         )
         for r in result.rejects:
             log.warning("rejected (%s): %s", r.stage, mask(r.message))
+        for w in result.warnings:
+            log.warning("%s", mask(w))
 
     def _check_thresholds(self, result: _ChunkResult) -> None:
         rc = self.cfg.run

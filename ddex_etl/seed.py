@@ -229,7 +229,7 @@ _DEAL_KINDS = (
     ("AdvertisementSupportedModel", ("OnDemandStream",)),
     ("PayAsYouGoModel", ("PermanentDownload",)),
     ("SubscriptionModel", ("ConditionalDownload",)),
-    ("PayAsYouGoModel", ("PermanentDownload", "OnDemandStream")),
+    ("AdvertisementSupportedModel", ("NonInteractiveStream",)),
 )
 # Cover art: (MIME type, file extension, square sizes in pixels).
 _COVER_KINDS = (("image/jpeg", "jpg", (1400, 3000, 3000, 1600)), ("image/png", "png", (3000,)))
