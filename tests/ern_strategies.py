@@ -245,7 +245,7 @@ def full_album(n_tracks: int = 12, release_id: int = 4242, discs: int = 2) -> Re
         deals=(
             Deal(1, ("GB", "US", "JP"), "SubscriptionModel", ("OnDemandStream", "NonInteractiveStream"), dt.date(2024, 2, 2)),
             Deal(2, ("Worldwide",), "PayAsYouGoModel", ("PermanentDownload",), dt.date(2024, 2, 2), dt.date(2030, 12, 31)),
-            Deal(3, ("DE", "FR"), "AdvertisementSupportedModel", ("Stream",), None, None),
+            Deal(3, ("DE", "FR"), "AdvertisementSupportedModel", ("OnDemandStream",), None, None),
         ),
         updated_at=dt.datetime(2024, 6, 1, 10, 30, 15, tzinfo=dt.timezone.utc),
         cover_image=CoverImage(f"{release_id}_cover.jpg", "5d41402abc4b2a76b9719d911017c592", 3000, 3000, "image/jpeg"),
