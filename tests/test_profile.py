@@ -129,7 +129,15 @@ def test_generated_releases_pass_ddex_profile_rules(tmp_path: Path) -> None:
 
     collect()
     for v in VERSIONS:
-        result = profile_check(write(tmp_path / v.replace(".", ""), built[v]))
+        docs = built[v]
+        if v == "3.8.2":
+            # A generic use type (Stream) beside specific ones breaks ERN 3's
+            # business profile whatever we write: the builder warns the label
+            # instead (asserted here), and such releases are left out.
+            mixed = [d for d in docs if any("generic use type" in w for w in d.warnings)]
+            docs = [d for d in docs if d not in mixed]
+            assert len(docs) >= 5, "too few releases left to check"
+        result = profile_check(write(tmp_path / v.replace(".", ""), docs))
         failures = serious(result, ERN3_CONTRADICTION if v == "3.8.2" else ())
         # A one-track "album" cannot be an ERN 3 Audio Album (rule 1132-1 wants
         # two recordings or more): the catalog calls it an album, we say so.

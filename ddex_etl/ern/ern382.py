@@ -295,14 +295,17 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
         out.append("<IsMultiArtistCompilation>true</IsMultiArtistCompilation>")
     out.append(f"<ParentalWarningType>{p.parental or 'NoAdviceAvailable'}</ParentalWarningType>")
     out.append("<ResourceGroup>")
-    for disc, tracks in p.discs:
-        out.append(f"<ResourceGroup><SequenceNumber>{disc}</SequenceNumber>")
+    # ERN 3's profiles want sequences to run 1..n (rule 1669-1): discs and
+    # tracks are numbered by position, so a gap in the catalog's numbering
+    # (disc 1 and 3, tracks 1, 2, 4) still gives a valid sequence.
+    for position, (_disc, tracks) in enumerate(p.discs, 1):
+        out.append(f"<ResourceGroup><SequenceNumber>{position}</SequenceNumber>")
         out.append(
             "".join(
                 [
-                    f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber><ResourceType>SoundRecording</ResourceType>"
+                    f"<ResourceGroupContentItem><SequenceNumber>{k}</SequenceNumber><ResourceType>SoundRecording</ResourceType>"
                     f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{nums[t.num - 1]}</ReleaseResourceReference></ResourceGroupContentItem>'
-                    for t in tracks
+                    for k, t in enumerate(tracks, 1)
                 ]
             )
         )
