@@ -64,7 +64,7 @@ def test_hostile_text_never_crashes_and_never_yields_an_invalid_document(schema_
                     assert e.problems and str(e).startswith(f"release {release.release_id}: ")
                     continue
                 assert validate_bytes(doc.xml, schema_dir, v) == [], f"ERN {v} repair={ctx.repair}"
-                if not ctx.repair:
-                    assert doc.warnings == ()
+                if not ctx.repair:  # nothing repaired (deal warnings are about data, not repairs)
+                    assert not [w for w in doc.warnings if "removed" in w], doc.warnings
 
     check()
