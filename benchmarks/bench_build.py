@@ -21,9 +21,14 @@ import sys
 import time
 
 from ddex_etl.ern import BuildContext, build
-from ddex_etl.models import Contributor, Deal, Label, Release, Track
+from ddex_etl.ern.identifiers import gs1_check_digit
+from ddex_etl.models import Contributor, CoverImage, Deal, Label, Release, Track
 
 TITLES = ["Midnight Drive", "Summer Rain", "Les Étoiles", "夢のララバイ", "Golden Hour", "אור", "Neon Lights", "Café Society"]
+
+
+def ean13(body: str) -> str:
+    return body + gs1_check_digit(body)
 
 
 def make_release(i: int, n_tracks: int) -> Release:
@@ -56,7 +61,7 @@ def make_release(i: int, n_tracks: int) -> Release:
         release_id=i,
         title=f"{TITLES[i % len(TITLES)]} (Album {i})",
         release_type="Album",
-        icpn=f"{5_000_000_000_000 + i:013d}",
+        icpn=ean13(f"{500_000_000_000 + i:012d}"),
         catalog_number=f"DEMO-{i:06d}",
         label=Label(1 + i % 20, f"Demo Label {i % 20}"),
         genre="Pop",
@@ -75,6 +80,7 @@ def make_release(i: int, n_tracks: int) -> Release:
             Deal(3, ("GB", "US", "DE", "FR"), "PayAsYouGoModel", ("PermanentDownload",), dt.date(2024, 3, 1)),
         ),
         updated_at=stamp,
+        cover_image=CoverImage(f"covers/{i}.jpg", f"{i:032x}", 3000, 3000, "image/jpeg"),
     )
 
 

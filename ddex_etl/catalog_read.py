@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from . import data_dir, records
 from .errors import ReleaseDataError, TerminalError
-from .models import Contributor, Deal, Label, Release, Track
+from .models import Contributor, CoverImage, Deal, Label, Release, Track
 
 CHUNK_SQL_DIR = data_dir("sql") / "chunk"
 PIECES = ("releases", "tracks", "release_artists", "artists", "deals")
@@ -210,6 +210,16 @@ def fetch_chunk(
         dl, deal_stamp, deals_clean = deals.get(rid, none)
         done, raw_tracks, track_stamp = tracks_of.get(rid, no_tracks)
         changed = _later(_later(_later(r[20], ra_stamp), deal_stamp), track_stamp)
+        cover_file, cover_md5, cover_w, cover_h, cover_mime = r[22:27]
+        if cover_file is None and cover_md5 is None and cover_w is None and cover_h is None and cover_mime is None:
+            cover: CoverImage | None = None
+        elif (
+            type(cover_file) is str and cover_file and type(cover_md5) is str and cover_md5
+            and type(cover_mime) is str and cover_mime and type(cover_w) in _INTN and type(cover_h) in _INTN
+        ):
+            cover = CoverImage(cover_file, cover_md5, cover_w, cover_h, cover_mime)
+        else:
+            cover = _UNSURE
         label_id, label_name = r[7], r[8]
         if label_id is None and label_name is None:
             label: Label | None = None
@@ -217,7 +227,7 @@ def fetch_chunk(
             label = Label(label_id, label_name, r[9] or None)
         else:
             label = _UNSURE
-        if done is not None and ra_clean and deals_clean and label is not _UNSURE:
+        if done is not None and ra_clean and deals_clean and label is not _UNSURE and cover is not _UNSURE:
             # exactly records._release_parts' reading of clean values
             releases.append(Release(
                 release_id=rid, title=r[4] or None, release_type=r[6] or None, icpn=r[1] or None,
@@ -225,10 +235,10 @@ def fetch_chunk(
                 genre=r[10] or None, subgenre=r[11] or None, release_date=r[12], original_release_date=r[13],
                 p_line_year=r[14], p_line_text=r[15] or None, c_line_year=r[16], c_line_text=r[17] or None,
                 parental_warning=r[18] or None, language=r[19] or None, artists=tuple(ra), tracks=tuple(done),
-                deals=tuple(dl), updated_at=changed, deleted_at=r[21],
+                deals=tuple(dl), updated_at=changed, deleted_at=r[21], cover_image=cover,
             ))
             continue
-        head = (*r[:20], tuple(ra), tuple(dl), changed, r[21])
+        head = (*r[:20], tuple(ra), tuple(dl), changed, r[21], *r[22:27])
         parts = [(*t[1:14], no_credits[0] if t[15] is None else lineups[t[15]][0]) for t in raw_tracks]
         try:
             releases.append(records.release_from_parts(rid, head, parts, cache))
@@ -238,6 +248,7 @@ def fetch_chunk(
 
 
 _UNSURE: Any = object()
+_INTN = (int, type(None))
 _ITEM_ID = re.compile(r"(?:^|,)(-?[0-9]+) ")
 
 

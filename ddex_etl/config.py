@@ -50,6 +50,8 @@ class TransformConfig:
     language: str = "en"
     repair: bool = True  # strip XML-illegal control chars and surrounding whitespace, with a warning
     schema_dir: Path | None = None  # DDEX XSDs, for `etl validate` and validate_each
+    rules_dir: Path | None = None  # DDEX's compiled release-profile rules, for `etl validate --profile`
+    message_control_type: str = "LiveMessage"  # MessageControlType: LiveMessage | TestMessage
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "ETL_WORKERS": ("run", "workers"),
     "ETL_OUTPUT_DIR": ("load", "directory"),
     "ETL_SCHEMA_DIR": ("transform", "schema_dir"),
+    "ETL_RULES_DIR": ("transform", "rules_dir"),
     "ETL_ERN_VERSION": ("transform", "ern_version"),
 }
 
@@ -283,6 +286,12 @@ def _check(cfg: Config, problems: list[str]) -> None:
             problems.append(f"transform.{key}: must not be empty")
     if tr.schema_dir is not None and not tr.schema_dir.is_dir():
         problems.append(f"transform.schema_dir: folder {tr.schema_dir} not found")
+    if tr.rules_dir is not None and not tr.rules_dir.is_dir():
+        problems.append(f"transform.rules_dir: folder {tr.rules_dir} not found")
+    if tr.message_control_type not in ("LiveMessage", "TestMessage"):
+        problems.append(
+            f"transform.message_control_type: must be 'LiveMessage' or 'TestMessage', got {tr.message_control_type!r}"
+        )
     if ld.target not in ("files", "table"):
         problems.append(f"load.target: must be 'files' or 'table', got {ld.target!r}")
     if ld.layout not in ("flat", "ddex-batch"):

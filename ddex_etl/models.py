@@ -48,6 +48,17 @@ class Track:
 
 
 @dataclass(frozen=True, slots=True)
+class CoverImage:
+    """The release's front cover: the image file and what a store checks it against."""
+
+    file: str | None
+    md5: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mime_type: str | None = None  # image/jpeg, image/png, ...
+
+
+@dataclass(frozen=True, slots=True)
 class Deal:
     deal_id: int
     territories: tuple[str, ...]
@@ -81,10 +92,12 @@ class Release:
     artists: tuple[Contributor, ...] = ()
     tracks: tuple[Track, ...] = ()
     deals: tuple[Deal, ...] = ()
-    # Latest updated_at over the release and everything it contains: the
-    # message's creation time derives from it, so output is deterministic.
+    # Latest updated_at over the release and everything it contains (what an
+    # incremental run compares; a build without a run context also dates the
+    # message with it, so output stays deterministic).
     updated_at: dt.datetime | None = None
     deleted_at: dt.datetime | None = None
+    cover_image: CoverImage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +119,7 @@ class Document:
     checksum: str  # sha256 hex of xml
     kind: str = "NewReleaseMessage"  # or a takedown kind, see ddex_etl.ern
     warnings: tuple[str, ...] = field(default=())
+    # sha256 hex of the message without its MessageHeader (plus the control
+    # type): equal for two deliveries of the same content, whatever their
+    # MessageId and creation time. "Unchanged, don't re-deliver" compares it.
+    body_checksum: str = ""

@@ -78,7 +78,7 @@ T = TypeVar("T")
 # before abandoning them (they are redone on resume either way).
 DRAIN_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
-# Repairs (transform.repair) logged at WARNING per run before the rest go to INFO; shared ISRCs listed.
+# Data warnings logged at WARNING per run before the rest go to INFO; shared ISRCs listed.
 NOTES_LOGGED = 50
 
 
@@ -120,8 +120,9 @@ class RunReport:
     unchanged: int = 0
     watermark_from: dt.datetime | None = None
     watermark_to: dt.datetime | None = None
-    # values transform.repair cleaned in this attempt (each logged with its release and field)
-    repairs: int = 0
+    # the builder's warnings in this attempt: values transform.repair cleaned, deals that
+    # look wrong (each logged with its release and field)
+    data_warnings: int = 0
     # ISRCs on more than one release of the run (listed in the log when it succeeds)
     shared_isrcs: int = 0
     # the job's unfinished run this one superseded (run_id, mode, status, reason), if any
@@ -163,8 +164,8 @@ class RunReport:
             )
         if self.output:
             lines.append(f"  output: {self.output}")
-        if self.repairs:
-            lines.append(f"  repaired {self.repairs:,} values (transform.repair; each is in the log)")
+        if self.data_warnings:
+            lines.append(f"  {self.data_warnings:,} data warnings (repaired values, deals to check; each is in the log)")
         if self.shared_isrcs:
             lines.append(f"  {self.shared_isrcs:,} ISRCs are on more than one release (listed in the log)")
         if self.rejected:
@@ -325,9 +326,13 @@ class _Task:
     skip_unchanged: bool = False
     job: str = ""
     state_schema: str = ""
+    # The delivery the documents belong to: MessageId derives from the run id
+    # and MessageCreatedDateTime is the run's frozen start, so a resumed run
+    # writes the same bytes and a new run (or --force) gets new message ids.
+    run_id: int = 0
+    run_started: dt.datetime | None = None
     # identifiers are claimed per run, in chunk order (see ddex_etl.claims); a
     # retry run claims in the scope of the run it retries
-    run_id: int = 0
     claim_scope: int = 0
     # ids asked for by name (--release-id, a retry): one the catalog does not have is a reject
     report_missing: bool = False
@@ -354,9 +359,8 @@ class _ChunkResult:
     write_cpu: float = 0.0
     takedowns: int = 0
     unchanged: int = 0
-    delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, checksum, kind)
-    # repairs the builder made (transform.repair): each names the release and the field
-    warnings: list[str] = field(default_factory=list)
+    delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, body checksum, kind)
+    warnings: list[str] = field(default_factory=list)  # the builder's, per release (repairs, deal sanity)
 
 
 @dataclass
@@ -522,6 +526,8 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
+    if task.run_started is not None:
+        ctx = ctx.for_delivery(f"run{task.run_id}", task.run_started)
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
     # worker never holds a whole chunk of XML; they all appear at commit().
@@ -546,17 +552,16 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
                     )
                 )
                 continue
-            if doc.warnings:
-                warnings.extend(doc.warnings)
-            if last_sums.get(int(release.release_id)) == doc.checksum:
-                unchanged += 1  # byte-identical to the last delivery: not delivered again
+            warnings.extend(doc.warnings)
+            if last_sums.get(int(release.release_id)) == doc.body_checksum:
+                unchanged += 1  # the same message as last delivered, header aside: not delivered again
                 continue
             out_one = Output(doc, release_identifier(release.release_id, release.icpn, release.grid))
             if chunk is not None:
                 chunk.add(out_one)
             else:
                 outputs.append(out_one)
-            delivered.append((int(release.release_id), doc.checksum, doc.kind))
+            delivered.append((int(release.release_id), doc.body_checksum, doc.kind))
             if take_down:
                 takedowns += 1
             else:
@@ -813,7 +818,7 @@ class _Runner:
         self.takedowns = run.takedowns
         self.unchanged = run.unchanged
         self.attempt_releases = 0
-        self.repairs = 0
+        self.data_warnings = 0
         self.shared_isrcs = 0
         self.worker_rss: dict[int, float] = {}
         self.stage_seconds = {
@@ -1093,7 +1098,8 @@ class _Runner:
             skip_unchanged=self.run.mode in ("incremental", "targeted") and not self.run.options.get("force"),
             job=self.run.job,
             state_schema=self.schema,
-            run_id=self.run.id,
+            run_id=int(self.run.id),
+            run_started=self.run.started_at,
             claim_scope=self.claim_scope,
             report_missing=self.run.mode == "retry"
             or (self.run.mode == "targeted" and bool(self.run.options.get("release_ids"))),
@@ -1220,19 +1226,15 @@ class _Runner:
         for r in result.rejects:
             log.warning("rejected (%s): %s", r.stage, mask(r.message))
         for w in result.warnings:
-            self.repairs += 1
-            self._log_capped("repaired", self.repairs, w)
-
-    @staticmethod
-    def _log_capped(what: str, count: int, text: str) -> None:
-        """Each one once at WARNING while they are few; a catalog full of stray spaces (or of
-        singles beside their albums) would otherwise bury everything else in the log."""
-        if count <= NOTES_LOGGED:
-            log.warning("%s: %s", what, mask(text))
-            return
-        if count == NOTES_LOGGED + 1:
-            log.warning("more %s notes follow at INFO level (etl -v run shows them)", what)
-        log.info("%s: %s", what, mask(text))
+            self.data_warnings += 1
+            # Each once at WARNING while they are few; a catalog full of stray
+            # spaces would otherwise bury everything else in the log.
+            if self.data_warnings <= NOTES_LOGGED:
+                log.warning("data warning: %s", mask(w))
+                continue
+            if self.data_warnings == NOTES_LOGGED + 1:
+                log.warning("more data warnings follow at INFO level (etl -v run shows them)")
+            log.info("data warning: %s", mask(w))
 
     def _check_thresholds(self, result: _ChunkResult) -> None:
         rc = self.cfg.run
@@ -1313,7 +1315,7 @@ class _Runner:
             unchanged=row.unchanged,
             watermark_from=row.watermark_from,
             watermark_to=row.watermark_to,
-            repairs=self.repairs,
+            data_warnings=self.data_warnings,
             shared_isrcs=self.shared_isrcs,
         )
 

@@ -29,14 +29,14 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import FieldProblem, ReleaseDataError, TerminalError
-from .models import Contributor, Deal, Label, Release, Track
+from .models import Contributor, CoverImage, Deal, Label, Release, Track
 
 # The contract's columns, in the order the default rows query returns them.
 RELEASE_COLUMNS: tuple[str, ...] = (
     "release_id", "icpn", "grid", "catalog_number", "title", "version_title", "release_type", "label_id",
     "label_name", "label_dpid", "genre", "subgenre", "release_date", "original_release_date", "p_line_year",
     "p_line_text", "c_line_year", "c_line_text", "parental_warning", "language", "release_artists", "deals",
-    "changed_at", "deleted_at",
+    "changed_at", "deleted_at", "cover_file", "cover_md5", "cover_width", "cover_height", "cover_mime_type",
 )
 TRACK_COLUMNS: tuple[str, ...] = (
     "track_id", "disc_number", "track_number", "isrc", "track_title", "track_version_title", "duration_seconds",
@@ -398,6 +398,20 @@ def _label(label_id: Any, name: Any, dpid: Any, problems: list[FieldProblem]) ->
     return Label(lid, lname, ldpid)
 
 
+def cover_image(file: Any, md5: Any, width: Any, height: Any, mime: Any, problems: list[FieldProblem]) -> CoverImage | None:
+    """The front cover from its five columns; None when they are all absent."""
+    values = (
+        _text(file, "cover_file", problems),
+        _text(md5, "cover_md5", problems),
+        _int(width, "cover_width", problems),
+        _int(height, "cover_height", problems),
+        _text(mime, "cover_mime_type", problems),
+    )
+    if all(v is None for v in values):
+        return None
+    return CoverImage(*values)
+
+
 # ---------------------------------------------------------------------------
 # Release and track from canonical tuples (RELEASE_COLUMNS / TRACK_COLUMNS order)
 
@@ -425,6 +439,7 @@ def _release_parts(r: Sequence[Any], problems: list[FieldProblem]) -> dict[str, 
         "deals": _deals(r[21], "deals", problems),
         "updated_at": _datetime(r[22], "changed_at", problems),
         "deleted_at": _datetime(r[23], "deleted_at", problems),
+        "cover_image": cover_image(r[24], r[25], r[26], r[27], r[28], problems),
     }
 
 
@@ -688,6 +703,8 @@ def release_from_dict(d: Mapping[str, Any]) -> Release:
 
     Keys are the contract's release columns (``label`` may be a dict
     ``{label_id, name, dpid}`` instead of ``label_id``/``label_name``/``label_dpid``;
+    ``cover_image`` a dict ``{file, md5, width, height, mime_type}`` instead of
+    the ``cover_*`` columns;
     ``artists`` is accepted for ``release_artists``, ``updated_at`` for
     ``changed_at``) plus ``tracks``: a list of dicts keyed by the track columns
     with or without the ``track_`` prefix (``title`` or ``track_title``,
@@ -718,6 +735,13 @@ def release_from_dict(d: Mapping[str, Any]) -> Release:
         values["release_artists"] = d.get("artists")
     if values["changed_at"] is None:
         values["changed_at"] = d.get("updated_at")
+    cover = d.get("cover_image", d.get("cover"))
+    if isinstance(cover, CoverImage):
+        cover = dataclasses.asdict(cover)
+    if isinstance(cover, Mapping):  # {file, md5, width, height, mime_type}
+        for key in ("file", "md5", "width", "height", "mime_type"):
+            if values[f"cover_{key}"] is None:
+                values[f"cover_{key}"] = cover.get(key)
     problems: list[FieldProblem] = []
     release_row = tuple(values[c] for c in RELEASE_COLUMNS)
     parts = _release_parts(release_row, problems)

@@ -36,7 +36,7 @@ SQL_DIR = data_dir("sql")
 CATALOG_SQL = SQL_DIR / "catalog.sql"
 
 # Load order; TRUNCATE uses the reverse.
-TABLES = ("labels", "artists", "releases", "release_artists", "tracks", "track_contributors", "deals")
+TABLES = ("labels", "artists", "releases", "release_artists", "tracks", "track_contributors", "deals", "release_images")
 COLUMNS: dict[str, tuple[str, ...]] = {
     "labels": ("label_id", "name", "dpid", "updated_at"),
     "artists": ("artist_id", "name", "isni", "updated_at"),
@@ -56,6 +56,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "deal_id", "release_id", "territories", "commercial_model", "use_types", "start_date", "end_date",
         "updated_at",
     ),
+    "release_images": ("release_id", "file", "md5", "width", "height", "mime_type", "updated_at"),
 }
 BATCH_RELEASES = 2000  # releases generated per COPY round: bounded memory, overlapped with loading
 # Set on the releases table by every seed: a catalog that carries it holds demo data only.
@@ -104,7 +105,8 @@ class SeedTarget:
     def contents(self) -> str:
         """What a reset deletes: ``12 releases, 140 tracks, ...``."""
         names = {"labels": "labels", "artists": "artists", "releases": "releases", "release_artists":
-                 "release credits", "tracks": "tracks", "track_contributors": "track credits", "deals": "deals"}
+                 "release credits", "tracks": "tracks", "track_contributors": "track credits", "deals": "deals",
+                 "release_images": "cover images"}
         parts = [f"{self.rows[t]:,} {names[t]}" for t in TABLES if t in self.rows]
         return ", ".join(parts) if parts else "no catalog tables"
 
@@ -336,13 +338,17 @@ _TERRITORY_SETS = (
     ("US", "GB", "AU", "NZ", "CA"),
     ("SE", "NO", "DK", "FI", "IS"),
 )
+# Specific use types only: a generic one (Stream) beside specific ones
+# (OnDemandStream) on one release is ambiguous, and the builder warns about it.
 _DEAL_KINDS = (
     ("SubscriptionModel", ("OnDemandStream", "NonInteractiveStream")),
     ("AdvertisementSupportedModel", ("OnDemandStream",)),
     ("PayAsYouGoModel", ("PermanentDownload",)),
-    ("SubscriptionModel", ("Stream", "ConditionalDownload")),
-    ("PayAsYouGoModel", ("PermanentDownload", "OnDemandStream")),
+    ("SubscriptionModel", ("ConditionalDownload",)),
+    ("AdvertisementSupportedModel", ("NonInteractiveStream",)),
 )
+# Cover art: (MIME type, file extension, square sizes in pixels).
+_COVER_KINDS = (("image/jpeg", "jpg", (1400, 3000, 3000, 1600)), ("image/png", "png", (3000,)))
 # Release kinds: (weight, kind). Weights give about 12 tracks per release on average.
 _KINDS = (("album", 55), ("single", 12), ("ep", 12), ("compilation", 12), ("multidisc", 9))
 _KIND_TABLE = [k for k, w in _KINDS for _ in range(w)]
@@ -618,13 +624,22 @@ class _Generator:
                 contributors.append(f"{tid}\t{producer}\tProducer\t1\t{tstamp}\n")
                 self.tracks += 1
 
-        # Deals: two to four, each with its own territories and models.
+        # Front cover: realistic values (no image file is written; the MD5 is
+        # what the file would have, drawn like audio_md5).
+        mime, ext, sizes = rng.choice(_COVER_KINDS)
+        side = rng.choice(sizes)
+        out["release_images"].append(
+            f"{rid}\tcovers/{rid}.{ext}\t{rng.getrandbits(128):032x}\t{side}\t{side}\t{mime}\t{stamp}\n"
+        )
+
+        # Deals: two to four, each with its own territories and models; most
+        # start on the release date, a few earlier (the builder warns).
         deals = out["deals"]
         picks = rng.sample(range(len(_DEAL_KINDS)), 2 + rng.randrange(3))
         for k in picks:
             model, uses = _DEAL_KINDS[k]
             territories = rng.choice(_TERRITORY_SETS)
-            start = release_date - dt.timedelta(days=rng.randrange(30))
+            start = release_date - dt.timedelta(days=rng.randrange(30) if rng.random() < 0.05 else 0)
             end = (start + dt.timedelta(days=365 * (1 + rng.randrange(5)))).isoformat() if rng.random() < 0.15 else "\\N"
             deals.append(
                 f"{self.next_deal}\t{rid}\t{_arr(territories)}\t{model}\t{_arr(uses)}\t{start.isoformat()}\t{end}\t{stamp}\n"
@@ -788,7 +803,7 @@ def _seed(
         def load() -> None:
             try:
                 while (batch := batches.get()) is not None:
-                    for table in ("releases", "release_artists", "tracks", "track_contributors", "deals"):
+                    for table in ("releases", "release_artists", "tracks", "track_contributors", "deals", "release_images"):
                         _copy(cur, table, batch[table], table in fresh)
             except BaseException as exc:  # handed to the generating thread
                 failure.append(exc)

@@ -96,6 +96,18 @@ CREATE TABLE IF NOT EXISTS deals (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
+-- The release's front cover (DDEX's audio release profiles require exactly
+-- one). One row per release; the file is delivered with the message.
+CREATE TABLE IF NOT EXISTS release_images (
+    release_id  bigint PRIMARY KEY,
+    file        text NOT NULL,              -- file name or URI of the image
+    md5         text NOT NULL,              -- 32 hex digits, of the file's bytes
+    width       integer,                    -- pixels
+    height      integer,                    -- pixels
+    mime_type   text NOT NULL,              -- image/jpeg | image/png | ...
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- Foreign keys, added only when missing (ALTER TABLE has no ADD CONSTRAINT IF NOT EXISTS).
 DO $$
 DECLARE
@@ -109,7 +121,8 @@ BEGIN
             ('tracks', 'tracks_release_fk', 'FOREIGN KEY (release_id) REFERENCES releases (release_id) ON DELETE CASCADE'),
             ('track_contributors', 'track_contributors_track_fk', 'FOREIGN KEY (track_id) REFERENCES tracks (track_id) ON DELETE CASCADE'),
             ('track_contributors', 'track_contributors_artist_fk', 'FOREIGN KEY (artist_id) REFERENCES artists (artist_id)'),
-            ('deals', 'deals_release_fk', 'FOREIGN KEY (release_id) REFERENCES releases (release_id) ON DELETE CASCADE')
+            ('deals', 'deals_release_fk', 'FOREIGN KEY (release_id) REFERENCES releases (release_id) ON DELETE CASCADE'),
+            ('release_images', 'release_images_release_fk', 'FOREIGN KEY (release_id) REFERENCES releases (release_id) ON DELETE CASCADE')
         ) AS v (tbl, name, def)
     LOOP
         IF NOT EXISTS (
@@ -139,5 +152,6 @@ CREATE INDEX IF NOT EXISTS release_artists_updated_idx ON release_artists (updat
 CREATE INDEX IF NOT EXISTS tracks_updated_idx ON tracks (updated_at);
 CREATE INDEX IF NOT EXISTS track_contributors_updated_idx ON track_contributors (updated_at);
 CREATE INDEX IF NOT EXISTS deals_updated_idx ON deals (updated_at);
+CREATE INDEX IF NOT EXISTS release_images_updated_idx ON release_images (updated_at);
 -- Deals whose last end date falls in the window become takedowns.
 CREATE INDEX IF NOT EXISTS deals_end_idx ON deals (end_date) WHERE end_date IS NOT NULL;

@@ -21,7 +21,7 @@ DECLARE
     tbl text;
 BEGIN
     FOREACH tbl IN ARRAY ARRAY['labels', 'artists', 'releases', 'release_artists', 'tracks',
-                               'track_contributors', 'deals']
+                               'track_contributors', 'deals', 'release_images']
     LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS ddex_etl_touch ON %I', tbl);
         EXECUTE format(
@@ -50,7 +50,7 @@ DO $$
 DECLARE
     tbl text;
 BEGIN
-    FOREACH tbl IN ARRAY ARRAY['release_artists', 'tracks', 'track_contributors', 'deals']
+    FOREACH tbl IN ARRAY ARRAY['release_artists', 'tracks', 'track_contributors', 'deals', 'release_images']
     LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS ddex_etl_touch_release ON %I', tbl);
         EXECUTE format(

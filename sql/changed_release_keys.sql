@@ -5,7 +5,8 @@
 -- :limit (integer).
 -- A release counts as changed when it, one of its tracks, a track's
 -- contributor row, an artist it credits (on the release or a track), its
--- label, a release_artists row or a deal has updated_at in the window; when
+-- label, a release_artists row, its cover image or a deal has updated_at in
+-- the window; when
 -- it was deleted (deleted_at) in the window; or when its last deal ended in
 -- the window (every deal has an end_date and the latest one falls in
 -- [:since::date, :until::date)): those two become takedowns.
@@ -45,6 +46,9 @@ WITH changed AS (
     UNION
     SELECT d.release_id FROM deals d
     WHERE d.updated_at > :since AND d.updated_at <= :until
+    UNION
+    SELECT i.release_id FROM release_images i
+    WHERE i.updated_at > :since AND i.updated_at <= :until
     UNION
     SELECT e.release_id FROM deals e
     WHERE e.end_date >= CAST(:since AS timestamptz)::date AND e.end_date < CAST(:until AS timestamptz)::date

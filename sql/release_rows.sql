@@ -84,14 +84,17 @@ SELECT
     r.p_line_year, r.p_line_text, r.c_line_year, r.c_line_text, r.parental_warning, r.language,
     coalesce(ra.release_artists, '[]') AS release_artists,
     coalesce(dj.deals, '[]') AS deals,
-    GREATEST(r.updated_at, l.updated_at, ra.changed_at, dj.changed_at, tch.changed_at) AS changed_at,
+    GREATEST(r.updated_at, l.updated_at, ra.changed_at, dj.changed_at, tch.changed_at, i.updated_at) AS changed_at,
     r.deleted_at,
+    i.file AS cover_file, i.md5 AS cover_md5, i.width AS cover_width, i.height AS cover_height,
+    i.mime_type AS cover_mime_type,
     t.track_id, t.disc_number, t.track_number, t.isrc, t.title AS track_title, t.version_title AS track_version_title,
     t.duration_seconds, t.genre AS track_genre, t.parental_warning AS track_parental_warning,
     t.p_line_year AS track_p_line_year, t.p_line_text AS track_p_line_text, t.audio_file, t.audio_md5,
     CASE WHEN t.track_id IS NOT NULL THEN coalesce(tc.track_contributors, '[]') END AS track_contributors
 FROM releases r
 LEFT JOIN labels l ON l.label_id = r.label_id
+LEFT JOIN release_images i ON i.release_id = r.release_id
 LEFT JOIN release_artists_json ra ON ra.release_id = r.release_id
 LEFT JOIN deals_json dj ON dj.release_id = r.release_id
 LEFT JOIN track_changes tch ON tch.release_id = r.release_id

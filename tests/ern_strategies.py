@@ -2,9 +2,12 @@
 
 "Valid" here means what the catalog schema allows and ``ddex_etl.ern`` documents
 as required: values from the shared vocabularies, XML-legal text without
-surrounding whitespace, unique positions, at least one track and one deal.
+surrounding whitespace, identifiers with right check characters, a front
+cover, P and C lines, unique positions, at least one track and one deal.
 Everything optional is sometimes absent. Text is arbitrary Unicode, with
-right-to-left scripts and long strings mixed in on purpose.
+right-to-left scripts and long strings mixed in on purpose; releases come
+with duets (several MainArtists), people credited in several roles (Composer
+and Lyricist) and titles in Japanese, Hebrew and Arabic.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import datetime as dt
 
 from hypothesis import strategies as st
 
-from ddex_etl.models import Contributor, Deal, Label, Release, Track
+from ddex_etl.ern.identifiers import gs1_check_digit, grid_check_character, isni_check_character
+from ddex_etl.models import Contributor, CoverImage, Deal, Label, Release, Track
 
 # Values accepted by every supported ERN version (so one release builds in all three).
 RELEASE_TYPES = ["Album", "Single", "EP", "Compilation", "album", "single"]
@@ -55,11 +59,14 @@ dates = st.dates(dt.date(1950, 1, 1), dt.date(2040, 12, 31))
 stamps = st.datetimes(
     dt.datetime(2000, 1, 1), dt.datetime(2035, 1, 1), timezones=st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=9))])
 )
-isrcs = st.from_regex(r"\A[A-Z]{2}[A-Z0-9]{3}[0-9]{7}\Z")
-icpns = st.from_regex(r"\A[0-9]{12,14}\Z")
-grids = st.from_regex(r"\A[A-Z0-9]{18}\Z")
+# ISRC prefixes: country codes and the agency's own (DDEX's ERN 4 rules know these).
+ISRC_PREFIXES = ["GB", "US", "JP", "DE", "FR", "BR", "KR", "IL", "QM", "QZ", "FX", "ZZ", "UK"]
+isrcs = st.builds(lambda cc, rest: cc + rest, st.sampled_from(ISRC_PREFIXES), st.from_regex(r"\A[A-Z0-9]{3}[0-9]{7}\Z"))
+icpns = st.from_regex(r"\A[0-9]{11,13}\Z").map(lambda body: body + gs1_check_digit(body))
+grids = st.from_regex(r"\A[A-Z0-9]{17}\Z").map(lambda body: body + grid_check_character(body))
 md5s = st.from_regex(r"\A[0-9a-f]{32}\Z")
-isnis = st.from_regex(r"\A[0-9]{15}[0-9X]\Z")
+isnis = st.from_regex(r"\A[0-9]{15}\Z").map(lambda body: body + isni_check_character(body))
+MIME_TYPES = ["image/jpeg", "image/png", "image/gif", "image/tiff", "IMAGE/JPEG"]
 
 
 @st.composite
@@ -80,6 +87,12 @@ def contributors(
             )
         )
     return tuple(out)
+
+
+@st.composite
+def covers(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> CoverImage:
+    size = st.none() | st.integers(1, 6000)
+    return CoverImage(draw(txt), draw(md5s), draw(size), draw(size), draw(st.sampled_from(MIME_TYPES)))
 
 
 @st.composite
@@ -139,11 +152,17 @@ def releases(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> Release:
     genre = draw(st.none() | txt)
     if genre is None and not any(t.genre for t in tracks):
         genre = draw(txt)
-    main = draw(contributors(["MainArtist"], 1, 3, txt))
+    main = draw(contributors(["MainArtist"], 1, 3, txt))  # sometimes a duet or a trio
     others = draw(contributors(DISPLAY_ROLES + OTHER_ROLES, 0, 4, txt))
+    if draw(st.booleans()):  # one person writing music and words: one Contributor, two roles
+        writer = draw(st.integers(41, 60))
+        name = draw(txt)
+        others += (Contributor(writer, name, "Composer", 1), Contributor(writer, name, "Lyricist", 1))
+    language = draw(st.none() | st.sampled_from(["en", "ja", "he", "ar", "ja-Jpan", "pt-BR"]))
+    title = draw(st.sampled_from(["夢のララバイ", "東京の夜", "שיר אהבה", "أغنية الحب"]) if language in ("ja", "he", "ar") and draw(st.booleans()) else txt)
     return Release(
         release_id=draw(st.integers(1, 2**62)),
-        title=draw(txt),
+        title=title,
         release_type=draw(st.sampled_from(RELEASE_TYPES)),
         icpn=draw(icpns),
         grid=draw(st.none() | grids),
@@ -155,15 +174,16 @@ def releases(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> Release:
         release_date=release_date,
         original_release_date=draw(st.none() | dates),
         p_line_year=draw(st.none() | years),
-        p_line_text=draw(st.none() | txt),
+        p_line_text=draw(txt),
         c_line_year=draw(st.none() | years),
-        c_line_text=draw(st.none() | txt),
+        c_line_text=draw(txt),
         parental_warning=draw(st.none() | st.sampled_from(PARENTAL)),
-        language=draw(st.none() | st.sampled_from(["en", "ja", "he", "ar"])),
+        language=language,
         artists=main + others,
         tracks=tuple(tracks),
         deals=tuple(draw(deals(k + 1, release_date)) for k in range(draw(st.integers(1, 6)))),
         updated_at=draw(st.none() | stamps),
+        cover_image=draw(covers(txt)),
     )
 
 
@@ -208,7 +228,7 @@ def full_album(n_tracks: int = 12, release_id: int = 4242, discs: int = 2) -> Re
         title="Yume no Lullaby",
         release_type="Album",
         icpn="0094631432057",
-        grid="A10302B0001234567X",
+        grid="A10302B0001234567I",
         catalog_number="NIM-001",
         version_title="Deluxe Edition",
         label=label,
@@ -227,7 +247,8 @@ def full_album(n_tracks: int = 12, release_id: int = 4242, discs: int = 2) -> Re
         deals=(
             Deal(1, ("GB", "US", "JP"), "SubscriptionModel", ("OnDemandStream", "NonInteractiveStream"), dt.date(2024, 2, 2)),
             Deal(2, ("Worldwide",), "PayAsYouGoModel", ("PermanentDownload",), dt.date(2024, 2, 2), dt.date(2030, 12, 31)),
-            Deal(3, ("DE", "FR"), "AdvertisementSupportedModel", ("Stream",), None, None),
+            Deal(3, ("DE", "FR"), "AdvertisementSupportedModel", ("OnDemandStream",), None, None),
         ),
         updated_at=dt.datetime(2024, 6, 1, 10, 30, 15, tzinfo=dt.timezone.utc),
+        cover_image=CoverImage(f"{release_id}_cover.jpg", "5d41402abc4b2a76b9719d911017c592", 3000, 3000, "image/jpeg"),
     )

@@ -22,6 +22,7 @@ from ddex_etl.batch import BatchError, ItemError, backoff_delay, retry
 from ddex_etl.errors import ConfigError, ReleaseDataError, TransientError
 from ddex_etl.models import Party, Release
 from ddex_etl.records import release_from_dict
+from ddex_etl.seed import ean13
 from ddex_etl.validate import validate_bytes
 
 SENDER = ("PADPIDA2014040101R", "Example Label Group")
@@ -32,7 +33,7 @@ def release_dict(n: int, tracks: int = 2) -> dict[str, Any]:
     """A complete, valid release as a nested dict (the shape an API client has)."""
     return {
         "release_id": n,
-        "icpn": f"{1_000_000_000_000 + n:013d}",
+        "icpn": ean13(f"{100_000_000_000 + n:012d}"),
         "catalog_number": f"CAT-{n:05d}",
         "title": f"Album {n}",
         "release_type": "Album" if tracks > 1 else "Single",
@@ -44,6 +45,7 @@ def release_dict(n: int, tracks: int = 2) -> dict[str, Any]:
         "c_line_year": 2024,
         "c_line_text": "2024 Example Records",
         "language": "en",
+        "cover_image": {"file": f"covers/{n}.jpg", "md5": f"{n:032x}", "width": 3000, "height": 3000, "mime_type": "image/jpeg"},
         "artists": [{"artist_id": 1000 + n % 50, "name": f"Artist {n % 50}", "role": "MainArtist", "sequence": 1}],
         "tracks": [
             {
@@ -511,6 +513,7 @@ def flat_rows(releases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "c_line_text": d["c_line_text"], "parental_warning": None, "language": d["language"],
             "release_artists": json.dumps(d["artists"]), "deals": json.dumps(d["deals"]),
             "changed_at": None, "deleted_at": None,
+            **{f"cover_{k}": v for k, v in d["cover_image"].items()},
         }
         for t in d["tracks"]:
             rows.append({

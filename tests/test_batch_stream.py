@@ -17,6 +17,7 @@ import pytest
 from ddex_etl import DDEXBuilder, StreamingBatchProcessor
 from ddex_etl.batch import BuiltItem, ItemError
 from ddex_etl.batch_stream import BatchStats, StreamStats
+from ddex_etl.seed import ean13
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,12 +26,14 @@ def small_release(n: int, bad: bool = False) -> dict[str, Any]:
     """A one- or two-track release; ``bad`` gives it a malformed ISRC."""
     return {
         "release_id": n,
-        "icpn": f"{2_000_000_000_000 + n:013d}",
+        "icpn": ean13(f"{200_000_000_000 + n:012d}"),
         "title": f"Single {n}",
         "release_type": "Single",
         "label": {"label_id": 1, "name": "Stream Records"},
         "genre": "Dance",
         "release_date": "2025-01-10",
+        "p_line_text": "2025 Stream Records", "c_line_text": "2025 Stream Records",
+        "cover_image": {"file": f"covers/{n}.png", "md5": "0" * 32, "mime_type": "image/png"},
         "artists": [{"artist_id": 1, "name": "DJ Stream", "role": "MainArtist"}],
         "tracks": [
             {"track_id": n * 10 + t, "disc_number": 1, "track_number": t,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ddex_etl import extract, pipeline, state
+from ddex_etl import extract, pipeline, seed, state
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
 from ddex_etl.seed import seed_catalog
@@ -27,10 +27,8 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
                              "WHERE release_id = 7"))
         conn.execute(sa.text("UPDATE releases SET icpn = (SELECT icpn FROM releases WHERE release_id = 4) "
                              "WHERE release_id = 25"))
-        conn.execute(sa.text("UPDATE releases SET grid = 'A1' || lpad(release_id::text, 16, '0') "
-                             "WHERE release_id IN (12, 33)"))
-        conn.execute(sa.text("UPDATE releases SET grid = (SELECT grid FROM releases WHERE release_id = 12) "
-                             "WHERE release_id = 33"))
+        conn.execute(sa.text("UPDATE releases SET grid = :g WHERE release_id IN (12, 33)"),
+                     {"g": seed.grid("A1ABCDE0000000012")})
         # a recording on two releases: allowed, but reported
         conn.execute(sa.text(
             "UPDATE tracks SET isrc = (SELECT isrc FROM tracks WHERE release_id = 2 ORDER BY track_id LIMIT 1) "

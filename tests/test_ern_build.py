@@ -100,7 +100,7 @@ def test_ern43_release_and_deals() -> None:
     root = parse(build(full_album()).xml)
     rel = root.find("ReleaseList/Release")
     assert texts(rel, "ReleaseId/ICPN") == ["0094631432057"]
-    assert texts(rel, "ReleaseId/GRid") == ["A10302B0001234567X"]
+    assert texts(rel, "ReleaseId/GRid") == ["A10302B0001234567I"]
     assert texts(rel, "ReleaseId/CatalogNumber") == ["NIM-001"]
     assert texts(rel, "ReleaseType") == ["Album"]
     assert texts(rel, "Genre/GenreText") == ["Pop"] and texts(rel, "Genre/SubGenre") == ["J-Pop"]
@@ -241,16 +241,17 @@ def test_takedown_is_valid(version: str, schema_dir: Path) -> None:
     assert validate_bytes(doc.xml, schema_dir) == []
     assert doc.kind == "TakeDown"
     root = parse(doc.xml)
-    if version == "3.8.2":
-        assert texts(root, "UpdateIndicator") == ["UpdateMessage"]
-        assert set(texts(root, ".//DealTerms/TakeDown")) == {"true"}
-    else:
-        # ERN 4: every deal ends on the takedown date.
-        assert set(texts(root, ".//DealTerms/ValidityPeriod/EndDate")) == {"2025-03-01"}
-    # Without any deal on record, the takedown still says so.
+    # Every version: a plain NewReleaseMessage (no UpdateIndicator, no TakeDown
+    # flag) whose deals end the day before the takedown: DDEX dates are inclusive.
+    assert texts(root, "UpdateIndicator") == [] and texts(root, ".//DealTerms/TakeDown") == []
+    assert set(texts(root, ".//DealTerms/ValidityPeriod/EndDate")) == {"2025-02-28"}
+    # The catalog's deals only: three deals, none invented, their own starts kept.
+    assert len(root.findall("DealList/ReleaseDeal")) == 3
+    assert "2024-02-02" in texts(root, ".//DealTerms/ValidityPeriod/StartDate")
+    # Without any deal on record, nothing is invented: no DealList at all ("no deal = no deal").
     no_deals = build_takedown(dataclasses.replace(album, deals=()), BuildContext(ern_version=version))
     assert validate_bytes(no_deals.xml, schema_dir) == []
-    assert b"Worldwide" in no_deals.xml
+    assert parse(no_deals.xml).find("DealList") is None
 
 
 def test_takedown_of_a_bad_release_names_the_problem() -> None:

@@ -28,7 +28,8 @@ def test_generated_releases_validate_in_every_version(schema_dir: Path) -> None:
     def check(release: Release) -> None:
         for v in VERSIONS:
             doc = build(release, CONTEXTS[v])
-            assert doc.warnings == ()
+            # Clean text needs no repair; deals may be warned about (they are data, not errors).
+            assert not [w for w in doc.warnings if "removed" in w], doc.warnings
             issues = validate_bytes(doc.xml, schema_dir, v)
             assert issues == [], f"ERN {v}, release {release.release_id}: {issues[:3]}"
 
@@ -63,7 +64,7 @@ def test_hostile_text_never_crashes_and_never_yields_an_invalid_document(schema_
                     assert e.problems and str(e).startswith(f"release {release.release_id}: ")
                     continue
                 assert validate_bytes(doc.xml, schema_dir, v) == [], f"ERN {v} repair={ctx.repair}"
-                if not ctx.repair:
-                    assert doc.warnings == ()
+                if not ctx.repair:  # nothing repaired (deal warnings are about data, not repairs)
+                    assert not [w for w in doc.warnings if "removed" in w], doc.warnings
 
     check()

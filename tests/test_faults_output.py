@@ -27,6 +27,7 @@ from ddex_etl.db import make_engine
 from ddex_etl.errors import ExitCode, OutputError
 from ddex_etl.load import TMP_SUFFIX
 from ddex_etl.seed import seed_catalog
+from messages import without_header
 
 RELEASES = 60
 CHUNK = 10
@@ -49,7 +50,8 @@ def make_cfg(db_url: str, out: Path, schema: str = "ddex_etl", **load: object) -
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Files by path; messages without their header (the reference is another run, with its own message ids)."""
+    return {str(p.relative_to(root)): without_header(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def temp_files(root: Path) -> list[Path]:

@@ -75,10 +75,11 @@ def test_with_repair_the_nul_is_removed_with_a_warning_naming_release_and_field(
     result = invoke(["run", "--no-progress", "--json"])
     assert result.exit_code == ExitCode.OK, result.output
     summary = json.loads(result.stdout)
-    assert summary["built"] == 30 and summary["repairs"] >= 1
-    warned = [ln for ln in result.stderr.splitlines() if "repaired: release" in ln]
-    assert len(warned) == summary["repairs"]
-    assert all(".name: removed XML-illegal control characters from 'Nul\\x00Name'" in ln for ln in warned)
+    assert summary["built"] == 30 and summary["data_warnings"] >= 1
+    warned = [ln for ln in result.stderr.splitlines() if "data warning: release" in ln]
+    assert len(warned) == summary["data_warnings"]
+    repaired = [ln for ln in warned if "removed XML-illegal control characters from 'Nul\\x00Name'" in ln]
+    assert repaired and all(".name: removed" in ln for ln in repaired)
     repaired = [p.read_bytes() for p in (workdir / "out").iterdir() if b"NulName" in p.read_bytes()]
     assert repaired and not any(b"\x00" in xml for xml in repaired)
 

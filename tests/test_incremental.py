@@ -2,6 +2,7 @@
 the watermark moves only on success, and an unchanged catalog delivers nothing."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,3 +328,27 @@ def test_ddex_batch_holds_only_what_changed_and_a_quiet_night_leaves_no_batch(
     quiet = pipeline.run(cfg, progress=False, mode="incremental")
     assert (quiet.status, quiet.built, quiet.takedowns) == ("succeeded", 0, 0)
     assert sorted(p.name for p in out.iterdir()) == sorted([full.batch_id, inc.batch_id])
+
+
+def test_a_forced_redelivery_gets_a_new_message_id_and_creation_time(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    from messages import header
+
+    def headers(run_id: int) -> dict[int, dict[str, str]]:
+        rows = sql(engine, "SELECT release_id, document FROM ddex_etl.documents WHERE run_id = :r", r=run_id)
+        return {int(r[0]): header(bytes(r[1])) for r in rows}
+
+    cfg = make_cfg(db_url, tmp_path)
+    full = pipeline.run(cfg, progress=False)
+    targets = pick(engine, 2, set())
+    before = headers(full.run_id)
+    forced = pipeline.run(cfg, progress=False, release_ids=targets, force=True)
+    after = headers(forced.run_id)
+    assert set(after) == set(targets)
+    runs = {r.run_id: r for r in pipeline.recent_runs(cfg, limit=5)}
+    for rid in targets:
+        # Never the same id for another delivery of the same release: the run names it.
+        assert before[rid]["MessageId"] != after[rid]["MessageId"]
+        assert after[rid]["MessageId"].endswith(f"-{rid}-run{forced.run_id}")
+        # Created = the run's frozen start, not the catalog's last change.
+        started = runs[forced.run_id].started_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert after[rid]["MessageCreatedDateTime"] == started

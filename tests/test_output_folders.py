@@ -27,6 +27,7 @@ from ddex_etl.db import make_engine
 from ddex_etl.errors import EtlError, ExitCode, OutputError
 from ddex_etl.load import PENDING_SUFFIX, TMP_SUFFIX, release_identifier
 from ddex_etl.seed import seed_catalog
+from messages import without_header
 
 RELEASES = 60
 CHUNK = 10
@@ -67,10 +68,16 @@ def leftovers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if TMP_SUFFIX in p.name or PENDING_SUFFIX in p.name)
 
 
+def bodies(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The files with each message's header left out: two runs give two MessageIds for the same content."""
+    return {name: without_header(data) if name.endswith(".xml") else data for name, data in files.items()}
+
+
 def batch_tree(out: Path, batch_id: str) -> dict[str, bytes]:
+    """A batch's files, messages without their headers (compared with another run's)."""
     files = tree(out / batch_id)
     assert files.pop(f"BatchComplete_{batch_id}.xml") == b""
-    return files
+    return bodies(files)
 
 
 def release_ids(engine: sa.Engine) -> list[int]:
@@ -245,7 +252,7 @@ def test_a_second_job_writing_the_same_flat_folder_is_refused_and_the_first_comp
     # Refused before a run row existed, and nothing of alpha's was touched.
     assert [r.job for r in pipeline.recent_runs(beta)] == ["alpha"]
     assert proc.returncode == ExitCode.OK, err[-3000:]
-    assert tree(out) == tree(ref)  # one whole document per release; no lock file, no temp file
+    assert bodies(tree(out)) == bodies(tree(ref))  # one whole document per release; no lock file, no temp file
 
 
 def test_two_jobs_in_one_directory_with_the_ddex_batch_layout_work_side_by_side(

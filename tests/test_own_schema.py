@@ -27,7 +27,8 @@ CREATE TABLE label.album (
     album_no bigint PRIMARY KEY, barcode text NOT NULL, headline text NOT NULL, format text NOT NULL,
     imprint_no bigint NOT NULL REFERENCES label.imprint, performer_no bigint NOT NULL REFERENCES label.performer,
     style text NOT NULL, out_on date NOT NULL,
-    modified timestamptz NOT NULL DEFAULT now(), withdrawn timestamptz);
+    modified timestamptz NOT NULL DEFAULT now(), withdrawn timestamptz,
+    artwork text NOT NULL, artwork_md5 text NOT NULL);
 CREATE TABLE label.song (
     song_no bigint PRIMARY KEY, album_no bigint NOT NULL REFERENCES label.album, side integer NOT NULL,
     pos integer NOT NULL, isrc_code text NOT NULL, headline text NOT NULL, length_s integer NOT NULL,
@@ -59,6 +60,7 @@ SELECT a.album_no AS release_id, a.barcode AS icpn, a.headline AS title, a.forma
                 (SELECT max(s2.modified) FROM label.song s2 WHERE s2.album_no = a.album_no),
                 (SELECT max(o2.modified) FROM label.offer o2 WHERE o2.album_no = a.album_no)) AS changed_at,
        a.withdrawn AS deleted_at,
+       a.artwork AS cover_file, a.artwork_md5 AS cover_md5, 'image/jpeg' AS cover_mime_type,
        s.song_no AS track_id, s.side AS disc_number, s.pos AS track_number, s.isrc_code AS isrc,
        s.headline AS track_title, s.length_s AS duration_seconds,
        json_build_array(json_build_object('artist_id', p.performer_no, 'name', p.stage_name,
@@ -115,9 +117,9 @@ def catalog(db_url: str) -> Iterator[sa.Engine]:
             conn.execute(
                 sa.text(
                     "INSERT INTO label.album VALUES (:n, :upc, :title, 'Album', 1, :n, 'Jazz', DATE '2025-03-01',"
-                    " now() - interval '1 day', NULL)"
+                    " now() - interval '1 day', NULL, :art, md5(:art))"
                 ),
-                {"n": n, "upc": ean13(f"{860000000000 + n:012d}"), "title": f"Album {n}"},
+                {"n": n, "upc": ean13(f"{860000000000 + n:012d}"), "title": f"Album {n}", "art": f"covers/{n}.jpg"},
             )
             for pos in (1, 2):
                 conn.execute(

@@ -47,6 +47,8 @@ def row(release_id: Any = 1, track_id: Any = 10, track_number: Any = 1, **over: 
         "p_line_text": "2024 Aurora Records", "c_line_year": 2024, "c_line_text": "2024 Aurora Records",
         "parental_warning": "NotExplicit", "language": "ja", "release_artists": ARTISTS, "deals": DEALS,
         "changed_at": dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC), "deleted_at": None,
+        "cover_file": "covers/1.jpg", "cover_md5": "5d41402abc4b2a76b9719d911017c592", "cover_width": 1400,
+        "cover_height": 1400, "cover_mime_type": "image/jpeg",
         "track_id": track_id, "disc_number": 1, "track_number": track_number, "isrc": "JPAB12400001",
         "track_title": f"Track {track_number}", "track_version_title": None, "duration_seconds": 237,
         "track_genre": "Pop", "track_parental_warning": "NotExplicit", "track_p_line_year": 2024,
@@ -193,6 +195,8 @@ def test_release_from_dict_equals_the_rows_path() -> None:
         "genre": "Pop", "release_date": "2024-01-05", "p_line_year": 2024, "p_line_text": "2024 Aurora Records",
         "c_line_year": "2024", "c_line_text": "2024 Aurora Records", "parental_warning": "NotExplicit",
         "language": "ja", "artists": ARTISTS, "deals": json.dumps(DEALS), "updated_at": "2024-03-01T12:00:00+00:00",
+        "cover_image": {"file": "covers/1.jpg", "md5": "5d41402abc4b2a76b9719d911017c592", "width": 1400,
+                        "height": "1400", "mime_type": "image/jpeg"},
         "tracks": [
             {"track_id": n + 9, "disc_number": 1, "track_number": n, "isrc": "JPAB12400001", "title": f"Track {n}",
              "duration_seconds": "3:57", "genre": "Pop", "parental_warning": "NotExplicit", "p_line_year": 2024,

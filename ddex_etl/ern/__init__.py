@@ -1,35 +1,44 @@
 """The ERN builder: one release record in, one DDEX message (bytes) out.
 
 Pure and deterministic: no database, no files, no clock, no randomness. The
-same records and the same ``BuildContext`` give the same bytes in any process:
+same records and the same ``BuildContext`` give the same bytes in any process.
 
-- ``MessageCreatedDateTime`` is the release's latest ``updated_at`` (over the
-  release, its tracks and deals; UTC, ``YYYY-MM-DDThh:mm:ssZ``), or
-  ``ctx.default_created`` when there is none.
-- ``MessageThreadId`` is ``<sender DPID>-<release id>``; ``MessageId`` adds the
-  creation time and a CRC-32 of the message body and header fields, so it
-  changes whenever the content does (``Document.checksum`` is the SHA-256).
+The message header says what DDEX means by it:
+
+- ``MessageCreatedDateTime`` is when the message was created: ``ctx.created``
+  (a run's frozen start time, so a resumed run writes the same bytes). A
+  build without it (the library API) dates the message by the release's
+  latest ``updated_at``, else ``ctx.default_created``.
+- ``MessageThreadId`` is ``<sender DPID>-<release id>``. ``MessageId`` is
+  never reused for another delivery: with ``ctx.delivery_id`` (the pipeline
+  passes its run id) it is ``<thread>-<delivery id>``, so a new run or a
+  ``--force`` redelivery gets a new id and a resumed run the same one;
+  without it, it derives from the creation time and the content.
+- ``MessageControlType`` is ``ctx.message_control`` (``LiveMessage``, or
+  ``TestMessage`` for a store's test channel).
+- ``Document.body_checksum`` hashes the message without its header, so "is
+  this the same content we delivered last time?" ignores ids and dates.
 
 ``build`` writes ERN 4.3 (default), 4.2 or 3.8.2 from the same records with
 string templates (one escape per value), several times faster than building
 an lxml tree node by node (``benchmarks/bench_build.py`` prints the rate).
 Validity comes from construction plus the checks in ``ddex_etl.ern.checks``,
-and is proven by property tests against the official XSDs
-(``tests/test_ern_property.py``).
+and is proven by property tests against the official XSDs and DDEX's
+release-profile rules (``tests/test_ern_property.py``, ``tests/test_profile.py``).
 
-Takedowns (``build_takedown``), by version:
-
-- ERN 3.8.2: a ``NewReleaseMessage`` with ``UpdateIndicator`` =
-  ``UpdateMessage`` whose deals carry ``<TakeDown>true</TakeDown>`` for the
-  release and every track release (ERN 3's own takedown flag, in the choice
-  with ``Usage``), valid from the takedown date.
-- ERN 4.3 / 4.2: ``DealTerms`` has no takedown flag in ERN 4; a release is
-  taken down by an update whose deals have ended. We send a full
-  ``NewReleaseMessage`` in which every deal's ``ValidityPeriod`` ends on the
-  takedown date (``deleted_at``, else the latest change); a release without
-  deals gets one Worldwide deal that ends that day. We do not use
-  ``PurgeReleaseMessage``: DDEX reserves it for withdrawing metadata sent in
-  error, and it would also remove the release's history at the store.
+Takedowns (``build_takedown``) follow DDEX's guidance for every version: the
+latest ``NewReleaseMessage`` carries the complete set of active deals and
+replaces all earlier ones, and a release without a deal for a territory and
+use is not available there ("no deal = no deal"). So a takedown is a full
+``NewReleaseMessage`` whose deals are the catalog's own, cut to end the day
+before the takedown date (DDEX dates are inclusive: a deal that ends on the
+takedown day would keep the release on sale that whole day); a deal that
+had not started by then is left out, and when none remains the message has
+no ``DealList``. No deal is invented. ERN 3.8.2 gets the same form: its
+``UpdateIndicator`` and ``TakeDown`` flags are deprecated by DDEX and
+forbidden by the ERN 3 business profile (rules 2337-1, 2338-1). We do not
+use ``PurgeReleaseMessage``: DDEX reserves it for releases whose metadata is
+corrupt, and it would also remove the release's history at the store.
 
 ``Document.kind`` is ``"NewReleaseMessage"`` for ``build`` and ``"TakeDown"``
 for ``build_takedown``.
@@ -39,22 +48,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ReleaseDataError
 from ..models import Document, Party, Release
 from . import ern4, ern382
-from ._text import ILLEGAL_XML, esc
+from ._text import ILLEGAL_XML, esc, utc_stamp
 from .checks import PDeal, Prepared, prepare
 
 if TYPE_CHECKING:  # the builder itself never imports the configuration layer
     from ..config import TransformConfig
 
-__all__ = ["BuildContext", "ERN_VERSIONS", "build", "build_takedown", "context_from_config"]
+__all__ = ["BuildContext", "ERN_VERSIONS", "MESSAGE_CONTROL_TYPES", "build", "build_takedown", "context_from_config"]
 
 ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
+MESSAGE_CONTROL_TYPES = ("LiveMessage", "TestMessage")
+_DELIVERY_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,64}$")
 _LANG = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}$")
 _DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
 _DEFAULT_CREATED = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
@@ -73,9 +83,19 @@ class BuildContext:
     # warning, instead of rejecting the release.
     repair: bool = True
     default_created: dt.datetime = _DEFAULT_CREATED  # only when the release has no updated_at
+    message_control: str = "LiveMessage"  # MessageControlType: LiveMessage or TestMessage
+    # Per delivery (a run): what makes MessageId unique, and the creation time.
+    delivery_id: str | None = None
+    created: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.message_control not in MESSAGE_CONTROL_TYPES:
+            problems.append(f"message_control: must be one of {', '.join(MESSAGE_CONTROL_TYPES)}, got {self.message_control!r}")
+        if self.delivery_id is not None and not (isinstance(self.delivery_id, str) and _DELIVERY_ID.match(self.delivery_id)):
+            problems.append(f"delivery_id: {self.delivery_id!r} must be 1 to 64 letters, digits or _.:-")
+        if self.created is not None and not isinstance(self.created, dt.datetime):
+            problems.append(f"created: {self.created!r} must be a datetime")
         if self.ern_version not in ERN_VERSIONS:
             problems.append(f"ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {self.ern_version!r}")
         if not _LANG.match(self.language or ""):
@@ -96,6 +116,10 @@ class BuildContext:
         if problems:
             raise ConfigError(problems)
 
+    def for_delivery(self, delivery_id: str, created: dt.datetime) -> BuildContext:
+        """This context for one delivery (a run): its id and its frozen creation time."""
+        return replace(self, delivery_id=delivery_id, created=created)
+
 
 def context_from_config(tc: TransformConfig) -> BuildContext:
     """A ``BuildContext`` from the ``[transform]`` section of the configuration."""
@@ -105,6 +129,7 @@ def context_from_config(tc: TransformConfig) -> BuildContext:
         recipient=Party(tc.recipient_dpid, tc.recipient_name),
         language=tc.language,
         repair=tc.repair,
+        message_control=tc.message_control_type,
     )
 
 
@@ -112,45 +137,56 @@ def _messaging_party(tag: str, party: Party) -> str:
     return f"<{tag}><PartyId>{party.dpid}</PartyId><PartyName><FullName>{esc(party.name)}</FullName></PartyName></{tag}>"
 
 
-# The parts of a message that depend only on the context (root start tag,
-# sender and recipient), per (version, language, sender, recipient). A
-# process sees a handful of contexts; the cap only guards against misuse.
-_FRAMES: dict[tuple[str, ...], tuple[str, str, str]] = {}
+# The parts of a message that depend only on the context (sender and
+# recipient, the control type), per context values. A process sees a handful
+# of contexts; the cap only guards against misuse.
+_FRAMES: dict[tuple[str, ...], tuple[str, str]] = {}
 _FRAME_LIMIT = 64
 
 
-def _frame(ctx: BuildContext) -> tuple[str, str, str]:
-    """(XML declaration + root start tag, sender + recipient elements, recipient DPID)."""
+def _frame(ctx: BuildContext) -> tuple[str, str]:
+    """(sender + recipient elements, what the body checksum adds for the header's meaning)."""
     sender, recipient = ctx.sender, ctx.recipient
-    key = (ctx.ern_version, ctx.language, sender.dpid, sender.name, recipient.dpid, recipient.name)
+    key = (sender.dpid, sender.name, recipient.dpid, recipient.name, ctx.message_control)
     hit = _FRAMES.get(key)
     if hit is None:
-        version = ctx.ern_version
-        root = ern382.root_open(ctx.language) if version == "3.8.2" else ern4.root_open(version, ctx.language)
         parties = _messaging_party("MessageSender", sender) + _messaging_party("MessageRecipient", recipient)
-        hit = (_XML_DECL + root, parties, recipient.dpid)
+        hit = (parties, f"{recipient.dpid}|{ctx.message_control}|")
         if len(_FRAMES) < _FRAME_LIMIT:
             _FRAMES[key] = hit
     return hit
 
 
-def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_attr_extra: str = "") -> Document:
+def _root(p: Prepared, ctx: BuildContext) -> str:
+    if ctx.ern_version == "3.8.2":
+        return _XML_DECL + ern382.root_open(ctx.language, *ern382.profiles(p))
+    return _XML_DECL + ern4.root_open(ctx.ern_version, ctx.language)
+
+
+def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str) -> Document:
     version = ctx.ern_version
-    start, parties, recipient_dpid = _frame(ctx)
+    parties, meaning = _frame(ctx)
+    root = _root(p, ctx)
     # Encoding part by part is faster than encoding one joined string: most
     # parts are ASCII (a plain copy) and only the ones holding non-ASCII text
-    # pay for UTF-8 conversion. The id hashes the same bytes.
+    # pay for UTF-8 conversion.
     body = b"".join(map(str.encode, parts))
-    # The id must change whenever the message does; CRC-32 over the body plus
-    # the header fields is enough for that (the checksum below is the SHA-256).
+    # The content without the header: ids and dates aside, what was delivered.
+    digest = hashlib.sha256(f"{meaning}{kind}|".encode())
+    digest.update(root.encode())
+    digest.update(body)
+    body_checksum = digest.hexdigest()
     created = p.created
-    crc = zlib.crc32(body, zlib.crc32(f"{version}|{kind}|{recipient_dpid}|{created}".encode()))
     rid = p.release_id if type(p.release_id) is int else ILLEGAL_XML.sub("", str(p.release_id))  # ids are ints; be safe anyway
     thread = f"{ctx.sender.dpid}-{rid}"
-    message_id = f"{thread}-{created[:19].replace('-', '').replace(':', '')}-{crc:08x}"
+    if ctx.delivery_id is not None:
+        message_id = f"{thread}-{ctx.delivery_id}"
+    else:
+        message_id = f"{thread}-{created[:19].replace('-', '').replace(':', '')}-{body_checksum[:16]}"
     header = (
-        f"{start}<MessageHeader><MessageThreadId>{esc(thread)}</MessageThreadId><MessageId>{esc(message_id)}</MessageId>"
-        f"{parties}<MessageCreatedDateTime>{created}</MessageCreatedDateTime></MessageHeader>{root_attr_extra}"
+        f"{root}<MessageHeader><MessageThreadId>{esc(thread)}</MessageThreadId><MessageId>{esc(message_id)}</MessageId>"
+        f"{parties}<MessageCreatedDateTime>{created}</MessageCreatedDateTime>"
+        f"<MessageControlType>{ctx.message_control}</MessageControlType></MessageHeader>"
     )
     # One join copies the body once (two concatenations would copy it twice).
     xml = b"".join((header.encode(), body, b"</ern:NewReleaseMessage>\n"))
@@ -161,6 +197,7 @@ def _assemble(p: Prepared, ctx: BuildContext, parts: list[str], kind: str, root_
         xml=xml,
         checksum=hashlib.sha256(xml).hexdigest(),
         kind=kind,
+        body_checksum=body_checksum,
     )
 
 
@@ -168,10 +205,10 @@ def build(release: Release, ctx: BuildContext = BuildContext()) -> Document:
     """Build one ``NewReleaseMessage`` for ``release`` in ``ctx.ern_version``.
 
     Raises ``ReleaseDataError`` listing every problem (field, value, problem,
-    fix) when the data cannot make a schema-valid message. Repairs made (with
-    ``ctx.repair``) are listed in ``Document.warnings``.
+    fix) when the data cannot make a store-ready message. Repairs made (with
+    ``ctx.repair``) and deal warnings are listed in ``Document.warnings``.
     """
-    p, ck = prepare(release, ctx.ern_version, ctx.repair, ctx.default_created)
+    p, ck = prepare(release, ctx.ern_version, ctx.repair, ctx.default_created, created=ctx.created)
     if ck.problems:
         raise ReleaseDataError(release.release_id, ck.problems)
     if ctx.ern_version == "3.8.2":
@@ -185,40 +222,38 @@ def build(release: Release, ctx: BuildContext = BuildContext()) -> Document:
 
 
 def _with_warnings(doc: Document, warnings: list[str]) -> Document:
-    return Document(doc.release_id, doc.ern_version, doc.message_id, doc.xml, doc.checksum, doc.kind, tuple(warnings))
+    return replace(doc, warnings=tuple(warnings))
+
+
+def _day_before(iso_day: str) -> str:
+    return (dt.date.fromisoformat(iso_day) - dt.timedelta(days=1)).isoformat()
 
 
 def build_takedown(release: Release, ctx: BuildContext = BuildContext()) -> Document:
-    """Build a takedown for ``release`` (see the module docstring for the form per version).
+    """Build a takedown for ``release`` (see the module docstring for the form and why).
 
-    The takedown date is ``release.deleted_at`` (else the latest change, else
-    ``ctx.default_created``). The release still needs its tracks and
-    identifiers; deals are optional.
+    The takedown date is ``release.deleted_at`` (else the message's creation
+    date): from that day on, no deal of the message is live. The release
+    still needs its tracks, identifiers and cover; deals are optional.
     """
-    p, ck = prepare(release, ctx.ern_version, ctx.repair, ctx.default_created, need_deals=False)
+    p, ck = prepare(release, ctx.ern_version, ctx.repair, ctx.default_created, need_deals=False, created=ctx.created)
     if ck.problems:
         raise ReleaseDataError(release.release_id, ck.problems)
     day = p.deleted or p.created[:10]
-    if not p.deals:
-        p.deals = [PDeal(None, ["Worldwide"], [], [], p.release_date or day, None)]
+    last = _day_before(day)  # the last day on sale
     ended: list[PDeal] = []
     for d in p.deals:
-        start = d.start or p.release_date or day
-        if start > day:
-            start = day
-        end = d.end if d.end and d.end < day else day
+        start = d.start or p.release_date
+        if start is None or start > last:
+            continue  # never live before the takedown: cancelled, so not sent
+        end = d.end if d.end and d.end <= last else last
         ended.append(PDeal(d.deal_id, d.territories, d.models, d.use_types, start, end))
     p.deals = ended
     if ctx.ern_version == "3.8.2":
-        for d in p.deals:
-            d.start = day  # TakeDown applies from this date
-        parts = ern382.body(p, ctx.sender.dpid, takedown=True)
-        doc = _assemble(p, ctx, parts, "TakeDown", root_attr_extra="<UpdateIndicator>UpdateMessage</UpdateIndicator>")
+        parts = ern382.body(p, ctx.sender.dpid)
     else:
         parts = ern4.body(p, ctx.sender.dpid)
-        doc = _assemble(p, ctx, parts, "TakeDown")
+    doc = _assemble(p, ctx, parts, "TakeDown")
     if ck.warnings:
         doc = _with_warnings(doc, ck.warnings)
     return doc
-
-

@@ -9,17 +9,28 @@ warning is recorded instead.
 
 Rules worth knowing (they decide what is rejected):
 
-- Required: title, release type, ICPN (12-14 digits; the check digit is not
-  verified, so UPC-A, EAN-13 and GTIN-14 all pass), a label with a name, at
-  least one display artist (MainArtist/FeaturedArtist/Artist), a genre on the
-  release or on a track, at least one track, and (for ``build``) one deal.
-- Each track needs a valid ISRC (not shared with another track of the
-  release), a title, a positive duration and a unique
-  (disc, track) position; missing display artists, genre, P line and parental
-  warning are taken from the release.
-- Release-level contributors that are not display artists (Composer,
-  Producer, ...) have no place on an ERN release, so they are credited on
+- Required: title, release type, ICPN (UPC-A, EAN-13 or GTIN-14 with a right
+  GS1 check digit), a label with a name, at least one display artist
+  (MainArtist/FeaturedArtist/Artist), a genre on the release or on a track,
+  a front cover image (file, MD5, MIME type), at least one track, and (for
+  ``build``) one deal. GRid and ISNI check characters are verified too
+  (``ddex_etl.ern.identifiers``); a wrong one names the expected character.
+- Each track needs an ISRC (a country or agency prefix, registrant, year and
+  designation; not shared with another track of the release), a title, a positive duration and a unique (disc, track)
+  position; missing display artists, genre, P line and parental warning are
+  taken from the release.
+- Display artists are ordered by the catalog's sequence; ties go to
+  MainArtist, then Artist, then FeaturedArtist, then by name (an artist id
+  decides only between two credits equal in all of these, so output stays
+  deterministic). Several MainArtists (a duet) stay MainArtists, in that
+  order: DDEX lets a label name more than one main artist.
+- Contributors (Composer, Lyricist, Producer, ...) are listed once per
+  person with all their roles, as the release profiles require. Release-level
+  contributors have no place on an ERN release, so they are credited on
   every sound recording of the release.
+- Deals that start before the release date, and deals that overlap another
+  deal with the same commercial model, use type and territory, are warned
+  about (``Document.warnings``), not rejected.
 - Each deal needs territories, a commercial model, use types and a start date
   (the release date is used when the deal has none); the end may not precede
   the start.
@@ -48,7 +59,7 @@ from typing import Any
 
 from ..errors import FieldProblem
 from ..models import Contributor, Release
-from . import avs
+from . import avs, identifiers
 from ._text import ILLEGAL_XML, iso_duration, utc_stamp
 
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
@@ -57,6 +68,13 @@ _GRID = re.compile(r"^[A-Z0-9]{18}$")
 _ISNI = re.compile(r"^[0-9]{15}[0-9X]$")
 _DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+_LANG = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}$")
+_ISRC_PREFIXES = identifiers.ISRC_PREFIXES
+# Cover art MIME types -> ImageCodecType (the same values in every ERN version).
+IMAGE_CODECS = {
+    "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF",
+    "image/tiff": "TIFF", "image/jp2": "JPEG2000", "image/jpx": "JPEG2000",
+}
 _REF_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 
 _ISRC_MATCH = _ISRC.match
@@ -153,6 +171,25 @@ class PCredit:
 
 
 @dataclass(slots=True)
+class PContributor:
+    """One person's contributor entry: every role they have on the recording, once."""
+
+    ref: str
+    roles: list[str]
+    seq: int
+    work: bool = False  # ERN 3.8.2 IndirectResourceContributor (roles on the musical work)
+
+
+@dataclass(slots=True)
+class PCover:
+    file: str
+    md5: str
+    codec: str
+    width: int | None
+    height: int | None
+
+
+@dataclass(slots=True)
 class PTrack:
     num: int  # 1-based, in (disc, track) order: A{num}, R{num}, T{num}
     disc: int
@@ -162,7 +199,7 @@ class PTrack:
     version: str | None
     display_name: str
     artists: list[PCredit]
-    contributors: list[PCredit]
+    contributors: list[PContributor]
     duration: str
     seconds: float
     p_year: int | None
@@ -214,6 +251,9 @@ class Prepared:
     deals: list[PDeal] = field(default_factory=list)
     created: str = ""
     deleted: str | None = None  # date the release was taken down (ISO date)
+    cover: PCover | None = None
+    language: str | None = None  # of the titles (releases.language), when the catalog has it
+    first_published: str | None = None  # FirstPublicationDate of the recordings, when known
 
 
 class Checker:
@@ -375,7 +415,16 @@ def _display_name(names: list[tuple[str, str]]) -> str:
     return join(main) + (" feat. " + join(feat) if feat else "")
 
 
-_BY_SEQ = operator.attrgetter("sequence", "artist_id", "role")
+# Display roles first (MainArtist, then Artist, then FeaturedArtist) when the
+# catalog's sequence numbers tie; then the name. The id only separates
+# credits equal in everything shown.
+_ROLE_RANK = {"mainartist": 0, "artist": 1, "featuredartist": 2}
+
+
+def _credit_key(c: Contributor) -> tuple[Any, ...]:
+    role = c.role
+    rank = _ROLE_RANK.get(role.lower(), 3) if type(role) is str else 3
+    return (c.sequence, rank, c.name, role, c.artist_id)
 _POSITION = operator.attrgetter("disc_number", "track_number")
 _CREDIT_KEY = operator.attrgetter("artist_id", "name", "role", "sequence", "isni")
 _UPDATED = operator.attrgetter("updated_at")
@@ -387,7 +436,7 @@ def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contrib
     if len(credits) < 2:
         return list(enumerate(credits))
     try:
-        order = sorted(range(len(credits)), key=list(map(_BY_SEQ, credits)).__getitem__)
+        order = sorted(range(len(credits)), key=list(map(_credit_key, credits)).__getitem__)
         return [(k, credits[k]) for k in order]
     except TypeError:  # mixed or missing types: compare as text
         pass
@@ -395,7 +444,8 @@ def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contrib
     def key(item: tuple[int, Contributor]) -> tuple[Any, ...]:
         c = item[1]
         seq = c.sequence if isinstance(c.sequence, int) and not isinstance(c.sequence, bool) else 0
-        return (seq, str(c.artist_id), str(c.role), item[0])
+        rank = _ROLE_RANK.get(c.role.lower(), 3) if isinstance(c.role, str) else 3
+        return (seq, rank, str(c.name), str(c.role), str(c.artist_id), item[0])
 
     return sorted(enumerate(credits), key=key)
 
@@ -458,8 +508,13 @@ def prepare(
     repair: bool,
     default_created: dt.datetime,
     need_deals: bool = True,
+    created: dt.datetime | None = None,
 ) -> tuple[Prepared, Checker]:
-    """Check and map one release; the caller raises if ``checker.problems``."""
+    """Check and map one release; the caller raises if ``checker.problems``.
+
+    ``created`` is the message's creation time (a run's frozen start); without
+    it the release's latest change dates the message, else ``default_created``.
+    """
     voc = VOCABULARIES[version]
     ck = Checker(release.release_id, repair)
     p = Prepared(release_id=release.release_id, version=version)
@@ -470,7 +525,25 @@ def prepare(
     p.release_type = rtype or ""
     p.compilation = isinstance(release.release_type, str) and release.release_type.strip().lower() == "compilation"
     p.icpn = ck.ident("icpn", release.icpn, _ICPN, "an ICPN (UPC/EAN: 12 to 14 digits)", True, "0602445790005") or ""
+    if p.icpn:
+        wrong = identifiers.icpn_problem(p.icpn)
+        if wrong:
+            expected = identifiers.gs1_check_digit(p.icpn[:-1])
+            ck.problem("icpn", release.icpn, wrong, f"correct the barcode in releases.icpn (with check digit {expected}: {p.icpn[:-1]}{expected}, if the other digits are right)")
+            p.icpn = ""
     p.grid = ck.ident("grid", release.grid, _GRID, "a GRid (18 letters and digits)", False, "A10302B0001234567X")
+    if p.grid:
+        wrong = identifiers.grid_problem(p.grid)
+        if wrong:
+            expected = identifiers.grid_check_character(p.grid[:17])
+            ck.problem("grid", release.grid, wrong, f"correct releases.grid (with check character {expected}: {p.grid[:17]}{expected}, if the rest is right), or leave it empty")
+            p.grid = None
+    if release.language is not None:
+        lang = ck.text("language", release.language)
+        if lang is not None and not _LANG.match(lang):
+            ck.problem("language", release.language, "is not an RFC 5646 language code", "set releases.language to a code such as 'en', 'ja' or 'pt-BR'")
+            lang = None
+        p.language = lang
     p.catalog_number = ck.text("catalog_number", release.catalog_number)
 
     parties: dict[str, PParty] = {}
@@ -518,6 +591,12 @@ def prepare(
         if ref not in parties:
             name = ck.text(f"{where}.name", c.name, True, "set the artist's name (artists.name)")
             isni = ck.ident(f"{where}.isni", c.isni, _ISNI, "an ISNI (16 characters)", False, "0000000121032683")
+            if isni:
+                wrong = identifiers.isni_problem(isni)
+                if wrong:
+                    expected = identifiers.isni_check_character(isni[:15])
+                    ck.problem(f"{where}.isni", c.isni, f"{wrong} (artist {c.artist_id})", f"correct artists.isni (with check character {expected}: {isni[:15]}{expected}, if the rest is right), or leave it empty")
+                    isni = None
             if name is None:
                 ok = False
             else:
@@ -618,16 +697,29 @@ def prepare(
 
     # Tracks of a release usually share their credits: map each distinct
     # contributors tuple once (the lists are shared, never mutated).
-    by_credits: dict[tuple[Any, ...], tuple[list[PCredit], list[PCredit], str]] = {}
-    by_ids: dict[tuple[int, ...], tuple[list[PCredit], list[PCredit], str]] = {}
-    by_tuple: dict[int, tuple[Any, tuple[list[PCredit], list[PCredit], str]]] = {}
+    by_credits: dict[tuple[Any, ...], tuple[list[PCredit], list[PContributor], str]] = {}
+    by_ids: dict[tuple[int, ...], tuple[list[PCredit], list[PContributor], str]] = {}
+    by_tuple: dict[int, tuple[Any, tuple[list[PCredit], list[PContributor], str]]] = {}
 
-    def _track_credits(credits: tuple[Contributor, ...], i: int) -> tuple[list[PCredit], list[PCredit], str]:
+    def _track_credits(credits: tuple[Contributor, ...], i: int) -> tuple[list[PCredit], list[PContributor], str]:
         artists: list[PCredit] = []
         names: list[tuple[str, str]] = []
-        contributors: list[PCredit] = []
+        contributors: list[PContributor] = []
+        # One entry per person (and, in ERN 3.8.2, per kind: recording or work
+        # contributor), holding all their roles in credit order.
+        people: dict[tuple[str, bool], PContributor] = {}
         seen: set[tuple[str, str]] = set()
         where = f"tracks[{i}].contributors"
+
+        def contribute(ref: str, role: str) -> None:
+            work = role in voc.work_roles
+            entry = people.get((ref, work))
+            if entry is None:
+                entry = people[(ref, work)] = PContributor(ref, [role], len(contributors) + 1, work)
+                contributors.append(entry)
+            else:
+                entry.roles.append(role)
+
         for j, c in _sorted_credits(credits):
             r = resolve(c, where, j)
             if r is None:
@@ -640,11 +732,11 @@ def prepare(
                 artists.append(PCredit(ref, role, len(artists) + 1))
                 names.append((parties[ref].name, role))
             else:
-                contributors.append(PCredit(ref, role, len(contributors) + 1, role in voc.work_roles))
+                contribute(ref, role)
         for ref, role in rel_other:
             if (ref, role) not in seen:
                 seen.add((ref, role))
-                contributors.append(PCredit(ref, role, len(contributors) + 1, role in voc.work_roles))
+                contribute(ref, role)
         if not artists:
             return rel_display, contributors, p.display_name
         return artists, contributors, _display_name(names)
@@ -658,8 +750,13 @@ def prepare(
         # isprintable() is False for every character XML forbids (Cc, Cs, Cn),
         # so it clears most text without the slower regex.
         isrc = t.isrc
-        if type(isrc) is not str or not _ISRC_MATCH(isrc):
+        if type(isrc) is not str or not _ISRC_MATCH(isrc) or isrc[:2] not in _ISRC_PREFIXES:
             isrc = ck.ident(f"tracks[{i}].isrc", isrc, _ISRC, "an ISRC (CC XXX YY NNNNN, 12 characters)", True, "USS1Z9900001")
+            if isrc is not None:
+                wrong = identifiers.isrc_problem(isrc)
+                if wrong:
+                    ck.problem(f"tracks[{i}].isrc", t.isrc, f"{wrong} (track {t.track_id})", "correct tracks.isrc: it starts with the registrant's country code, e.g. GB, US, JP")
+                    isrc = None
         if isrc is not None:
             # One recording, one ISRC: two tracks of a release sharing one would be
             # two resources with the same identifier, which stores refuse.
@@ -791,6 +888,15 @@ def prepare(
             total += t.seconds
         p.duration = iso_duration(total)
 
+    if version == "3.8.2":
+        # ERN 3's release profiles want a P line and a C line on every release,
+        # track releases included (rule 1017-1 and its C line twin).
+        if not p.c_text and not any(pr.field == "c_line_text" for pr in ck.problems):
+            ck.problem("c_line_text", release.c_line_text, "is missing (ERN 3.8.2's release profiles need a C line on every release)", "set releases.c_line_text, e.g. '2024 Aurora Records'")
+        missing = [t.number for t in p.tracks if not t.p_text]
+        if missing and not any(pr.field.endswith("p_line_text") for pr in ck.problems):
+            ck.problem("p_line_text", release.p_line_text, f"is missing for {len(missing)} track(s) (ERN 3.8.2's release profiles need a P line on every release)", "set releases.p_line_text (or tracks.p_line_text)")
+
     # Deals
     if need_deals and not release.deals:
         ck.problem("deals", (), "the release has no deals", "add at least one deal (territories, commercial model, use types), or send a takedown")
@@ -820,11 +926,94 @@ def prepare(
             ck.problem(f"{where}.end_date", d.end_date, f"deal {d.deal_id} ends before it starts ({start})", "correct deals.end_date or deals.start_date")
         p.deals.append(PDeal(d.deal_id, terrs, models, uses, start, end))
 
+    if p.deals:
+        _deal_sanity(ck, p)
+    p.cover = _cover(ck, release)
+    # The recordings were first published with the original release, or (not
+    # being a compilation of earlier recordings) with this one.
+    p.first_published = p.original_release_date or (None if p.compilation else p.release_date)
+
     p.parties = list(parties.values())
     if label is not None and p.label_name:
         p.parties.append(label_party)
-    created = latest_change(release) or default_created
-    p.created = utc_stamp(created)
+    p.created = utc_stamp(created or latest_change(release) or default_created)
     if release.deleted_at is not None:
         p.deleted = ck.date("deleted_at", release.deleted_at)
     return p, ck
+
+
+def _cover(ck: Checker, release: Release) -> PCover | None:
+    """The front cover image, checked (a store rejects a release without one)."""
+    cover = release.cover_image
+    fix = "add the release's front cover (release_images: file, md5, width, height, mime_type)"
+    if cover is None:
+        ck.problem("cover_image", None, "the release has no front cover image (DDEX's release profiles require one)", fix)
+        return None
+    file = ck.text("cover_image.file", cover.file, True, fix)
+    md5 = ck.ident("cover_image.md5", cover.md5, _MD5, "an MD5 sum (32 hexadecimal digits)", True, "9e107d9d372bb6826bd81d3542a419d6")
+    mime = ck.text("cover_image.mime_type", cover.mime_type, True, "set release_images.mime_type, e.g. image/jpeg")
+    codec = IMAGE_CODECS.get(mime.lower()) if mime else None
+    if mime and codec is None:
+        ck.problem(
+            "cover_image.mime_type", cover.mime_type, "is not an image type DDEX knows",
+            f"use one of: {', '.join(sorted(IMAGE_CODECS))} (convert the image if needed)",
+        )
+    sizes: list[int | None] = []
+    for name in ("width", "height"):
+        v = getattr(cover, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            ck.problem(f"cover_image.{name}", v, "must be a whole number of pixels, 1 or more", f"set release_images.{name}, or leave it empty")
+            v = None
+        sizes.append(v)
+    if file is None or md5 is None or codec is None:
+        return None
+    return PCover(file, md5.lower(), codec, sizes[0], sizes[1])
+
+
+def _deal_sanity(ck: Checker, p: Prepared) -> None:
+    """Warn (not reject) about deals a store would likely question.
+
+    A deal that starts before the release date puts the release on sale early
+    (the catalog has no pre-order deals: a pre-order would say so). A generic
+    use type (Stream, Download) beside specific ones is ambiguous. Two deals
+    that overlap in time for the same commercial model, use type and territory
+    say the same thing twice, or contradict each other on dates. DDEX dates
+    are inclusive: a deal ending on a day overlaps one starting that day.
+    """
+    rid = p.release_id
+    if p.release_date:
+        for d in p.deals:
+            if d.start and d.start < p.release_date:
+                ck.warnings.append(
+                    f"release {rid}: deal {d.deal_id} starts {d.start}, before the release date {p.release_date}, "
+                    "and is not a pre-order: the release goes on sale early; fix: start the deal on the release date"
+                )
+    uses = {u for d in p.deals for u in d.use_types}
+    for generic in ("Stream", "Download"):
+        specific = sorted(u for u in uses if u != generic and u.endswith(generic))
+        if generic in uses and specific:
+            ck.warnings.append(
+                f"release {rid}: its deals grant the generic use type {generic} beside the specific {', '.join(specific)}: "
+                f"stores read that as ambiguous (ERN 3's business profiles forbid it); fix: list the specific use types only"
+            )
+    deals = p.deals
+    for a_i in range(len(deals)):
+        a = deals[a_i]
+        for b in deals[a_i + 1:]:
+            if not set(a.models) & set(b.models) or not set(a.use_types) & set(b.use_types):
+                continue
+            if "Worldwide" in a.territories:  # mapped deals say Worldwide alone, or list countries
+                shared = list(b.territories)
+            elif "Worldwide" in b.territories:
+                shared = list(a.territories)
+            else:
+                shared = sorted(set(a.territories) & set(b.territories))
+            if not shared:
+                continue
+            # Inclusive ranges [start, end]; an open end runs forever.
+            if (a.end is None or b.start is None or b.start <= a.end) and (b.end is None or a.start is None or a.start <= b.end):
+                uses = ", ".join(sorted(set(a.use_types) & set(b.use_types)))
+                ck.warnings.append(
+                    f"release {rid}: deals {a.deal_id} and {b.deal_id} overlap for {uses} in {', '.join(shared[:5])}"
+                    f"{' ...' if len(shared) > 5 else ''} with the same commercial model; fix: end one before the other starts, or merge them"
+                )

@@ -9,10 +9,11 @@ of type ``TrackRelease``; composers and lyricists are
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ._text import attr, esc
-from .checks import PCredit, PParty, Prepared, PTrack
+from .checks import PCover, PCredit, PParty, Prepared, PTrack
 
 NS = "http://ddex.net/xml/ern/382"
 
@@ -23,9 +24,60 @@ _PARTIES: dict[tuple[Any, ...], str] = {}
 _DEALS: dict[tuple[Any, ...], str] = {}
 
 
-def root_open(language: str, element: str = "NewReleaseMessage") -> str:
-    """The root start tag: ERN 3 names its version in MessageSchemaVersionId."""
-    return f'<ern:{element} xmlns:ern="{NS}" MessageSchemaVersionId="ern/382" LanguageAndScriptCode="{attr(language)}">'
+ALBUM_PROFILE = "CommonReleaseTypes/14/AudioAlbum"
+SINGLE_PROFILE = "CommonReleaseTypes/14/AudioSingle"
+# DDEX's Business Profiles 1.4 (table 1), for the deal terms that name one
+# without further data: (commercial model, use type) -> profile. Permanent
+# downloads are left out on purpose: their profiles split on DRM
+# (DRMProtected / NonProtected), which the catalog does not record, and the
+# generic one may not be combined with a specific streaming profile (rule
+# 2300-1 and its siblings).
+BUSINESS_PROFILES = {
+    ("SubscriptionModel", "OnDemandStream"): "InteractiveSubscriptionStreamingService",
+    ("AdvertisementSupportedModel", "OnDemandStream"): "InteractiveAdSupportedStreamingService",
+    ("SubscriptionModel", "NonInteractiveStream"): "NonInteractiveSubscriptionStreamingService",
+    ("DeviceFeeModel", "NonInteractiveStream"): "NonInteractiveSubscriptionStreamingServiceOnDevice",
+    ("AdvertisementSupportedModel", "NonInteractiveStream"): "NonInteractiveAdSupportedStreamingService",
+    ("SubscriptionModel", "ConditionalDownload"): "TetheredDownloadService",
+    ("AdvertisementSupportedModel", "ConditionalDownload"): "AdSupportedTetheredDownloadService",
+    ("AdvertisementSupportedModel", "Stream"): "GenericAdSupportedStreamingService",
+    ("SubscriptionModel", "Stream"): "GenericSubscriptionStreamingService",
+    ("PayAsYouGoModel", "Stream"): "GenericPayAsYouGoStreamingService",
+}
+_PROFILE_ORDER = {name: i for i, name in enumerate(BUSINESS_PROFILES.values())}
+
+
+@functools.lru_cache(maxsize=256)
+def root_open(language: str, release_profile: str | None = None, business_profiles: str | None = None, element: str = "NewReleaseMessage") -> str:
+    """The root start tag: ERN 3 names its version in MessageSchemaVersionId, and the profiles the message follows."""
+    out = f'<ern:{element} xmlns:ern="{NS}" MessageSchemaVersionId="ern/382"'
+    if business_profiles:
+        out += f' BusinessProfileVersionId="{business_profiles}"'
+    if release_profile:
+        out += f' ReleaseProfileVersionId="{release_profile}"'
+    return out + f' LanguageAndScriptCode="{attr(language)}">'
+
+
+def is_single(p: Prepared) -> bool:
+    return p.release_type == "Single"
+
+
+def profiles(p: Prepared) -> tuple[str, str | None]:
+    """(ReleaseProfileVersionId, BusinessProfileVersionId) of a release: by its type and its deals.
+
+    Singles follow the Audio Single profile; every other release type the
+    Audio Album profile, whose main release is an ``Album`` (an EP keeps
+    ``EP`` as its second ReleaseType).
+    """
+    found: set[str] = set()
+    for d in p.deals:
+        for m in d.models:
+            for u in d.use_types:
+                name = BUSINESS_PROFILES.get((m, u))
+                if name is not None:
+                    found.add(name)
+    business = " ".join(f"CommonDealTypes/14/{n}" for n in sorted(found, key=_PROFILE_ORDER.__getitem__)) or None
+    return (SINGLE_PROFILE if is_single(p) else ALBUM_PROFILE), business
 
 
 def _party(party: PParty) -> str:
@@ -45,12 +97,28 @@ def _artists(out: list[str], credits: list[PCredit], parties: dict[str, PParty])
         out.append(f'<DisplayArtist SequenceNumber="{c.seq}">{_party(parties[c.ref])}<ArtistRole>{c.role}</ArtistRole></DisplayArtist>')
 
 
-def _title(out: list[str], element: str, title: str, subtitle: str | None, typed: bool) -> None:
-    out.append(f'<{element} TitleType="DisplayTitle">' if typed else f"<{element}>")
-    out.append(f"<TitleText>{esc(title)}</TitleText>")
+def _titles(title: str, subtitle: str | None, lang: str) -> tuple[str, str]:
+    """(ReferenceTitle, FormalTitle + DisplayTitle) of a release or recording.
+
+    The release profiles want a FormalTitle and a DisplayTitle in the
+    Worldwide details (rules 1088-1, 1089-1): the formal one is the title as
+    registered, the display one adds the version as shown to consumers.
+    """
+    e = esc(title)
     if subtitle:
-        out.append(f'<SubTitle SubTitleType="Version">{esc(subtitle)}</SubTitle>' if typed else f"<SubTitle>{esc(subtitle)}</SubTitle>")
-    out.append(f"</{element}>")
+        es = esc(subtitle)
+        reference = f"<ReferenceTitle{lang}><TitleText>{e}</TitleText><SubTitle>{es}</SubTitle></ReferenceTitle>"
+        typed = (
+            f'<Title{lang} TitleType="FormalTitle"><TitleText>{e}</TitleText></Title>'
+            f'<Title{lang} TitleType="DisplayTitle"><TitleText>{e}</TitleText><SubTitle SubTitleType="Version">{es}</SubTitle></Title>'
+        )
+    else:
+        reference = f"<ReferenceTitle{lang}><TitleText>{e}</TitleText></ReferenceTitle>"
+        typed = (
+            f'<Title{lang} TitleType="FormalTitle"><TitleText>{e}</TitleText></Title>'
+            f'<Title{lang} TitleType="DisplayTitle"><TitleText>{e}</TitleText></Title>'
+        )
+    return reference, typed
 
 
 def _line(out: list[str], kind: str, year: int | None, text: str | None) -> None:
@@ -69,7 +137,10 @@ def _genre(out: list[str], genre: str, subgenre: str | None) -> None:
 
 
 def _credits_xml(t: PTrack, parties: dict[str, PParty]) -> tuple[str, str]:
-    """(DisplayArtist elements, contributor elements) for a track."""
+    """(DisplayArtist elements, contributor elements) for a track.
+
+    Each person appears once per kind with all their roles (rules 1101-1, 1103-1).
+    """
     out: list[str] = []
     _artists(out, t.artists, parties)
     artists = "".join(out)
@@ -78,16 +149,14 @@ def _credits_xml(t: PTrack, parties: dict[str, PParty]) -> tuple[str, str]:
     for c in t.contributors:
         if not c.work:
             rseq += 1
-            out.append(
-                f'<ResourceContributor SequenceNumber="{rseq}">{_party(parties[c.ref])}'
-                f"<ResourceContributorRole>{c.role}</ResourceContributorRole></ResourceContributor>"
-            )
+            roles = "".join([f"<ResourceContributorRole>{r}</ResourceContributorRole>" for r in c.roles])
+            out.append(f'<ResourceContributor SequenceNumber="{rseq}">{_party(parties[c.ref])}{roles}</ResourceContributor>')
     for c in t.contributors:
         if c.work:
             wseq += 1
+            roles = "".join([f"<IndirectResourceContributorRole>{r}</IndirectResourceContributorRole>" for r in c.roles])
             out.append(
-                f'<IndirectResourceContributor SequenceNumber="{wseq}">{_party(parties[c.ref])}'
-                f"<IndirectResourceContributorRole>{c.role}</IndirectResourceContributorRole></IndirectResourceContributor>"
+                f'<IndirectResourceContributor SequenceNumber="{wseq}">{_party(parties[c.ref])}{roles}</IndirectResourceContributor>'
             )
     return artists, "".join(out)
 
@@ -98,26 +167,43 @@ def _line_xml(kind: str, year: int | None, text: str | None) -> str:
     return "".join(out)
 
 
-def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dict[str, PParty]) -> list[tuple[str, ...]]:
-    """Writes one SoundRecording per track; returns the pieces each TrackRelease reuses (titles, artists, genre).
+COVER_REF = "A0"  # the front cover's ResourceReference (tracks are A1, A2, ...)
+
+
+def _image(cover: PCover, icpn: str, sender_dpid: str) -> str:
+    sizes = ""
+    if cover.height:
+        sizes += f'<ImageHeight UnitOfMeasure="Pixel">{cover.height}</ImageHeight>'
+    if cover.width:
+        sizes += f'<ImageWidth UnitOfMeasure="Pixel">{cover.width}</ImageWidth>'
+    return (
+        f'<Image><ImageType>FrontCoverImage</ImageType><ImageId><ProprietaryId Namespace="{attr(sender_dpid)}">'
+        f"{icpn}_FrontCoverImage</ProprietaryId></ImageId><ResourceReference>{COVER_REF}</ResourceReference>"
+        "<ImageDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode><TechnicalImageDetails>"
+        f"<TechnicalResourceDetailsReference>T0</TechnicalResourceDetailsReference><ImageCodecType>{cover.codec}</ImageCodecType>{sizes}"
+        f"<File><FileName>{esc(cover.file)}</FileName><HashSum><HashSum>{cover.md5}</HashSum>"
+        "<HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum></File></TechnicalImageDetails></ImageDetailsByTerritory></Image>"
+    )
+
+
+def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dict[str, PParty], lang: str) -> list[tuple[str, ...]]:
+    """Writes one SoundRecording per track; returns the pieces each TrackRelease reuses.
 
     Tracks of a release share credit lists, P lines, genres and artist names,
-    so those pieces are written once per release.
+    so those pieces are written once per release. A recording carries no
+    DisplayArtistName: the release profiles want it on the release only
+    (rule 1102-1); its DisplayArtists name the performers.
     """
     credits_cache: dict[Any, tuple[str, str]] = {}  # keyed by list identity: the lists live until the body is written
     small: dict[Any, str] = {}  # genre, names and P line pieces
-    shared_cache: dict[Any, tuple[str, str, str]] = {}
-    label = esc(p.label_name)
+    shared_cache: dict[Any, tuple[str, str, str, str]] = {}
+    label = f"<LabelName>{esc(p.label_name)}</LabelName>"
+    published = f"<OriginalResourceReleaseDate>{p.first_published}</OriginalResourceReleaseDate>" if p.first_published else ""
+    release_date = f"<ReleaseDate>{p.release_date}</ReleaseDate>" if p.release_date else ""
+    cline = _line_xml("CLine", p.c_year, p.c_text)
     pieces: list[tuple[str, ...]] = []
     for t, n in zip(p.tracks, nums):
-        e = esc(t.title)
-        if t.version:
-            es = esc(t.version)
-            reference_title = f"<ReferenceTitle><TitleText>{e}</TitleText><SubTitle>{es}</SubTitle></ReferenceTitle>"
-            title = f'<Title TitleType="DisplayTitle"><TitleText>{e}</TitleText><SubTitle SubTitleType="Version">{es}</SubTitle></Title>'
-        else:
-            reference_title = f"<ReferenceTitle><TitleText>{e}</TitleText></ReferenceTitle>"
-            title = f'<Title TitleType="DisplayTitle"><TitleText>{e}</TitleText></Title>'
+        reference_title, titles = _titles(t.title, t.version, lang)
         # Everything a track shares with others (credits, names, P line, genre,
         # parental warning), in the order each of its two places needs it.
         ckey = (id(t.artists), id(t.contributors), t.display_name, t.genre, t.p_year, t.p_text, t.parental)
@@ -136,13 +222,18 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
             nkey = ("names", t.display_name)
             names = small.get(nkey)
             if names is None:
-                names = small[nkey] = f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName><LabelName>{label}</LabelName>"
+                names = small[nkey] = f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName>{label}"
             pkey = ("pline", t.p_year, t.p_text)
             pline = small.get(pkey)
             if pline is None:
                 pline = small[pkey] = _line_xml("PLine", t.p_year, t.p_text)
-            parental = f"<ParentalWarningType>{t.parental}</ParentalWarningType>" if t.parental else ""
-            shared = shared_cache[ckey] = (f"{artists}{contributors}{names}{pline}{genre}{parental}", names, f"{artists}{parental}{genre}")
+            parental = f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>"
+            shared = shared_cache[ckey] = (
+                f"{artists}{contributors}{label}{published}{pline}{genre}{parental}",
+                names,
+                f"{artists}{parental}{genre}{release_date}",
+                f"{pline}{cline}",
+            )
         tech = (
             f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>"
             f"<File><FileName>{esc(t.audio_file)}</FileName>"
@@ -159,20 +250,23 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
             f"<SoundRecordingId><ISRC>{t.isrc}</ISRC></SoundRecordingId><ResourceReference>A{n}</ResourceReference>",
             reference_title,
             f"<Duration>{t.duration}</Duration><SoundRecordingDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>",
-            title,
+            titles,
             shared[0],
             f"{tech}</SoundRecordingDetailsByTerritory></SoundRecording>",
         )
-        pieces.append((reference_title, title, shared[1], shared[2]))
+        pieces.append((reference_title, titles, shared[1], shared[2], shared[3]))
     return pieces
 
 
-def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
-    """Everything after MessageHeader (and UpdateIndicator): ResourceList ... DealList."""
+def body(p: Prepared, sender_dpid: str) -> list[str]:
+    """Everything after MessageHeader: ResourceList ... DealList."""
     parties = {party.ref: party for party in p.parties}
+    lang = f' LanguageAndScriptCode="{attr(p.language)}"' if p.language else ""
     out: list[str] = ["<ResourceList>"]
     nums = [str(t.num) for t in p.tracks]  # A1/R1/T1 references: convert each number once
-    pieces = _sound_recordings(out, p, nums, parties)
+    pieces = _sound_recordings(out, p, nums, parties, lang)
+    if p.cover is not None:
+        out.append(_image(p.cover, p.icpn, sender_dpid))
     out.append('</ResourceList><ReleaseList><Release IsMainRelease="true"><ReleaseId>')
     if p.grid:
         out.append(f"<GRid>{p.grid}</GRid>")
@@ -180,33 +274,47 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
     if p.catalog_number:
         out.append(f'<CatalogNumber Namespace="{attr(sender_dpid)}">{esc(p.catalog_number)}</CatalogNumber>')
     out.append("</ReleaseId><ReleaseReference>R0</ReleaseReference>")
-    _title(out, "ReferenceTitle", p.title, p.subtitle, typed=False)
+    reference_title, titles = _titles(p.title, p.subtitle, lang)
+    out.append(reference_title)
     out.append("<ReleaseResourceReferenceList>")
     out.append("".join([f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{n}</ReleaseResourceReference>' for n in nums]))
-    out.append(f"</ReleaseResourceReferenceList><ReleaseType>{p.release_type}</ReleaseType>")
+    if p.cover is not None:
+        out.append(f'<ReleaseResourceReference ReleaseResourceType="SecondaryResource">{COVER_REF}</ReleaseResourceReference>')
+    if is_single(p):
+        out.append("</ReleaseResourceReferenceList><ReleaseType>Single</ReleaseType>")
+    else:  # the Audio Album profile's main release is an Album (rule 1141-1); an EP says so too
+        extra = "" if p.release_type == "Album" else f"<ReleaseType>{p.release_type}</ReleaseType>"
+        out.append(f"</ReleaseResourceReferenceList><ReleaseType>Album</ReleaseType>{extra}")
     out.append(
         "<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>"
         f"<DisplayArtistName>{esc(p.display_name)}</DisplayArtistName><LabelName>{esc(p.label_name)}</LabelName>"
     )
-    _title(out, "Title", p.title, p.subtitle, typed=True)
+    out.append(titles)
     _artists(out, p.artists, parties)
     if p.compilation:
         out.append("<IsMultiArtistCompilation>true</IsMultiArtistCompilation>")
-    if p.parental:
-        out.append(f"<ParentalWarningType>{p.parental}</ParentalWarningType>")
+    out.append(f"<ParentalWarningType>{p.parental or 'NoAdviceAvailable'}</ParentalWarningType>")
     out.append("<ResourceGroup>")
-    for disc, tracks in p.discs:
-        out.append(f"<ResourceGroup><SequenceNumber>{disc}</SequenceNumber>")
+    # ERN 3's profiles want sequences to run 1..n (rule 1669-1): discs and
+    # tracks are numbered by position, so a gap in the catalog's numbering
+    # (disc 1 and 3, tracks 1, 2, 4) still gives a valid sequence.
+    for position, (_disc, tracks) in enumerate(p.discs, 1):
+        out.append(f"<ResourceGroup><SequenceNumber>{position}</SequenceNumber>")
         out.append(
             "".join(
                 [
-                    f"<ResourceGroupContentItem><SequenceNumber>{t.number}</SequenceNumber><ResourceType>SoundRecording</ResourceType>"
-                    f"<ReleaseResourceReference>A{nums[t.num - 1]}</ReleaseResourceReference></ResourceGroupContentItem>"
-                    for t in tracks
+                    f"<ResourceGroupContentItem><SequenceNumber>{k}</SequenceNumber><ResourceType>SoundRecording</ResourceType>"
+                    f'<ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{nums[t.num - 1]}</ReleaseResourceReference></ResourceGroupContentItem>'
+                    for k, t in enumerate(tracks, 1)
                 ]
             )
         )
         out.append("</ResourceGroup>")
+    if p.cover is not None:  # a secondary resource: in the top-level group, not sequenced (rules 1083-1, 1135-1NR)
+        out.append(
+            "<ResourceGroupContentItem><ResourceType>Image</ResourceType>"
+            f'<ReleaseResourceReference ReleaseResourceType="SecondaryResource">{COVER_REF}</ReleaseResourceReference></ResourceGroupContentItem>'
+        )
     out.append("</ResourceGroup>")
     _genre(out, p.genre, p.subgenre)
     if p.release_date:
@@ -216,23 +324,19 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
     out.append(f"</ReleaseDetailsByTerritory><Duration>{p.duration}</Duration>")
     _line(out, "PLine", p.p_year, p.p_text)
     _line(out, "CLine", p.c_year, p.c_text)
-    if p.release_date:
-        out.append(f"<GlobalReleaseDate>{p.release_date}</GlobalReleaseDate>")
-    if p.original_release_date:
-        out.append(f"<GlobalOriginalReleaseDate>{p.original_release_date}</GlobalOriginalReleaseDate>")
     out.append("</Release>")
 
-    for t, n, (reference_title, title, names, rest) in zip(p.tracks, nums, pieces):
+    for t, n, (reference_title, titles, names, rest, lines) in zip(p.tracks, nums, pieces):
         out += (
-            f"<Release><ReleaseId><ISRC>{t.isrc}</ISRC></ReleaseId><ReleaseReference>R{n}</ReleaseReference>",
+            f'<Release><ReleaseId><ISRC>{t.isrc}</ISRC></ReleaseId><ReleaseReference>R{n}</ReleaseReference>',
             reference_title,
             f'<ReleaseResourceReferenceList><ReleaseResourceReference ReleaseResourceType="PrimaryResource">A{n}</ReleaseResourceReference>'
             "</ReleaseResourceReferenceList><ReleaseType>TrackRelease</ReleaseType>"
             "<ReleaseDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode>",
             names,
-            title,
+            titles,
             rest,
-            f"</ReleaseDetailsByTerritory><Duration>{t.duration}</Duration></Release>",
+            f"</ReleaseDetailsByTerritory><Duration>{t.duration}</Duration>{lines}</Release>",
         )
     out.append("</ReleaseList>")
 
@@ -242,23 +346,20 @@ def body(p: Prepared, sender_dpid: str, takedown: bool = False) -> list[str]:
         for d in p.deals:
             # Territories and models/use types come from a small vocabulary:
             # their elements are written once per distinct value.
-            key = (takedown, tuple(d.territories), tuple(d.models), tuple(d.use_types))
+            key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
             terms = _DEALS.get(key)
             if terms is None:
-                if takedown:
-                    usage = "<TakeDown>true</TakeDown>"
-                else:
-                    usage = (
-                        "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
-                        + "<Usage>"
-                        + "".join([f"<UseType>{u}</UseType>" for u in d.use_types])
-                        + "</Usage>"
-                    )
+                usage = (
+                    "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
+                    + "<Usage>"
+                    + "".join([f"<UseType>{u}</UseType>" for u in d.use_types])
+                    + "</Usage>"
+                )
                 terms = usage + "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories])
                 if len(_DEALS) < _CACHE_LIMIT:
                     _DEALS[key] = terms
             start = f"<StartDate>{d.start}</StartDate>" if d.start else ""
-            end = f"<EndDate>{d.end}</EndDate>" if d.end and not takedown else ""
+            end = f"<EndDate>{d.end}</EndDate>" if d.end else ""
             out.append(
                 f"<ReleaseDeal>{refs}<Deal><DealTerms>{terms}<ValidityPeriod>{start}{end}</ValidityPeriod></DealTerms></Deal></ReleaseDeal>"
             )

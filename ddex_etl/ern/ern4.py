@@ -6,10 +6,11 @@ comments name the places where 4.2 and 4.3 differ.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ._text import attr, esc
-from .checks import PCredit, Prepared, PTrack
+from .checks import PCover, PCredit, Prepared, PTrack
 
 NS = {"4.3": "http://ddex.net/xml/ern/43", "4.2": "http://ddex.net/xml/ern/42"}
 AVS_VERSION = "3"  # AvsVersionId of the allowed-value-sets.xsd that ERN 4.3 ships with
@@ -23,6 +24,7 @@ _PARTIES: dict[tuple[Any, ...], str] = {}
 _DEALS: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
+@functools.lru_cache(maxsize=64)
 def root_open(version: str, language: str, element: str = "NewReleaseMessage") -> str:
     """The root start tag with the attributes each 4.x version requires."""
     out = f'<ern:{element} xmlns:ern="{NS[version]}"'
@@ -30,8 +32,15 @@ def root_open(version: str, language: str, element: str = "NewReleaseMessage") -
         out += f' AvsVersionId="{AVS_VERSION}"'
     out += f' LanguageAndScriptCode="{attr(language)}"'
     if element == "NewReleaseMessage":
+        # DDEX's Audio profile covers albums, EPs and singles alike; the
+        # SimpleAudioSingle profile forbids TrackReleases, which we always send.
         out += ' ReleaseProfileVersionId="Audio"'
     return out + ">"
+
+
+def lang_attr(language: str | None) -> str:
+    """The LanguageAndScriptCode attribute of a title in the release's language ('' when unknown)."""
+    return f' LanguageAndScriptCode="{attr(language)}"' if language else ""
 
 
 def _display_artists(out: list[str], credits: list[PCredit]) -> None:
@@ -42,9 +51,9 @@ def _display_artists(out: list[str], credits: list[PCredit]) -> None:
         )
 
 
-def _title(out: list[str], title: str, subtitle: str | None) -> None:
+def _title(out: list[str], title: str, subtitle: str | None, lang: str = "") -> None:
     shown = f"{title} ({subtitle})" if subtitle else title
-    out.append(f"<DisplayTitleText>{esc(shown)}</DisplayTitleText><DisplayTitle><TitleText>{esc(title)}</TitleText>")
+    out.append(f"<DisplayTitleText{lang}>{esc(shown)}</DisplayTitleText><DisplayTitle{lang}><TitleText>{esc(title)}</TitleText>")
     if subtitle:
         out.append(f'<SubTitle SubTitleType="Version">{esc(subtitle)}</SubTitle>')
     out.append("</DisplayTitle>")
@@ -62,22 +71,22 @@ def _credits_xml(t: PTrack) -> str:
     """DisplayArtistName, DisplayArtist and Contributor elements of one track."""
     out = [f"<DisplayArtistName>{esc(t.display_name)}</DisplayArtistName>"]
     _display_artists(out, t.artists)
-    for c in t.contributors:
+    for c in t.contributors:  # one per person, with all their roles (profile rule 1030-1)
+        roles = "".join([f"<Role>{r}</Role>" for r in c.roles])
         out.append(
-            f'<Contributor SequenceNumber="{c.seq}"><ContributorPartyReference>{c.ref}</ContributorPartyReference>'
-            f"<Role>{c.role}</Role></Contributor>"
+            f'<Contributor SequenceNumber="{c.seq}"><ContributorPartyReference>{c.ref}</ContributorPartyReference>{roles}</Contributor>'
         )
     return "".join(out)
 
 
-def _title_xml(title: str, subtitle: str | None) -> str:
+def _title_xml(title: str, subtitle: str | None, lang: str) -> str:
     if subtitle:
         return (
-            f"<DisplayTitleText>{esc(title)} ({esc(subtitle)})</DisplayTitleText><DisplayTitle><TitleText>{esc(title)}</TitleText>"
+            f"<DisplayTitleText{lang}>{esc(title)} ({esc(subtitle)})</DisplayTitleText><DisplayTitle{lang}><TitleText>{esc(title)}</TitleText>"
             f'<SubTitle SubTitleType="Version">{esc(subtitle)}</SubTitle></DisplayTitle>'
         )
     e = esc(title)
-    return f"<DisplayTitleText>{e}</DisplayTitleText><DisplayTitle><TitleText>{e}</TitleText></DisplayTitle>"
+    return f"<DisplayTitleText{lang}>{e}</DisplayTitleText><DisplayTitle{lang}><TitleText>{e}</TitleText></DisplayTitle>"
 
 
 def _pline_xml(year: int | None, text: str | None) -> str:
@@ -86,7 +95,7 @@ def _pline_xml(year: int | None, text: str | None) -> str:
     return (f"<PLine><Year>{year}</Year>" if year else "<PLine>") + f"<PLineText>{esc(text)}</PLineText></PLine>"
 
 
-def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43: bool) -> None:
+def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43: bool, lang: str, first_published: str | None) -> None:
     """One SoundRecording string per track (4.3 and 4.2 differ in where ids, P line and files go).
 
     Tracks of a release share credit lists, P lines and flags, so those pieces
@@ -94,6 +103,7 @@ def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43
     """
     credits_cache: dict[Any, str] = {}  # keyed by list identity: the lists live until the body is written
     pline_cache: dict[Any, str] = {}
+    published = f"<FirstPublicationDate>{first_published}</FirstPublicationDate>" if first_published else ""
     for t, n in zip(tracks, nums):
         key = (id(t.artists), id(t.contributors), t.display_name)
         credits = credits_cache.get(key)
@@ -115,10 +125,10 @@ def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43
             tech = ""
         version = t.version
         if version:
-            title = _title_xml(t.title, version)
+            title = _title_xml(t.title, version, lang)
         else:
             e = esc(t.title)
-            title = f"<DisplayTitleText>{e}</DisplayTitleText><DisplayTitle><TitleText>{e}</TitleText></DisplayTitle>"
+            title = f"<DisplayTitleText{lang}>{e}</DisplayTitleText><DisplayTitle{lang}><TitleText>{e}</TitleText></DisplayTitle>"
         # The title and the credits go in parts of their own: they are the
         # text most likely to be non-ASCII, and UTF-8 encoding is a plain copy
         # only for parts that are all ASCII.
@@ -128,7 +138,7 @@ def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43
                 f"<SoundRecordingEdition><ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>{pline}{tech}</SoundRecordingEdition>",
                 title,
                 credits,
-                f"<Duration>{t.duration}</Duration>"
+                f"<Duration>{t.duration}</Duration>{published}"
                 f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType></SoundRecording>",
             )
         else:
@@ -137,9 +147,30 @@ def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43
                 f"<ResourceId><ISRC>{t.isrc}</ISRC></ResourceId>",
                 title,
                 credits,
-                f"{pline}<Duration>{t.duration}</Duration>"
+                f"{pline}<Duration>{t.duration}</Duration>{published}"
                 f"<ParentalWarningType>{t.parental or 'NoAdviceAvailable'}</ParentalWarningType>{tech}</SoundRecording>",
             )
+
+
+COVER_REF = "A0"  # the front cover's ResourceReference (tracks are A1, A2, ...)
+
+
+def _image(cover: PCover, icpn: str, sender_dpid: str, parental: str | None) -> str:
+    """The front cover Image resource, with its file and hash (profile rules 1029-1, 1053-1)."""
+    sizes = ""
+    if cover.height:
+        sizes += f'<ImageHeight UnitOfMeasure="Pixel">{cover.height}</ImageHeight>'
+    if cover.width:
+        sizes += f'<ImageWidth UnitOfMeasure="Pixel">{cover.width}</ImageWidth>'
+    return (
+        f"<Image><ResourceReference>{COVER_REF}</ResourceReference><Type>FrontCoverImage</Type>"
+        f'<ResourceId><ProprietaryId Namespace="{attr(sender_dpid)}">{icpn}_FrontCoverImage</ProprietaryId></ResourceId>'
+        f"<ParentalWarningType>{parental or 'NoAdviceAvailable'}</ParentalWarningType>"
+        f"<TechnicalDetails><TechnicalResourceDetailsReference>T0</TechnicalResourceDetailsReference>"
+        f"<ImageCodecType>{cover.codec}</ImageCodecType>{sizes}"
+        f"<File><URI>{esc(cover.file)}</URI><HashSum><Algorithm>MD5</Algorithm><HashSumValue>{cover.md5}</HashSumValue></HashSum></File>"
+        "</TechnicalDetails></Image>"
+    )
 
 
 def _genre(out: list[str], genre: str, subgenre: str | None) -> None:
@@ -169,7 +200,10 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     out.append("</PartyList><ResourceList>")
     tracks = p.tracks
     nums = [str(t.num) for t in tracks]  # A1/R1/T1 references: convert each number once
-    _sound_recordings(out, tracks, nums, v43)
+    lang = lang_attr(p.language)
+    _sound_recordings(out, tracks, nums, v43, lang, p.first_published)
+    if p.cover is not None:
+        out.append(_image(p.cover, p.icpn, sender_dpid, p.parental))
     out.append("</ResourceList><ReleaseList>")
 
     # Main release
@@ -180,7 +214,7 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     if p.catalog_number:
         out.append(f'<CatalogNumber Namespace="{attr(sender_dpid)}">{esc(p.catalog_number)}</CatalogNumber>')
     out.append("</ReleaseId>")
-    _title(out, p.title, p.subtitle)
+    _title(out, p.title, p.subtitle, lang)
     out.append(f"<DisplayArtistName>{esc(p.display_name)}</DisplayArtistName>")
     _display_artists(out, p.artists)
     out.append(f"<ReleaseLabelReference>{p.label_ref}</ReleaseLabelReference>")
@@ -212,6 +246,8 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
             )
         )
         out.append("</ResourceGroup>")
+    if p.cover is not None:  # the front cover hangs off the top-level group (profile rule 1057-1)
+        out.append(f"<LinkedReleaseResourceReference>{COVER_REF}</LinkedReleaseResourceReference>")
     out.append("</ResourceGroup></Release>")
 
     # One TrackRelease per track
