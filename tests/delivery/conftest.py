@@ -1,0 +1,190 @@
+"""Real servers on 127.0.0.1 for the delivery tests, started and stopped by the tests.
+
+* ``sftp_server``: an in-process asyncssh SFTP server (its own event loop in a
+  thread) serving a temporary folder as its root, with a generated host key
+  and a generated client key; ``known_hosts`` holds the host key, so the
+  client checks it like it would a store's.
+* ``s3_server``: moto's ``ThreadedMotoServer`` on a free loopback port.
+
+Both are session-scoped (starting them is the slow part); each test gets its
+own folder or bucket.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+asyncssh = pytest.importorskip("asyncssh", reason="the SFTP tests need asyncssh (pip install -e '.[test]')")
+
+SFTP_USER = "ddex"
+SFTP_PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class SFTPServer:
+    """A running loopback SFTP server; ``root`` is what the client sees as ``/``."""
+
+    host: str
+    port: int
+    root: Path
+    key_file: Path
+    known_hosts: Path
+    loop: asyncio.AbstractEventLoop
+    server: Any
+    thread: threading.Thread
+    logins: list[str] = field(default_factory=list)
+    connections: list[Any] = field(default_factory=list)
+
+    def url(self, folder: str) -> str:
+        return f"sftp://{SFTP_USER}@{self.host}:{self.port}/{folder}"
+
+    def options(self) -> dict[str, Any]:
+        return {"key_file": str(self.key_file), "known_hosts": str(self.known_hosts), "allow_agent": False,
+                "backoff": 0.01}
+
+    def folder(self) -> str:
+        """A fresh folder on the server for one test (its name, relative to the root)."""
+        name = "t" + uuid.uuid4().hex[:10]
+        (self.root / name).mkdir()
+        return name
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.server.close()
+            await self.server.wait_closed()
+            for conn in self.connections:
+                conn.close()
+                await conn.wait_closed()
+            # let the closed sessions' handler tasks finish before the loop stops
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def start_sftp_server(base: Path) -> SFTPServer:
+    """Start an asyncssh SFTP server on 127.0.0.1 (a free port) serving ``base/root``."""
+    root = base / "root"
+    root.mkdir(parents=True)
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = base / "id_ed25519"
+    key_file.write_bytes(client_key.export_private_key("openssh"))
+    key_file.chmod(0o600)
+    authorized = asyncssh.import_authorized_keys(client_key.export_public_key("openssh").decode())
+    logins: list[str] = []
+    connections: list[Any] = []
+
+    class Server(asyncssh.SSHServer):
+        def connection_made(self, conn: Any) -> None:
+            connections.append(conn)
+
+        def begin_auth(self, username: str) -> bool:
+            logins.append(username)
+            return True
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, password: str) -> bool:
+            return username == SFTP_USER and password == SFTP_PASSWORD
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="sftp-server", daemon=True)
+    thread.start()
+
+    async def listen() -> Any:
+        return await asyncssh.listen(
+            "127.0.0.1", 0,
+            server_factory=Server,
+            server_host_keys=[host_key],
+            authorized_client_keys=authorized,
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()),
+            allow_scp=False,
+        )
+
+    server = asyncio.run_coroutine_threadsafe(listen(), loop).result(30)
+    port = server.sockets[0].getsockname()[1]
+    known_hosts = base / "known_hosts"
+    public = host_key.export_public_key("openssh").decode().split()[:2]
+    known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(public)}\n")
+    return SFTPServer("127.0.0.1", port, root, key_file, known_hosts, loop, server, thread, logins, connections)
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
+    server = start_sftp_server(tmp_path_factory.mktemp("sftp"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    server: Any
+
+    def options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "backoff": 0.01}
+
+    def bucket(self) -> str:
+        """A fresh, empty bucket for one test."""
+        import boto3
+
+        name = "b" + uuid.uuid4().hex[:12]
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+        return name
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    moto_server = pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)  # the client reads credentials from the environment, as in production
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}", server)
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
