@@ -692,7 +692,7 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     session = {"profile": profile} if profile else {}
     fs = s3fs.S3FileSystem(
         client_kwargs=client_kwargs,
-        config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}},
+        config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"}},
         use_listings_cache=False,
         skip_instance_cache=True,
         **session,

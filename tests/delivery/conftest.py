@@ -73,6 +73,7 @@ class SFTPServer:
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 def start_sftp_server(base: Path) -> SFTPServer:
@@ -188,3 +189,53 @@ def s3_server() -> Iterator[S3Server]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# --------------------------------------------------------------------------- local batches
+
+
+def make_batch(parent: Path, batch_id: str = "20260101120000000", releases: int = 3, *, audio_size: int = 20_000,
+               tracks: int = 2, complete: bool = True, seed: int = 1) -> Path:
+    """A local DDEX batch folder like the ddex-batch loader writes it, with resources; deterministic bytes."""
+    import random
+
+    rnd = random.Random(seed)
+    batch = parent / batch_id
+    batch.mkdir(parents=True)
+    for n in range(releases):
+        ident = f"06024457{n:05d}"
+        folder = batch / ident
+        (folder / "resources").mkdir(parents=True)
+        for t in range(1, tracks + 1):
+            (folder / "resources" / f"{ident}_01_{t:03d}.flac").write_bytes(rnd.randbytes(audio_size))
+        (folder / "resources" / f"{ident}_T0_cover.jpg").write_bytes(rnd.randbytes(audio_size // 4))
+        message = f"<NewReleaseMessage><ReleaseId>{ident}</ReleaseId>{'x' * 500}</NewReleaseMessage>"
+        (folder / f"{ident}.xml").write_text(message, encoding="utf-8")
+    if complete:
+        (batch / f"BatchComplete_{batch_id}.xml").write_bytes(b"")
+    return batch
+
+
+def tree_md5(root: Path) -> dict[str, str]:
+    """Every visible file below ``root`` (dot files and folders excluded) -> MD5."""
+    import hashlib
+
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out[rel.as_posix()] = hashlib.md5(path.read_bytes()).hexdigest()
+    return out
+
+
+def s3_tree_md5(client: Any, bucket: str, prefix: str) -> dict[str, str]:
+    """Every object below ``prefix`` -> MD5 of its bytes (read back, not the ETag)."""
+    import hashlib
+
+    out = {}
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            out[obj["Key"][len(prefix.rstrip("/")) + 1:]] = hashlib.md5(body).hexdigest()
+    return out
