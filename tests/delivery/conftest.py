@@ -43,6 +43,9 @@ class SFTPServer:
     thread: threading.Thread
     logins: list[str] = field(default_factory=list)
     connections: list[Any] = field(default_factory=list)
+    #: ``hook[0](event, path)`` runs in the server on "write", "rename" (before) and "renamed" (after);
+    #: returning "drop" refuses the request. The kill tests stop the client at exact protocol instants.
+    hook: list[Any] = field(default_factory=lambda: [None])
 
     def url(self, folder: str) -> str:
         return f"sftp://{SFTP_USER}@{self.host}:{self.port}/{folder}"
@@ -103,6 +106,35 @@ def start_sftp_server(base: Path) -> SFTPServer:
         def validate_password(self, username: str, password: str) -> bool:
             return username == SFTP_USER and password == SFTP_PASSWORD
 
+    hook: list[Any] = [None]
+
+    class HookedSFTPServer(asyncssh.SFTPServer):  # type: ignore[misc]
+        """The stock server, telling the hook about writes and renames."""
+
+        def __init__(self, chan: Any) -> None:
+            super().__init__(chan, chroot=str(root).encode())
+            self._paths: dict[int, bytes] = {}
+
+        def _tell(self, event: str, path: bytes) -> None:
+            # "drop": the hook killed the client; do not carry out its request
+            if hook[0] is not None and hook[0](event, path.decode()) == "drop":
+                raise asyncssh.SFTPFailure("client gone")
+
+        def open(self, path: bytes, pflags: int, attrs: Any) -> Any:
+            f = super().open(path, pflags, attrs)
+            self._paths[id(f)] = path
+            return f
+
+        def write(self, file_obj: Any, offset: int, data: bytes) -> Any:
+            self._tell("write", self._paths.get(id(file_obj), b"?"))
+            return super().write(file_obj, offset, data)
+
+        def posix_rename(self, oldpath: bytes, newpath: bytes) -> Any:
+            self._tell("rename", newpath)
+            result = super().posix_rename(oldpath, newpath)
+            self._tell("renamed", newpath)
+            return result
+
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="sftp-server", daemon=True)
     thread.start()
@@ -113,7 +145,7 @@ def start_sftp_server(base: Path) -> SFTPServer:
             server_factory=Server,
             server_host_keys=[host_key],
             authorized_client_keys=authorized,
-            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()),
+            sftp_factory=HookedSFTPServer,
             allow_scp=False,
         )
 
@@ -122,7 +154,7 @@ def start_sftp_server(base: Path) -> SFTPServer:
     known_hosts = base / "known_hosts"
     public = host_key.export_public_key("openssh").decode().split()[:2]
     known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(public)}\n")
-    return SFTPServer("127.0.0.1", port, root, key_file, known_hosts, loop, server, thread, logins, connections)
+    return SFTPServer("127.0.0.1", port, root, key_file, known_hosts, loop, server, thread, logins, connections, hook)
 
 
 @pytest.fixture(scope="session")
@@ -189,6 +221,90 @@ def s3_server() -> Iterator[S3Server]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class S3Proxy:
+    """A loopback HTTP proxy in front of moto, to play the faults a real store shows.
+
+    The first ``slowdowns`` PUTs get ``503 SlowDown``. ``hook(event, path)`` runs
+    on "put" (request received, before forwarding; return "drop" to forward
+    nothing and close) and "put-done" (moto committed it, before the client
+    hears back): the kill tests stop the client at exactly those instants.
+    """
+
+    def __init__(self, upstream: str, slowdowns: int = 0) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.upstream = upstream.removeprefix("http://")
+        self.slowdowns = slowdowns
+        self.refused = 0
+        self.forwarded_puts = 0
+        self.hook: Any = None
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                try:
+                    self.send_response(status)
+                    for k, v in headers:
+                        self.send_header(k, v)
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                except OSError:
+                    self.close_connection = True  # the client is gone (killed): nothing to tell it
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "PUT":
+                    with proxy.lock:
+                        refuse = proxy.slowdowns > 0
+                        if refuse:
+                            proxy.slowdowns -= 1
+                            proxy.refused += 1
+                    if refuse:
+                        payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                                   b"<Message>Please reduce your request rate.</Message></Error>")
+                        self._reply(503, [("Content-Type", "application/xml"), ("Content-Length", str(len(payload)))],
+                                    payload)
+                        return
+                    if proxy.hook is not None and proxy.hook("put", self.path) == "drop":
+                        self.close_connection = True
+                        return
+                    with proxy.lock:
+                        proxy.forwarded_puts += 1
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                conn.request(self.command, self.path, body, headers=dict(self.headers))
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if self.command == "PUT" and proxy.hook is not None and proxy.hook("put-done", self.path) == "drop":
+                    self.close_connection = True
+                    return
+                headers = [(k, v) for k, v in resp.getheaders()
+                           if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date")]
+                headers.append(("Content-Length", resp.getheader("Content-Length") or str(len(data))))
+                self._reply(resp.status, headers, data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # --------------------------------------------------------------------------- local batches

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SFTP_PASSWORD, S3Server, SFTPServer
+from conftest import SFTP_PASSWORD, S3Proxy, S3Server, SFTPServer
 
 from ddex_etl.delivery import UnsafePathError, mask_url, open_target, safe_relpath
 from ddex_etl.delivery.targets import TEMP_DIR, Target
@@ -247,72 +244,9 @@ def test_s3_missing_bucket_is_terminal_with_the_fix(s3_server: S3Server) -> None
     assert "s3://no-such-bucket-14/x" in str(err.value)
 
 
-class SlowDownProxy:
-    """A loopback HTTP proxy in front of moto that answers the first ``slowdowns`` PUTs with 503 SlowDown."""
-
-    def __init__(self, upstream: str, slowdowns: int) -> None:
-        self.upstream = upstream.removeprefix("http://")
-        self.slowdowns = slowdowns
-        self.refused = 0
-        self.forwarded_puts = 0
-        self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                if self.command == "PUT":
-                    with proxy.lock:
-                        refuse = proxy.slowdowns > 0
-                        if refuse:
-                            proxy.slowdowns -= 1
-                            proxy.refused += 1
-                        else:
-                            proxy.forwarded_puts += 1
-                    if refuse:
-                        payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                                   b"<Message>Please reduce your request rate.</Message></Error>")
-                        self.send_response(503)
-                        self.send_header("Content-Type", "application/xml")
-                        self.send_header("Content-Length", str(len(payload)))
-                        self.end_headers()
-                        self.wfile.write(payload)
-                        return
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                conn.request(self.command, self.path, body, headers=dict(self.headers))
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", resp.getheader("Content-Length") or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_s3_backs_off_on_503_slowdown_then_succeeds(s3_server: S3Server) -> None:
     bucket = s3_server.bucket()
-    proxy = SlowDownProxy(s3_server.endpoint, slowdowns=3)
+    proxy = S3Proxy(s3_server.endpoint, slowdowns=3)
     try:
         target = open_target(f"s3://{bucket}/p", endpoint_url=proxy.url, retries=5, backoff=0.01)
         target.put_bytes("B/a.xml", b"<a/>")
