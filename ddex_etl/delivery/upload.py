@@ -122,11 +122,16 @@ class UploadJournal(Protocol):
         """Remote path (relative to the target) -> MD5 of every file recorded as committed."""
 
     def record(self, relpath: str, md5: str, size: int) -> None:
-        """Remember that ``relpath`` is committed with this content (durably, before returning)."""
+        """Remember that ``relpath`` is committed with this content (a record may be lost, never wrong)."""
 
 
 class FileJournal:
-    """A JSON-lines journal file, appended and fsynced once per committed file."""
+    """A JSON-lines journal file, one appended line per committed file.
+
+    Lines are not fsynced: the journal only spares read-backs. A line lost to a
+    power cut (or torn by a kill) means that file is hashed on the target
+    instead, never that it is trusted without a check.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -151,7 +156,6 @@ class FileJournal:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
         finally:
             os.close(fd)
 
