@@ -43,7 +43,7 @@ from .targets import check_options
 RESOURCES = "resources"
 _BLOCK = 1 << 20
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
-_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ -]")
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ def release_media(release: Release, cover: tuple[str, str | None] | None = None)
 
 
 def _clean_name(name: str) -> str:
-    """A file name every store's file system accepts: NFC, no separators or odd characters."""
+    """A file name every store's file system and URI parser accepts: ASCII letters, digits, ``._-``."""
     name = unicodedata.normalize("NFC", name).strip()
     name = _UNSAFE_NAME_CHARS.sub("_", name)
     return name.lstrip(".") or "file"

@@ -611,6 +611,8 @@ def open_target(url: str, **options: Any) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        if scheme == "file" and parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"target {url}: write file:///absolute/folder (three slashes) or a plain folder path")
         path = unquote(parts.path) if scheme == "file" else url
         durable = bool(options.pop("durable", True))
         _no_more(url, options)

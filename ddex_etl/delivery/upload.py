@@ -33,6 +33,10 @@ The default journal lives beside the local batch folder, in
 Phase 2 can pass any object with ``committed()`` and ``record()`` (e.g. one
 backed by the state tables).
 
+Before ``BatchComplete`` goes up, files of the batch folder on the target that
+the local batch does not hold (a release an interrupted upload sent and the
+resumed run rejected) are removed; the store's ``ACK_*.xml`` files stay.
+
 A batch whose ``BatchComplete`` is already on the target is closed: the store
 may have ingested it. Files that match are reported as skipped; a file that
 would change raises ``DeliveryTerminalError`` (deliver changes in a new batch).
@@ -48,6 +52,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import DeliveryError, DeliveryTerminalError
+from .acks import is_ack_file
 from .paths import join, safe_relpath
 from .targets import RemoteObject, Target
 
@@ -179,6 +184,7 @@ class UploadReport:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # on the target, in the batch, but not in the local batch
     bytes_uploaded: int = 0
     complete: bool = False  # BatchComplete is on the target
     dry_run: bool = False
@@ -192,9 +198,10 @@ class UploadReport:
         """One line for logs and the CLI."""
         verb = "would upload" if self.dry_run else "uploaded"
         state = "complete" if self.complete else "not complete"
+        removed = f", {len(self.removed)} removed" if self.removed else ""
         return (f"batch {self.batch_id} to {self.target}: {verb} {len(self.uploaded)} files "
                 f"({self.bytes_uploaded:,} bytes), {len(self.skipped)} already there, "
-                f"{len(self.failed)} failed; batch {state}")
+                f"{len(self.failed)} failed{removed}; batch {state}")
 
 
 # --------------------------------------------------------------------------- upload
@@ -204,7 +211,7 @@ class BatchUpload:
     """Sends one local batch folder to one target; see the module docstring.
 
     ``on_file(event, remote_path)`` is called after each file with ``"uploaded"``,
-    ``"skipped"`` or ``"failed"`` (progress bars, logs).
+    ``"skipped"``, ``"failed"`` or ``"removed"`` (progress bars, logs).
     """
 
     def __init__(self, target: Target, local_batch_dir: str | os.PathLike[str], *, remote_dir: str | None = None,
@@ -258,6 +265,8 @@ class BatchUpload:
             if missing:  # cannot happen unless a send failed silently; never close a partial batch
                 raise DeliveryTerminalError(f"batch {self.batch_id}: {len(missing)} files not confirmed on "
                                             f"{self.target.describe()}: {missing[:5]}; BatchComplete not sent")
+            if not self._closed:
+                self._remove_extras({join(self.remote_dir, e.relpath) for e in manifest})
             self._send(marker[0])
             self.report.complete = self.dry_run or marker[0].relpath in self._sent
             if not self.dry_run:
@@ -266,6 +275,21 @@ class BatchUpload:
 
     # ------------------------------------------------------------------ internals
 
+    def _remove_extras(self, wanted: set[str]) -> None:
+        """Delete files of this batch on the target that the local batch no longer has.
+
+        An earlier, interrupted upload may have sent a release that the resumed
+        run then rejected (its media changed, say); the store must not find it
+        in a batch declared complete. The store's own ACK files stay.
+        """
+        for remote in sorted(set(self.target.list(self.remote_dir)) - wanted):
+            if is_ack_file(remote):
+                continue
+            if not self.dry_run:
+                self.target.remove(remote)
+            self.report.removed.append(remote)
+            self._event("removed", remote)
+
     def _mark(self) -> tuple[int, int, int, int]:
         r = self.report
         return len(r.uploaded), len(r.skipped), len(r.failed), r.bytes_uploaded
@@ -273,7 +297,7 @@ class BatchUpload:
     def _since(self, before: tuple[int, int, int, int]) -> UploadReport:
         r = self.report
         return UploadReport(r.target, r.batch_id, r.uploaded[before[0]:], r.skipped[before[1]:], r.failed[before[2]:],
-                            r.bytes_uploaded - before[3], r.complete, r.dry_run)
+                            [], r.bytes_uploaded - before[3], r.complete, r.dry_run)
 
     def _send_all(self, entries: Iterable[ManifestEntry]) -> None:
         for entry in entries:

@@ -20,7 +20,8 @@ URI_CASES = [
     (["a/01.flac", "b/01.flac", "c/01.flac"], ["resources/01.flac", "resources/01-2.flac", "resources/01-3.flac"]),
     (["a/Cover.JPG", "b/cover.jpg"], ["resources/Cover.JPG", "resources/cover-2.jpg"]),  # case-insensitive stores
     (["a/01.flac", "a/01.flac"], ["resources/01.flac", "resources/01.flac"]),  # one source, one URI
-    (["a/my song?.flac"], ["resources/my song_.flac"]),
+    (["a/my song?.flac"], ["resources/my_song_.flac"]),  # no spaces: they would need escaping in a URI
+    (["a/Café.flac"], ["resources/Caf_.flac"]),
     (["a/.hidden.wav"], ["resources/hidden.wav"]),
     (["a/README"], ["resources/README"]),
     (["a/README", "b/README"], ["resources/README", "resources/README-2"]),

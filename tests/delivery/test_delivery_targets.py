@@ -218,6 +218,8 @@ def test_unknown_options_and_bad_urls_are_configuration_errors(tmp_path: Path) -
         open_target(str(tmp_path), colour="blue")
     with pytest.raises(ConfigError, match="no host"):
         open_target("sftp:///incoming")
+    with pytest.raises(ConfigError, match="three slashes"):
+        open_target("file://relative/folder")
     with pytest.raises(ConfigError, match="host_key_policy"):
         open_target("sftp://u@127.0.0.1:1/x", host_key_policy="trust-everyone")
 

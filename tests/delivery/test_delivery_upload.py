@@ -325,3 +325,20 @@ def test_s3_killed_at_protocol_instants_then_resumed(s3_server: S3Server, tmp_pa
         _resume_and_check(local, remote, reference)
     finally:
         proxy.close()
+
+
+def test_a_release_dropped_after_an_interrupted_upload_is_removed_before_batch_complete(
+        remote: Remote, tmp_path: Path) -> None:
+    local = make_batch(tmp_path / "out", BATCH, releases=3, complete=False)
+    with remote.open() as target:
+        upload_batch(local, target)  # interrupted before the run finished: no marker yet
+        target.put_bytes(f"{BATCH}/0602445700002/ACK_0602445700002.xml", b"<FtpAcknowledgementMessage/>")
+        for f in sorted((local / "0602445700002").rglob("*"), reverse=True):  # the resumed run rejected it
+            f.unlink() if f.is_file() else f.rmdir()
+        (local / "0602445700002").rmdir()
+        (local / MARKER).write_bytes(b"")
+        report = upload_batch(local, target)
+    assert report.complete and len(report.removed) == 4 and "4 removed" in report.summary()
+    left = remote.tree()
+    assert left.pop("0602445700002/ACK_0602445700002.xml")  # the store's file stays
+    assert left == tree_md5(local)
