@@ -11,6 +11,8 @@ The pieces, and the one call per release or batch phase 2 makes:
               ``sftp://user@host[:port]/path``, ``s3://bucket/prefix``, any fsspec
               URL. ``put_bytes``/``put_file`` (whole or nothing), ``exists``,
               ``list``, ``read_bytes``, ``md5``, ``remove``, ``describe()``.
+              (``target_base``: the interface, retries and error mapping;
+              ``target_kinds``: the local, SFTP and object-store kinds.)
 ``resources`` per release, before its message is written::
 
                   planned, problems = plan_resources(release_media(release, cover))

@@ -251,7 +251,7 @@ def _nth(n: int, event: str, contains: str = "") -> Callable[[str, str], bool]:
 
 
 SFTP_INSTANTS = {
-    # a resource's temp file is half written (the 3rd write request of the 4th resource upload)
+    # the first resource is half sent: the third write request into a temp file
     "mid-transfer": lambda: _nth(3, "write", ".etl-partial/"),
     # the server renamed a resource into place; the client never heard back, nor journaled it
     "renamed-not-journaled": lambda: _nth(4, "renamed"),
