@@ -262,3 +262,22 @@ def test_s3_backs_off_on_503_slowdown_then_succeeds(s3_server: S3Server) -> None
         assert err.value.retryable
     finally:
         proxy.close()
+
+
+def test_any_other_fsspec_url_is_an_object_store_target() -> None:
+    target = open_target("memory://deliveries-14/in")  # fsspec's own in-process filesystem
+    target.put_bytes("B/R/R.xml", b"<m/>")
+    assert target.read_bytes("B/R/R.xml") == b"<m/>" and sorted(target.list("B")) == ["B/R/R.xml"]
+    assert not target.renames and target.describe() == "memory://deliveries-14/in"
+    target.remove("B/R/R.xml")
+
+
+def test_a_protocol_whose_package_is_missing_says_what_to_install() -> None:
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="gcsfs for gs://"):
+            open_target("gs://bucket/prefix")
+    else:
+        pytest.skip("gcsfs is installed here")
