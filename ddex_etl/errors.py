@@ -98,3 +98,19 @@ class ReleaseDataError(EtlError):
         self.problems = tuple(problems)
         detail = "; ".join(str(p) for p in self.problems)
         super().__init__(f"release {release_id}: {detail}")
+
+
+class DeliveryError(EtlError):
+    """Sending a batch to a store's server or bucket failed (see ``ddex_etl.delivery``)."""
+
+
+class DeliveryTransientError(DeliveryError, TransientError):
+    """A delivery fault a retry can fix: connection lost, 503 SlowDown, timeout. Resume the upload."""
+
+
+class DeliveryTerminalError(DeliveryError, TerminalError):
+    """A delivery fault no retry fixes: bad credentials, unknown host key, missing bucket, unsafe path."""
+
+
+class MediaError(ReleaseDataError):
+    """A release's audio or artwork is missing or does not match the catalog MD5; the release is rejected."""

@@ -63,11 +63,12 @@ def _parse(url: str):  # type: ignore[no-untyped-def]
         parsed = make_url(url)
     except Exception:  # not a URL SQLAlchemy understands
         return None
-    if parsed.password is not None and "@" in f"{parsed.host or ''}{parsed.database or ''}":
+    if parsed.password is not None and url.count("@") > 1:
         # An unencoded "@" in the password: the parser stopped the password at
-        # its first "@" and read the rest as host or database. The host really
-        # starts after the last "@"; everything between the user's ":" and it
-        # is the password.
+        # its first "@" and read the rest as host, database or query. The host
+        # really starts after the last "@"; everything between the user's ":"
+        # and it is the password. (An "@" in a query value makes this hide too
+        # much, never too little.)
         scheme, _, rest = url.partition("://")
         userinfo, _, authority = rest.rpartition("@")
         try:

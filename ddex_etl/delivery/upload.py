@@ -1,0 +1,382 @@
+"""Upload a local DDEX batch folder to a target, in the choreography's order, resumably.
+
+The local batch (as ``load.FileLoader`` writes it, plus ``resources/``)::
+
+    <batch_id>/<release>/<release>.xml
+    <batch_id>/<release>/resources/<file>...
+    <batch_id>/BatchComplete_<batch_id>.xml
+
+goes to ``<remote_dir>/`` on the target (the batch id by default) in this
+order: every resource file, then every message, then ``BatchComplete`` last,
+and only when every other file of the batch is on the target. Phase 2 calls
+one of::
+
+    report = upload_batch(local_batch_dir, target)             # the whole batch, one call
+
+    upload = BatchUpload(target, local_batch_dir)               # or release by release,
+    upload.send_release("0602445790001")                       # as the run finishes each one
+    report = upload.complete()                                  # then BatchComplete, last
+
+**Resuming.** An upload killed at any instant and started again sends what is
+not on the target yet and nothing that is, so the target ends with the same
+bytes as an upload never interrupted. A file counts as already there when the
+target lists it with the local file's size and its MD5 is known to match:
+from the store's ETag (S3 single-part objects), else from the upload journal
+(a line per committed file, written right after the rename or PUT returned),
+else by reading it back and hashing it (a file committed in the instant
+between the rename and the journal line). A half-sent file is never visible:
+targets rename temp files or PUT whole objects (``targets``), and the temp
+files of a killed upload are removed when the batch upload starts again.
+
+The default journal lives beside the local batch folder, in
+``.etl-delivery/<batch_id>.<target hash>.jsonl``, one per (batch, target).
+Phase 2 can pass any object with ``committed()`` and ``record()`` (e.g. one
+backed by the state tables).
+
+Before ``BatchComplete`` goes up, files of the batch folder on the target that
+the local batch does not hold (a release an interrupted upload sent and the
+resumed run rejected) are removed; the store's ``ACK_*.xml`` files stay.
+
+A batch whose ``BatchComplete`` is already on the target is closed: the store
+may have ingested it. Files that match are reported as skipped; a file that
+would change raises ``DeliveryTerminalError`` (deliver changes in a new batch).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import DeliveryError, DeliveryTerminalError
+from .acks import is_ack_file
+from .paths import join, safe_relpath
+from .targets import RemoteObject, Target
+
+JOURNAL_DIR = ".etl-delivery"
+_BLOCK = 1 << 20
+
+RESOURCE, MESSAGE, BATCH_COMPLETE = "resource", "message", "batch-complete"
+_ORDER = {RESOURCE: 0, MESSAGE: 1, BATCH_COMPLETE: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One local file of a batch: its path inside the batch folder, size, MD5 and kind."""
+
+    relpath: str
+    size: int
+    md5: str
+    kind: str  # RESOURCE, MESSAGE or BATCH_COMPLETE
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """The MD5 of a local file, read in 1 MiB blocks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _kind(relpath: str, batch_id: str) -> str:
+    if relpath == f"BatchComplete_{batch_id}.xml":
+        return BATCH_COMPLETE
+    if "/resources/" in f"/{relpath}":
+        return RESOURCE
+    return MESSAGE
+
+
+def _visible(name: str) -> bool:
+    # dot files are temp files (ours: .<name>.<pid>.etl-tmp) or not ours to send
+    return not name.startswith(".") and not name.endswith(".etl-tmp")
+
+
+def batch_manifest(local_batch_dir: str | os.PathLike[str], under: str = "") -> list[ManifestEntry]:
+    """The files of a local batch folder (or of its sub-folder ``under``), in upload order.
+
+    Order: resources, then messages, then ``BatchComplete_<batch id>.xml``; by path within each kind.
+    """
+    root = Path(local_batch_dir)
+    batch_id = root.name
+    top = root / safe_relpath(under, what="release folder") if under else root
+    entries = []
+    for folder, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if _visible(d))
+        for name in files:
+            if not _visible(name):
+                continue
+            full = Path(folder) / name
+            rel = full.relative_to(root).as_posix()
+            safe_relpath(rel, what="batch file")
+            entries.append(ManifestEntry(rel, full.stat().st_size, file_md5(full), _kind(rel, batch_id)))
+    entries.sort(key=lambda e: (_ORDER[e.kind], e.relpath))
+    return entries
+
+
+# --------------------------------------------------------------------------- journal
+
+
+class UploadJournal(Protocol):
+    """Which files of a batch are known to be committed on the target, with their MD5."""
+
+    def committed(self) -> dict[str, str]:
+        """Remote path (relative to the target) -> MD5 of every file recorded as committed."""
+
+    def record(self, relpath: str, md5: str, size: int) -> None:
+        """Remember that ``relpath`` is committed with this content (a record may be lost, never wrong)."""
+
+
+class FileJournal:
+    """A JSON-lines journal file, one appended line per committed file.
+
+    Lines are not fsynced: the journal only spares read-backs. A line lost to a
+    power cut (or torn by a kill) means that file is hashed on the target
+    instead, never that it is trusted without a check.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def committed(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            try:
+                row = json.loads(line)
+                out[str(row["path"])] = str(row["md5"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a kill: that file is checked on the target instead
+        return out
+
+    def record(self, relpath: str, md5: str, size: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"path": relpath, "md5": md5, "size": size}, separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+
+def default_journal(local_batch_dir: str | os.PathLike[str], target: Target) -> FileJournal:
+    """The journal of one (local batch, target) pair, beside the batch folder."""
+    root = Path(local_batch_dir).absolute()
+    key = hashlib.sha256(target.describe().encode("utf-8")).hexdigest()[:12]
+    return FileJournal(root.parent / JOURNAL_DIR / f"{root.name}.{key}.jsonl")
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class UploadReport:
+    """What an upload did: files sent, files skipped as already there, files that failed (with why)."""
+
+    target: str
+    batch_id: str
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # on the target, in the batch, but not in the local batch
+    bytes_uploaded: int = 0
+    complete: bool = False  # BatchComplete is on the target
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        verb = "would upload" if self.dry_run else "uploaded"
+        state = "complete" if self.complete else "not complete"
+        removed = f", {len(self.removed)} removed" if self.removed else ""
+        return (f"batch {self.batch_id} to {self.target}: {verb} {len(self.uploaded)} files "
+                f"({self.bytes_uploaded:,} bytes), {len(self.skipped)} already there, "
+                f"{len(self.failed)} failed{removed}; batch {state}")
+
+
+# --------------------------------------------------------------------------- upload
+
+
+class BatchUpload:
+    """Sends one local batch folder to one target; see the module docstring.
+
+    ``on_file(event, remote_path)`` is called after each file with ``"uploaded"``,
+    ``"skipped"``, ``"failed"`` or ``"removed"`` (progress bars, logs).
+    """
+
+    def __init__(self, target: Target, local_batch_dir: str | os.PathLike[str], *, remote_dir: str | None = None,
+                 journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
+                 dry_run: bool = False) -> None:
+        self.target = target
+        self.local = Path(local_batch_dir)
+        if not self.local.is_dir():
+            raise DeliveryTerminalError(
+                f"local batch folder {self.local} does not exist; fix: run the job with load.layout = 'ddex-batch' first"
+            )
+        self.batch_id = self.local.name
+        self.remote_dir = safe_relpath(remote_dir if remote_dir is not None else self.batch_id, what="remote folder")
+        self.journal = journal if journal is not None else default_journal(self.local, target)
+        self.on_file = on_file
+        self.dry_run = dry_run
+        self.report = UploadReport(target.describe(), self.batch_id, dry_run=dry_run)
+        self._marker = f"BatchComplete_{self.batch_id}.xml"
+        self._committed = self.journal.committed()
+        self._sent: dict[str, str] = {}  # batch-relative path -> md5, this session's confirmed files
+        if not dry_run:
+            target.clean_temp(self.remote_dir)  # what a killed upload of this batch left
+        self._remote: dict[str, RemoteObject] = target.list(self.remote_dir)
+        self._closed = join(self.remote_dir, self._marker) in self._remote
+
+    # ------------------------------------------------------------------ public
+
+    def send_release(self, folder: str) -> UploadReport:
+        """Upload one release folder (its resources, then its message); returns this call's report."""
+        before = self._mark()
+        self._send_all(batch_manifest(self.local, folder))
+        return self._since(before)
+
+    def send_all(self) -> UploadReport:
+        """Upload every file of the batch except ``BatchComplete``; returns this call's report."""
+        before = self._mark()
+        self._send_all(e for e in batch_manifest(self.local) if e.kind != BATCH_COMPLETE)
+        return self._since(before)
+
+    def complete(self) -> UploadReport:
+        """Check every local file is on the target, then put ``BatchComplete`` last; returns the whole report.
+
+        Without a local ``BatchComplete`` (the run is not whole), or after a
+        failure, the marker is not sent and ``report.complete`` stays False.
+        """
+        manifest = batch_manifest(self.local)
+        self._send_all(e for e in manifest if e.kind != BATCH_COMPLETE)
+        marker = [e for e in manifest if e.kind == BATCH_COMPLETE]
+        if marker and not self.report.failed:
+            missing = [e.relpath for e in manifest if e.kind != BATCH_COMPLETE and e.relpath not in self._sent]
+            if missing:  # cannot happen unless a send failed silently; never close a partial batch
+                raise DeliveryTerminalError(f"batch {self.batch_id}: {len(missing)} files not confirmed on "
+                                            f"{self.target.describe()}: {missing[:5]}; BatchComplete not sent")
+            if not self._closed:
+                self._remove_extras({join(self.remote_dir, e.relpath) for e in manifest})
+            self._send(marker[0])
+            self.report.complete = self.dry_run or marker[0].relpath in self._sent
+            if not self.dry_run:
+                self.target.clean_temp(self.remote_dir)
+        return self.report
+
+    # ------------------------------------------------------------------ internals
+
+    def _remove_extras(self, wanted: set[str]) -> None:
+        """Delete files of this batch on the target that the local batch no longer has.
+
+        An earlier, interrupted upload may have sent a release that the resumed
+        run then rejected (its media changed, say); the store must not find it
+        in a batch declared complete. The store's own ACK files stay.
+        """
+        for remote in sorted(set(self.target.list(self.remote_dir)) - wanted):
+            if is_ack_file(remote):
+                continue
+            if not self.dry_run:
+                self.target.remove(remote)
+            self.report.removed.append(remote)
+            self._event("removed", remote)
+
+    def _mark(self) -> tuple[int, int, int, int]:
+        r = self.report
+        return len(r.uploaded), len(r.skipped), len(r.failed), r.bytes_uploaded
+
+    def _since(self, before: tuple[int, int, int, int]) -> UploadReport:
+        r = self.report
+        return UploadReport(r.target, r.batch_id, r.uploaded[before[0]:], r.skipped[before[1]:], r.failed[before[2]:],
+                            [], r.bytes_uploaded - before[3], r.complete, r.dry_run)
+
+    def _send_all(self, entries: Iterable[ManifestEntry]) -> None:
+        for entry in entries:
+            if entry.relpath not in self._sent:
+                self._send(entry)
+
+    def _already_there(self, remote: str, entry: ManifestEntry) -> bool:
+        found = self._remote.get(remote)
+        if found is None or found.size != entry.size:
+            return False
+        if found.md5 is not None:
+            return found.md5 == entry.md5
+        if self._committed.get(remote) == entry.md5:
+            return True
+        # committed just before a kill, before its journal line: hash what is there
+        return self.target.md5(remote) == entry.md5
+
+    def _send(self, entry: ManifestEntry) -> None:
+        remote = join(self.remote_dir, entry.relpath)
+        if self._already_there(remote, entry):
+            self._sent[entry.relpath] = entry.md5
+            self.report.skipped.append(remote)
+            if not self.dry_run and self._committed.get(remote) != entry.md5:
+                self.journal.record(remote, entry.md5, entry.size)
+                self._committed[remote] = entry.md5
+            self._event("skipped", remote)
+            return
+        if self._closed:
+            raise DeliveryTerminalError(
+                f"batch {self.batch_id} is already complete on {self.target.describe()} (its BatchComplete is there), "
+                f"but {entry.relpath} differs from the local batch; fix: deliver the change in a new batch "
+                "(a new run), never into a batch the store may have ingested"
+            )
+        if self.dry_run:
+            self._sent[entry.relpath] = entry.md5
+            self.report.uploaded.append(remote)
+            self.report.bytes_uploaded += entry.size
+            self._event("uploaded", remote)
+            return
+        local = self.local / entry.relpath
+        try:
+            if entry.size <= 4 * _BLOCK:
+                data = local.read_bytes()
+                if hashlib.md5(data).hexdigest() != entry.md5:
+                    raise DeliveryTerminalError(
+                        f"{local} changed while batch {self.batch_id} was being uploaded; fix: let the run that "
+                        "writes the batch finish, then upload again"
+                    )
+                self.target.put_bytes(remote, data)
+            else:
+                self.target.put_file(remote, local)
+        except DeliveryError as exc:
+            if exc.retryable:
+                raise  # the target is unwell: stop here; an upload started again resumes
+            self.report.failed.append((remote, str(exc)))
+            self._event("failed", remote)
+            return
+        self.journal.record(remote, entry.md5, entry.size)
+        self._committed[remote] = entry.md5
+        self._sent[entry.relpath] = entry.md5
+        self.report.uploaded.append(remote)
+        self.report.bytes_uploaded += entry.size
+        self._event("uploaded", remote)
+
+    def _event(self, what: str, remote: str) -> None:
+        if self.on_file is not None:
+            self.on_file(what, remote)
+
+
+def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, remote_dir: str | None = None,
+                 journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
+                 dry_run: bool = False) -> UploadReport:
+    """Upload a whole local batch folder: resources, messages, then ``BatchComplete`` last. Resumable.
+
+    Returns the report (uploaded, skipped as already there, failed). Raises
+    ``DeliveryTransientError`` when the target keeps failing (call again to
+    resume) and ``DeliveryTerminalError`` for what needs a fix first.
+    """
+    upload = BatchUpload(target, local_batch_dir, remote_dir=remote_dir, journal=journal, on_file=on_file,
+                         dry_run=dry_run)
+    upload.send_all()
+    return upload.complete()
