@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import state
 from .db import map_db_error
 from .errors import LockHeldError, LostLockError, TransientError
+from .procs import pid_alive
 from .retry import RetryPolicy, with_retries
 
 log = logging.getLogger("ddex_etl.joblock")
@@ -55,16 +56,6 @@ ACTIVE_RUNS: set[int] = set()
 
 def host() -> str:
     return socket.gethostname()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def job_lock_key(job: str) -> int:

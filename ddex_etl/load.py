@@ -40,6 +40,7 @@ from .db import map_db_error, quote_ident
 from .errors import EtlError, OutputError
 from .folder_lock import FolderLock
 from .models import Document
+from .procs import pid_alive
 
 log = logging.getLogger("ddex_etl.load")
 
@@ -281,16 +282,6 @@ def _open_folder(parent: int, name: str, parent_path: Path | str) -> int:
                 ) from exc
             raise OutputError(f"cannot write into {shown}: it is a file, not a folder; fix: move it away, then `etl resume`") from exc
         raise _output_error(exc, shown) from exc
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _pending_name(run_id: int, first_release_id: int) -> str:
@@ -594,7 +585,7 @@ class FileLoader:
                 return False
             if mine and m.group(1) is not None and int(m.group(1)) == self.run_id:
                 return True
-            return not _pid_alive(int(m.group(2)))
+            return not pid_alive(int(m.group(2)))
 
         removed = 0
         stack: list[tuple[int, bool]] = [(root, True)]

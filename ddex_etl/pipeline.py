@@ -64,8 +64,8 @@ from .errors import (
     TransientError,
 )
 from .load import FileLoader, Loader, Output, Written, loader_for, new_batch_id, release_identifier
-from .procs import can_fork
-from .joblock import ACTIVE_RUNS, JobLock, host, job_lock_key, pid_alive, runner_alive
+from .procs import can_fork, pid_alive
+from .joblock import ACTIVE_RUNS, JobLock, host, job_lock_key, runner_alive
 from .retry import RetryPolicy, with_retries
 from .progress import Reporter, children_peak_rss_mb, own_peak_rss_mb, reporter_for
 from .run_selection import Selection, select_run

@@ -1,7 +1,8 @@
-"""Process start methods shared by the pipeline's and the batch API's worker pools."""
+"""Processes: the start methods of the worker pools, and whether a process of this host still lives."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 
 
@@ -18,3 +19,14 @@ def can_fork() -> bool:
     """``fork`` is available (with ``forkserver`` as the fallback) and safe right now."""
     methods = multiprocessing.get_all_start_methods()
     return "fork" in methods and "forkserver" in methods and single_threaded()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
