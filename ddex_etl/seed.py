@@ -633,13 +633,14 @@ class _Generator:
         )
 
         # Deals: two to four, each with its own territories and models; most
-        # start on the release date, a few earlier (the builder warns).
+        # start on the release date, one in two hundred earlier (the builder
+        # warns: a quick start shows the warning without a screenful of them).
         deals = out["deals"]
         picks = rng.sample(range(len(_DEAL_KINDS)), 2 + rng.randrange(3))
         for k in picks:
             model, uses = _DEAL_KINDS[k]
             territories = rng.choice(_TERRITORY_SETS)
-            start = release_date - dt.timedelta(days=rng.randrange(30) if rng.random() < 0.05 else 0)
+            start = release_date - dt.timedelta(days=rng.randrange(30) if rng.random() < 0.005 else 0)
             end = (start + dt.timedelta(days=365 * (1 + rng.randrange(5)))).isoformat() if rng.random() < 0.15 else "\\N"
             deals.append(
                 f"{self.next_deal}\t{rid}\t{_arr(territories)}\t{model}\t{_arr(uses)}\t{start.isoformat()}\t{end}\t{stamp}\n"

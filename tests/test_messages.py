@@ -145,3 +145,15 @@ def test_an_unknown_release_id_is_reported_not_found(db_url: str, tmp_path: Path
     listed = json.loads(etl(tmp_path, "errors", str(summary["run_id"]), "--json", env=env).stdout)
     assert [(r["release_id"], r["stage"], r["error_kind"]) for r in listed] == [(424242, "extract", "NotFound")]
     assert "not found in the catalog" in listed[0]["message"]
+
+
+@pytest.mark.parametrize("command", [["seed", "--releases", "3"], ["run", "--no-progress"]])
+def test_a_wrong_password_fails_at_once_naming_the_cause(password_server: str, tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "etl.toml").write_text("[run]\nworkers = 1\nretry_delay = 2.0\n")
+    wrong = password_server.replace("etl_pw@", "etl_pw:not-the-password@")
+    proc = etl(tmp_path, *command, env={"ETL_DATABASE_URL": wrong, **no_pg_env()})
+    assert proc.returncode == 1, proc.stderr
+    assert 'password authentication failed for user "etl_pw"' in proc.stderr
+    assert "fix: check the credentials" in proc.stderr
+    assert "retry" not in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert "unexpected error" not in proc.stderr and "not-the-password" not in proc.stdout + proc.stderr
