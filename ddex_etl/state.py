@@ -114,7 +114,7 @@ def _current(conn: Connection, schema: str) -> str | None:
 # The newest revision under migrations/versions. Every run compares the
 # schema with it; asking alembic instead costs ~0.1 s of imports and script
 # parsing per run. tests/test_state.py checks it against alembic's head.
-HEAD = "0004"
+HEAD = "0005"
 
 
 def head() -> str:
@@ -673,32 +673,36 @@ def delivered_by_run(conn: Connection, schema: str, job: str, run_id: int, relea
 
 
 def record_delivered(
-    conn: Connection, schema: str, job: str, run_id: int, delivered: Iterable[tuple[int, str, str]]
+    conn: Connection, schema: str, job: str, run_id: int, delivered: Iterable[tuple[Any, ...]]
 ) -> int:
-    """Remember ``(release_id, checksum, kind)`` as delivered by ``run_id`` (in the chunk's transaction).
+    """Remember ``(release_id, checksum, kind[, identifier])`` as delivered by ``run_id`` (in the chunk's transaction).
 
-    One statement per chunk over three arrays: a row-by-row INSERT cost the
-    server more per release than reading it. The last entry of a release
-    given twice wins.
+    ``identifier`` is the name of the release's folder in a batch (what a
+    store's acknowledgement names). One statement per chunk over arrays: a
+    row-by-row INSERT cost the server more per release than reading it. The
+    last entry of a release given twice wins.
     """
-    latest: dict[int, tuple[str, str]] = {}
-    for rid, checksum, kind in delivered:
-        latest[int(rid)] = (checksum, kind)
+    latest: dict[int, tuple[str, str, str | None]] = {}
+    for entry in delivered:
+        rid, checksum, kind = entry[:3]
+        latest[int(rid)] = (checksum, kind, entry[3] if len(entry) > 3 else None)
     if not latest:
         return 0
     ids = sorted(latest)
     conn.execute(
         sa.text(
-            f"""INSERT INTO {_t(schema, 'delivered')} (job, release_id, checksum, kind, run_id, delivered_at)
-            SELECT :job, u.rid, u.sum, u.kind, :run, now()
-            FROM unnest(CAST(:rids AS bigint[]), CAST(:sums AS text[]), CAST(:kinds AS text[])) AS u (rid, sum, kind)
+            f"""INSERT INTO {_t(schema, 'delivered')} (job, release_id, checksum, kind, run_id, delivered_at, identifier)
+            SELECT :job, u.rid, u.sum, u.kind, :run, now(), u.ident
+            FROM unnest(CAST(:rids AS bigint[]), CAST(:sums AS text[]), CAST(:kinds AS text[]),
+                        CAST(:idents AS text[])) AS u (rid, sum, kind, ident)
             ON CONFLICT (job, release_id) DO UPDATE
             SET checksum = EXCLUDED.checksum, kind = EXCLUDED.kind, run_id = EXCLUDED.run_id,
-                delivered_at = EXCLUDED.delivered_at"""
+                delivered_at = EXCLUDED.delivered_at, identifier = EXCLUDED.identifier"""
         ),
         {
             "job": job, "run": run_id, "rids": _array_literal(ids),
             "sums": _array_literal([latest[i][0] for i in ids]), "kinds": _array_literal([latest[i][1] for i in ids]),
+            "idents": _array_literal([latest[i][2] for i in ids]),
         },
     )
     return len(ids)
