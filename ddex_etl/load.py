@@ -856,6 +856,11 @@ class FileChunk:
         except OSError as exc:
             raise _output_error(exc, os.path.join(self._where, folder)) from exc
 
+    def drop_folder(self, folder: str) -> None:
+        """Remove a release folder this chunk made if it is empty (a release rejected while copying its media)."""
+        with contextlib.suppress(OSError):
+            os.rmdir(folder, dir_fd=self._root_fd())
+
     def add(self, output: Output) -> None:
         ld = self.loader
         rel = ld.relative_path(output)

@@ -96,8 +96,14 @@ def copy_media(chunk: FileChunk, folder: str, release_id: int, planned: Sequence
                 f"release {release_id}: cannot write its resources into {chunk.loader.root / folder / RESOURCES}: "
                 f"{exc}; fix: check the output folder (space, permissions), then `etl resume`"
             ) from exc
-    finally:
+    except (MediaError, OutputError):
         os.close(dfd)
+        dfd = -1
+        chunk.drop_folder(folder)
+        raise
+    finally:
+        if dfd >= 0:
+            os.close(dfd)
 
 
 def _refuse_link(dfd: int, chunk: FileChunk, folder: str) -> None:
