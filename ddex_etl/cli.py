@@ -292,8 +292,13 @@ def cli(
     "--yes", is_flag=True,
     help="Write even to a database that holds more than the demo catalog (it refuses otherwise).",
 )
+@click.option(
+    "--media-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the demo audio and cover files (default: load.media_root when it is a folder, "
+    "else ./media beside etl.toml).",
+)
 @click.pass_context
-def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool) -> None:
+def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool, media_dir: Path | None) -> None:
     """Create the reference catalog (sql/catalog.sql) if missing and add demo releases.
 
     Albums, singles, EPs, multi-disc sets and compilations with featured
@@ -303,6 +308,10 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool) -
     It refuses (exit 2, nothing touched) a database that holds anything but
     its own demo catalog (other tables, or catalog rows it did not write)
     unless --yes. --reset names the database and what it deletes.
+
+    The tracks' audio and the covers are real files (a few dozen small ones,
+    shared by position and kind) written to --media-dir, with their MD5s in
+    the catalog: a ddex-batch run with that folder as load.media_root ships them.
     """
     from .config import mask_url
     from .db import engine_for
@@ -310,6 +319,12 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool) -
 
     state = _state(ctx)
     cfg = state.config()
+    if media_dir is None:
+        root = cfg.load.media_root
+        if root and "://" not in root:
+            media_dir = Path(root)
+        else:
+            media_dir = (cfg.source.resolve().parent if cfg.source else Path.cwd()) / "media"
     engine = engine_for(cfg)
     ignore = (cfg.database.state_schema,)
     try:
@@ -320,7 +335,7 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool) -
                       f"{target.contents()}", err=True)
         with _SeedProgress(state, releases) as progress:
             report = seed_catalog(engine, releases, seed=seed, reset=reset, progress=progress,
-                                  only_demo=not yes, ignore_schemas=ignore)
+                                  only_demo=not yes, ignore_schemas=ignore, media_dir=media_dir)
     finally:
         engine.dispose()
     _say(
@@ -328,7 +343,8 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool) -
         f"seeded {report.releases:,} releases (ids {report.first_release_id}..{report.last_release_id}), "
         f"{report.tracks:,} tracks, {report.artists:,} artists, {report.deals:,} deals "
         f"in {report.seconds:,.1f} s ({report.releases_per_second:,.0f} releases/s)\n"
-        f"  database: {mask_url(cfg.database.url) if cfg.database.url else f'embedded PostgreSQL in {cfg.database.embedded_dir}'}",
+        f"  database: {mask_url(cfg.database.url) if cfg.database.url else f'embedded PostgreSQL in {cfg.database.embedded_dir}'}\n"
+        f"  media: {len(report.media):,} demo audio and cover files in {media_dir} ({report.media_written:,} written now)",
     )
 
 
@@ -361,6 +377,10 @@ class _SeedProgress:
 
 
 def _run_options(func: Any) -> Any:
+    func = click.option(
+        "--recipient", "recipient_names", multiple=True, metavar="NAME",
+        help="Only this [[recipients]] entry (repeatable); default: every recipient, in file order.",
+    )(func)
     func = click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON on stdout.")(func)
     func = click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")(func)
     func = click.option("--workers", type=click.IntRange(min=0), help="Worker processes (0: one per core).")(func)
@@ -377,6 +397,25 @@ def _with_run_overrides(cfg: Config, job: str | None, workers: int | None) -> Co
     if workers is not None:
         run["workers"] = workers
     return cfg.with_overrides(run=run) if run else cfg
+
+
+def _check_recipient_names(cfg: Config, names: tuple[str, ...]) -> None:
+    if names and not cfg.recipients:
+        raise ConfigError("--recipient: etl.toml has no [[recipients]] (the [transform] keys are the one recipient); "
+                          "fix: leave out --recipient, or list the stores as [[recipients]]")
+
+
+def _finish_recipients(ctx: click.Context, call: Any, as_json: bool) -> None:
+    """Several recipients: each one's summary, then exit with the worst code (see ddex_etl.recipients)."""
+    state = _state(ctx)
+    report = call()
+    if as_json:
+        _print_json_once(state, report.as_dict())
+    elif report.exit_code == ExitCode.OK:
+        _say(state, report.summary())
+    elif not state.quiet:
+        _echo(report.summary())
+    ctx.exit(report.exit_code)
 
 
 def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
@@ -428,6 +467,11 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
     help="Targeted: rebuild these releases (repeatable); deleted ones become takedowns.",
 )
 @click.option("--force", is_flag=True, help="Deliver documents even when identical to the last delivery.")
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Only report, per recipient, what would be built, taken down, skipped as unchanged or rejected; "
+    "writes and uploads nothing.",
+)
 @_run_options
 @click.pass_context
 def run(
@@ -437,10 +481,12 @@ def run(
     since: str | None,
     release_ids: tuple[int, ...],
     force: bool,
+    dry_run: bool,
     job: str | None,
     workers: int | None,
     no_progress: bool,
     as_json: bool,
+    recipient_names: tuple[str, ...],
 ) -> None:
     """Run the job: page releases out of PostgreSQL, build one ERN message per
     release in worker processes, load them to files or a table.
@@ -459,6 +505,25 @@ def run(
     cfg = _with_run_overrides(state.config(), job, workers)
     state.known.update(job=cfg.run.job, mode="targeted" if targeted else (mode or cfg.run.mode))
     since_at = _parse_since(since) if since is not None else None
+    _check_recipient_names(cfg, recipient_names)
+    if dry_run:
+        from .dry_run import dry_run as plan
+
+        report = plan(cfg, recipients=recipient_names, mode=mode, since=since_at, release_ids=release_ids,
+                      force=force)
+        if as_json:
+            _print_json_once(state, report.as_dict())
+        else:
+            _say(state, report.summary())
+        ctx.exit(report.exit_code)
+    if cfg.recipients:
+        from . import recipients
+
+        _finish_recipients(ctx, lambda: recipients.run(
+            cfg, recipients=recipient_names, new=new, progress=state.progress(no_progress), mode=mode,
+            since=since_at, release_ids=release_ids, force=force,
+        ), as_json)
+        return
     _finish_run(
         ctx,
         lambda: pipeline.run(
@@ -490,7 +555,8 @@ def _parse_since(text: str) -> Any:
 @_run_options
 @click.pass_context
 def resume(
-    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool
+    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool,
+    recipient_names: tuple[str, ...],
 ) -> None:
     """Resume RUN_ID (default: the job's unfinished run) from its last checkpoint.
 
@@ -502,6 +568,13 @@ def resume(
     state.known.update(command="resume", job=job, run_id=run_id)
     cfg = _with_run_overrides(state.config(), job, workers)
     state.known.update(job=cfg.run.job)
+    _check_recipient_names(cfg, recipient_names)
+    if cfg.recipients:
+        from . import recipients
+
+        _finish_recipients(ctx, lambda: recipients.resume(
+            cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
+        return
     _finish_run(ctx, lambda: pipeline.resume(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 
@@ -514,7 +587,8 @@ def resume(
 @_run_options
 @click.pass_context
 def retry_failed(
-    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool
+    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool,
+    recipient_names: tuple[str, ...],
 ) -> None:
     """Rebuild the releases RUN_ID rejected (default: the job's latest run with
     open rejects); the ones that now build are loaded and cleared.
@@ -525,6 +599,13 @@ def retry_failed(
     state.known.update(command="retry-failed", job=job, mode="retry", source_run_id=run_id, run_id=None)
     cfg = _with_run_overrides(state.config(), job, workers)
     state.known.update(job=cfg.run.job)
+    _check_recipient_names(cfg, recipient_names)
+    if cfg.recipients:
+        from . import recipients
+
+        _finish_recipients(ctx, lambda: recipients.retry_failed(
+            cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
+        return
     _finish_run(ctx, lambda: pipeline.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 
@@ -621,23 +702,99 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the input needed to reproduce).")
 @click.pass_context
 def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_json: bool) -> None:
-    """List the releases RUN_ID rejected (default: the job's newest run)."""
+    """List the releases RUN_ID rejected (default: the job's newest run; with
+    [[recipients]], each recipient's newest run), and the releases the stores
+    rejected in their acknowledgements (read by `etl acks` and `etl run`).
+    """
     from . import pipeline
 
-    rows = pipeline.rejected(_state(ctx).config(), run_id, include_resolved=include_resolved)
+    cfg = _state(ctx).config()
+    if cfg.recipients:
+        from . import recipients
+
+        found = recipients.rejected(cfg, run_id, include_resolved=include_resolved)
+        if as_json:
+            _print_json([{"recipient": name, "rejected": rows, "store_rejected": acks} for name, rows, acks in found])
+            return
+        for name, rows, acks in found:
+            _echo(f"recipient {name}:")
+            _print_rejects(rows, acks, indent="  ")
+        return
+    rows = pipeline.rejected(cfg, run_id, include_resolved=include_resolved)
     if as_json:
         _print_json(rows)
         return
-    if not rows:
-        _echo("no rejected releases")
+    _print_rejects(rows, [])
+
+
+def _print_rejects(rows: Sequence[Any], acks: Sequence[Any], indent: str = "") -> None:
+    if not rows and not acks:
+        _echo(f"{indent}no rejected releases")
         return
+    for a in acks:
+        what = f"release {a.release_id}" if a.release_id is not None else f"release folder {a.release}"
+        action = f"; the store proposes: {a.proposed_action}" if a.proposed_action else ""
+        manual = "; manual check required before re-delivery" if a.manual_check_required else ""
+        _echo(f"{indent}{what} (batch {a.batch_id}, run {a.run_id}, rejected by the store: {a.status}){action}{manual}")
+        _echo(f"{indent}  {a.error_text or 'no error text'} ({a.message_file}); fix what the store names, then "
+              "`etl run --release-id ID --force` delivers it again")
     for r in rows:
         retry = "a retry may help" if r.retryable else "fix the data, then `etl retry-failed`"
         resolved = f", resolved by run {r.resolved_by_run}" if r.resolved_at else ""
-        _echo(f"release {r.release_id} (run {r.run_id}, {r.stage}, {r.error_kind}, "
+        _echo(f"{indent}release {r.release_id} (run {r.run_id}, {r.stage}, {r.error_kind}, "
               f"attempts {r.attempts}{resolved}): {retry}")
-        _echo(f"  {r.message}")
-    _echo(f"{len(rows):,} rejected release{'s' if len(rows) != 1 else ''}")
+        _echo(f"{indent}  {r.message}")
+    store = f", {len(acks):,} rejected by the store" if acks else ""
+    _echo(f"{indent}{len(rows):,} rejected release{'s' if len(rows) != 1 else ''}{store}")
+
+
+@cli.command(
+    short_help="Read the stores' acknowledgements of delivered batches and record them.",
+    epilog=_example("etl acks", "etl acks --recipient store-a --json"),
+)
+@click.option("--recipient", "recipient_names", multiple=True, metavar="NAME", help="Only this recipient (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def acks(ctx: click.Context, recipient_names: tuple[str, ...], as_json: bool) -> None:
+    """Read the ACK_*.xml files each recipient's store left beside the messages
+    of its newest batches, and record per release whether the store accepted
+    or rejected it and why (`etl errors` lists the rejections). Exit code 3
+    when a store rejected a release; 1 when a target could not be read.
+    """
+    from . import recipients
+    from .store_acks import read_store_acks
+
+    state = _state(ctx)
+    cfg = state.config()
+    _check_recipient_names(cfg, recipient_names)
+    chosen = [r for r in recipients.selected(cfg, recipient_names) if r.target is not None]
+    if not chosen:
+        raise ConfigError("no recipient has a delivery target; fix: set target in a [[recipients]] entry")
+    results: list[dict[str, Any]] = []
+    codes: list[int] = []
+    for r in chosen:
+        try:
+            summary = read_store_acks(cfg.for_recipient(r))
+        except EtlError as exc:
+            results.append({"recipient": r.name, "error": str(exc), "error_kind": type(exc).__name__})
+            codes.append(exc.exit_code)
+            if not as_json:
+                _to_stderr(state, f"etl: recipient {r.name}: {exc}")
+            continue
+        results.append(summary.as_dict())
+        codes.append(ExitCode.REJECTED if summary.rejected else ExitCode.OK)
+        if not as_json:
+            _say(state, f"recipient {r.name} ({summary.target}): {summary.read} acknowledgements in "
+                        f"{summary.batches} batches ({summary.new} new): {summary.accepted} accepted, "
+                        f"{len(summary.rejected)} releases rejected" +
+                        (f", {len(summary.problems)} unreadable" if summary.problems else ""))
+            for a in summary.rejected:
+                _say(state, f"  {a.release or a.message_file} (release {a.release_id}): {a.status}: "
+                            f"{a.error_text or 'no error text'}")
+    code = recipients.worst_exit_code(codes)
+    if as_json:
+        _print_json({"exit_code": code, "recipients": results})
+    ctx.exit(code)
 
 
 # --------------------------------------------------------------------------- validate
@@ -945,6 +1102,20 @@ def check(ctx: click.Context, connect: bool) -> None:
                 _echo(f"# {f.name}: not set")
                 continue
             _echo(f"{f.name} = {_toml_value(value)}")
+    for r in cfg.recipients:
+        _echo("\n[[recipients]]")
+        for f in dataclasses.fields(r):
+            value = getattr(r, f.name)
+            if f.name == "target" and value:
+                value = mask_url(value)
+            if value is None:
+                _echo(f"# {f.name}: not set (from [transform] / [load])")
+            elif isinstance(value, dict):
+                _echo(f"{f.name} = {{{', '.join(f'{k} = {_toml_value(v)}' for k, v in value.items())}}}")
+            elif isinstance(value, tuple):
+                _echo(f"{f.name} = [{', '.join(_toml_value(v) for v in value)}]")
+            else:
+                _echo(f"{f.name} = {_toml_value(value)}")
 
 
 def _connect_check(ctx: click.Context, cfg: Config) -> None:

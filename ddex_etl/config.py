@@ -60,6 +60,10 @@ class LoadConfig:
     directory: Path = Path("out")
     layout: str = "flat"  # flat | ddex-batch
     table: str = "documents"
+    # ddex-batch: where the catalog's audio_file and cover file paths are read
+    # from (a folder, or any fsspec URL); each release's media is copied into
+    # <release folder>/resources/ and its message refers to it there. None: no resources.
+    media_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,41 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class RecipientConfig:
+    """One store the job delivers to (a ``[[recipients]]`` entry); see ``ddex_etl.recipients``."""
+
+    name: str = ""  # a plain token: the job runs as "<run.job>/<name>", files go to <load.directory>/<name>
+    dpid: str = ""  # MessageRecipient's DDEX party id
+    party_name: str = ""  # MessageRecipient's name ("" = name)
+    ern_version: str | None = None  # None: transform.ern_version
+    message_control: str | None = None  # Live | Test (LiveMessage | TestMessage); None: transform's
+    target: str | None = None  # delivery URL (file://, sftp://, s3://, any fsspec URL); None: local batch only
+    target_options: dict[str, Any] = field(default_factory=dict)  # never secrets (refused)
+    media_root: str | None = None  # None: load.media_root
+    territories: tuple[str, ...] = ()  # only releases with a deal in one of these (or Worldwide)
+    labels: tuple[str, ...] = ()  # only releases of these labels (by name)
+
+    @property
+    def control_type(self) -> str | None:
+        """``message_control`` as DDEX spells it (LiveMessage / TestMessage)."""
+        mc = self.message_control
+        return None if mc is None else (mc if mc.endswith("Message") else f"{mc}Message")
+
+    def matches(self, release: Any) -> bool:
+        """Whether the release is for this store (its territory and label filter)."""
+        if self.labels:
+            label = getattr(release, "label", None)
+            if label is None or label.name not in self.labels:
+                return False
+        if self.territories:
+            wanted = set(self.territories)
+            deals = getattr(release, "deals", ()) or ()
+            if not any(wanted.intersection(d.territories) or "Worldwide" in d.territories for d in deals):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -86,16 +125,45 @@ class Config:
     load: LoadConfig = field(default_factory=LoadConfig)
     run: RunConfig = field(default_factory=RunConfig)
     source: Path | None = None  # the etl.toml it came from
+    recipients: tuple[RecipientConfig, ...] = ()  # [[recipients]]; none: the [transform] keys are the one recipient
+    recipient: RecipientConfig | None = None  # set by for_recipient(): the store this configuration builds for
 
     def fingerprint(self) -> str:
         """Stable hash of what changes the output (not the secret or the file's place)."""
-        data = {
+        load = _plain(self.load)
+        if load["media_root"] is None:
+            del load["media_root"]  # configurations from before media roots keep their fingerprint
+        data: dict[str, Any] = {
             "extract": _plain(self.extract),
             "transform": _plain(self.transform),
-            "load": _plain(self.load),
+            "load": load,
         }
+        if self.recipient is not None:
+            data["recipient"] = {k: v for k, v in _plain(self.recipient).items() if k != "target_options"}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def for_recipient(self, recipient: RecipientConfig) -> Config:
+        """This configuration as one recipient's own job: its job name, party, ERN version, folder and media."""
+        tr = self.transform
+        return dataclasses.replace(
+            self,
+            transform=dataclasses.replace(
+                tr,
+                ern_version=recipient.ern_version or tr.ern_version,
+                recipient_dpid=recipient.dpid,
+                recipient_name=recipient.party_name or recipient.name,
+                message_control_type=recipient.control_type or tr.message_control_type,
+            ),
+            load=dataclasses.replace(
+                self.load,
+                directory=self.load.directory / recipient.name,
+                media_root=recipient.media_root or self.load.media_root,
+            ),
+            run=dataclasses.replace(self.run, job=f"{self.run.job}/{recipient.name}"),
+            recipients=(),
+            recipient=recipient,
+        )
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with some fields replaced, e.g. ``with_overrides(run={"workers": 1})``."""
@@ -160,8 +228,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
     sections: dict[str, Any] = {}
     for key in raw:
-        if key not in _SECTIONS:
-            problems.append(f"{key}: unknown section; known sections: {', '.join(_SECTIONS)}")
+        if key not in _SECTIONS and key != "recipients":
+            problems.append(f"{key}: unknown section; known sections: {', '.join(_SECTIONS)}, [[recipients]]")
     for name, cls in _SECTIONS.items():
         values = raw.get(name, {})
         if not isinstance(values, dict):
@@ -169,13 +237,107 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             values = {}
         sections[name] = _build_section(name, cls, values, base, problems)
 
-    cfg = Config(**sections, source=source)
+    sections["load"] = dataclasses.replace(sections["load"], media_root=_local_or_url(sections["load"].media_root, base))
+    recipients = _build_recipients(raw.get("recipients", []), base, problems)
+    cfg = Config(**sections, source=source, recipients=recipients)
     # Before anything can print it: every later message hides this password verbatim.
     masking.remember_url_password(cfg.database.url)
     _check(cfg, problems)
     if problems:
         raise ConfigError([_name_env_source(p, from_env) for p in problems])
     return cfg
+
+
+_RECIPIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TERRITORY = re.compile(r"^([A-Z]{2}|Worldwide)$")
+
+
+def _local_or_url(value: str | None, base: Path) -> str | None:
+    """A media root or target: a URL as written, a local path made absolute against the file's folder."""
+    if not value or "://" in value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def _build_recipients(entries: Any, base: Path, problems: list[str]) -> tuple[RecipientConfig, ...]:
+    """The ``[[recipients]]`` array of tables, each checked like a section."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append("recipients: must be an array of tables ([[recipients]] with name, dpid, target, ...)")
+        return ()
+    out: list[RecipientConfig] = []
+    for i, entry in enumerate(entries):
+        where = f"recipients[{i}]"
+        values = dict(entry)
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("territories", "labels"):
+            if key in values:
+                v = values.pop(key)
+                if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+                    problems.append(f"{where}.{key}: expected a list of names, e.g. [\"FR\", \"DE\"], got {v!r}")
+                else:
+                    lists[key] = tuple(v)
+        options = values.pop("target_options", {})
+        if not isinstance(options, dict):
+            problems.append(f"{where}.target_options: must be a table ([recipients.target_options])")
+            options = {}
+        r = _build_section(where, RecipientConfig, values, base, problems)
+        r = dataclasses.replace(
+            r, target_options=dict(options), media_root=_local_or_url(r.media_root, base),
+            target=_local_or_url(r.target, base), **lists,
+        )
+        out.append(r)
+    return tuple(out)
+
+
+def _check_recipients(cfg: Config, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, r in enumerate(cfg.recipients):
+        where = f"recipients[{i}]"
+        if not _RECIPIENT_NAME.match(r.name):
+            problems.append(
+                f"{where}.name: {r.name!r} must be a plain name (letters, digits, _.-; it names the job and a folder)"
+            )
+        elif r.name in seen:
+            problems.append(f"{where}.name: {r.name!r} is used by another recipient; fix: give each store its own name")
+        seen.add(r.name)
+        if not _DPID.match(r.dpid):
+            problems.append(f"{where}.dpid: {r.dpid!r} is not a DDEX party id (PADPIDA...); fix: the store's DPID")
+        if r.ern_version is not None and r.ern_version not in ERN_VERSIONS:
+            problems.append(f"{where}.ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {r.ern_version!r}")
+        if r.message_control is not None and r.message_control not in ("Live", "Test", "LiveMessage", "TestMessage"):
+            problems.append(f"{where}.message_control: must be 'Live' or 'Test', got {r.message_control!r}")
+        for t in r.territories:
+            if not _TERRITORY.match(t):
+                problems.append(f"{where}.territories: {t!r} is not an ISO 3166 country code (FR, DE, ...) or Worldwide")
+        if r.target is not None:
+            _check_target(f"{where}.target", r.target, r.target_options, problems)
+            if cfg.load.target != "files" or cfg.load.layout != "ddex-batch":
+                problems.append(
+                    f"{where}.target: delivering to a store needs DDEX batches; fix: set load.target = \"files\" "
+                    "and load.layout = \"ddex-batch\""
+                )
+
+
+def _check_target(where: str, url: str, options: Mapping[str, Any], problems: list[str]) -> None:
+    from urllib.parse import urlsplit
+
+    from .delivery.targets import check_options, mask_url as mask_target
+
+    try:
+        check_options(url, dict(options))
+    except ConfigError as exc:
+        problems.extend(f"{where}: {p}" for p in exc.problems)
+    parts = urlsplit(url)
+    if "://" not in url:
+        return  # a local folder
+    if parts.password is not None:
+        problems.append(
+            f"{where}: {mask_target(url)} holds a password; fix: remove it and set target_options.password_env "
+            "to the name of an environment variable holding it (or use a key)"
+        )
+    if parts.scheme in ("sftp", "s3") and not parts.hostname and not parts.netloc:
+        problems.append(f"{where}: {mask_target(url)} names no host or bucket; fix: sftp://user@host/folder or s3://bucket/prefix")
 
 
 def _name_env_source(problem: str, from_env: Mapping[str, str]) -> str:
@@ -316,6 +478,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"run.retry_for: must be 0 (no retries) or more seconds, got {rn.retry_for}")
     if rn.retry_delay < 0:
         problems.append(f"run.retry_delay: must be 0 or more, got {rn.retry_delay}")
+    _check_recipients(cfg, problems)
 
 
 # Kept here for callers that import them from the configuration layer.

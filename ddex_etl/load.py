@@ -120,19 +120,24 @@ class Loader(Protocol):
 
 
 class TableLoader:
-    """Upsert one row per release into ``<schema>.<table>``, in the caller's transaction."""
+    """Upsert one row per (recipient, release) into ``<schema>.<table>``, in the caller's transaction.
+
+    ``recipient`` is the recipient's name ('' for the single-recipient
+    shorthand): each store's documents are rows of their own.
+    """
 
     in_worker = False
 
-    def __init__(self, schema: str, table: str = "documents") -> None:
+    def __init__(self, schema: str, table: str = "documents", recipient: str = "") -> None:
         self.schema = schema
         self.table = table
+        self.recipient = recipient
         self._qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
         self._upsert = sa.text(
             f"""INSERT INTO {self._qualified}
-                (release_id, ern_version, message_id, kind, document, checksum, run_id, built_at)
-            VALUES (:release_id, :ern_version, :message_id, :kind, :document, :checksum, :run_id, now())
-            ON CONFLICT (release_id) DO UPDATE
+                (recipient, release_id, ern_version, message_id, kind, document, checksum, run_id, built_at)
+            VALUES (:recipient, :release_id, :ern_version, :message_id, :kind, :document, :checksum, :run_id, now())
+            ON CONFLICT (recipient, release_id) DO UPDATE
             SET ern_version = EXCLUDED.ern_version, message_id = EXCLUDED.message_id, kind = EXCLUDED.kind,
                 document = EXCLUDED.document, checksum = EXCLUDED.checksum, run_id = EXCLUDED.run_id,
                 built_at = EXCLUDED.built_at"""
@@ -158,6 +163,7 @@ class TableLoader:
         try:
             with engine.begin() as conn:
                 conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {self._qualified} (LIKE {template} INCLUDING ALL)"))
+                _key_by_recipient(conn, self.schema, self.table, self._qualified)
         except sa.exc.DBAPIError as exc:
             raise map_db_error(exc, f"creating the output table {self.describe()}") from exc
 
@@ -170,6 +176,7 @@ class TableLoader:
             self._upsert,
             [
                 {
+                    "recipient": self.recipient,
                     "release_id": o.doc.release_id,
                     "ern_version": o.doc.ern_version,
                     "message_id": o.doc.message_id,
@@ -186,6 +193,25 @@ class TableLoader:
 
     def finish(self, *, resumed: bool) -> None:
         return None
+
+
+def _key_by_recipient(conn: Connection, schema: str, table: str, qualified: str) -> None:
+    """An output table made before recipients existed gets the recipient column and key (migration 0005's change)."""
+    has = conn.execute(
+        sa.text("SELECT 1 FROM information_schema.columns WHERE table_schema = :s AND table_name = :t "
+                "AND column_name = 'recipient'"),
+        {"s": schema, "t": table},
+    ).first()
+    if has is not None:
+        return
+    conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN recipient text NOT NULL DEFAULT ''"))
+    pkey = conn.execute(
+        sa.text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:q AS regclass) AND contype = 'p'"),
+        {"q": qualified},
+    ).scalar()
+    if pkey is not None:
+        conn.execute(sa.text(f"ALTER TABLE {qualified} DROP CONSTRAINT {quote_ident(str(pkey))}"))
+    conn.execute(sa.text(f"ALTER TABLE {qualified} ADD PRIMARY KEY (recipient, release_id)"))
 
 
 # --------------------------------------------------------------------------- files
@@ -472,11 +498,14 @@ class FileLoader:
         finally:
             os.close(root)
 
-    def settle(self, written: Sequence[Written]) -> None:
-        """The chunk that wrote ``written`` is committed: drop its pending list (ddex-batch)."""
-        if self.layout != "ddex-batch" or not written:
+    def settle(self, written: Sequence[Written], key: int | None = None) -> None:
+        """The chunk that wrote ``written`` is committed: drop its pending list (ddex-batch).
+
+        ``key``: the ``pending_key`` the chunk was opened with (default: its first written release).
+        """
+        if self.layout != "ddex-batch" or (not written and key is None):
             return
-        path = self.root / _pending_name(self.run_id, written[0].release_id)
+        path = self.root / _pending_name(self.run_id, key if key is not None else written[0].release_id)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -528,9 +557,13 @@ class FileLoader:
         self.settle(written)
         return written
 
-    def open_chunk(self) -> FileChunk:
-        """Start writing a chunk document by document (a built document can be freed at once)."""
-        return FileChunk(self)
+    def open_chunk(self, pending_key: int | None = None) -> FileChunk:
+        """Start writing a chunk document by document (a built document can be freed at once).
+
+        ``pending_key`` names the chunk's pending list (ddex-batch; pass the
+        same to ``settle``); default: the chunk's first release.
+        """
+        return FileChunk(self, pending_key)
 
     def _alone(self) -> bool:
         """No live run but this one writes the folder: the lock is held (or, used without
@@ -695,12 +728,13 @@ def _read_pending(root: int, name: str) -> list[tuple[int, str]]:
 
 
 def _remove_document(root: int, folder: str) -> int:
-    """Remove ``<folder>/<folder>.xml`` and the folder if that empties it (never through a link)."""
+    """Remove ``<folder>/<folder>.xml``, its ``resources/`` and the folder if that empties it (never through a link)."""
     try:
         dfd = os.open(folder, _DIR_FLAGS, dir_fd=root)
     except OSError:
         return 0
     try:
+        remove_resources(dfd)
         os.unlink(f"{folder}.xml", dir_fd=dfd)
         removed = 1
     except FileNotFoundError:
@@ -709,6 +743,34 @@ def _remove_document(root: int, folder: str) -> int:
         os.close(dfd)
     with contextlib.suppress(OSError):
         os.rmdir(folder, dir_fd=root)
+    return removed
+
+
+RESOURCES = "resources"
+
+
+def remove_resources(release_fd: int) -> int:
+    """Remove the files in a release folder's ``resources/`` and the folder itself (a link is only unlinked)."""
+    try:
+        rfd = os.open(RESOURCES, _DIR_FLAGS, dir_fd=release_fd)
+    except FileNotFoundError:
+        return 0
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(RESOURCES, dir_fd=release_fd)  # a link or a file in its place: never followed
+        return 0
+    removed = 0
+    try:
+        with os.scandir(rfd) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.name, dir_fd=rfd)
+                        removed += 1
+    finally:
+        os.close(rfd)
+    with contextlib.suppress(OSError):
+        os.rmdir(RESOURCES, dir_fd=release_fd)
     return removed
 
 
@@ -722,7 +784,7 @@ class FileChunk:
     a link is refused.
     """
 
-    def __init__(self, loader: FileLoader) -> None:
+    def __init__(self, loader: FileLoader, pending_key: int | None = None) -> None:
         self.loader = loader
         self._root: int | None = None
         self._where = str(loader.root)  # for messages
@@ -731,6 +793,9 @@ class FileChunk:
         self._made: set[str] = set()
         self._tag = f".{loader.run_id}-{os.getpid()}{TMP_SUFFIX}"
         self._done = False
+        self._pending_key = pending_key
+        self._pending: int | None = None  # the pending list's descriptor, open while releases are added
+        self._registered: set[int] = set()
 
     def _root_fd(self) -> int:
         if self._root is None:
@@ -747,12 +812,54 @@ class FileChunk:
             self._made.add(folder)
         return _open_folder(root, folder, self._where)
 
+    def register(self, release_id: int, folder: str, *, sync: bool = False) -> None:
+        """ddex-batch: list a release in the chunk's pending list before anything of it is written.
+
+        Whatever then lands in its folder (resources, the message) is removed
+        again if the chunk's checkpoint never commits (``FileLoader._reconcile``).
+        ``sync``: make the line durable now (files are about to be written
+        outside the chunk's own sync, e.g. resources).
+        """
+        ld = self.loader
+        if ld.layout != "ddex-batch" or release_id in self._registered:
+            return
+        if not _SAFE_NAME.match(folder):
+            raise OutputError(f"release {release_id}: folder name {folder!r} is not a plain file name")
+        root = self._root_fd()
+        try:
+            if self._pending is None:
+                key = self._pending_key if self._pending_key is not None else release_id
+                self._pending_name = _pending_name(ld.run_id, key)
+                self._pending = os.open(self._pending_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                                        | os.O_CLOEXEC, 0o644, dir_fd=root)
+            line = f"{release_id}\t{folder}\n".encode()
+            os.write(self._pending, line)
+            if sync and ld.durable:
+                os.fsync(self._pending)
+        except OSError as exc:
+            raise _output_error(exc, os.path.join(self._where, _pending_name(ld.run_id, self._pending_key or release_id))) from exc
+        self._registered.add(release_id)
+
+    def release_folder(self, folder: str) -> int:
+        """A descriptor of a release's folder in the batch, created if missing, never through a link (close it)."""
+        try:
+            return self._folder_fd(folder, create=True)
+        except OSError as exc:
+            raise _output_error(exc, os.path.join(self._where, folder)) from exc
+
+    def drop_folder(self, folder: str) -> None:
+        """Remove a release folder this chunk made if it is empty (a release rejected while copying its media)."""
+        with contextlib.suppress(OSError):
+            os.rmdir(folder, dir_fd=self._root_fd())
+
     def add(self, output: Output) -> None:
         ld = self.loader
         rel = ld.relative_path(output)
         folder = output.identifier if ld.layout == "ddex-batch" else ""
         name = f"{folder}.xml" if folder else rel
         tmp = "." + name + self._tag
+        if folder:
+            self.register(int(output.doc.release_id), folder)
         try:
             dfd = self._folder_fd(folder, create=True)
             try:
@@ -793,8 +900,10 @@ class FileChunk:
             if self._temps:
                 root = self._root_fd()
                 folders = {folder for folder, _, _ in self._temps}
-                if ld.layout == "ddex-batch":
-                    current = (self._write_pending(root),)
+                if self._pending is not None:
+                    current = (self._pending_name,)
+                    if ld.durable and _SYNCFS is None:
+                        os.fsync(self._pending)  # listed before any rename (syncfs covers it otherwise)
                 if ld.durable:
                     ld._sync(root, folders)
                 for folder, tmp, name in self._temps:
@@ -817,22 +926,6 @@ class FileChunk:
         self._close_root()
         return self._written
 
-    def _write_pending(self, root: int) -> str:
-        """List the chunk's files before any rename (synced with them; see FileLoader._reconcile)."""
-        ld = self.loader
-        name = _pending_name(ld.run_id, self._written[0].release_id)
-        body = "".join(f"{w.release_id}\t{folder}\n" for w, (folder, _, _) in zip(self._written, self._temps))
-        fd = os.open(name, _NEW_FILE, 0o644, dir_fd=root)
-        try:
-            view = memoryview(body.encode())
-            while view:
-                view = view[os.write(fd, view):]
-            if ld.durable and _SYNCFS is None:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        return name
-
     def abort(self) -> None:
         """Remove the temp files not yet renamed (no-op after a successful commit)."""
         if not self._done:
@@ -852,6 +945,10 @@ class FileChunk:
         self._close_root()
 
     def _close_root(self) -> None:
+        if self._pending is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pending)
+            self._pending = None
         if self._root is not None:
             with contextlib.suppress(OSError):
                 os.close(self._root)
@@ -866,7 +963,8 @@ def loader_for(cfg: object, *, run_id: int | None = None, batch_id: str | None =
     """
     load = cfg.load  # type: ignore[attr-defined]
     if load.target == "table":
-        return TableLoader(cfg.database.state_schema, load.table)  # type: ignore[attr-defined]
+        recipient = getattr(cfg, "recipient", None)
+        return TableLoader(cfg.database.state_schema, load.table, recipient.name if recipient else "")  # type: ignore[attr-defined]
     if load.target == "files":
         return FileLoader(Path(load.directory), load.layout, batch_id, run_id=run_id)
     raise EtlError(f"load.target: unknown target {load.target!r}")

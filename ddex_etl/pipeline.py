@@ -59,6 +59,7 @@ from .errors import (
     ExitCode,
     InterruptedRun,
     LockHeldError,
+    MediaError,
     ReleaseDataError,
     TerminalError,
     TransientError,
@@ -127,6 +128,8 @@ class RunReport:
     shared_isrcs: int = 0
     # the job's unfinished run this one superseded (run_id, mode, status, reason), if any
     superseded: dict[str, Any] | None = None
+    # the upload of the batch to the recipient's target (see ddex_etl.deliver), when it has one
+    delivery: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -164,6 +167,12 @@ class RunReport:
             )
         if self.output:
             lines.append(f"  output: {self.output}")
+        if self.delivery:
+            d = self.delivery
+            lines.append(
+                f"  delivered to {d['target']}: {d['uploaded']:,} files uploaded ({d['bytes'] / 1e6:,.1f} MB), "
+                f"{d['skipped']:,} already there, batch {'complete' if d['complete'] else 'NOT complete'}"
+            )
         if self.data_warnings:
             lines.append(f"  {self.data_warnings:,} data warnings (repaired values, deals to check; each is in the log)")
         if self.shared_isrcs:
@@ -359,7 +368,7 @@ class _ChunkResult:
     write_cpu: float = 0.0
     takedowns: int = 0
     unchanged: int = 0
-    delivered: list[tuple[int, str, str]] = field(default_factory=list)  # (release_id, body checksum, kind)
+    delivered: list[tuple[int, str, str, str]] = field(default_factory=list)  # (release_id, body checksum, kind, folder)
     warnings: list[str] = field(default_factory=list)  # the builder's, per release (repairs, deal sanity)
 
 
@@ -522,6 +531,9 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
     if task.report_missing:
         rejects.extend(_not_found(task.release_ids, releases, bad))
+    if cfg.recipient is not None:
+        # Releases not for this store (territory or label filter) count as skipped.
+        releases = [r for r in releases if cfg.recipient.matches(r)]
     releases, duplicates = _claim_identifiers(spec, engine, task, releases)
     rejects += duplicates
     t_fetched = time.perf_counter()
@@ -531,13 +543,24 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
     # worker never holds a whole chunk of XML; they all appear at commit().
-    chunk = task.loader.open_chunk() if task.loader is not None else None
+    chunk = task.loader.open_chunk(task.release_ids[0] if task.release_ids else None) if task.loader is not None else None
     built = takedowns = unchanged = 0
-    delivered: list[tuple[int, str, str]] = []
+    delivered: list[tuple[int, str, str, str]] = []
     warnings: list[str] = []
+    media_root = None
+    if chunk is not None and chunk.loader.layout == "ddex-batch" and cfg.load.media_root:
+        from . import media
+
+        media_root = media.media_root(cfg.load.media_root)
     try:
         for release in releases:
             take_down = task.takedowns and is_takedown(release, task.ended_before)
+            planned: list[Any] = []
+            if media_root is not None:
+                release, planned, media_problems = media.with_resource_uris(release)
+                if media_problems:
+                    rejects.append(_media_reject(release, MediaError(release.release_id, media_problems), "transform"))
+                    continue
             try:
                 doc = ern.build_takedown(release, ctx) if take_down else ern.build(release, ctx)
             except ReleaseDataError as exc:
@@ -557,11 +580,18 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
                 unchanged += 1  # the same message as last delivered, header aside: not delivered again
                 continue
             out_one = Output(doc, release_identifier(release.release_id, release.icpn, release.grid))
+            if planned:
+                assert chunk is not None and media_root is not None
+                try:
+                    media.copy_media(chunk, out_one.identifier, int(release.release_id), planned, media_root)
+                except MediaError as exc:
+                    rejects.append(_media_reject(release, exc, "load"))
+                    continue
             if chunk is not None:
                 chunk.add(out_one)
             else:
                 outputs.append(out_one)
-            delivered.append((int(release.release_id), doc.body_checksum, doc.kind))
+            delivered.append((int(release.release_id), doc.body_checksum, doc.kind, out_one.identifier))
             if take_down:
                 takedowns += 1
             else:
@@ -595,6 +625,18 @@ def _do_chunk(spec: _WorkerSpec, engine: Engine, ctx: Any, ern: Any, extract: An
         unchanged=unchanged,
         delivered=delivered,
         warnings=warnings,
+    )
+
+
+def _media_reject(release: Any, exc: MediaError, stage: str) -> state.RejectRecord:
+    """A release whose audio or cover cannot go into the batch (missing, wrong MD5, unsafe path)."""
+    return state.RejectRecord(
+        release_id=int(release.release_id),
+        stage=stage,
+        error_kind=type(exc).__name__,
+        message=str(exc),
+        retryable=False,
+        input={"problems": _problems(exc)},
     )
 
 
@@ -825,6 +867,7 @@ class _Runner:
             "fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0, "fetch_cpu": 0.0, "build_cpu": 0.0, "write_cpu": 0.0,
         }
         self.procs = pool.procs
+        self.delivery: dict[str, Any] | None = None  # what the upload to the recipient's target did
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
 
@@ -843,6 +886,15 @@ class _Runner:
 
         shutil.rmtree(root, ignore_errors=True)
         return True
+
+    def _deliver(self) -> None:
+        """The local batch is whole: upload it to the recipient's target (resumable; see ddex_etl.deliver)."""
+        recipient = self.cfg.recipient
+        if recipient is None or recipient.target is None or not isinstance(self.loader, FileLoader):
+            return
+        from .deliver import deliver_batch
+
+        self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id).as_dict()
 
     def _close_claims(self) -> None:
         """The run is loaded: list the ISRCs found on several of its releases, then drop its claims."""
@@ -902,6 +954,7 @@ class _Runner:
             if finished:
                 if not self._drop_empty_batch():
                     self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
+                    self._deliver()
                 self._close_claims()
                 status = "succeeded"
             else:
@@ -1195,7 +1248,8 @@ class _Runner:
             policy=self.retry,
         )
         if isinstance(self.loader, FileLoader):
-            self.loader.settle(result.written)  # committed: its files no longer need their pending list
+            # committed: its files no longer need their pending list
+            self.loader.settle(result.written, key=task.release_ids[0] if task.release_ids else None)
         log.info(
             "chunk %d loaded: %d releases (ids %s), %d built, %d rejected, %d takedowns, %d unchanged, "
             "%.3f s in worker %d (fetch %.3f, build %.3f, write %.3f)",
@@ -1317,6 +1371,7 @@ class _Runner:
             watermark_to=row.watermark_to,
             data_warnings=self.data_warnings,
             shared_isrcs=self.shared_isrcs,
+            delivery=self.delivery,
         )
 
 
@@ -1580,6 +1635,10 @@ def _execute_run(
             batch_id = new_batch_id() if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" else None
         loader = loader_for(cfg, run_id=existing.id if existing is not None else None, batch_id=batch_id)
         loader.check()  # fail on a missing output directory before touching the run rows
+        if isinstance(loader, FileLoader) and loader.layout == "ddex-batch" and cfg.load.media_root:
+            from .media import check_media_root
+
+            check_media_root(cfg.load.media_root)
         # Another job writing the same folder is refused here, before a run row exists.
         loader.acquire(cfg.run.job, existing.id if existing is not None else None)
 

@@ -16,6 +16,7 @@ transaction, so a failed seed leaves the catalog as it was.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import queue
 import random
@@ -23,12 +24,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 
-from . import data_dir
+from . import data_dir, demo_media
 from .db import map_db_error
 from .errors import EtlError, RefusedError
 
@@ -74,6 +76,8 @@ class SeedReport:
     seconds: float
     first_release_id: int = 1
     last_release_id: int = 0
+    media: frozenset[str] = frozenset()  # the demo media paths the new rows refer to
+    media_written: int = 0  # files written under media_dir (identical ones are left alone)
 
     @property
     def releases_per_second(self) -> float:
@@ -409,6 +413,7 @@ class _Generator:
             for lang, (first, second) in _TITLES.items()
         }
         self.registrants: dict[int, str] = {}
+        self.media: set[str] = set()  # the demo media paths the rows refer to
         self._make_labels()
         self._make_artists()
 
@@ -596,10 +601,15 @@ class _Generator:
                     tversion = versions[int(r() * nv)]
                 t_warning = ("Explicit" if r() < 0.5 else "NotExplicit") if explicit else warning_t
                 tstamp = self._stamp() if r() < 0.1 else stamp
+                # Real demo files, shared by position (demo_media); the draw that made
+                # random MD5s stays, so every other value of a seed is what it was.
+                rng.getrandbits(128)
+                audio = demo_media.audio_path(disc, number)
+                self.media.add(audio)
                 tracks.append(
                     f"{tid}\t{rid}\t{disc}\t{number}\t{cc}{reg}{yy}{tid % 100000:05d}\t{_t(track_title)}\t"
                     f"{tversion}\t{90 + int(r() * 330)}\t{genre_t}\t{t_warning}\t{pline}\t"
-                    f"audio/{rid}/{disc:02d}-{number:02d}.flac\t{rng.getrandbits(128):032x}\t{tstamp}\n"
+                    f"{audio}\t{demo_media.md5_of(audio)}\t{tstamp}\n"
                 )
                 if various:
                     main_aid = performers[int(r() * npf)]
@@ -624,12 +634,14 @@ class _Generator:
                 contributors.append(f"{tid}\t{producer}\tProducer\t1\t{tstamp}\n")
                 self.tracks += 1
 
-        # Front cover: realistic values (no image file is written; the MD5 is
-        # what the file would have, drawn like audio_md5).
+        # Front cover: a real image of the stated size, shared by cover kind (demo_media).
         mime, ext, sizes = rng.choice(_COVER_KINDS)
         side = rng.choice(sizes)
+        rng.getrandbits(128)  # the former random MD5's draw: the rest of the stream is unchanged
+        cover = demo_media.cover_path(side, ext)
+        self.media.add(cover)
         out["release_images"].append(
-            f"{rid}\tcovers/{rid}.{ext}\t{rng.getrandbits(128):032x}\t{side}\t{side}\t{mime}\t{stamp}\n"
+            f"{rid}\t{cover}\t{demo_media.md5_of(cover)}\t{side}\t{side}\t{mime}\t{stamp}\n"
         )
 
         # Deals: two to four, each with its own territories and models; most
@@ -726,6 +738,7 @@ def seed_catalog(
     *,
     only_demo: bool = False,
     ignore_schemas: Sequence[str] = (),
+    media_dir: str | Path | None = None,
 ) -> SeedReport:
     """Fill the reference catalog with ``releases`` realistic demo releases.
 
@@ -739,6 +752,10 @@ def seed_catalog(
     ``RefusedError`` and touches nothing when the database holds anything but
     the demo catalog (tables outside ``ignore_schemas``, the connector's own,
     or catalog rows that no seed wrote).
+
+    ``media_dir``: write the demo audio and cover files the rows refer to
+    there (``demo_media``; their MD5s are the catalog's), so a ``ddex-batch``
+    run with that folder as its media root ships real resources.
     """
     if releases < 0:
         raise ValueError(f"releases must be 0 or more, got {releases}")
@@ -765,6 +782,9 @@ def seed_catalog(
             raise map_db_error(exc, f"seeding {releases} demo releases (seed {seed})") from exc
     finally:
         raw.close()
+    if media_dir is not None and report.media:
+        written = demo_media.write_media(Path(media_dir), set(report.media))
+        report = dataclasses.replace(report, media_written=written)
     return report
 
 
@@ -837,4 +857,5 @@ def _seed(
         seconds=time.perf_counter() - started,
         first_release_id=start.release_id,
         last_release_id=start.release_id + releases - 1,
+        media=frozenset(gen.media),
     )

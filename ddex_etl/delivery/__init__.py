@@ -2,10 +2,10 @@
 
 This package sends what ``load`` wrote locally to a store's server or
 bucket; it never builds XML and never reads the catalog database. It imports
-only ``errors`` and ``models`` from the rest of ``ddex_etl`` (and nothing
-imports it yet: ``etl run`` will, in phase 2).
+only ``errors`` and ``models`` from the rest of ``ddex_etl`` (``etl run`` uses it
+through ``media``, ``deliver`` and ``store_acks``).
 
-The pieces, and the one call per release or batch phase 2 makes:
+The pieces, and the one call per release or batch ``etl run`` makes:
 
 ``targets``   ``open_target(url, **options) -> Target``: ``file://`` or a path,
               ``sftp://user@host[:port]/path``, ``s3://bucket/prefix``, any fsspec

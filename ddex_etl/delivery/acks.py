@@ -20,7 +20,7 @@ Elements are matched by local name, so every namespace version reads the
 same. A status other than ``FileOK`` counts as a rejection, an unknown one
 too: a new reason must never pass for success.
 
-Phase 2 calls ``read_acks(target, batch_id)`` for each recipient and
+``store_acks`` calls ``read_acks(target, batch_id)`` for each recipient and
 records the returned ``AckRecord``\\ s per release. Parsing is hardened like
 ``ddex_etl.validate``: no DTD, no entity expansion, no network; a file that
 fails to parse is reported in ``AckReport.problems`` and the rest are read.

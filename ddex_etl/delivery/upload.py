@@ -8,7 +8,7 @@ The local batch (as ``load.FileLoader`` writes it, plus ``resources/``)::
 
 goes to ``<remote_dir>/`` on the target (the batch id by default) in this
 order: every resource file, then every message, then ``BatchComplete`` last,
-and only when every other file of the batch is on the target. Phase 2 calls
+and only when every other file of the batch is on the target. Callers use
 one of::
 
     report = upload_batch(local_batch_dir, target)             # the whole batch, one call
@@ -30,7 +30,7 @@ files of a killed upload are removed when the batch upload starts again.
 
 The default journal lives beside the local batch folder, in
 ``.etl-delivery/<batch_id>.<target hash>.jsonl``, one per (batch, target).
-Phase 2 can pass any object with ``committed()`` and ``record()`` (e.g. one
+A caller can pass any object with ``committed()`` and ``record()`` (e.g. one
 backed by the state tables).
 
 Before ``BatchComplete`` goes up, files of the batch folder on the target that

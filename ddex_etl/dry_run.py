@@ -1,0 +1,215 @@
+"""``etl run --dry-run``: what a run would do, per recipient, without writing or uploading anything.
+
+For each recipient (or the single ``[transform]`` recipient) it pages the
+releases the run would page (full, incremental window since the job's last
+success, or targeted), reads them, applies the recipient's filter, builds
+each message in memory and counts what would be built, taken down, skipped
+as unchanged (same content as the last delivery) or rejected (bad data, a
+duplicate ICPN or GRid, a media path that is unsafe or a file missing from
+the media root), and what would go to the target. Nothing is written: no
+run row, no checkpoint, no claims, no files; the state tables are only read
+(and may be absent). MD5s of media files are checked when they are copied,
+not here (that would read every file).
+
+In the main process, one release at a time: a preview, not a benchmark.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import state
+from .config import Config
+from .db import database_url, make_engine, map_db_error
+from .errors import ExitCode, ReleaseDataError
+
+log = logging.getLogger("ddex_etl.dry_run")
+
+SHOWN = 20  # rejects listed per recipient
+
+
+@dataclass
+class RecipientPlan:
+    """What one recipient's run would do."""
+
+    recipient: str
+    job: str
+    mode: str
+    ern_version: str
+    target: str | None
+    would_build: int = 0
+    would_take_down: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    skipped: int = 0  # not for this recipient (filter), or gone since their key was read
+    resources: int = 0  # media files that would be copied into the batch
+    rejects: list[dict[str, Any]] = field(default_factory=list)  # the first few: release, reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DryRunReport:
+    """Every recipient's plan; ``exit_code`` is 3 when some releases would be rejected, else 0."""
+
+    job: str
+    plans: list[RecipientPlan] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.REJECTED if any(p.rejected for p in self.plans) else ExitCode.OK
+
+    def summary(self) -> str:
+        lines = [f"dry run of job {self.job!r}: nothing was written or uploaded"]
+        for p in self.plans:
+            where = f", then upload to {p.target}" if p.target else ""
+            lines.append(
+                f"recipient {p.recipient or '(transform)'} ({p.mode}, ERN {p.ern_version}): would build {p.would_build:,}, "
+                f"take down {p.would_take_down:,}, skip {p.unchanged:,} unchanged, reject {p.rejected:,}, "
+                f"skip {p.skipped:,} not for this recipient; {p.resources:,} media files{where}"
+            )
+            for r in p.rejects:
+                lines.append(f"  would reject release {r['release_id']}: {r['reason']}")
+            if p.rejected > len(p.rejects):
+                lines.append(f"  ... and {p.rejected - len(p.rejects):,} more")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "dry_run": True, "exit_code": self.exit_code,
+                "recipients": [p.as_dict() for p in self.plans]}
+
+
+def dry_run(cfg: Config, *, recipients: tuple[str, ...] = (), mode: str | None = None,
+            since: dt.datetime | None = None, release_ids: tuple[int, ...] = (), force: bool = False) -> DryRunReport:
+    """Plan a run for each selected recipient (all of them by default) without writing anything."""
+    from .recipients import selected
+
+    configs = [cfg.for_recipient(r) for r in selected(cfg, recipients)] if cfg.recipients else [cfg]
+    report = DryRunReport(cfg.run.job)
+    engine = make_engine(database_url(cfg), pool_size=1)
+    try:
+        for rcfg in configs:
+            report.plans.append(_plan(engine, rcfg, mode=mode, since=since, release_ids=release_ids, force=force))
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, "planning a dry run") from exc
+    finally:
+        engine.dispose()
+    return report
+
+
+def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetime | None,
+          release_ids: tuple[int, ...], force: bool) -> RecipientPlan:
+    from . import ern, extract
+
+    schema = cfg.database.state_schema
+    has_state = state.current(engine, schema) is not None
+    with engine.connect() as conn:
+        previous = state.last_success(conn, schema, cfg.run.job) if has_state else None
+        now = state.database_now(conn, cfg.run.watermark_lag_seconds)
+        conn.rollback()
+    run_mode = "targeted" if since is not None or release_ids else (mode or cfg.run.mode)
+    window_from = since if run_mode == "targeted" else (previous.watermark_to if previous is not None else None)
+    takedowns = run_mode == "targeted" or (run_mode == "incremental" and window_from is not None)
+    skip_unchanged = run_mode in ("incremental", "targeted") and not force
+    r = cfg.recipient
+    plan = RecipientPlan(
+        recipient=r.name if r is not None else "", job=cfg.run.job, mode=run_mode,
+        ern_version=cfg.transform.ern_version, target=r.target if r is not None else None,
+    )
+    ctx = ern.context_from_config(cfg.transform).for_delivery("dryrun", now)
+    media_root = None
+    if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" and cfg.load.media_root:
+        from .media import media_root as open_media
+
+        media_root = open_media(cfg.load.media_root)
+    seen_ids: dict[tuple[str, str], int] = {}
+    for ids in _key_pages(engine, cfg, run_mode, window_from, now, release_ids):
+        with engine.connect() as conn:
+            releases, bad = extract.fetch_releases(conn, cfg.extract, list(ids))
+            sums = state.delivered_checksums(conn, schema, cfg.run.job, list(ids)) if skip_unchanged and has_state else {}
+            conn.rollback()
+        for b in bad:
+            _reject(plan, getattr(b, "release_id", "?"), str(b))
+        found = {int(x.release_id) for x in releases} | {int(getattr(b, "release_id", -1) or -1) for b in bad}
+        plan.skipped += sum(1 for i in ids if int(i) not in found)
+        for release in releases:
+            rid = int(release.release_id)
+            if r is not None and not r.matches(release):
+                plan.skipped += 1
+                continue
+            clash = _duplicate(seen_ids, release)
+            if clash:
+                _reject(plan, rid, clash)
+                continue
+            planned: list[Any] = []
+            if media_root is not None:
+                from .media import with_resource_uris
+
+                release, planned, problems = with_resource_uris(release)
+                if problems:
+                    _reject(plan, rid, "; ".join(str(p) for p in problems))
+                    continue
+                missing = [p.item.source for p in planned if not media_root.fs.exists(media_root.path(p.item.source))]
+                if missing:
+                    _reject(plan, rid, f"media file(s) not found under {media_root.url}: {', '.join(missing[:3])}")
+                    continue
+            take_down = takedowns and _is_takedown(release, now.date())
+            try:
+                doc = ern.build_takedown(release, ctx) if take_down else ern.build(release, ctx)
+            except ReleaseDataError as exc:
+                _reject(plan, rid, str(exc))
+                continue
+            if sums.get(rid) == doc.body_checksum:
+                plan.unchanged += 1
+                continue
+            plan.resources += len({p.uri for p in planned})
+            if take_down:
+                plan.would_take_down += 1
+            else:
+                plan.would_build += 1
+    return plan
+
+
+def _key_pages(engine: sa.Engine, cfg: Config, mode: str, since: dt.datetime | None, until: dt.datetime,
+               release_ids: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+    from . import extract
+
+    if release_ids:
+        chunks: Any = extract.iter_id_chunks(release_ids, cfg.extract.chunk_size)
+    elif mode in ("incremental", "targeted") and since is not None:
+        chunks = extract.iter_changed_key_chunks(engine, cfg.extract, since=since, until=until)
+    else:
+        chunks = extract.iter_key_chunks(engine, cfg.extract)
+    for kc in chunks:
+        yield tuple(int(i) for i in kc.release_ids)
+
+
+def _is_takedown(release: Any, ended_before: dt.date) -> bool:
+    from .pipeline import is_takedown
+
+    return is_takedown(release, ended_before)
+
+
+def _duplicate(seen: dict[tuple[str, str], int], release: Any) -> str | None:
+    """The run claims ICPNs and GRids in paging order (``claims``); the same, in memory."""
+    rid = int(release.release_id)
+    for kind in ("icpn", "grid"):
+        value = getattr(release, kind, None)
+        if not value:
+            continue
+        owner = seen.setdefault((kind, value), rid)
+        if owner != rid:
+            return f"{kind.upper()} {value} is also on release {owner}, which comes first"
+    return None
+
+
+def _reject(plan: RecipientPlan, release_id: Any, reason: str) -> None:
+    plan.rejected += 1
+    if len(plan.rejects) < SHOWN:
+        plan.rejects.append({"release_id": release_id, "reason": reason})

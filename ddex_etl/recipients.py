@@ -1,0 +1,260 @@
+"""Several stores from one job: each ``[[recipients]]`` entry runs as a job of its own.
+
+A recipient's job is ``<run.job>/<name>`` (``Config.for_recipient``), so its
+runs, checkpoints, lock, delivered checksums, watermark, takedowns and run
+selection are its own, with no new machinery: ``pipeline.run`` does the
+work. ``etl run`` runs the recipients one after another in the order of
+``etl.toml`` (or only ``--recipient NAME``); before building, it reads each
+store's acknowledgements (``store_acks``). A recipient that fails does not
+stop the next one; an interrupted one (Ctrl-C, SIGTERM) does, and the rest
+are reported as not started.
+
+The process exit code is the worst of the recipients', in this order::
+
+    1 (failed) > 2 (configuration) > 130 (interrupted) > 3 (rejected) > 4 (locked) > 0
+
+A failure needs a person before anything else; an interrupted run only a
+resume; rejected releases a data fix; a lock held means another runner is
+already on it. Without ``[[recipients]]`` the ``[transform]`` keys describe
+the one recipient and nothing here is used.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import logs, pipeline
+from .config import Config, RecipientConfig
+from .errors import ConfigError, EtlError, ExitCode, InterruptedRun
+
+log = logging.getLogger("ddex_etl.recipients")
+
+# Worst first: the process exit code is the first of these any recipient has.
+EXIT_ORDER = (ExitCode.FAILED, ExitCode.USAGE, ExitCode.INTERRUPTED, ExitCode.REJECTED, ExitCode.LOCKED, ExitCode.OK)
+
+
+def worst_exit_code(codes: list[int]) -> int:
+    """The process exit code for several recipients' codes (see the module docstring)."""
+    for code in EXIT_ORDER:
+        if code in codes:
+            return code
+    return max(codes) if codes else ExitCode.OK
+
+
+@dataclass
+class RecipientOutcome:
+    """What one recipient's run did, or why it did not run."""
+
+    recipient: str
+    job: str
+    status: str  # the run's status, "not started", or "nothing to resume"
+    exit_code: int
+    report: pipeline.RunReport | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    acks: dict[str, Any] | None = None  # what reading the store's acknowledgements found first
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"recipient": self.recipient, "job": self.job, "status": self.status,
+                                "exit_code": self.exit_code}
+        if self.report is not None:
+            data.update(self.report.as_dict())
+            data["status"] = self.status
+            data["exit_code"] = self.exit_code
+        if self.error is not None:
+            data["error"] = self.error
+            data["error_kind"] = self.error_kind
+        if self.acks is not None:
+            data["acks"] = self.acks
+        return data
+
+
+@dataclass
+class RecipientsReport:
+    """Every recipient's outcome; ``exit_code`` is the worst of them."""
+
+    job: str
+    outcomes: list[RecipientOutcome] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code([o.exit_code for o in self.outcomes])
+
+    @property
+    def status(self) -> str:
+        statuses = {o.status for o in self.outcomes}
+        return statuses.pop() if len(statuses) == 1 else "mixed"
+
+    def summary(self) -> str:
+        """The runs' summaries, one block per recipient."""
+        blocks = []
+        for o in self.outcomes:
+            head = f"recipient {o.recipient} (job {o.job!r}):"
+            if o.report is not None:
+                body = o.report.summary(with_error=True)
+            else:
+                body = f"  {o.status}" + (f": {o.error}" if o.error else "")
+            if o.acks and o.acks.get("rejected"):
+                body += f"\n  the store rejected {len(o.acks['rejected'])} release(s): see `etl errors`"
+            blocks.append(f"{head}\n" + "\n".join("  " + line for line in body.splitlines()))
+        blocks.append(f"exit code {self.exit_code} (the worst of {len(self.outcomes)} recipient(s))")
+        return "\n".join(blocks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """One JSON object for ``--json``: the worst exit code and one entry per recipient."""
+        return {"job": self.job, "status": self.status, "exit_code": self.exit_code,
+                "recipients": [o.as_dict() for o in self.outcomes]}
+
+
+def selected(cfg: Config, names: tuple[str, ...] | list[str] = ()) -> list[RecipientConfig]:
+    """The recipients to run: all, in file order, or those named (``--recipient``)."""
+    if not names:
+        return list(cfg.recipients)
+    known = {r.name: r for r in cfg.recipients}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        listed = ", ".join(known) or "none: etl.toml has no [[recipients]]"
+        raise ConfigError(f"--recipient: unknown recipient(s) {', '.join(map(repr, unknown))}; known: {listed}")
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def recipient_of_run(cfg: Config, run_id: int) -> RecipientConfig:
+    """The recipient whose job run ``run_id`` belongs to (for ``etl resume RUN_ID`` and ``retry-failed``)."""
+    runs = pipeline.recent_runs(cfg, limit=10_000)
+    found = next((r for r in runs if r.run_id == run_id), None)
+    if found is None:
+        raise ConfigError(f"run {run_id} not found; fix: pick a run id from `etl runs`")
+    for r in cfg.recipients:
+        if found.job == f"{cfg.run.job}/{r.name}":
+            return r
+    raise ConfigError(
+        f"run {run_id} belongs to job {found.job!r}, which is none of job {cfg.run.job!r}'s recipients "
+        f"({', '.join(r.name for r in cfg.recipients)}); fix: run with the configuration it ran with"
+    )
+
+
+def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
+    """Before building: the store's acknowledgements (a store that cannot be reached is a warning here)."""
+    if rcfg.recipient is None or rcfg.recipient.target is None:
+        return None
+    from .store_acks import read_store_acks
+
+    try:
+        return read_store_acks(rcfg).as_dict()
+    except EtlError as exc:
+        log.warning("recipient %s: could not read the store's acknowledgements: %s", rcfg.recipient.name, exc)
+        return {"error": str(exc)}
+
+
+def run_each(
+    cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], pipeline.RunReport | None], *,
+    read_acks: bool = False,
+) -> RecipientsReport:
+    """``call(recipient_config)`` for each selected recipient in turn, collecting outcomes.
+
+    ``call`` returning None means the recipient had nothing to do (``etl resume``).
+    """
+    report = RecipientsReport(cfg.run.job)
+    chosen = selected(cfg, names)
+    shared = cfg.load.directory
+    if cfg.load.target == "files" and not shared.exists() and shared.parent.is_dir():
+        # Each recipient's folder is inside load.directory: that one is created like a single job's would be.
+        shared.mkdir(exist_ok=True)
+    for i, r in enumerate(chosen):
+        rcfg = cfg.for_recipient(r)
+        logs.bind(recipient=r.name)
+        outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
+        try:
+            if read_acks:
+                outcome.acks = read_acks_first(rcfg)
+            result = call(rcfg)
+            if result is None:
+                outcome.status = "nothing to resume"
+            else:
+                outcome.report, outcome.status, outcome.exit_code = result, result.status, result.exit_code
+        except EtlError as exc:
+            failed: pipeline.RunReport | None = getattr(exc, "report", None)
+            outcome.report = failed
+            outcome.status = failed.status if failed is not None else "not started"
+            outcome.exit_code = exc.exit_code
+            outcome.error, outcome.error_kind = str(exc), type(exc).__name__
+            log.debug("recipient %s: %s", r.name, exc)  # printed once, in the summary
+            if isinstance(exc, InterruptedRun):
+                report.outcomes.append(outcome)
+                for rest in chosen[i + 1:]:
+                    report.outcomes.append(RecipientOutcome(
+                        rest.name, cfg.for_recipient(rest).run.job, "not started", ExitCode.INTERRUPTED,
+                        error="an earlier recipient's run was interrupted", error_kind="InterruptedRun",
+                    ))
+                break
+        finally:
+            logs.bind(recipient=None)
+        report.outcomes.append(outcome)
+    return report
+
+
+def run(cfg: Config, *, recipients: tuple[str, ...] = (), **options: Any) -> RecipientsReport:
+    """``pipeline.run`` for each recipient (``options`` as for it); reads acknowledgements first."""
+    return run_each(cfg, recipients, lambda rcfg: pipeline.run(rcfg, **options), read_acks=True)
+
+
+def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),
+           progress: bool | None = None) -> RecipientsReport:
+    """Resume run ``run_id`` (its recipient's), or each selected recipient's unfinished run."""
+    if run_id is not None:
+        owner = recipient_of_run(cfg, run_id)
+        return run_each(cfg, [owner.name], lambda rcfg: pipeline.resume(rcfg, run_id, progress=progress))
+
+    def one(rcfg: Config) -> pipeline.RunReport | None:
+        try:
+            return pipeline.resume(rcfg, None, progress=progress)
+        except ConfigError as exc:
+            if "has no unfinished run" in str(exc):
+                return None
+            raise
+
+    return run_each(cfg, recipients, one)
+
+
+def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),
+                 progress: bool | None = None) -> RecipientsReport:
+    """``pipeline.retry_failed`` for run ``run_id``'s recipient, or for each selected recipient."""
+    if run_id is not None:
+        owner = recipient_of_run(cfg, run_id)
+        return run_each(cfg, [owner.name], lambda rcfg: pipeline.retry_failed(rcfg, run_id, progress=progress))
+
+    def one(rcfg: Config) -> pipeline.RunReport | None:
+        try:
+            return pipeline.retry_failed(rcfg, None, progress=progress)
+        except ConfigError as exc:
+            if "no rejected releases left" in str(exc) or "no runs recorded" in str(exc):
+                return None
+            raise
+
+    return run_each(cfg, recipients, one)
+
+
+def rejected(cfg: Config, run_id: int | None = None, *,
+             include_resolved: bool = False) -> list[tuple[str, list[pipeline.RejectedRelease], list[Any]]]:
+    """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected."""
+    from . import state
+    from .db import database_url, make_engine
+
+    chosen = [recipient_of_run(cfg, run_id)] if run_id is not None else list(cfg.recipients)
+    out = []
+    for r in chosen:
+        rcfg = cfg.for_recipient(r)
+        rows = pipeline.rejected(rcfg, run_id, include_resolved=include_resolved)
+        engine = make_engine(database_url(rcfg), pool_size=1)
+        try:
+            if state.current(engine, rcfg.database.state_schema) != state.HEAD:
+                acks: list[Any] = []
+            else:
+                with engine.connect() as conn:
+                    acks = list(state.store_rejections(conn, rcfg.database.state_schema, rcfg.run.job, run_id))
+        finally:
+            engine.dispose()
+        out.append((r.name, rows, acks))
+    return out
