@@ -408,6 +408,8 @@ def _check_recipient_names(cfg: Config, names: tuple[str, ...]) -> None:
 def _finish_recipients(ctx: click.Context, call: Any, as_json: bool) -> None:
     """Several recipients: each one's summary, then exit with the worst code (see ddex_etl.recipients)."""
     state = _state(ctx)
+    if as_json:
+        _report_hard_exit_as_json(state)
     report = call()
     if as_json:
         _print_json_once(state, report.as_dict())
@@ -418,6 +420,17 @@ def _finish_recipients(ctx: click.Context, call: Any, as_json: bool) -> None:
     ctx.exit(report.exit_code)
 
 
+def _report_hard_exit_as_json(state: CliState) -> None:
+    """A second Ctrl-C ends the process without unwinding: print the one JSON object from there."""
+    from . import pipeline
+
+    def report(data: dict[str, Any]) -> None:
+        _print_json_once(state, {**state.known, **data})
+        sys.stdout.flush()
+
+    pipeline.set_hard_exit_reporter(report)
+
+
 def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
     """Run ``call()``; print its summary (also when it fails); exit with the report's code.
 
@@ -425,6 +438,8 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
     printed here leaves it out.
     """
     state = _state(ctx)
+    if as_json:
+        _report_hard_exit_as_json(state)
     try:
         report: RunReport = call()
     except EtlError as exc:

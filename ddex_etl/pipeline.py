@@ -927,7 +927,7 @@ class _Runner:
         self.pool.kill()
         with contextlib.suppress(Exception):
             _mark_interrupted_now(self.url, self.schema, self.run.id, _OWN_BACKENDS)
-        os._exit(ExitCode.INTERRUPTED)
+        _hard_exit({"run_id": self.run.id, "job": self.run.job, "mode": self.run.mode})
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -1380,6 +1380,27 @@ def _id_span(ids: tuple[int, ...]) -> str:
 
 
 def _exit_interrupted(signum: int, frame: Any) -> None:
+    _hard_exit({})
+
+
+# Called with what is known just before a second signal ends the process at once
+# (``etl run --json`` prints its one JSON object from it); see set_hard_exit_reporter.
+_HARD_EXIT_REPORTER: Callable[[dict[str, Any]], None] | None = None
+
+
+def set_hard_exit_reporter(reporter: Callable[[dict[str, Any]], None] | None) -> None:
+    """Have ``reporter(data)`` called when a second Ctrl-C / SIGTERM ends the process without unwinding."""
+    global _HARD_EXIT_REPORTER
+    _HARD_EXIT_REPORTER = reporter
+
+
+def _hard_exit(known: dict[str, Any]) -> None:
+    if _HARD_EXIT_REPORTER is not None:
+        with contextlib.suppress(Exception):
+            _HARD_EXIT_REPORTER({
+                **known, "status": "interrupted", "exit_code": ExitCode.INTERRUPTED,
+                "error": "interrupted by a second signal; the run is resumable (etl resume)",
+            })
     os._exit(ExitCode.INTERRUPTED)
 
 

@@ -177,6 +177,33 @@ def test_json_when_the_lock_is_held(catalog: dict[str, str], db_url: str, tmp_pa
     assert "already running" in data["error"]
 
 
+def test_json_when_a_second_ctrl_c_ends_the_run_at_once(catalog: dict[str, str], db_url: str, tmp_path: Path) -> None:
+    """The second signal ends the process without unwinding: the one JSON object still comes out."""
+    import signal
+    import time
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ETL_") or k.startswith("ETL_TEST_")}
+    with psycopg.connect(libpq(db_url), autocommit=True) as watcher, psycopg.connect(libpq(db_url)) as locker:
+        locker.execute("LOCK TABLE tracks IN ACCESS EXCLUSIVE MODE")  # holds the run at its first chunk
+        proc = subprocess.Popen([sys.executable, "-m", "ddex_etl", "run", "--no-progress", "--json"], cwd=tmp_path,
+                                env={**base, **catalog}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not watcher.execute(
+            "SELECT to_regclass('ddex_etl.runs') IS NOT NULL AND EXISTS "
+            "(SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the run never reached its first chunk"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    data = json.loads(out)
+    assert (data["exit_code"], data["status"], data["run_id"]) == (130, "interrupted", 1)
+    assert "etl resume" in data["error"]
+
+
 def test_json_when_the_server_is_unreachable(tmp_path: Path) -> None:
     (tmp_path / "etl.toml").write_text("[run]\nworkers = 1\nmax_retries = 0\n")
     env = {"ETL_DATABASE_URL": "postgresql://etl:hunter2@127.0.0.1:9/catalog"}
