@@ -70,3 +70,13 @@ def utc_stamp(value: dt.datetime) -> str:
     two = _TWO
     year = v.year
     return f"{year if year >= 1000 else f'{year:04d}'}-{two[v.month]}-{two[v.day]}T{two[v.hour]}:{two[v.minute]}:{two[v.second]}Z"
+
+
+def image_sizes(height: int | None, width: int | None) -> str:
+    """An image's pixel height and width elements, each left out when unknown (same in every ERN version)."""
+    sizes = ""
+    if height:
+        sizes += f'<ImageHeight UnitOfMeasure="Pixel">{height}</ImageHeight>'
+    if width:
+        sizes += f'<ImageWidth UnitOfMeasure="Pixel">{width}</ImageWidth>'
+    return sizes

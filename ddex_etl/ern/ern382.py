@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ._text import attr, esc
+from ._text import attr, esc, image_sizes
 from .checks import PCover, PCredit, PParty, Prepared, PTrack
 
 NS = "http://ddex.net/xml/ern/382"
@@ -171,11 +171,7 @@ COVER_REF = "A0"  # the front cover's ResourceReference (tracks are A1, A2, ...)
 
 
 def _image(cover: PCover, icpn: str, sender_dpid: str) -> str:
-    sizes = ""
-    if cover.height:
-        sizes += f'<ImageHeight UnitOfMeasure="Pixel">{cover.height}</ImageHeight>'
-    if cover.width:
-        sizes += f'<ImageWidth UnitOfMeasure="Pixel">{cover.width}</ImageWidth>'
+    sizes = image_sizes(cover.height, cover.width)
     return (
         f'<Image><ImageType>FrontCoverImage</ImageType><ImageId><ProprietaryId Namespace="{attr(sender_dpid)}">'
         f"{icpn}_FrontCoverImage</ProprietaryId></ImageId><ResourceReference>{COVER_REF}</ResourceReference>"

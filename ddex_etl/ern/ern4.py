@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ._text import attr, esc
+from ._text import attr, esc, image_sizes
 from .checks import PCover, PCredit, Prepared, PTrack
 
 NS = {"4.3": "http://ddex.net/xml/ern/43", "4.2": "http://ddex.net/xml/ern/42"}
@@ -157,11 +157,7 @@ COVER_REF = "A0"  # the front cover's ResourceReference (tracks are A1, A2, ...)
 
 def _image(cover: PCover, icpn: str, sender_dpid: str, parental: str | None) -> str:
     """The front cover Image resource, with its file and hash (profile rules 1029-1, 1053-1)."""
-    sizes = ""
-    if cover.height:
-        sizes += f'<ImageHeight UnitOfMeasure="Pixel">{cover.height}</ImageHeight>'
-    if cover.width:
-        sizes += f'<ImageWidth UnitOfMeasure="Pixel">{cover.width}</ImageWidth>'
+    sizes = image_sizes(cover.height, cover.width)
     return (
         f"<Image><ResourceReference>{COVER_REF}</ResourceReference><Type>FrontCoverImage</Type>"
         f'<ResourceId><ProprietaryId Namespace="{attr(sender_dpid)}">{icpn}_FrontCoverImage</ProprietaryId></ResourceId>'
