@@ -1,0 +1,32 @@
+"""The job: run a job's releases through extract, transform and load, with checkpoints and resume.
+
+Files follow the flow of a run::
+
+    job.py        open, lock, pick or create the run row, build the loader
+    keys.py       the chunks of release keys to do (full, incremental, targeted, retry)
+    loop.py       the Runner: hand chunks out, commit results, move the checkpoint, signals
+    executors/    where chunks run (local worker processes; Dask) behind ChunkExecutor
+    worker.py     what a worker does with one chunk (fetch, build, write)
+    chunks.py     the records that travel between them
+    reporting.py  what runs did: RunReport, etl status / runs / errors
+"""
+from __future__ import annotations
+
+from .job import resume, retry_failed, run
+from .loop import RunFailed, set_hard_exit_reporter
+from .reporting import JobStatus, RejectedRelease, RunInfo, RunReport, recent_runs, rejected, status
+
+__all__ = [
+    "JobStatus",
+    "RejectedRelease",
+    "RunFailed",
+    "RunInfo",
+    "RunReport",
+    "recent_runs",
+    "rejected",
+    "resume",
+    "retry_failed",
+    "run",
+    "set_hard_exit_reporter",
+    "status",
+]
