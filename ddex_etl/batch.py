@@ -121,6 +121,10 @@ class BatchError(EtlError):
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(f"{len(errors)} release(s) failed: {first}{more}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its errors (a worker process can send it back).
+        return type(self), (self.errors,), self.__dict__
+
 
 @dataclass(slots=True)
 class BatchResult:
