@@ -12,9 +12,35 @@ Files follow the flow of a run::
 """
 from __future__ import annotations
 
-from .job import resume, retry_failed, run
-from .loop import RunFailed, set_hard_exit_reporter
-from .reporting import JobStatus, RejectedRelease, RunInfo, RunReport, recent_runs, rejected, status
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .job import resume, retry_failed, run
+    from .loop import RunFailed, set_hard_exit_reporter
+    from .reporting import JobStatus, RejectedRelease, RunInfo, RunReport, recent_runs, rejected, status
+
+# Reached lazily: a worker process (or a Dask worker) that imports
+# ``ddex_etl.run.worker`` loads the worker's modules, not the run loop's.
+_LAZY = {
+    "resume": "job", "retry_failed": "job", "run": "job",
+    "RunFailed": "loop", "set_hard_exit_reporter": "loop",
+    "JobStatus": "reporting", "RejectedRelease": "reporting", "RunInfo": "reporting", "RunReport": "reporting",
+    "recent_runs": "reporting", "rejected": "reporting", "status": "reporting",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "JobStatus",
