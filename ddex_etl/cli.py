@@ -729,7 +729,10 @@ def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_js
 
         found = recipients.rejected(cfg, run_id, include_resolved=include_resolved)
         if as_json:
-            _print_json([{"recipient": name, "rejected": rows, "store_rejected": acks} for name, rows, acks in found])
+            _print_json([
+                {"recipient": name, "rejected": [r.as_dict() for r in rows], "store_rejected": acks}
+                for name, rows, acks in found
+            ])
             return
         for name, rows, acks in found:
             _echo(f"recipient {name}:")
@@ -737,7 +740,7 @@ def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_js
         return
     rows = run_api.rejected(cfg, run_id, include_resolved=include_resolved)
     if as_json:
-        _print_json(rows)
+        _print_json([r.as_dict() for r in rows])
         return
     _print_rejects(rows, [])
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import logs
+from . import logs, state
 from . import run as run_api
 from .config import Config, RecipientConfig
 from .errors import ConfigError, EtlError, ExitCode, InterruptedRun
@@ -238,9 +238,8 @@ def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[st
 
 
 def rejected(cfg: Config, run_id: int | None = None, *,
-             include_resolved: bool = False) -> list[tuple[str, list[run_api.RejectedRelease], list[Any]]]:
+             include_resolved: bool = False) -> list[tuple[str, list[state.RejectRow], list[Any]]]:
     """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected."""
-    from . import state
     from .db import database_url, make_engine
 
     chosen = [recipient_of_run(cfg, run_id)] if run_id is not None else list(cfg.recipients)

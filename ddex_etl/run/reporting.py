@@ -213,21 +213,9 @@ class JobStatus:
         return "stalled" if self.note else self.last_run.status
 
 
-@dataclass(frozen=True)
-class RejectedRelease:
-    """A release a run could not build or load, for ``etl errors``."""
+# One type for a rejected release, read or listed: ``rejected()`` returns the state rows.
+RejectedRelease = state.RejectRow
 
-    run_id: int
-    release_id: int
-    stage: str
-    error_kind: str
-    message: str
-    retryable: bool
-    attempts: int
-    input: Any
-    created_at: dt.datetime
-    resolved_at: dt.datetime | None
-    resolved_by_run: int | None
 
 def status(cfg: Config) -> list[JobStatus]:
     """Per job: the newest run, its status and counts, and the newest successful run."""
@@ -285,7 +273,7 @@ def recent_runs(cfg: Config, limit: int = 20) -> list[RunInfo]:
         engine.dispose()
 
 
-def rejected(cfg: Config, run_id: int | None = None, *, include_resolved: bool = False) -> list[RejectedRelease]:
+def rejected(cfg: Config, run_id: int | None = None, *, include_resolved: bool = False) -> list[state.RejectRow]:
     """The releases run ``run_id`` rejected (default: the job's newest full or incremental run)."""
     engine = _open(cfg)
     schema = cfg.database.state_schema
@@ -300,23 +288,7 @@ def rejected(cfg: Config, run_id: int | None = None, *, include_resolved: bool =
                 run_id = latest.id
             elif state.get_run(conn, schema, run_id) is None:
                 raise ConfigError(f"run {run_id} not found; fix: pick a run id from `etl runs`")
-            rows = state.list_rejects(conn, schema, run_id, unresolved_only=not include_resolved)
-            return [
-                RejectedRelease(
-                    run_id=r.run_id,
-                    release_id=r.release_id,
-                    stage=r.stage,
-                    error_kind=r.error_kind,
-                    message=r.message,
-                    retryable=r.retryable,
-                    attempts=r.attempts,
-                    input=r.input,
-                    created_at=r.created_at,
-                    resolved_at=r.resolved_at,
-                    resolved_by_run=r.resolved_by_run,
-                )
-                for r in rows
-            ]
+            return state.list_rejects(conn, schema, run_id, unresolved_only=not include_resolved)
     except sa.exc.DBAPIError as exc:
         raise map_db_error(exc, "listing rejected releases") from exc
     finally:
