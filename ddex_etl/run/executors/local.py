@@ -223,3 +223,7 @@ class LocalExecutor:
 
     def worker_count(self) -> int:
         return len(self._procs)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for logs, and for tests that kill one)."""
+        return [int(p.pid) for p in self._procs]
