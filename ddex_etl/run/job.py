@@ -221,10 +221,11 @@ def execute_run(
             f"{run.watermark_to.isoformat()}]" if run.mode in ("incremental", "targeted") and run.watermark_to else ""
         )
         log.info(
-            "%s %s run %d of job %s%s; %s releases to go; output %s",
+            "%s %s run %d of job %s%s; %s releases to go; output %s; executor %s (%d workers)",
             "resuming" if resumed else "starting", run.mode, run.id, run.job, window,
             "unknown" if total is None else f"{total:,}", run.output or cfg.load.target,
-            extra={"fields": {"mode": run.mode, "resumed": resumed, "total": total}},
+            executor.name, executor.worker_count(),
+            extra={"fields": {"mode": run.mode, "resumed": resumed, "total": total, "executor": executor.name}},
         )
         reporter = reporter_for(cfg.run.job, progress, cfg.run.progress_interval)
         runner = Runner(

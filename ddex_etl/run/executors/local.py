@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import multiprocessing.util as mp_util
 import os
 import signal
 import sys
@@ -29,7 +30,7 @@ from ...errors import TerminalError
 from ...masking import mask_text
 from ...procs import can_fork, pid_alive
 from ..chunks import ChunkFailure, ChunkResult, Task, WorkerSpec
-from ..worker import run_chunk, worker_context
+from ..worker import close_worker_context, run_chunk, worker_context
 
 # Seconds a graceful shutdown waits for the workers to finish their chunk and exit.
 STOP_SECONDS = 10.0
@@ -110,6 +111,8 @@ def start_worker(spec: WorkerSpec, main_alive: Any, inherited: Any = None) -> No
         os._exit(0)
     threading.Thread(target=watch_main, args=(main_alive,), name="etl-watchdog", daemon=True).start()
     worker_context(spec)  # engine, builder context: ready before the first chunk arrives
+    # A worker told to stop (graceful shutdown) closes its connection on the way out.
+    mp_util.Finalize(None, close_worker_context, exitpriority=10)
 
 
 def _started() -> int:
