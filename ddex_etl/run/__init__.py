@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .job import resume, retry_failed, run
     from .loop import RunFailed, set_hard_exit_reporter
-    from .reporting import JobStatus, RejectedRelease, RunInfo, RunReport, recent_runs, rejected, status
+    from .reporting import (
+        JobStatus,
+        RejectedRelease,
+        RunInfo,
+        RunReport,
+        recent_runs,
+        rejected,
+        status,
+    )
 
 # Reached lazily: a worker process (or a Dask worker) that imports
 # ``ddex_etl.run.worker`` loads the worker's modules, not the run loop's.

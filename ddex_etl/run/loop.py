@@ -273,7 +273,6 @@ class Runner:
         paged_next: Task | None = None
         last_beat = time.monotonic()
         drain_deadline: float | None = None
-        run_cfg = self.cfg.run
 
         def page() -> Task | None:
             nonlocal keys, last_paged

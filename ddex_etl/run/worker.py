@@ -166,7 +166,7 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task) -> ChunkResult:
                         error_kind=type(exc).__name__,
                         message=str(exc),
                         retryable=False,
-                        input={"problems": _problems(exc), "release": snapshot(release)},
+                        input={"problems": _problems(exc), "release": _snapshot(release)},
                     )
                 )
                 continue
@@ -270,7 +270,7 @@ def _claim_identifiers(
                     error_kind=claims.DUPLICATE_KIND,
                     message="; ".join(c.message() for c in mine),
                     retryable=False,
-                    input={"duplicates": [c.as_json() for c in mine], "release": snapshot(release)},
+                    input={"duplicates": [c.as_json() for c in mine], "release": _snapshot(release)},
                 )
             )
     return [r for r in releases if int(r.release_id) not in by_release], rejects
@@ -317,7 +317,7 @@ def _reject_from(bad: Any, stage: str) -> state.RejectRecord:
         snapshot["problems"] = _problems(exc)
     raw = getattr(exc, "rows", None) or getattr(exc, "input", None)
     if raw is not None:
-        snapshot["rows"] = snapshot(raw)
+        snapshot["rows"] = _snapshot(raw)
     return state.RejectRecord(
         release_id=int(rid) if rid is not None else -1,
         stage=stage,
@@ -331,7 +331,7 @@ def _reject_from(bad: Any, stage: str) -> state.RejectRecord:
 # --------------------------------------------------------------------------- the runner
 
 
-def snapshot(obj: Any) -> Any:
+def _snapshot(obj: Any) -> Any:
     """A JSON-able copy of a record (enough of the input to reproduce a rejection)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         try:
