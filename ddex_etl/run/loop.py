@@ -306,7 +306,8 @@ class Runner:
                     break
                 dispatched = task.number + 1
                 self.lock.execute(
-                    lambda c, n=dispatched: state.mark_dispatched(c, self.schema, self.run.id, n),
+                    # run now (with retries), so the lambda sees this dispatch count
+                    lambda c: state.mark_dispatched(c, self.schema, self.run.id, dispatched),
                     what="recording the chunks handed to workers",
                     policy=self.retry,
                 )
