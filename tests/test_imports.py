@@ -14,6 +14,7 @@ CASES = [
     ("ddex_etl.run.executors.local", ["ddex_etl.run.loop", "ddex_etl.run.job"]),
     ("ddex_etl.run.loop", ["ddex_etl.run.job", "ddex_etl.run.executors.local"]),
     ("ddex_etl.run.reporting", ["ddex_etl.run.loop", "ddex_etl.run.worker", "ddex_etl.run.executors"]),
+    ("ddex_etl.run.tally", ["ddex_etl.run.loop", "ddex_etl.run.job", "ddex_etl.run.executors"]),
 ]
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .job import resume, retry_failed, run
-    from .loop import RunFailed, set_hard_exit_reporter
+    from .loop import set_hard_exit_reporter
     from .reporting import (
         JobStatus,
         RejectedRelease,
@@ -26,12 +26,13 @@ if TYPE_CHECKING:
         rejected,
         status,
     )
+    from .tally import RunFailed
 
 # Reached lazily: a worker process (or a Dask worker) that imports
 # ``ddex_etl.run.worker`` loads the worker's modules, not the run loop's.
 _LAZY = {
     "resume": "job", "retry_failed": "job", "run": "job",
-    "RunFailed": "loop", "set_hard_exit_reporter": "loop",
+    "RunFailed": "tally", "set_hard_exit_reporter": "loop",
     "JobStatus": "reporting", "RejectedRelease": "reporting", "RunInfo": "reporting", "RunReport": "reporting",
     "recent_runs": "reporting", "rejected": "reporting", "status": "reporting",
 }

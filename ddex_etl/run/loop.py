@@ -37,12 +37,13 @@ from ..errors import EtlError, ExitCode, InterruptedRun, TerminalError, Transien
 from ..joblock import JobLock
 from ..load import FileLoader, Loader
 from ..masking import mask_text
-from ..progress import Reporter, children_peak_rss_mb, own_peak_rss_mb
+from ..progress import Reporter, own_peak_rss_mb
 from ..retry import RetryPolicy, with_retries
 from .chunks import ChunkFailure, ChunkResult, Task
 from .executors.base import ChunkExecutor
 from .keys import KeySource
 from .reporting import RunReport
+from .tally import NOTES_LOGGED, RunTally
 
 # The run's modules log under the name they always had ("pipeline" in log lines).
 log = logging.getLogger("ddex_etl.pipeline")
@@ -51,14 +52,8 @@ log = logging.getLogger("ddex_etl.pipeline")
 # before abandoning them (they are redone on resume either way).
 DRAIN_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
-# Data warnings logged at WARNING per run before the rest go to INFO; shared ISRCs listed.
-NOTES_LOGGED = 50
 # How long the loop waits for a finished chunk before it checks the engine and the heartbeat.
 POLL_SECONDS = 0.5
-
-
-class RunFailed(EtlError):
-    """The run stopped: too many rejected releases, or fail_fast met a rejected release."""
 
 
 # Server pids of the main process's sessions (the job lock's among them).
@@ -118,18 +113,8 @@ class Runner:
         # whose identifier claims count: a retry keeps those of the run it retries
         self.claim_scope = run.source_run_id if run.mode == "retry" and run.source_run_id else run.id
         self.signals = 0
-        self.built = run.built
-        self.rejected = run.rejected
-        self.skipped = run.skipped
-        self.takedowns = run.takedowns
-        self.unchanged = run.unchanged
-        self.attempt_releases = 0
-        self.data_warnings = 0
+        self.tally = RunTally.of(run)
         self.shared_isrcs = 0
-        self.worker_rss: dict[int, float] = {}
-        self.stage_seconds = {
-            "fetch": 0.0, "build": 0.0, "write": 0.0, "worker": 0.0, "fetch_cpu": 0.0, "build_cpu": 0.0, "write_cpu": 0.0,
-        }
         self.delivery: dict[str, Any] | None = None  # what the upload to the recipient's target did
         self.t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
@@ -138,7 +123,7 @@ class Runner:
         """An incremental run that delivered nothing leaves no (empty) ddex-batch folder behind:
         a store would otherwise receive an empty batch every quiet night."""
         loader = self.loader
-        if self.run.mode not in ("incremental", "targeted") or self.built + self.takedowns:
+        if self.run.mode not in ("incremental", "targeted") or self.tally.built + self.tally.takedowns:
             return False
         if not isinstance(loader, FileLoader) or loader.batch_complete_path is None:
             return False
@@ -176,9 +161,6 @@ class Runner:
             log.warning("shared ISRC: %d more ISRCs are on more than one release of this run",
                         self.shared_isrcs - len(listed))
 
-    def _seen(self) -> int:
-        return self.built + self.rejected + self.skipped + self.takedowns + self.unchanged
-
     # ---- signals
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -212,7 +194,7 @@ class Runner:
         status = "failed"
         error: BaseException | None = None
         try:
-            self.reporter.start(self.total, self._seen())
+            self.reporter.start(self.total, self.tally.seen())
             finished = self._loop()
             if finished:
                 if not self._drop_empty_batch():
@@ -244,7 +226,7 @@ class Runner:
         self._restore_signals()
         if status == "interrupted":
             raise _attach(InterruptedRun(
-                f"run {self.run.id} of job {self.run.job!r} interrupted after {self.built:,} releases; "
+                f"run {self.run.id} of job {self.run.job!r} interrupted after {self.tally.built:,} releases; "
                 f"resume with `etl resume {self.run.id}`"
             ), report)
         if error is not None:
@@ -348,8 +330,8 @@ class Runner:
                     loaded_ahead[number] = task
                 del in_flight[number]
                 last_beat = time.monotonic()
-                self._check_thresholds(result)
-                self.reporter.update(self._seen(), self.rejected)
+                self.tally.check_thresholds(self.cfg.run, self.run.id, result)
+                self.reporter.update(self.tally.seen(), self.tally.rejected)
                 continue
             if paged_next is None and not exhausted and not self.signals:
                 paged_next = page()
@@ -360,7 +342,7 @@ class Runner:
                 if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                     self._heartbeat()
                     last_beat = time.monotonic()
-                self.reporter.update(self._seen(), self.rejected)
+                self.reporter.update(self.tally.seen(), self.tally.rejected)
                 continue
             for msg in done:
                 if msg.number not in in_flight or msg.number in pending:
@@ -370,7 +352,7 @@ class Runner:
                     continue
                 if isinstance(msg, ChunkFailure):
                     raise self._worker_failed(msg)
-                self.worker_rss[msg.pid] = max(self.worker_rss.get(msg.pid, 0.0), msg.peak_rss_mb)
+                self.tally.worker_peak(msg)
                 pending[msg.number] = msg
 
     def _keys(self, cp: state.Checkpoint) -> Iterator[Any]:
@@ -521,61 +503,7 @@ class Runner:
                 "seconds": round(result.seconds, 3), "worker_pid": result.pid,
             }},
         )
-        self.stage_seconds["fetch"] += result.fetch_seconds
-        self.stage_seconds["build"] += result.build_seconds
-        self.stage_seconds["write"] += result.write_seconds
-        self.stage_seconds["worker"] += result.seconds
-        self.stage_seconds["fetch_cpu"] += result.fetch_cpu
-        self.stage_seconds["build_cpu"] += result.build_cpu
-        self.stage_seconds["write_cpu"] += result.write_cpu
-        self.built += result.built
-        self.rejected += len(result.rejects)
-        self.skipped += result.skipped
-        self.takedowns += result.takedowns
-        self.unchanged += result.unchanged
-        self.attempt_releases += (
-            result.built + len(result.rejects) + result.skipped + result.takedowns + result.unchanged
-        )
-        for r in result.rejects:
-            log.warning("rejected (%s): %s", r.stage, mask_text(r.message))
-        for w in result.warnings:
-            self.data_warnings += 1
-            # Each once at WARNING while they are few; a catalog full of stray
-            # spaces would otherwise bury everything else in the log.
-            if self.data_warnings <= NOTES_LOGGED:
-                log.warning("data warning: %s", mask_text(w))
-                continue
-            if self.data_warnings == NOTES_LOGGED + 1:
-                log.warning("more data warnings follow at INFO level (etl -v run shows them)")
-            log.info("data warning: %s", mask_text(w))
-
-    def _check_thresholds(self, result: ChunkResult) -> None:
-        rc = self.cfg.run
-        if result.rejects and (rc.fail_fast or not rc.continue_on_error):
-            first = result.rejects[0]
-            why = "fail_fast" if rc.fail_fast else "continue_on_error = false"
-            raise RunFailed(
-                f"run {self.run.id} stopped at the first rejected release ({why}): {mask_text(first.message)}; "
-                f"fix the data, then `etl resume {self.run.id}` (or `etl retry-failed {self.run.id}`)"
-            )
-        if rc.max_errors is not None and self.rejected > rc.max_errors:
-            raise RunFailed(
-                f"run {self.run.id} stopped: {self.rejected} releases rejected, more than run.max_errors = "
-                f"{rc.max_errors}; see `etl errors {self.run.id}`, fix the data or raise max_errors, "
-                f"then `etl resume {self.run.id}`"
-            )
-        seen = self.built + self.rejected
-        if rc.max_error_rate is not None and seen and self.rejected / seen > rc.max_error_rate:
-            raise RunFailed(
-                f"run {self.run.id} stopped: {self.rejected} of {seen} releases rejected "
-                f"({100.0 * self.rejected / seen:.1f}%), more than run.max_error_rate = {rc.max_error_rate}; "
-                f"see `etl errors {self.run.id}`, then `etl resume {self.run.id}`"
-            )
-
-    def peak_memory_mb(self) -> float:
-        """Main process peak plus each worker's peak: an upper bound on the run's total RSS."""
-        workers = sum(self.worker_rss.values()) if self.worker_rss else children_peak_rss_mb() * self.executor.worker_count()
-        return own_peak_rss_mb() + workers
+        self.tally.add(result)
 
     def _close(self, status: str, error: BaseException | None) -> RunReport:
         seconds = time.monotonic() - self.t0
@@ -584,7 +512,7 @@ class Runner:
             message = mask_text(str(error)) or type(error).__name__
         if status == "interrupted" and message is None:
             message = "interrupted by a signal"
-        peak = self.peak_memory_mb()
+        peak = self.tally.peak_memory_mb(self.executor.worker_count())
         try:
             row = self.lock.execute(
                 lambda c: state.finish_run(
@@ -596,8 +524,8 @@ class Runner:
         except EtlError as exc:
             log.error("could not record the end of run %d: %s", self.run.id, mask_text(str(exc)))
             row = dataclasses.replace(
-                self.run, status=status, built=self.built, rejected=self.rejected, skipped=self.skipped,
-                takedowns=self.takedowns, unchanged=self.unchanged,
+                self.run, status=status, built=self.tally.built, rejected=self.tally.rejected, skipped=self.tally.skipped,
+                takedowns=self.tally.takedowns, unchanged=self.tally.unchanged,
                 seconds=(self.run.seconds or 0) + seconds, peak_memory_mb=peak, error=message,
             )
         total_seconds = row.seconds or seconds
@@ -619,16 +547,16 @@ class Runner:
             chunks_redone=row.chunks_redone,
             resumed=self.resumed,
             error=message,
-            attempt_releases=self.attempt_releases,
+            attempt_releases=self.tally.attempt_releases,
             attempt_seconds=seconds,
             main_peak_mb=own_peak_rss_mb(),
-            worker_peak_mb=tuple(round(v, 1) for v in self.worker_rss.values()),
-            stage_seconds={k: round(v, 3) for k, v in self.stage_seconds.items()},
+            worker_peak_mb=tuple(round(v, 1) for v in self.tally.worker_rss.values()),
+            stage_seconds={k: round(v, 3) for k, v in self.tally.stage_seconds.items()},
             takedowns=row.takedowns,
             unchanged=row.unchanged,
             watermark_from=row.watermark_from,
             watermark_to=row.watermark_to,
-            data_warnings=self.data_warnings,
+            data_warnings=self.tally.data_warnings,
             shared_isrcs=self.shared_isrcs,
             delivery=self.delivery,
         )
