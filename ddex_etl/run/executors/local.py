@@ -210,6 +210,7 @@ class LocalExecutor:
         self._closed = True
         # Never wait on the pool's own shutdown: with a worker killed its
         # manager thread joins queues; our deadline and SIGKILL bound the wait.
+        manager = getattr(self._pool, "_executor_manager_thread", None)
         self._pool.shutdown(wait=False, cancel_futures=True)
         if graceful:
             deadline = time.monotonic() + STOP_SECONDS
@@ -220,6 +221,12 @@ class LocalExecutor:
                 p.kill()
                 p.join(timeout=5.0)
         self._running.clear()
+        if manager is not None:
+            # Python 3.11's exit hook wakes every pool's manager thread through a
+            # pipe that thread closes on its way out, without a lock: a process
+            # exiting right after a failed run could print "Bad file descriptor"
+            # from the hook. Once the thread has ended the hook skips it.
+            manager.join(timeout=STOP_SECONDS)
         for end in (self._alive_r, self._alive_w):
             with contextlib.suppress(Exception):
                 end.close()
