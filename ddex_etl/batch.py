@@ -15,7 +15,8 @@ is unsafe once threads exist and a builder may be shared by threads. With
 those, as with any ``multiprocessing`` code, a script that builds in parallel
 at import time must put that code under ``if __name__ == "__main__":``.
 
-The streaming processor lives in ``ddex_etl.batch_stream``.
+The streaming processor lives in ``ddex_etl.batch_stream``, which builds on this
+module; this one never imports it (``ddex_etl.StreamingBatchProcessor`` reaches it).
 """
 from __future__ import annotations
 
@@ -120,6 +121,10 @@ class BatchError(EtlError):
         first = errors[0].message if errors else ""
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(f"{len(errors)} release(s) failed: {first}{more}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its errors (a worker process can send it back).
+        return type(self), (self.errors,), self.__dict__
 
 
 @dataclass(slots=True)
@@ -929,13 +934,3 @@ def _icpn_text(value: Any) -> Any:
         return value  # not a code at all: records reports it
     digits = str(int(value))
     return digits.zfill(13) if len(digits) < 12 else digits
-
-
-def __getattr__(name: str) -> Any:
-    # The streaming processor lives in its own module (which imports this one);
-    # reach it from here too without a circular import at load time.
-    if name in ("StreamingBatchProcessor", "BatchStats", "StreamStats"):
-        from . import batch_stream
-
-        return getattr(batch_stream, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

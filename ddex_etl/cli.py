@@ -32,7 +32,7 @@ from .errors import ConfigError, EtlError, ExitCode
 
 if TYPE_CHECKING:
     from .config import Config
-    from .pipeline import RunReport
+    from .run import RunReport
 
 EXIT_CODES_HELP = f"""\b
 Exit codes:
@@ -422,13 +422,13 @@ def _finish_recipients(ctx: click.Context, call: Any, as_json: bool) -> None:
 
 def _report_hard_exit_as_json(state: CliState) -> None:
     """A second Ctrl-C ends the process without unwinding: print the one JSON object from there."""
-    from . import pipeline
+    from . import run as run_api
 
     def report(data: dict[str, Any]) -> None:
         _print_json_once(state, {**state.known, **data})
         sys.stdout.flush()
 
-    pipeline.set_hard_exit_reporter(report)
+    run_api.set_hard_exit_reporter(report)
 
 
 def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
@@ -512,7 +512,7 @@ def run(
     summary, and the requested run starts. Upgrades the state tables first. Exit code 3 means some releases were
     rejected: list them with `etl errors`, fix the data, `etl retry-failed`.
     """
-    from . import pipeline
+    from . import run as run_api
 
     state = _state(ctx)
     targeted = since is not None or bool(release_ids)
@@ -541,7 +541,7 @@ def run(
         return
     _finish_run(
         ctx,
-        lambda: pipeline.run(
+        lambda: run_api.run(
             cfg, new=new, progress=state.progress(no_progress), mode=mode, since=since_at,
             release_ids=release_ids, force=force,
         ),
@@ -577,7 +577,7 @@ def resume(
 
     The configuration must be the one the run started with.
     """
-    from . import pipeline
+    from . import run as run_api
 
     state = _state(ctx)
     state.known.update(command="resume", job=job, run_id=run_id)
@@ -590,7 +590,7 @@ def resume(
         _finish_recipients(ctx, lambda: recipients.resume(
             cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
         return
-    _finish_run(ctx, lambda: pipeline.resume(cfg, run_id, progress=state.progress(no_progress)), as_json)
+    _finish_run(ctx, lambda: run_api.resume(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 
 @cli.command(
@@ -608,7 +608,7 @@ def retry_failed(
     """Rebuild the releases RUN_ID rejected (default: the job's latest run with
     open rejects); the ones that now build are loaded and cleared.
     """
-    from . import pipeline
+    from . import run as run_api
 
     state = _state(ctx)
     state.known.update(command="retry-failed", job=job, mode="retry", source_run_id=run_id, run_id=None)
@@ -621,7 +621,7 @@ def retry_failed(
         _finish_recipients(ctx, lambda: recipients.retry_failed(
             cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
         return
-    _finish_run(ctx, lambda: pipeline.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json)
+    _finish_run(ctx, lambda: run_api.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json)
 
 
 # --------------------------------------------------------------------------- status, runs, errors
@@ -647,10 +647,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show, per job, the newest run (status, counts) and the newest successful run."""
     from rich.table import Table
 
-    from . import pipeline
+    from . import run as run_api
 
     state = _state(ctx)
-    jobs = pipeline.status(state.config())
+    jobs = run_api.status(state.config())
     if as_json:
         _print_json([{"job": j.job, "status": j.status, "last_run": j.last_run, "last_success": j.last_success,
                       "watermark": j.last_success.watermark_to if j.last_success else None, "note": j.note}
@@ -689,9 +689,9 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
     """List the most recent runs of every job, newest first."""
     from rich.table import Table
 
-    from . import pipeline
+    from . import run as run_api
 
-    rows = pipeline.recent_runs(_state(ctx).config(), limit=limit)
+    rows = run_api.recent_runs(_state(ctx).config(), limit=limit)
     if as_json:
         _print_json(rows)
         return
@@ -721,7 +721,7 @@ def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_js
     [[recipients]], each recipient's newest run), and the releases the stores
     rejected in their acknowledgements (read by `etl acks` and `etl run`).
     """
-    from . import pipeline
+    from . import run as run_api
 
     cfg = _state(ctx).config()
     if cfg.recipients:
@@ -729,15 +729,18 @@ def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_js
 
         found = recipients.rejected(cfg, run_id, include_resolved=include_resolved)
         if as_json:
-            _print_json([{"recipient": name, "rejected": rows, "store_rejected": acks} for name, rows, acks in found])
+            _print_json([
+                {"recipient": name, "rejected": [r.as_dict() for r in rows], "store_rejected": acks}
+                for name, rows, acks in found
+            ])
             return
         for name, rows, acks in found:
             _echo(f"recipient {name}:")
             _print_rejects(rows, acks, indent="  ")
         return
-    rows = pipeline.rejected(cfg, run_id, include_resolved=include_resolved)
+    rows = run_api.rejected(cfg, run_id, include_resolved=include_resolved)
     if as_json:
-        _print_json(rows)
+        _print_json([r.as_dict() for r in rows])
         return
     _print_rejects(rows, [])
 

@@ -191,7 +191,7 @@ def _key_pages(engine: sa.Engine, cfg: Config, mode: str, since: dt.datetime | N
 
 
 def _is_takedown(release: Any, ended_before: dt.date) -> bool:
-    from .pipeline import is_takedown
+    from .run.worker import is_takedown
 
     return is_takedown(release, ended_before)
 

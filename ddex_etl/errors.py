@@ -7,6 +7,7 @@ exceptions or message text to decide what to do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class ExitCode:
@@ -39,6 +40,10 @@ class ConfigError(EtlError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(f"configuration has {len(self.problems)} {noun}:\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its problems, not its message (which __init__ would wrap again).
+        return type(self), (self.problems,), self.__dict__
 
 
 class TransientError(EtlError):
@@ -98,6 +103,10 @@ class ReleaseDataError(EtlError):
         self.problems = tuple(problems)
         detail = "; ".join(str(p) for p in self.problems)
         super().__init__(f"release {release_id}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (a worker process or a Dask worker sends it back): rebuilt from its arguments.
+        return type(self), (self.release_id, self.problems), self.__dict__
 
 
 class DeliveryError(EtlError):

@@ -2,7 +2,7 @@
 
 A recipient's job is ``<run.job>/<name>`` (``Config.for_recipient``), so its
 runs, checkpoints, lock, delivered checksums, watermark, takedowns and run
-selection are its own, with no new machinery: ``pipeline.run`` does the
+selection are its own, with no new machinery: ``run_api.run`` does the
 work. ``etl run`` runs the recipients one after another in the order of
 ``etl.toml`` (or only ``--recipient NAME``); before building, it reads each
 store's acknowledgements (``store_acks``). A recipient that fails does not
@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import logs, pipeline
+from . import logs, state
+from . import run as run_api
 from .config import Config, RecipientConfig
 from .errors import ConfigError, EtlError, ExitCode, InterruptedRun
 
@@ -51,7 +52,7 @@ class RecipientOutcome:
     job: str
     status: str  # the run's status, "not started", or "nothing to resume"
     exit_code: int
-    report: pipeline.RunReport | None = None
+    report: run_api.RunReport | None = None
     error: str | None = None
     error_kind: str | None = None
     acks: dict[str, Any] | None = None  # what reading the store's acknowledgements found first
@@ -122,7 +123,7 @@ def selected(cfg: Config, names: tuple[str, ...] | list[str] = ()) -> list[Recip
 
 def recipient_of_run(cfg: Config, run_id: int) -> RecipientConfig:
     """The recipient whose job run ``run_id`` belongs to (for ``etl resume RUN_ID`` and ``retry-failed``)."""
-    runs = pipeline.recent_runs(cfg, limit=10_000)
+    runs = run_api.recent_runs(cfg, limit=10_000)
     found = next((r for r in runs if r.run_id == run_id), None)
     if found is None:
         raise ConfigError(f"run {run_id} not found; fix: pick a run id from `etl runs`")
@@ -149,7 +150,7 @@ def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
 
 
 def run_each(
-    cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], pipeline.RunReport | None], *,
+    cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], run_api.RunReport | None], *,
     read_acks: bool = False,
 ) -> RecipientsReport:
     """``call(recipient_config)`` for each selected recipient in turn, collecting outcomes.
@@ -175,7 +176,7 @@ def run_each(
             else:
                 outcome.report, outcome.status, outcome.exit_code = result, result.status, result.exit_code
         except EtlError as exc:
-            failed: pipeline.RunReport | None = getattr(exc, "report", None)
+            failed: run_api.RunReport | None = getattr(exc, "report", None)
             outcome.report = failed
             outcome.status = failed.status if failed is not None else "not started"
             outcome.exit_code = exc.exit_code
@@ -196,8 +197,8 @@ def run_each(
 
 
 def run(cfg: Config, *, recipients: tuple[str, ...] = (), **options: Any) -> RecipientsReport:
-    """``pipeline.run`` for each recipient (``options`` as for it); reads acknowledgements first."""
-    return run_each(cfg, recipients, lambda rcfg: pipeline.run(rcfg, **options), read_acks=True)
+    """``run_api.run`` for each recipient (``options`` as for it); reads acknowledgements first."""
+    return run_each(cfg, recipients, lambda rcfg: run_api.run(rcfg, **options), read_acks=True)
 
 
 def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),
@@ -205,11 +206,11 @@ def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...
     """Resume run ``run_id`` (its recipient's), or each selected recipient's unfinished run."""
     if run_id is not None:
         owner = recipient_of_run(cfg, run_id)
-        return run_each(cfg, [owner.name], lambda rcfg: pipeline.resume(rcfg, run_id, progress=progress))
+        return run_each(cfg, [owner.name], lambda rcfg: run_api.resume(rcfg, run_id, progress=progress))
 
-    def one(rcfg: Config) -> pipeline.RunReport | None:
+    def one(rcfg: Config) -> run_api.RunReport | None:
         try:
-            return pipeline.resume(rcfg, None, progress=progress)
+            return run_api.resume(rcfg, None, progress=progress)
         except ConfigError as exc:
             if "has no unfinished run" in str(exc):
                 return None
@@ -220,14 +221,14 @@ def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...
 
 def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),
                  progress: bool | None = None) -> RecipientsReport:
-    """``pipeline.retry_failed`` for run ``run_id``'s recipient, or for each selected recipient."""
+    """``run_api.retry_failed`` for run ``run_id``'s recipient, or for each selected recipient."""
     if run_id is not None:
         owner = recipient_of_run(cfg, run_id)
-        return run_each(cfg, [owner.name], lambda rcfg: pipeline.retry_failed(rcfg, run_id, progress=progress))
+        return run_each(cfg, [owner.name], lambda rcfg: run_api.retry_failed(rcfg, run_id, progress=progress))
 
-    def one(rcfg: Config) -> pipeline.RunReport | None:
+    def one(rcfg: Config) -> run_api.RunReport | None:
         try:
-            return pipeline.retry_failed(rcfg, None, progress=progress)
+            return run_api.retry_failed(rcfg, None, progress=progress)
         except ConfigError as exc:
             if "no rejected releases left" in str(exc) or "no runs recorded" in str(exc):
                 return None
@@ -237,16 +238,15 @@ def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[st
 
 
 def rejected(cfg: Config, run_id: int | None = None, *,
-             include_resolved: bool = False) -> list[tuple[str, list[pipeline.RejectedRelease], list[Any]]]:
+             include_resolved: bool = False) -> list[tuple[str, list[state.RejectRow], list[Any]]]:
     """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected."""
-    from . import state
     from .db import database_url, make_engine
 
     chosen = [recipient_of_run(cfg, run_id)] if run_id is not None else list(cfg.recipients)
     out = []
     for r in chosen:
         rcfg = cfg.for_recipient(r)
-        rows = pipeline.rejected(rcfg, run_id, include_resolved=include_resolved)
+        rows = run_api.rejected(rcfg, run_id, include_resolved=include_resolved)
         engine = make_engine(database_url(rcfg), pool_size=1)
         try:
             if state.current(engine, rcfg.database.state_schema) != state.HEAD:

@@ -8,6 +8,7 @@ together.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -224,6 +225,12 @@ class RejectRow:
     updated_at: dt.datetime
     resolved_at: dt.datetime | None
     resolved_by_run: int | None = field(default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``etl errors --json`` prints for it (the row's own id and update time left out)."""
+        data = dataclasses.asdict(self)
+        del data["id"], data["updated_at"]
+        return data
 
 
 _RUN_COLUMNS = [f.name for f in RunRow.__dataclass_fields__.values()]

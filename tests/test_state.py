@@ -1,6 +1,8 @@
 """State tables: migrations up/down/current in their own schema, run and checkpoint rows."""
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 import pytest
 
@@ -203,3 +205,17 @@ def test_second_signal_marks_the_run_even_while_this_process_holds_its_row(engin
             held.execute(sa.text("SELECT 1"))  # its session was ended
     finally:
         mine.dispose()
+
+
+def test_a_reject_row_prints_the_fields_etl_errors_json_always_had() -> None:
+    now = dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc)
+    row = state.RejectRow(
+        id=9, run_id=1, release_id=4, stage="transform", error_kind="ReleaseDataError", message="release 4: bad",
+        retryable=False, attempts=2, input={"problems": []}, created_at=now, updated_at=now, resolved_at=None,
+        resolved_by_run=None,
+    )
+    assert list(row.as_dict()) == [
+        "run_id", "release_id", "stage", "error_kind", "message", "retryable", "attempts", "input",
+        "created_at", "resolved_at", "resolved_by_run",
+    ]
+    assert row.as_dict()["attempts"] == 2 and row.as_dict()["input"] == {"problems": []}

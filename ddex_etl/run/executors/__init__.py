@@ -1,0 +1,37 @@
+"""Choose the engine that runs a run's chunks (see ``base.ChunkExecutor``)."""
+from __future__ import annotations
+
+import importlib
+import os
+
+from ...config import Config
+from ...errors import ConfigError
+from ..chunks import WorkerSpec
+from .base import ChunkExecutor
+
+__all__ = ["ChunkExecutor", "executor_for"]
+
+
+def executor_for(cfg: Config, spec: WorkerSpec, *, scheduler: str | None = None) -> ChunkExecutor:
+    """The executor named by ``cfg.run.executor`` ("local" when unset), started and ready for chunks.
+
+    Called before migrations and the job lock: local workers fork while this
+    process is single-threaded and holds no connection; an unreachable Dask
+    scheduler fails before any run row exists.
+    """
+    name = getattr(cfg.run, "executor", None) or "local"
+    if name == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor(spec, cfg.run.workers or os.cpu_count() or 1)
+    if name == "dask":
+        try:
+            dask = importlib.import_module(f"{__name__}.dask")
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"run.executor = 'dask' needs the Dask executor and its packages ({exc.name} is missing); "
+                "fix: pip install 'ddex-etl[dask]', or set run.executor = 'local'"
+            ) from exc
+        executor: ChunkExecutor = dask.DaskExecutor(cfg, spec, scheduler=scheduler)
+        return executor
+    raise ConfigError(f"unknown run.executor {name!r}; fix: use 'local' or 'dask'")
