@@ -142,7 +142,7 @@ def dask_cluster(folder: Path, *, workers: int = 2, allowed_failures: int = 3) -
     log = folder / "dask.log"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        scheduler = _start(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], env, log)
+        scheduler = _start(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard", "--dashboard-address", "127.0.0.1:0"], env, log)
         procs.append(scheduler)
         deadline = time.monotonic() + 30
         while not _answers(port):

@@ -176,7 +176,11 @@ class DaskExecutor:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                # The scheduler always serves HTTP (health, metrics): on a free
+                # loopback port, so two clusters on one machine never collide
+                # (with None it takes 8787, or warns that it moved elsewhere).
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": False},  # no bokeh pages
                 silence_logs=logging.ERROR,
             )
             return Client(self._cluster, set_as_default=False)
