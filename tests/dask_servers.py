@@ -81,6 +81,10 @@ def toy_setup(spec: ToySpec) -> None:
     (Path(spec.folder) / f"setup-{os.getpid()}").touch()
 
 
+def toy_setup_fails(spec: ToySpec) -> None:
+    raise ModuleNotFoundError("No module named 'ddex_etl.run.worker'", name="ddex_etl.run.worker")
+
+
 def toy_teardown(folder: str) -> None:
     """Bind ``folder`` with functools.partial: the plugin calls teardown with no arguments."""
     (Path(folder) / f"teardown-{os.getpid()}").touch()
@@ -142,7 +146,11 @@ def dask_cluster(folder: Path, *, workers: int = 2, allowed_failures: int = 3) -
     log = folder / "dask.log"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        scheduler = _start(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard", "--dashboard-address", "127.0.0.1:0"], env, log)
+        scheduler = _start(
+            ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+             "--dashboard-address", "127.0.0.1:0"],  # its health/metrics HTTP: a free port, never 8787
+            env, log,
+        )
         procs.append(scheduler)
         deadline = time.monotonic() + 30
         while not _answers(port):

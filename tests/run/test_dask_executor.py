@@ -27,6 +27,7 @@ from dask_servers import (  # noqa: E402  (tests/ is on sys.path: see tests/conf
     free_port,
     toy_chunk,
     toy_setup,
+    toy_setup_fails,
     toy_teardown,
 )
 
@@ -129,6 +130,17 @@ def test_the_worker_plugin_sets_each_worker_up_once_and_tears_it_down(tmp_path: 
         ex.shutdown(graceful=True)
     teardowns = {int(p.name.split("-")[1]) for p in tmp_path.glob("teardown-*")}
     assert teardowns == setups
+
+
+def test_workers_that_cannot_set_up_fail_the_start_with_the_fix(tmp_path: Path) -> None:
+    before = children()
+    with pytest.raises(ClusterError) as caught:
+        DaskExecutor(ToySpec(str(tmp_path)), scheduler=None, workers=1, chunk_fn=toy_chunk,
+                     worker_setup=toy_setup_fails, failure=ToyFailure)
+    message = str(caught.value)
+    assert "ModuleNotFoundError: No module named 'ddex_etl.run.worker'" in message
+    assert "fix: install the same ddex-etl" in message
+    assert gone(children() - before) == set()  # the LocalCluster it started is closed again
 
 
 def test_shutdown_leaves_no_process_and_no_thread_and_is_idempotent(tmp_path: Path) -> None:

@@ -155,10 +155,7 @@ class DaskExecutor:
             # Worker pids, so kill() can end a LocalCluster's processes without the event loop.
             self._pids: set[int] = set(self._client.run(os.getpid).values()) if self._cluster else set()
             if worker_setup is not None:
-                self._client.register_plugin(
-                    WorkerContextPlugin(spec, worker_setup, worker_teardown or _no_teardown),
-                    name=f"{self._prefix}-context",
-                )
+                self._register(WorkerContextPlugin(spec, worker_setup, worker_teardown or _no_teardown))
             self._done = as_completed(loop=self._client.loop, with_results=True, raise_errors=False)
         except BaseException:
             self.shutdown(graceful=False)
@@ -166,6 +163,11 @@ class DaskExecutor:
         where = self._address or f"a LocalCluster on 127.0.0.1 ({self._workers} processes)"
         log.info("dask executor: %s, %d workers, %d threads, %d chunks in flight",
                  mask_text(where), self._workers, threads, self.slots)
+
+    @classmethod
+    def from_config(cls, cfg: Any, spec: Any, *, scheduler: str | None = None) -> DaskExecutor:
+        """The executor ``run.executor = "dask"`` asks for: ``run.scheduler`` (or ``scheduler``), ``run.workers``."""
+        return cls(spec, scheduler=scheduler or cfg.run.scheduler, workers=cfg.run.workers)
 
     # ------------------------------------------------------------------ start
 
@@ -203,6 +205,17 @@ class DaskExecutor:
                 f"fix: start some with `dask worker {shown} --nthreads 1` on machines that reach the database"
             ) from None
         return client
+
+    def _register(self, plugin: WorkerContextPlugin) -> None:
+        try:
+            self._client.register_plugin(plugin, name=f"{self._prefix}-context")
+        except Exception as exc:  # raised on a worker: an import, a connection, anything
+            where = mask_text(self._address or "the LocalCluster")
+            raise ClusterError(
+                f"the Dask workers of {where} could not set up for the run "
+                f"({type(exc).__name__}: {mask_text(str(exc))}); fix: install the same ddex-etl "
+                "(pip install 'ddex-etl[dask]') on every worker, and check each one reaches the database"
+            ) from None
 
     # ------------------------------------------------------------------ ChunkExecutor
 
@@ -255,14 +268,17 @@ class DaskExecutor:
             )
 
     def kill(self) -> None:
-        """From a signal handler: SIGKILL a LocalCluster's worker processes. No waiting, no event loop."""
+        """From a signal handler: SIGKILL a LocalCluster's worker processes. No waiting, no event loop.
+
+        Their nannies (in this process) start new workers about a second
+        later; the ``shutdown`` that follows closes those.
+        """
         cluster = self._cluster
         if cluster is None:
             return  # a remote cluster's workers are not ours; shutdown() cancels our tasks
         pids = set(self._pids)
         for nanny in list(getattr(cluster, "workers", {}).values()):
-            nanny.auto_restart = False  # the nanny would start a new worker at once
-            pid = getattr(nanny, "pid", None)
+            pid = getattr(nanny, "pid", None)  # a worker a nanny restarted since start
             if isinstance(pid, int):
                 pids.add(pid)
         for pid in pids:
