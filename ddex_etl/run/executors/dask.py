@@ -144,7 +144,7 @@ class DaskExecutor:
         self._inflight: dict[str, tuple[int, Any]] = {}  # task key -> (chunk number, its future)
         self._lost: str | None = None  # why the scheduler is gone, once it is
         self._closed = False
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()  # shutdown() may run again from a signal handler, same thread
         self._cluster: LocalCluster | None = None
         self._client = self._connect(scheduler, workers, connect_timeout)
         try:
