@@ -125,7 +125,7 @@ def test_the_worker_plugin_sets_each_worker_up_once_and_tears_it_down(tmp_path: 
         got = run_all(ex, 8)
         pids = {r.pid for r in got}  # type: ignore[attr-defined]
         setups = {int(p.name.split("-")[1]) for p in tmp_path.glob("setup-*")}
-        assert setups == pids and len(setups) == 2
+        assert len(setups) == 2 and pids <= setups  # each worker set up once, before its first chunk
     finally:
         ex.shutdown(graceful=True)
     teardowns = {int(p.name.split("-")[1]) for p in tmp_path.glob("teardown-*")}
@@ -154,9 +154,16 @@ def test_shutdown_leaves_no_process_and_no_thread_and_is_idempotent(tmp_path: Pa
     ex.shutdown(graceful=False)
     ex.shutdown(graceful=True)
     assert gone(started) == set()
-    left = [t.name for t in threading.enumerate() if t.ident not in before_threads]
-    # distributed's one offload thread per process (created at import) is not ours to stop
-    assert [n for n in left if not n.startswith("Dask-Offload")] == []
+    # distributed's one offload thread per process (created at import) is not ours to stop; the
+    # threads that reap each worker process end just after it (give them a moment on a busy machine)
+    deadline = time.monotonic() + 10
+    while True:
+        left = [t.name for t in threading.enumerate()
+                if t.ident not in before_threads and not t.name.startswith("Dask-Offload")]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert left == []
     ex.check()  # a closed executor has nothing to report
 
 
