@@ -383,12 +383,24 @@ def _run_options(func: Any) -> Any:
     )(func)
     func = click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON on stdout.")(func)
     func = click.option("--no-progress", is_flag=True, help="No progress bar or progress lines.")(func)
+    func = click.option(
+        "--scheduler", metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: run.scheduler); implies --executor dask.",
+    )(func)
+    func = click.option(
+        "--executor", type=click.Choice(["local", "dask"]),
+        help="Where chunks are built: local worker processes or a Dask cluster (default: run.executor).",
+    )(func)
     func = click.option("--workers", type=click.IntRange(min=0), help="Worker processes (0: one per core).")(func)
     func = click.option("--job", help="Job name (default: run.job); each job has its own runs and lock.")(func)
     return func
 
 
-def _with_run_overrides(cfg: Config, job: str | None, workers: int | None) -> Config:
+def _with_run_overrides(
+    cfg: Config, job: str | None, workers: int | None, executor: str | None = None, scheduler: str | None = None,
+) -> Config:
+    from .config import scheduler_problem
+
     run: dict[str, Any] = {}
     if job is not None:
         if not job.strip():
@@ -396,6 +408,18 @@ def _with_run_overrides(cfg: Config, job: str | None, workers: int | None) -> Co
         run["job"] = job
     if workers is not None:
         run["workers"] = workers
+    if scheduler is not None:
+        problem = scheduler_problem("--scheduler", scheduler)
+        if problem is not None:
+            raise ConfigError(problem)
+        if executor == "local":
+            raise ConfigError("--scheduler: only the Dask executor has a scheduler; "
+                              "fix: leave out --scheduler, or use --executor dask")
+        # An address only means something to Dask: asking for one asks for Dask.
+        run["scheduler"] = scheduler
+        executor = executor or "dask"
+    if executor is not None:
+        run["executor"] = executor
     return cfg.with_overrides(run=run) if run else cfg
 
 
@@ -499,6 +523,8 @@ def run(
     dry_run: bool,
     job: str | None,
     workers: int | None,
+    executor: str | None,
+    scheduler: str | None,
     no_progress: bool,
     as_json: bool,
     recipient_names: tuple[str, ...],
@@ -517,7 +543,7 @@ def run(
     state = _state(ctx)
     targeted = since is not None or bool(release_ids)
     state.known.update(command="run", job=job, mode="targeted" if targeted else mode, run_id=None)
-    cfg = _with_run_overrides(state.config(), job, workers)
+    cfg = _with_run_overrides(state.config(), job, workers, executor, scheduler)
     state.known.update(job=cfg.run.job, mode="targeted" if targeted else (mode or cfg.run.mode))
     since_at = _parse_since(since) if since is not None else None
     _check_recipient_names(cfg, recipient_names)
@@ -570,8 +596,8 @@ def _parse_since(text: str) -> Any:
 @_run_options
 @click.pass_context
 def resume(
-    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool,
-    recipient_names: tuple[str, ...],
+    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, executor: str | None,
+    scheduler: str | None, no_progress: bool, as_json: bool, recipient_names: tuple[str, ...],
 ) -> None:
     """Resume RUN_ID (default: the job's unfinished run) from its last checkpoint.
 
@@ -581,7 +607,7 @@ def resume(
 
     state = _state(ctx)
     state.known.update(command="resume", job=job, run_id=run_id)
-    cfg = _with_run_overrides(state.config(), job, workers)
+    cfg = _with_run_overrides(state.config(), job, workers, executor, scheduler)
     state.known.update(job=cfg.run.job)
     _check_recipient_names(cfg, recipient_names)
     if cfg.recipients:
@@ -602,8 +628,8 @@ def resume(
 @_run_options
 @click.pass_context
 def retry_failed(
-    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, no_progress: bool, as_json: bool,
-    recipient_names: tuple[str, ...],
+    ctx: click.Context, run_id: int | None, job: str | None, workers: int | None, executor: str | None,
+    scheduler: str | None, no_progress: bool, as_json: bool, recipient_names: tuple[str, ...],
 ) -> None:
     """Rebuild the releases RUN_ID rejected (default: the job's latest run with
     open rejects); the ones that now build are loaded and cleared.
@@ -612,7 +638,7 @@ def retry_failed(
 
     state = _state(ctx)
     state.known.update(command="retry-failed", job=job, mode="retry", source_run_id=run_id, run_id=None)
-    cfg = _with_run_overrides(state.config(), job, workers)
+    cfg = _with_run_overrides(state.config(), job, workers, executor, scheduler)
     state.known.update(job=cfg.run.job)
     _check_recipient_names(cfg, recipient_names)
     if cfg.recipients:

@@ -80,6 +80,11 @@ class RunConfig:
     progress_interval: float = 10.0  # seconds between plain log lines when not a terminal
     mode: str = "full"  # full | incremental (what `etl run` does without --full/--incremental)
     watermark_lag_seconds: float = 5.0  # incremental window ends this far behind the database clock
+    # Where chunks run: "local" worker processes on this machine, or "dask" (a Dask distributed
+    # cluster: `scheduler`'s, or a LocalCluster of `workers` processes when it is not set).
+    # Neither is in the fingerprint: a run started locally may resume on Dask and back.
+    executor: str = "local"  # local | dask
+    scheduler: str | None = None  # a Dask scheduler's address, tcp://host:8786
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,38 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "ETL_SCHEMA_DIR": ("transform", "schema_dir"),
     "ETL_RULES_DIR": ("transform", "rules_dir"),
     "ETL_ERN_VERSION": ("transform", "ern_version"),
+    "ETL_EXECUTOR": ("run", "executor"),
+    "ETL_SCHEDULER": ("run", "scheduler"),
 }
+
+EXECUTORS = ("local", "dask")
+# Address schemes a Dask client can connect with (distributed.comm registers these).
+_SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+_SCHEDULER_ADDRESS = re.compile(
+    r"^(?P<scheme>[a-z]+)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})/?$"
+)
+
+
+def executor_problem(where: str, value: str) -> str | None:
+    """Why ``value`` is not an executor name, or None."""
+    if value in EXECUTORS:
+        return None
+    return f"{where}: must be 'local' (worker processes on this machine) or 'dask' (a Dask cluster), got {value!r}"
+
+
+def scheduler_problem(where: str, value: str) -> str | None:
+    """Why ``value`` is not a Dask scheduler address (``tcp://host:8786``), or None."""
+    fix = "fix: the address `dask scheduler` prints, e.g. tcp://10.0.0.5:8786"
+    shown = masking.mask_text(value)
+    m = _SCHEDULER_ADDRESS.match(value.strip())
+    if m is None:
+        return f"{where}: {shown!r} is not a scheduler address (scheme://host:port); {fix}"
+    if m["scheme"] not in _SCHEDULER_SCHEMES:
+        return (f"{where}: {shown!r} uses {m['scheme']}://, which Dask does not speak "
+                f"({', '.join(s + '://' for s in _SCHEDULER_SCHEMES)}); {fix}")
+    if not 0 < int(m["port"]) < 65536:
+        return f"{where}: {shown!r} has port {m['port']}, outside 1-65535; {fix}"
+    return None
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -468,6 +504,12 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"run.max_errors: must be 0 or more, got {rn.max_errors}")
     if rn.mode not in ("full", "incremental"):
         problems.append(f"run.mode: must be 'full' or 'incremental', got {rn.mode!r}")
+    for problem in (
+        executor_problem("run.executor", rn.executor),
+        None if rn.scheduler is None else scheduler_problem("run.scheduler", rn.scheduler),
+    ):
+        if problem is not None:
+            problems.append(problem)
     if rn.watermark_lag_seconds < 0:
         problems.append(f"run.watermark_lag_seconds: must be 0 or more, got {rn.watermark_lag_seconds}")
     if rn.max_error_rate is not None and not 0 <= rn.max_error_rate <= 1:

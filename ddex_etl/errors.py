@@ -123,3 +123,7 @@ class DeliveryTerminalError(DeliveryError, TerminalError):
 
 class MediaError(ReleaseDataError):
     """A release's audio or artwork is missing or does not match the catalog MD5; the release is rejected."""
+
+
+class ClusterError(TerminalError):
+    """The Dask cluster that runs a run's chunks cannot be reached, or was lost mid-run (``etl resume`` continues)."""

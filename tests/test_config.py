@@ -265,3 +265,102 @@ def test_the_repo_etl_toml_shows_every_key() -> None:
             assert re.search(rf"^#? ?{f.name} = ", text, re.M), f"etl.toml does not show {section}.{f.name}"
     for name in ENV_OVERRIDES:
         assert name in text, f"etl.toml does not mention {name}"
+
+
+# --------------------------------------------------------------------------- executor and scheduler (issue 16)
+
+EXECUTOR_CASES = {
+    "default: local, no scheduler": ("", None, ("local", None)),
+    "dask with a LocalCluster": ('[run]\nexecutor = "dask"\n', None, ("dask", None)),
+    "dask at an address": ('[run]\nexecutor = "dask"\nscheduler = "tcp://10.0.0.5:8786"\n', None,
+                           ("dask", "tcp://10.0.0.5:8786")),
+    "tls and an IPv6 host": ('[run]\nexecutor = "dask"\nscheduler = "tls://[fe80::1]:8786"\n', None,
+                             ("dask", "tls://[fe80::1]:8786")),
+    "a host name": ('[run]\nexecutor = "dask"\nscheduler = "tcp://dask-scheduler.internal:8786"\n', None,
+                    ("dask", "tcp://dask-scheduler.internal:8786")),
+    "unknown executor": ('[run]\nexecutor = "spark"\n', "run.executor: must be 'local'", None),
+    "executor of the wrong type": ("[run]\nexecutor = 2\n", "run.executor: expected a string", None),
+    "no scheme": ('[run]\nscheduler = "10.0.0.5:8786"\n',
+                  "run.scheduler: '10.0.0.5:8786' is not a scheduler address", None),
+    "no port": ('[run]\nscheduler = "tcp://10.0.0.5"\n',
+                "run.scheduler: 'tcp://10.0.0.5' is not a scheduler address", None),
+    "a scheme Dask does not speak": ('[run]\nscheduler = "http://10.0.0.5:8786"\n',
+                                     "uses http://, which Dask does not speak", None),
+    "port out of range": ('[run]\nscheduler = "tcp://10.0.0.5:99999"\n', "outside 1-65535", None),
+    "empty": ('[run]\nscheduler = ""\n', "run.scheduler: '' is not a scheduler address", None),
+}
+
+
+@pytest.mark.parametrize("case", EXECUTOR_CASES, ids=list(EXECUTOR_CASES))
+def test_executor_and_scheduler_keys(tmp_path: Path, case: str) -> None:
+    text, problem, expected = EXECUTOR_CASES[case]
+    path = write(tmp_path, text)
+    if problem is None:
+        cfg = load_config(path, env={})
+        assert (cfg.run.executor, cfg.run.scheduler) == expected
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert any(p.startswith(problem) or problem in p for p in caught.value.problems), caught.value.problems
+    if "scheduler" in problem:
+        assert "fix: the address `dask scheduler` prints" in str(caught.value)
+
+
+def test_executor_env_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, '[run]\nexecutor = "local"\n')
+    cfg = load_config(path, env={"ETL_EXECUTOR": "dask", "ETL_SCHEDULER": "tcp://127.0.0.1:8786"})
+    assert (cfg.run.executor, cfg.run.scheduler) == ("dask", "tcp://127.0.0.1:8786")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"ETL_EXECUTOR": "ray", "ETL_SCHEDULER": "nowhere"})
+    assert sorted(p.split(":")[0] for p in caught.value.problems) == [
+        "run.executor (from ETL_EXECUTOR)",
+        "run.scheduler (from ETL_SCHEDULER)",
+    ]
+
+
+def test_the_executor_is_not_part_of_the_fingerprint(tmp_path: Path) -> None:
+    """A run started on local processes may be resumed on Dask (and back): same fingerprint."""
+    local = load_config(write(tmp_path, ""), env={})
+    dask = local.with_overrides(run={"executor": "dask", "scheduler": "tcp://10.0.0.5:8786"})
+    assert dask.fingerprint() == local.fingerprint()
+    # ...while something that changes the output does change it (the check can fail).
+    assert local.with_overrides(extract={"chunk_size": 7}).fingerprint() != local.fingerprint()
+
+
+# The CLI flags: what _with_run_overrides makes of them is the configuration `etl run` hands on.
+FLAG_CASES = {
+    "nothing: the file's": (None, None, ("local", None)),
+    "--executor dask": ("dask", None, ("dask", None)),
+    "--scheduler implies dask": (None, "tcp://127.0.0.1:8786", ("dask", "tcp://127.0.0.1:8786")),
+    "--executor local wins over the file's dask": ("local", None, ("local", None)),
+}
+
+
+@pytest.mark.parametrize("case", FLAG_CASES, ids=list(FLAG_CASES))
+def test_executor_flags_override_the_config(tmp_path: Path, case: str) -> None:
+    from ddex_etl.cli import _with_run_overrides
+
+    executor, scheduler, expected = FLAG_CASES[case]
+    text = '[run]\nexecutor = "dask"\n' if case.startswith("--executor local") else ""
+    cfg = _with_run_overrides(load_config(write(tmp_path, text), env={}), None, None, executor, scheduler)
+    assert (cfg.run.executor, cfg.run.scheduler) == expected
+
+
+@pytest.mark.parametrize("command", [["run"], ["resume"], ["retry-failed"]], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--scheduler", "10.0.0.5"], "--scheduler: '10.0.0.5' is not a scheduler address"),
+        (["--executor", "local", "--scheduler", "tcp://10.0.0.5:8786"], "--scheduler: only the Dask executor"),
+        (["--executor", "spark"], "Invalid value for '--executor'"),
+    ],
+    ids=["malformed address", "local with a scheduler", "unknown executor"],
+)
+def test_executor_flags_are_checked_before_any_run(
+    tmp_path: Path, command: list[str], flags: list[str], says: str
+) -> None:
+    """Every run command takes the flags; a wrong one is a usage error (exit 2) before anything connects."""
+    path = write(tmp_path, '[database]\nurl = "postgresql://nobody@127.0.0.1:1/none"\n')
+    result = etl(["--config", str(path), *command, *flags])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert says in result.output
