@@ -12,14 +12,14 @@ from .base import ChunkExecutor
 __all__ = ["ChunkExecutor", "executor_for"]
 
 
-def executor_for(cfg: Config, spec: WorkerSpec, *, scheduler: str | None = None) -> ChunkExecutor:
+def executor_for(cfg: Config, spec: WorkerSpec) -> ChunkExecutor:
     """The executor named by ``cfg.run.executor`` ("local" when unset), started and ready for chunks.
 
     Called before migrations and the job lock: local workers fork while this
     process is single-threaded and holds no connection; an unreachable Dask
     scheduler fails before any run row exists.
     """
-    name = getattr(cfg.run, "executor", None) or "local"
+    name = cfg.run.executor or "local"
     if name == "local":
         from .local import LocalExecutor
 
@@ -32,6 +32,6 @@ def executor_for(cfg: Config, spec: WorkerSpec, *, scheduler: str | None = None)
                 f"run.executor = 'dask' needs the Dask executor and its packages ({exc.name} is missing); "
                 "fix: pip install 'ddex-etl[dask]', or set run.executor = 'local'"
             ) from exc
-        executor: ChunkExecutor = dask.DaskExecutor(cfg, spec, scheduler=scheduler)
+        executor: ChunkExecutor = dask.DaskExecutor.from_config(cfg, spec)
         return executor
     raise ConfigError(f"unknown run.executor {name!r}; fix: use 'local' or 'dask'")
