@@ -1,6 +1,7 @@
 """End-to-end throughput and peak memory of `etl run`: PostgreSQL -> ERN files.
 
     python benchmarks/bench_pipeline.py [--releases 10000] [--workers 0] [--layout flat] [--target files]
+    python benchmarks/bench_pipeline.py --executor dask [--rounds 3]   # Dask beside the local executor
 
 Creates a throwaway database (on ETL_BENCH_DATABASE_URL's server, else the
 local server on 127.0.0.1:5432, else the embedded PostgreSQL), seeds the
@@ -20,12 +21,20 @@ output had been removed, against 30-40 us on a settled disk and 5-20 us on
 tmpfs. So the probe keeps its files until the end, the output goes into a
 folder of its own, and the probe line says when the figure is in that state;
 with --keep nothing is deleted at all. Drops the database afterwards.
+
+With ``--executor dask`` the same catalog is built ``--rounds`` times by each
+executor, alternating local and Dask (a LocalCluster of as many processes x 1
+thread as local workers, or ``--scheduler``'s cluster), each run into a fresh
+folder, and the Dask rate is printed as a share of the local one beside the
+per-chunk overhead: (Dask run time - local run time) / chunks, which is what a
+real cluster pays per chunk on top of the work itself.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +60,8 @@ args = json.loads(sys.argv[1])
 cfg = Config(database=DatabaseConfig(url=args["url"])).with_overrides(
     extract={"chunk_size": args["chunk_size"], "mode": args["mode"]},
     load={"target": args["target"], "layout": args["layout"], "directory": Path(args["out"])},
-    run={"workers": args["workers"], "job": "bench"},
+    run={"workers": args["workers"], "job": "bench", "executor": args.get("executor", "local"),
+         "scheduler": args.get("scheduler")},
 )
 t0 = time.perf_counter()
 report = pipeline.run(cfg, new=True, progress=False)
@@ -98,6 +108,53 @@ def file_creation_cost(probe: Path, n: int = 300) -> float:
     return 1e6 * (time.process_time() - c0) / n
 
 
+def run_pipeline(spec: dict[str, object]) -> tuple[dict[str, object], float]:
+    """One `etl run` in a fresh process: its report, and the machine's busy CPU seconds meanwhile."""
+    busy0, _ = machine_cpu()
+    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(spec)], capture_output=True, text=True, cwd=REPO)
+    if proc.returncode not in (0, 3):
+        sys.exit(f"pipeline failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    busy1, _ = machine_cpu()
+    return json.loads(proc.stdout.strip().splitlines()[-1]), busy1 - busy0
+
+
+def compare_executors(
+    args: argparse.Namespace, spec: dict[str, object], work: Path, copy_rate: float, create_us: float
+) -> None:
+    """Local and Dask in turn on the same catalog; the Dask rate as a share of the local one, and its cost per chunk."""
+    rows: list[tuple[str, dict[str, object], float]] = []
+    for i in range(args.rounds):
+        for executor in ("local", "dask"):
+            out = work / f"{executor}-{i}"
+            out.mkdir()
+            report, busy = run_pipeline({**spec, "out": str(out), "executor": executor, "scheduler": args.scheduler})
+            rows.append((executor, report, busy))
+            print(f"round {i + 1} {executor:5s}  {report['built']:,} built, run {report['seconds']:.2f} s = "
+                  f"{report['releases_per_second']:,.0f} releases/s; wall {report['wall_seconds']:.2f} s "
+                  f"(start-up included); machine CPU {busy:.1f} s", flush=True)
+    chunks = -(-int(report["built"]) // args.chunk_size)  # type: ignore[call-overload]
+
+    def median(executor: str, key: str) -> float:
+        return statistics.median(float(r[key]) for e, r, _ in rows if e == executor)  # type: ignore[arg-type]
+
+    local_rate, dask_rate = median("local", "releases_per_second"), median("dask", "releases_per_second")
+    local_s, dask_s = median("local", "seconds"), median("dask", "seconds")
+    local_wall, dask_wall = median("local", "wall_seconds"), median("dask", "wall_seconds")
+    cpu = {e: statistics.median(b for x, _, b in rows if x == e) for e in ("local", "dask")}
+    print(f"COPY baseline     {copy_rate:,.0f} releases/s (same session; the database alone)")
+    print(f"local executor    {local_rate:,.0f} releases/s (median of {args.rounds}; run {local_s:.2f} s, "
+          f"wall {local_wall:.2f} s)")
+    print(f"dask executor     {dask_rate:,.0f} releases/s (median of {args.rounds}; run {dask_s:.2f} s, "
+          f"wall {dask_wall:.2f} s) = {100 * dask_rate / local_rate:.0f}% of local")
+    print(f"per chunk         {1000 * (dask_s - local_s) / chunks:+.1f} ms of run time over {chunks} chunks of "
+          f"{args.chunk_size} (Dask's scheduling, task round trips and its processes' CPU on these cores)")
+    print(f"start-up          {dask_wall - dask_s - (local_wall - local_s):+.2f} s more for Dask "
+          "(a LocalCluster starting; a running cluster costs a connection)")
+    print(f"machine CPU       local {cpu['local']:.1f} s, dask {cpu['dask']:.1f} s for the same work (medians) "
+          "(workers, coordinator, PostgreSQL, Dask's scheduler and nannies)")
+    print(f"output folder     {create_us:,.0f} us of CPU per new file (probe)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--releases", type=int, default=10_000)
@@ -109,6 +166,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None,
                     help="parent folder for the output (default: the system temp dir; /dev/shm takes the disk out)")
     ap.add_argument("--keep", action="store_true", help="keep the database and output folder")
+    ap.add_argument("--executor", default="local", choices=["local", "dask"],
+                    help="dask: run Dask and the local executor in turn and compare them")
+    ap.add_argument("--scheduler", default=None, help="with --executor dask: a running cluster (default: a LocalCluster)")
+    ap.add_argument("--rounds", type=int, default=2, help="with --executor dask: runs per executor, alternating")
     args = ap.parse_args()
 
     from ddex_etl import extract
@@ -141,6 +202,9 @@ def main() -> None:
         # The probe's files stay until the end: deleting them now would slow the
         # run's own file creation (see the module text).
         create_us = file_creation_cost(probe)
+        if args.executor == "dask":
+            compare_executors(args, spec, work, base_releases / base_seconds, create_us)
+            return
         busy0, total0 = machine_cpu()
         proc = subprocess.run(
             [sys.executable, "-c", RUNNER, json.dumps(spec)], capture_output=True, text=True, cwd=REPO
