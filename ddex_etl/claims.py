@@ -28,9 +28,11 @@ succeeds its claims go, except those its duplicate rejects point at.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,25 +83,44 @@ def identifiers(release: Any) -> list[tuple[str, str]]:
     return out
 
 
-def wait_for_turn(engine: Engine, schema: str, run_id: int, chunk: int, *, poll: float = 0.005) -> None:
-    """Block until chunk ``chunk - 1`` of run ``run_id`` has claimed (chunk order is claim order)."""
+def wait_for_turn(
+    engine: Engine,
+    schema: str,
+    run_id: int,
+    chunk: int,
+    *,
+    poll: float = 0.005,
+    aside: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> None:
+    """Block until chunk ``chunk - 1`` of run ``run_id`` has claimed (chunk order is claim order).
+
+    ``aside``: entered only if this chunk really has to wait, and left when its
+    turn comes. An engine that may queue the chunk it waits for behind this
+    one on the same worker (Dask, after a worker died) passes a context that
+    frees the worker's thread meanwhile; without it the two would wait on
+    each other until TURN_TIMEOUT.
+    """
     if chunk <= 0:
         return
     deadline = time.monotonic() + TURN_TIMEOUT
     stmt = sa.text(f"SELECT claims_through FROM {_t(schema, 'checkpoints')} WHERE run_id = :r")
-    while True:
-        with engine.connect() as conn:
-            done = conn.execute(stmt, {"r": run_id}).scalar()
-            conn.rollback()
-        if done is not None and int(done) >= chunk - 1:
-            return
-        if time.monotonic() > deadline:
-            raise TransientError(
-                f"chunk {chunk} waited {TURN_TIMEOUT:.0f} s for chunk {chunk - 1} to claim its identifiers; "
-                "the worker reading it seems stuck"
-            )
-        time.sleep(poll)
-        poll = min(0.1, poll * 1.5)
+    with contextlib.ExitStack() as stepped:
+        while True:
+            with engine.connect() as conn:
+                done = conn.execute(stmt, {"r": run_id}).scalar()
+                conn.rollback()
+            if done is not None and int(done) >= chunk - 1:
+                return
+            if aside is not None:
+                stepped.enter_context(aside())
+                aside = None
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"chunk {chunk} waited {TURN_TIMEOUT:.0f} s for chunk {chunk - 1} to claim its identifiers; "
+                    "the worker reading it seems stuck"
+                )
+            time.sleep(poll)
+            poll = min(0.1, poll * 1.5)
 
 
 def claim(

@@ -18,6 +18,8 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -32,6 +34,8 @@ from ..masking import mask_text
 from ..progress import own_peak_rss_mb
 from ..retry import RetryPolicy, with_retries
 from .chunks import ChunkFailure, ChunkResult, Task, WorkerSpec
+
+Aside = Callable[[], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -77,10 +81,14 @@ def close_worker_context() -> None:
         ctx.engine.dispose()
 
 
-def run_chunk(spec: WorkerSpec, task: Task) -> ChunkResult | ChunkFailure:
-    """Fetch, build and (files) write chunk ``task``; any error comes back as a ``ChunkFailure``."""
+def run_chunk(spec: WorkerSpec, task: Task, *, aside: Aside | None = None) -> ChunkResult | ChunkFailure:
+    """Fetch, build and (files) write chunk ``task``; any error comes back as a ``ChunkFailure``.
+
+    ``aside``: what the engine does while the chunk waits for its turn to claim
+    identifiers (see ``claims.wait_for_turn``); Dask frees the worker's thread.
+    """
     try:
-        return build_chunk(spec, worker_context(spec), task)
+        return build_chunk(spec, worker_context(spec), task, aside=aside)
     except BaseException as exc:  # report anything, the run loop decides
         err = exc if isinstance(exc, EtlError) else None
         return ChunkFailure(
@@ -94,7 +102,7 @@ def run_chunk(spec: WorkerSpec, task: Task) -> ChunkResult | ChunkFailure:
         )
 
 
-def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task) -> ChunkResult:
+def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, aside: Aside | None = None) -> ChunkResult:
     """One chunk, start to end (``run_chunk`` without the error net)."""
     engine, ctx, ern, extract = wc.engine, wc.ern_ctx, wc.ern, wc.extract
     t0 = time.perf_counter()
@@ -129,7 +137,7 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task) -> ChunkResult:
     if cfg.recipient is not None:
         # Releases not for this store (territory or label filter) count as skipped.
         releases = [r for r in releases if cfg.recipient.matches(r)]
-    releases, duplicates = _claim_identifiers(spec, engine, task, releases)
+    releases, duplicates = _claim_identifiers(spec, engine, task, releases, aside)
     rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
@@ -237,7 +245,7 @@ def _media_reject(release: Any, exc: MediaError, stage: str) -> state.RejectReco
 
 
 def _claim_identifiers(
-    spec: WorkerSpec, engine: Engine, task: Task, releases: list[Any]
+    spec: WorkerSpec, engine: Engine, task: Task, releases: list[Any], aside: Aside | None = None
 ) -> tuple[list[Any], list[state.RejectRecord]]:
     """Claim the chunk's ICPNs and GRids in chunk order, and list its ISRCs (see ``ddex_etl.claims``).
 
@@ -246,7 +254,7 @@ def _claim_identifiers(
     """
 
     def attempt() -> list[claims.Clash]:
-        claims.wait_for_turn(engine, task.state_schema, task.run_id, task.number)
+        claims.wait_for_turn(engine, task.state_schema, task.run_id, task.number, aside=aside)
         with engine.begin() as conn:
             return claims.claim(
                 conn, task.state_schema, run_id=task.run_id, scope=task.claim_scope, chunk=task.number,

@@ -35,16 +35,17 @@ Dask behaviour this module relies on (distributed 2026.x):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from distributed import Client, KilledWorker, LocalCluster, as_completed
+from distributed import Client, KilledWorker, LocalCluster, as_completed, rejoin, secede
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ...errors import ClusterError
@@ -67,7 +68,24 @@ _POLL = 0.1  # the longest a wait sleeps before it looks at the client's status 
 def _run_chunk(spec: Any, task: Any) -> Any:
     from ..worker import run_chunk
 
-    return run_chunk(spec, task)
+    return run_chunk(spec, task, aside=_off_the_thread_pool)
+
+
+@contextlib.contextmanager
+def _off_the_thread_pool() -> Iterator[None]:
+    """While a chunk waits for the chunk before it to claim identifiers, its worker thread runs other tasks.
+
+    Dask may queue that earlier chunk behind this one on the same worker (it
+    reschedules a dead worker's tasks onto the least busy live one), so a
+    chunk that held its thread while waiting could wait on a chunk that waits
+    for the thread. ``secede`` frees the thread; ``rejoin`` takes a slot back
+    once the turn has come.
+    """
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 def _open_context(spec: Any) -> None:
