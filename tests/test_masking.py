@@ -136,3 +136,18 @@ def test_no_command_prints_or_stores_the_password(db_url: str, tmp_path: Path, p
     for fragment in (HEAD, TAIL):
         assert fragment not in everything
     assert "***" in outputs[0]  # config check shows the URL, masked
+
+
+def test_a_worker_spec_shows_no_password() -> None:
+    """The spec travels in every Dask task; Dask logs a failed task's arguments."""
+    import os
+
+    from ddex_etl.config import Config, DatabaseConfig
+    from ddex_etl.retry import RetryPolicy
+    from ddex_etl.run.chunks import WorkerSpec
+
+    url = "postgresql+psycopg://etl:s3cret-Pw@db.example:5432/catalog"
+    cfg = Config(database=DatabaseConfig(url="postgresql+psycopg://etl@db.example:5432/catalog"))
+    spec = WorkerSpec(url=url, cfg=cfg, main_pid=os.getpid(), retry=RetryPolicy.of(cfg.run))
+    assert "s3cret-Pw" not in repr(spec) and "s3cret-Pw" not in str(spec)
+    assert "db.example" in repr(spec)

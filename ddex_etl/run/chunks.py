@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..load import FileLoader, Output, Written
+from ..masking import mask_url
 from ..retry import RetryPolicy
 from ..state import RejectRecord
 
@@ -103,3 +104,8 @@ class WorkerSpec:
         """
         raw = f"{self.main_pid}\0{self.url}\0{self.cfg!r}\0{self.retry!r}"
         return hashlib.sha256(raw.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        # The spec travels inside every Dask task, and Dask logs a failed task's
+        # arguments: the URL's password must never be in that text.
+        return f"WorkerSpec(url={mask_url(self.url)!r}, main_pid={self.main_pid}, retry={self.retry!r})"
