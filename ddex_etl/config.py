@@ -26,6 +26,11 @@ _DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")  # the XSD's DdexPartyId pattern
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str | None = None  # None: start the embedded PostgreSQL
+    # What worker processes connect with (e.g. a pgbouncer in transaction mode in
+    # front of the same database); None: url. The coordinator always uses url:
+    # its job lock is a session-level advisory lock, which a transaction pooler
+    # cannot keep.
+    worker_url: str | None = None
     embedded_dir: Path = Path(".etl/pgdata")
     pool_size: int = 5
     state_schema: str = "ddex_etl"
@@ -191,6 +196,7 @@ _SECTIONS: dict[str, type] = {
 # Environment variables that override keys (a password never has to live in the file).
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "ETL_DATABASE_URL": ("database", "url"),
+    "ETL_WORKER_DATABASE_URL": ("database", "worker_url"),
     "ETL_JOB": ("run", "job"),
     "ETL_WORKERS": ("run", "workers"),
     "ETL_OUTPUT_DIR": ("load", "directory"),
@@ -278,6 +284,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     cfg = Config(**sections, source=source, recipients=recipients)
     # Before anything can print it: every later message hides this password verbatim.
     masking.remember_url_password(cfg.database.url)
+    masking.remember_url_password(cfg.database.worker_url)
     _check(cfg, problems)
     if problems:
         raise ConfigError([_name_env_source(p, from_env) for p in problems])
@@ -448,20 +455,24 @@ def _coerce(where: str, key: str, value: Any, expected: type | None, annotation:
     return value
 
 
+def _check_database_url(key: str, value: str, problems: list[str]) -> None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(value)
+        if not u.drivername.startswith("postgresql"):
+            problems.append(
+                f"{key}: driver {u.drivername!r} is not PostgreSQL; fix: use postgresql://user@host:5432/dbname"
+            )
+    except Exception:
+        problems.append(f"{key}: not a database URL; fix: use postgresql://user@host:5432/dbname")
+
+
 def _check(cfg: Config, problems: list[str]) -> None:
     db, ex, tr, ld, rn = cfg.database, cfg.extract, cfg.transform, cfg.load, cfg.run
-    if db.url is not None and db.url != "":
-        from sqlalchemy.engine import make_url
-
-        try:
-            u = make_url(db.url)
-            if not u.drivername.startswith("postgresql"):
-                problems.append(
-                    f"database.url: driver {u.drivername!r} is not PostgreSQL; "
-                    "fix: use postgresql://user@host:5432/dbname"
-                )
-        except Exception:
-            problems.append("database.url: not a database URL; fix: use postgresql://user@host:5432/dbname")
+    for key, value in (("database.url", db.url), ("database.worker_url", db.worker_url)):
+        if value is not None and value != "":
+            _check_database_url(key, value, problems)
     if db.pool_size < 1:
         problems.append(f"database.pool_size: must be at least 1, got {db.pool_size}")
     if not _IDENT.match(db.state_schema):

@@ -173,6 +173,11 @@ def database_url(cfg: Any) -> str:
     return embedded_url(cfg.database.embedded_dir)
 
 
+def worker_database_url(cfg: Any, url: str) -> str:
+    """What worker processes connect with: ``database.worker_url`` (a pooler, say), else the run's ``url``."""
+    return to_sqlalchemy_url(cfg.database.worker_url) if cfg.database.worker_url else url
+
+
 def engine_for(cfg: Any) -> sa.Engine:
     """A pooled engine for the configured database (embedded when none is configured)."""
     return make_engine(database_url(cfg), pool_size=cfg.database.pool_size)

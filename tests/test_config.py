@@ -364,3 +364,13 @@ def test_executor_flags_are_checked_before_any_run(
     result = etl(["--config", str(path), *command, *flags])
     assert result.exit_code == ExitCode.USAGE, result.output
     assert says in result.output
+
+
+def test_worker_database_url_from_the_environment_is_checked_and_masked(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    cfg = load_config(path, env={"ETL_WORKER_DATABASE_URL": "postgresql://etl:Pw-w0rker@pgbouncer:6432/catalog"})
+    assert cfg.database.worker_url == "postgresql://etl:Pw-w0rker@pgbouncer:6432/catalog"
+    assert "Pw-w0rker" not in mask_secrets("connecting to postgresql://etl:Pw-w0rker@pgbouncer:6432/catalog")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"ETL_WORKER_DATABASE_URL": "mysql://etl@db/catalog"})
+    assert caught.value.problems[0].startswith("database.worker_url (from ETL_WORKER_DATABASE_URL): driver 'mysql'")

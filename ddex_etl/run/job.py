@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from .. import claims, logs, state
 from ..config import Config
-from ..db import database_url, make_engine, map_db_error
+from ..db import database_url, make_engine, map_db_error, worker_database_url
 from ..errors import ConfigError, EtlError
 from ..joblock import ACTIVE_RUNS, JobLock, host
 from ..load import FileLoader, Loader, loader_for, new_batch_id
@@ -78,7 +78,8 @@ def execute_run(
     loader: Loader | None = None
     selection = Selection()
     try:
-        executor = executor_for(cfg, WorkerSpec(url=url, cfg=cfg, main_pid=os.getpid(), retry=RetryPolicy.of(cfg.run)))
+        spec = WorkerSpec(url=worker_database_url(cfg, url), cfg=cfg, main_pid=os.getpid(), retry=RetryPolicy.of(cfg.run))
+        executor = executor_for(cfg, spec)
         # The first contact with the server: a nightly job that starts while the server restarts
         # (refused, 57P03) waits with backoff like any other transient fault instead of failing at once.
         with_retries(

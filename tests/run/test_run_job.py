@@ -460,3 +460,19 @@ def test_offset_mode_resume_skips_chunks_loaded_ahead_in_any_stable_order(
     with engine.connect() as conn:
         cp = state.get_checkpoint(conn, "ddex_etl", first.run_id)
     assert (cp.chunks_done, cp.ahead, cp.skip) == (len(chunks), [], [])
+
+
+def test_workers_connect_with_database_worker_url(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """database.worker_url (a pooler, say) is what the workers use; the coordinator keeps database.url."""
+    from sqlalchemy.engine import make_url
+
+    missing = make_url(db_url).set(database="etl_no_such_worker_db").render_as_string(hide_password=False)
+    cfg = make_cfg(db_url, tmp_path, database={"worker_url": missing}, run={"retry_for": 0.0})
+    with pytest.raises(Exception, match="etl_no_such_worker_db") as info:
+        pipeline.run(cfg, progress=False)
+    assert getattr(info.value, "exit_code", None) == ExitCode.FAILED
+    with engine.connect() as conn:  # the coordinator reached its own database: the run row says why it failed
+        error = conn.execute(sa.text("SELECT error FROM ddex_etl.runs ORDER BY id DESC LIMIT 1")).scalar()
+    assert error is not None and "etl_no_such_worker_db" in error
+    fine = make_cfg(db_url, tmp_path / "again", database={"worker_url": db_url})
+    assert pipeline.run(fine, progress=False).status == "succeeded"
