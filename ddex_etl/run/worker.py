@@ -16,8 +16,11 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import threading
 import time
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -33,6 +36,9 @@ from ..progress import own_peak_rss_mb
 from ..retry import RetryPolicy, with_retries
 from .chunks import ChunkFailure, ChunkResult, Task, WorkerSpec
 
+# What a chunk stays in while it waits long for its turn to claim (see claims.wait_for_turn).
+Idle = Callable[[], AbstractContextManager[Any]]
+
 
 @dataclass
 class WorkerContext:
@@ -47,10 +53,18 @@ class WorkerContext:
 
 
 _CONTEXT: WorkerContext | None = None
+# A Dask worker may run two chunks at once in one process (one of them waiting
+# for its turn, see Idle): they share the context, made once.
+_CONTEXT_LOCK = threading.Lock()
 
 
 def worker_context(spec: WorkerSpec) -> WorkerContext:
     """This process's context for ``spec`` (made on first use; a new spec replaces the old one)."""
+    with _CONTEXT_LOCK:
+        return _worker_context(spec)
+
+
+def _worker_context(spec: WorkerSpec) -> WorkerContext:
     global _CONTEXT
     key = spec.key
     if _CONTEXT is not None and _CONTEXT.key == key:
@@ -77,10 +91,14 @@ def close_worker_context() -> None:
         ctx.engine.dispose()
 
 
-def run_chunk(spec: WorkerSpec, task: Task) -> ChunkResult | ChunkFailure:
-    """Fetch, build and (files) write chunk ``task``; any error comes back as a ``ChunkFailure``."""
+def run_chunk(spec: WorkerSpec, task: Task, *, idle: Idle | None = None) -> ChunkResult | ChunkFailure:
+    """Fetch, build and (files) write chunk ``task``; any error comes back as a ``ChunkFailure``.
+
+    ``idle()``: a context the chunk stays in while it waits long for the
+    previous chunk's claims (see ``claims.wait_for_turn``).
+    """
     try:
-        return build_chunk(spec, worker_context(spec), task)
+        return build_chunk(spec, worker_context(spec), task, idle=idle)
     except BaseException as exc:  # report anything, the run loop decides
         err = exc if isinstance(exc, EtlError) else None
         return ChunkFailure(
@@ -94,7 +112,7 @@ def run_chunk(spec: WorkerSpec, task: Task) -> ChunkResult | ChunkFailure:
         )
 
 
-def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task) -> ChunkResult:
+def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle | None = None) -> ChunkResult:
     """One chunk, start to end (``run_chunk`` without the error net)."""
     engine, ctx, ern, extract = wc.engine, wc.ern_ctx, wc.ern, wc.extract
     t0 = time.perf_counter()
@@ -129,7 +147,7 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task) -> ChunkResult:
     if cfg.recipient is not None:
         # Releases not for this store (territory or label filter) count as skipped.
         releases = [r for r in releases if cfg.recipient.matches(r)]
-    releases, duplicates = _claim_identifiers(spec, engine, task, releases)
+    releases, duplicates = _claim_identifiers(spec, engine, task, releases, idle)
     rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
@@ -237,7 +255,7 @@ def _media_reject(release: Any, exc: MediaError, stage: str) -> state.RejectReco
 
 
 def _claim_identifiers(
-    spec: WorkerSpec, engine: Engine, task: Task, releases: list[Any]
+    spec: WorkerSpec, engine: Engine, task: Task, releases: list[Any], idle: Idle | None = None
 ) -> tuple[list[Any], list[state.RejectRecord]]:
     """Claim the chunk's ICPNs and GRids in chunk order, and list its ISRCs (see ``ddex_etl.claims``).
 
@@ -246,7 +264,7 @@ def _claim_identifiers(
     """
 
     def attempt() -> list[claims.Clash]:
-        claims.wait_for_turn(engine, task.state_schema, task.run_id, task.number)
+        claims.wait_for_turn(engine, task.state_schema, task.run_id, task.number, idle=idle)
         with engine.begin() as conn:
             return claims.claim(
                 conn, task.state_schema, run_id=task.run_id, scope=task.claim_scope, chunk=task.number,

@@ -35,13 +35,14 @@ Dask behaviour this module relies on (distributed 2026.x):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from distributed import Client, KilledWorker, LocalCluster, as_completed
@@ -67,7 +68,25 @@ _POLL = 0.1  # the longest a wait sleeps before it looks at the client's status 
 def _run_chunk(spec: Any, task: Any) -> Any:
     from ..worker import run_chunk
 
-    return run_chunk(spec, task)
+    return run_chunk(spec, task, idle=_seceded)
+
+
+@contextlib.contextmanager
+def _seceded() -> Iterator[None]:
+    """Leave the worker's thread pool while a chunk waits for its turn to claim, and come back after.
+
+    The chunk it waits for can be queued behind it on this very worker (Dask
+    ran it again here after its first worker died): with the thread given up
+    the worker starts it, where it would otherwise wait for ever (well, for
+    claims.TURN_TIMEOUT). ``rejoin`` then waits for a free thread.
+    """
+    from distributed import rejoin, secede
+
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 def _open_context(spec: Any) -> None:
