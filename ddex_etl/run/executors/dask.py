@@ -161,7 +161,8 @@ class DaskExecutor:
             worker_setup, worker_teardown = _open_context, _close_context
         self._prefix = f"etl-{uuid.uuid4().hex[:6]}"
         self._inflight: dict[str, tuple[int, Any]] = {}  # task key -> (chunk number, its future)
-        self._lost: str | None = None  # why the scheduler is gone, once it is
+        self._lost: str | None = None  # why a chunk of ours was cancelled (the scheduler gone, say), once one was
+        self._lost_chunk = -1
         self._closed = False
         self._close_lock = threading.RLock()  # shutdown() may run again from a signal handler, same thread
         self._cluster: LocalCluster | None = None
@@ -270,7 +271,9 @@ class DaskExecutor:
             elif future.status == "error":
                 out.append(self._failed(number, result[1]))
             elif future.cancelled():
+                # Not by us (shutdown forgets its futures first): its result will never come.
                 self._lost = getattr(result, "reason", None) or "cancelled"
+                self._lost_chunk = number
         return out
 
     def check(self) -> None:
@@ -278,12 +281,21 @@ class DaskExecutor:
         if self._closed:
             return
         status = self._client.status
+        where = mask_text(self._address or "the LocalCluster")
         if status != "running" or self._lost == "scheduler-connection-lost":
-            where = mask_text(self._address or "the LocalCluster")
             raise ClusterError(
                 f"lost the connection to the Dask scheduler at {where} (client {status}); the chunks it was "
                 "running are lost, the run's checkpoint is not; fix: make sure the scheduler runs and "
                 "`etl resume <run>` to continue from the checkpoint"
+            )
+        if self._lost is not None:
+            # Another client cancelled it, or the scheduler forgot it: the run
+            # loop would wait for that chunk for ever.
+            raise ClusterError(
+                f"chunk {self._lost_chunk} was cancelled on the Dask cluster at {where} "
+                f"({mask_text(self._lost)}), not by this run; its result will never come, the run's checkpoint "
+                "is intact; fix: check who cancels tasks on that cluster (another client, a scheduler "
+                "restart), then `etl resume <run>` to continue from the checkpoint"
             )
 
     def kill(self) -> None:
