@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from .. import claims, state
 from ..db import make_engine
-from ..errors import EtlError, MediaError, ReleaseDataError
+from ..errors import EtlError, MediaError, ReleaseDataError, TerminalError
 from ..load import Output, release_identifier
 from ..masking import mask_text
 from ..progress import own_peak_rss_mb
@@ -148,6 +148,7 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
         # Releases not for this store (territory or label filter) count as skipped.
         releases = [r for r in releases if cfg.recipient.matches(r)]
     releases, duplicates = _claim_identifiers(spec, engine, task, releases, idle)
+    _check_attempt(spec, engine, task)  # the claim wait can be long: still this attempt's chunk?
     rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
@@ -211,6 +212,8 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
                 built += 1
         t_built = time.perf_counter()
         c_built = time.process_time()
+        if chunk is not None:
+            _check_attempt(spec, engine, task)  # a zombie of an earlier attempt renames nothing
         written = chunk.commit() if chunk is not None else []
     finally:
         if chunk is not None:
@@ -240,6 +243,32 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
         warnings=warnings,
     )
 
+
+
+def _check_attempt(spec: WorkerSpec, engine: Engine, task: Task) -> None:
+    """Raise when the run was started again since ``task`` was handed out (the task is a zombie).
+
+    Dask cannot cancel a running task: one whose coordinator died goes on
+    after ``etl resume`` started the next attempt, which redoes the chunk. The
+    bytes would be the same, but the zombie could write them after that
+    attempt settled the chunk (a pending list left over, files after
+    BatchComplete), so it stops here, leaving nothing.
+    """
+    if not task.attempt:
+        return
+
+    def read() -> int | None:
+        with engine.connect() as conn:
+            found = state.run_attempt(conn, task.state_schema, task.run_id)
+            conn.rollback()
+            return found
+
+    now = with_retries(read, what=f"checking chunk {task.number}'s run attempt", policy=spec.retry)
+    if now != task.attempt:
+        raise TerminalError(
+            f"chunk {task.number} of run {task.run_id} belongs to attempt {task.attempt}, but the run is at "
+            f"attempt {now}: a task that outlived its `etl run`; nothing written (the current attempt redoes it)"
+        )
 
 
 def _media_reject(release: Any, exc: MediaError, stage: str) -> state.RejectRecord:

@@ -338,3 +338,39 @@ def test_late_duplicate_results_are_loaded_once(
     else:
         _, files = batch_contents(out)
         assert len(files) == RELEASES and temp_files(out) == []
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_a_chunk_handed_out_by_an_earlier_attempt_writes_nothing(
+    engine: sa.Engine, db_url: str, tmp_path: Path, attempt: int
+) -> None:
+    """A task outliving its `etl run` (Dask cannot cancel a running task) finds the run started again and stops."""
+    from ddex_etl.load import FileLoader
+    from ddex_etl.retry import RetryPolicy
+    from ddex_etl.run.chunks import ChunkFailure, ChunkResult, Task, WorkerSpec
+    from ddex_etl.run.worker import close_worker_context, run_chunk
+
+    cfg = Config(database=DatabaseConfig(url=db_url, pool_size=2)).with_overrides(
+        extract={"chunk_size": CHUNK}, load={"directory": tmp_path / "out"}, run={"workers": 1},
+    )
+    report = pipeline.run(cfg, progress=False)
+    with engine.begin() as conn:  # resumed once since (the claims of chunk 0 are in: no turn to wait for)
+        conn.execute(sa.text("UPDATE ddex_etl.runs SET attempts = 2 WHERE id = :r"), {"r": report.run_id})
+    late = tmp_path / "late"
+    late.mkdir()
+    loader = FileLoader(late, "flat", run_id=report.run_id)
+    loader.prepare()
+    task = Task(number=0, release_ids=tuple(range(1, CHUNK + 1)), last_key=CHUNK, next_offset=CHUNK, loader=loader,
+                job=report.job, state_schema="ddex_etl", run_id=report.run_id, claim_scope=report.run_id,
+                attempt=attempt)
+    spec = WorkerSpec(url=db_url, cfg=cfg, main_pid=os.getpid(), retry=RetryPolicy.of(cfg.run))
+    try:
+        got = run_chunk(spec, task)
+    finally:
+        close_worker_context()
+    if attempt == 2:  # the current attempt's chunk: written
+        assert isinstance(got, ChunkResult) and len(got.written) == CHUNK
+        assert len(list(late.iterdir())) == CHUNK
+    else:
+        assert isinstance(got, ChunkFailure) and "belongs to attempt 1, but the run is at attempt 2" in got.message
+        assert list(late.iterdir()) == []  # no document, no temp file
