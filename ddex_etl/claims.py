@@ -48,6 +48,10 @@ DUPLICATE_KIND = "DuplicateIdentifier"
 # How long a worker waits for the chunk before its own to claim. That chunk's
 # worker is fetching it; a fetch this slow means something is stuck.
 TURN_TIMEOUT = 600.0
+# How long a worker waits for its turn before it lets its engine run another
+# task meanwhile (``wait_for_turn(idle=...)``): longer than the previous
+# chunk's fetch normally takes, so the usual short waits stay as they are.
+IDLE_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -90,35 +94,37 @@ def wait_for_turn(
     chunk: int,
     *,
     poll: float = 0.005,
-    aside: Callable[[], AbstractContextManager[Any]] | None = None,
+    idle: Callable[[], AbstractContextManager[Any]] | None = None,
+    idle_after: float = IDLE_AFTER,
 ) -> None:
     """Block until chunk ``chunk - 1`` of run ``run_id`` has claimed (chunk order is claim order).
 
-    ``aside``: entered only if this chunk really has to wait, and left when its
-    turn comes. An engine that may queue the chunk it waits for behind this
-    one on the same worker (Dask, after a worker died) passes a context that
-    frees the worker's thread meanwhile; without it the two would wait on
-    each other until TURN_TIMEOUT.
+    ``idle()``: entered once the wait passes ``idle_after`` seconds, left when
+    the turn comes. A Dask worker gives its thread up there: the chunk it
+    waits for may be queued behind this very one on the same worker (Dask ran
+    it again after its worker died), and would otherwise never start.
     """
     if chunk <= 0:
         return
-    deadline = time.monotonic() + TURN_TIMEOUT
+    started = time.monotonic()
+    deadline = started + TURN_TIMEOUT
     stmt = sa.text(f"SELECT claims_through FROM {_t(schema, 'checkpoints')} WHERE run_id = :r")
-    with contextlib.ExitStack() as stepped:
+    with contextlib.ExitStack() as idling:
         while True:
             with engine.connect() as conn:
                 done = conn.execute(stmt, {"r": run_id}).scalar()
                 conn.rollback()
             if done is not None and int(done) >= chunk - 1:
                 return
-            if aside is not None:
-                stepped.enter_context(aside())
-                aside = None
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise TransientError(
                     f"chunk {chunk} waited {TURN_TIMEOUT:.0f} s for chunk {chunk - 1} to claim its identifiers; "
                     "the worker reading it seems stuck"
                 )
+            if idle is not None and now - started > idle_after:
+                idling.enter_context(idle())
+                idle = None
             time.sleep(poll)
             poll = min(0.1, poll * 1.5)
 

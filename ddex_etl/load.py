@@ -671,7 +671,25 @@ class FileLoader:
         return removed
 
     def finish(self, *, resumed: bool) -> None:
-        """Batch layout: drop empty release folders a crash left, then write BatchComplete last."""
+        """Every chunk is committed: remove temp files left behind; batch layout: drop empty release
+        folders a crash left, then write BatchComplete last."""
+        # A Dask worker killed mid-write leaves its temp file, and Dask runs the
+        # chunk again elsewhere: the run succeeds, and nothing else removes it.
+        try:
+            root = self._open_root()
+        except FileNotFoundError:
+            root = -1
+        except OSError as exc:
+            raise _output_error(exc, self.root) from exc
+        if root >= 0:
+            try:
+                removed = self._clean_temps(root, everyone=self._alone(), mine=True)
+            except OSError as exc:
+                raise _output_error(exc, self.root) from exc
+            finally:
+                os.close(root)
+            if removed:
+                log.info("removed %d temp file(s) of chunks written twice from %s", removed, self.root)
         marker = self.batch_complete_path
         if marker is None:
             self._finished = True

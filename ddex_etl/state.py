@@ -306,6 +306,12 @@ def get_run(conn: Connection, schema: str, run_id: int) -> RunRow | None:
     return _run(row) if row is not None else None
 
 
+def run_attempt(conn: Connection, schema: str, run_id: int) -> int | None:
+    """How many times run ``run_id`` has been started (``runs.attempts``), or None when there is no such run."""
+    n = conn.execute(sa.text(f"SELECT attempts FROM {_t(schema, 'runs')} WHERE id = :id"), {"id": run_id}).scalar()
+    return int(n) if n is not None else None
+
+
 def latest_run(conn: Connection, schema: str, job: str, modes: Sequence[str] = ("full", "incremental")) -> RunRow | None:
     """The newest run of ``job`` among ``modes``."""
     row = conn.execute(

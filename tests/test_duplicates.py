@@ -1,14 +1,17 @@
 """Duplicate identifiers: the later release (in paging order) is rejected naming both; nothing is overwritten."""
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from ddex_etl import extract, pipeline, seed, state
+from ddex_etl import claims, extract, pipeline, seed, state
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
 from ddex_etl.seed import seed_catalog
@@ -126,3 +129,36 @@ def test_the_table_target_rejects_the_same_duplicates(engine: sa.Engine, db_url:
         rows = conn.execute(sa.text("SELECT count(*) FROM ddex_etl.documents")).scalar_one()
     assert rows == report.built == RELEASES - 3
     json.dumps(report.as_dict(), default=str)  # the report stays JSON-able
+
+
+def test_a_long_wait_for_the_claim_turn_is_spent_idle(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """wait_for_turn enters ``idle`` only once the wait is long, and leaves it when the turn comes
+    (a Dask worker gives its thread up there, so the chunk it waits for can start on it)."""
+    report = pipeline.run(make_cfg(db_url, tmp_path), progress=False)
+    table = "ddex_etl.checkpoints"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {table} SET claims_through = 0 WHERE run_id = :r"), {"r": report.run_id})
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def idle() -> Iterator[None]:
+        events.append("idle")
+        yield
+        events.append("back")
+
+    claims.wait_for_turn(engine, "ddex_etl", report.run_id, 1, idle=idle, idle_after=0.05)
+    assert events == []  # chunk 0 has claimed: chunk 1's turn at once, never idle
+
+    waiter = threading.Thread(
+        target=claims.wait_for_turn, args=(engine, "ddex_etl", report.run_id, 2),
+        kwargs={"idle": idle, "idle_after": 0.05},
+    )
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert events == ["idle"] and waiter.is_alive()  # chunk 1 has not claimed: still waiting, idle
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {table} SET claims_through = 1 WHERE run_id = :r"), {"r": report.run_id})
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and events == ["idle", "back"]

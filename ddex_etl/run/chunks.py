@@ -45,6 +45,10 @@ class Task:
     claim_scope: int = 0
     # ids asked for by name (--release-id, a retry): one the catalog does not have is a reject
     report_missing: bool = False
+    # The run's attempt (runs.attempts) that handed the chunk out; 0: unchecked.
+    # A Dask task outlives its coordinator (a running task cannot be cancelled):
+    # such a zombie finds a later attempt in the run row and writes nothing.
+    attempt: int = 0
 
 
 @dataclass

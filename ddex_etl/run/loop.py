@@ -406,6 +406,7 @@ class Runner:
             claim_scope=self.claim_scope,
             report_missing=self.run.mode == "retry"
             or (self.run.mode == "targeted" and bool(self.run.options.get("release_ids"))),
+            attempt=int(self.run.attempts),
         )
 
     def _worker_failed(self, f: ChunkFailure) -> EtlError:

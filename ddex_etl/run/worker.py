@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,14 +29,15 @@ from sqlalchemy.engine import Engine
 
 from .. import claims, state
 from ..db import make_engine
-from ..errors import EtlError, MediaError, ReleaseDataError
+from ..errors import EtlError, MediaError, ReleaseDataError, TerminalError
 from ..load import Output, release_identifier
 from ..masking import mask_text
 from ..progress import own_peak_rss_mb
 from ..retry import RetryPolicy, with_retries
 from .chunks import ChunkFailure, ChunkResult, Task, WorkerSpec
 
-Aside = Callable[[], AbstractContextManager[Any]]
+# What a chunk stays in while it waits long for its turn to claim (see claims.wait_for_turn).
+Idle = Callable[[], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -51,10 +53,18 @@ class WorkerContext:
 
 
 _CONTEXT: WorkerContext | None = None
+# A Dask worker may run two chunks at once in one process (one of them waiting
+# for its turn, see Idle): they share the context, made once.
+_CONTEXT_LOCK = threading.Lock()
 
 
 def worker_context(spec: WorkerSpec) -> WorkerContext:
     """This process's context for ``spec`` (made on first use; a new spec replaces the old one)."""
+    with _CONTEXT_LOCK:
+        return _worker_context(spec)
+
+
+def _worker_context(spec: WorkerSpec) -> WorkerContext:
     global _CONTEXT
     key = spec.key
     if _CONTEXT is not None and _CONTEXT.key == key:
@@ -81,14 +91,14 @@ def close_worker_context() -> None:
         ctx.engine.dispose()
 
 
-def run_chunk(spec: WorkerSpec, task: Task, *, aside: Aside | None = None) -> ChunkResult | ChunkFailure:
+def run_chunk(spec: WorkerSpec, task: Task, *, idle: Idle | None = None) -> ChunkResult | ChunkFailure:
     """Fetch, build and (files) write chunk ``task``; any error comes back as a ``ChunkFailure``.
 
-    ``aside``: what the engine does while the chunk waits for its turn to claim
-    identifiers (see ``claims.wait_for_turn``); Dask frees the worker's thread.
+    ``idle()``: a context the chunk stays in while it waits long for the
+    previous chunk's claims (see ``claims.wait_for_turn``).
     """
     try:
-        return build_chunk(spec, worker_context(spec), task, aside=aside)
+        return build_chunk(spec, worker_context(spec), task, idle=idle)
     except BaseException as exc:  # report anything, the run loop decides
         err = exc if isinstance(exc, EtlError) else None
         return ChunkFailure(
@@ -102,7 +112,7 @@ def run_chunk(spec: WorkerSpec, task: Task, *, aside: Aside | None = None) -> Ch
         )
 
 
-def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, aside: Aside | None = None) -> ChunkResult:
+def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle | None = None) -> ChunkResult:
     """One chunk, start to end (``run_chunk`` without the error net)."""
     engine, ctx, ern, extract = wc.engine, wc.ern_ctx, wc.ern, wc.extract
     t0 = time.perf_counter()
@@ -137,7 +147,8 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, aside: Aside
     if cfg.recipient is not None:
         # Releases not for this store (territory or label filter) count as skipped.
         releases = [r for r in releases if cfg.recipient.matches(r)]
-    releases, duplicates = _claim_identifiers(spec, engine, task, releases, aside)
+    releases, duplicates = _claim_identifiers(spec, engine, task, releases, idle)
+    _check_attempt(spec, engine, task)  # the claim wait can be long: still this attempt's chunk?
     rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
@@ -201,6 +212,8 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, aside: Aside
                 built += 1
         t_built = time.perf_counter()
         c_built = time.process_time()
+        if chunk is not None:
+            _check_attempt(spec, engine, task)  # a zombie of an earlier attempt renames nothing
         written = chunk.commit() if chunk is not None else []
     finally:
         if chunk is not None:
@@ -232,6 +245,32 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, aside: Aside
 
 
 
+def _check_attempt(spec: WorkerSpec, engine: Engine, task: Task) -> None:
+    """Raise when the run was started again since ``task`` was handed out (the task is a zombie).
+
+    Dask cannot cancel a running task: one whose coordinator died goes on
+    after ``etl resume`` started the next attempt, which redoes the chunk. The
+    bytes would be the same, but the zombie could write them after that
+    attempt settled the chunk (a pending list left over, files after
+    BatchComplete), so it stops here, leaving nothing.
+    """
+    if not task.attempt:
+        return
+
+    def read() -> int | None:
+        with engine.connect() as conn:
+            found = state.run_attempt(conn, task.state_schema, task.run_id)
+            conn.rollback()
+            return found
+
+    now = with_retries(read, what=f"checking chunk {task.number}'s run attempt", policy=spec.retry)
+    if now != task.attempt:
+        raise TerminalError(
+            f"chunk {task.number} of run {task.run_id} belongs to attempt {task.attempt}, but the run is at "
+            f"attempt {now}: a task that outlived its `etl run`; nothing written (the current attempt redoes it)"
+        )
+
+
 def _media_reject(release: Any, exc: MediaError, stage: str) -> state.RejectRecord:
     """A release whose audio or cover cannot go into the batch (missing, wrong MD5, unsafe path)."""
     return state.RejectRecord(
@@ -245,7 +284,7 @@ def _media_reject(release: Any, exc: MediaError, stage: str) -> state.RejectReco
 
 
 def _claim_identifiers(
-    spec: WorkerSpec, engine: Engine, task: Task, releases: list[Any], aside: Aside | None = None
+    spec: WorkerSpec, engine: Engine, task: Task, releases: list[Any], idle: Idle | None = None
 ) -> tuple[list[Any], list[state.RejectRecord]]:
     """Claim the chunk's ICPNs and GRids in chunk order, and list its ISRCs (see ``ddex_etl.claims``).
 
@@ -254,7 +293,7 @@ def _claim_identifiers(
     """
 
     def attempt() -> list[claims.Clash]:
-        claims.wait_for_turn(engine, task.state_schema, task.run_id, task.number, aside=aside)
+        claims.wait_for_turn(engine, task.state_schema, task.run_id, task.number, idle=idle)
         with engine.begin() as conn:
             return claims.claim(
                 conn, task.state_schema, run_id=task.run_id, scope=task.claim_scope, chunk=task.number,

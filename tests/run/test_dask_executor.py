@@ -283,3 +283,26 @@ def test_an_unreachable_scheduler_fails_at_start_with_the_address_and_the_fix(tm
     assert address in message and "`dask scheduler`" in message and "firewall" in message
     assert caught.value.exit_code == ExitCode.FAILED
     assert gone(children() - before) == set()
+
+
+def test_a_chunk_cancelled_on_the_cluster_by_someone_else_fails_the_run_resumably(
+    cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """Its result will never come: waiting for it would hang the run, so check() says the chunk was lost."""
+    from distributed import Client, Future
+
+    ex = remote(cluster, ToySpec(str(tmp_path), delay=30))
+    try:
+        ex.submit(ToyTask(7))
+        [key] = list(ex._inflight)
+        with Client(cluster.address, timeout=10, set_as_default=False) as other:
+            other.cancel([Future(key, client=other)], force=True)
+        deadline = time.monotonic() + 10
+        with pytest.raises(ClusterError) as caught:
+            while time.monotonic() < deadline:
+                assert ex.finished(0.2) == []
+                ex.check()
+    finally:
+        ex.shutdown(graceful=False)
+    message = str(caught.value)
+    assert "chunk 7" in message and "cancelled" in message and "etl resume" in message

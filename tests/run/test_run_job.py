@@ -1,6 +1,7 @@
 """The run pipeline against a real PostgreSQL: targets, modes, resume, locks, rejects."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,10 +106,16 @@ def test_keyset_and_offset_modes_give_the_same_documents(engine: sa.Engine, db_u
     assert tree(tmp_path / "k" / "out") == tree(tmp_path / "o" / "out")
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_worker_count_does_not_change_the_output(engine: sa.Engine, db_url: str, tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("executor", "workers"), [
+    ("local", 1), ("local", 3),
+    pytest.param("dask", 2, marks=pytest.mark.skipif(
+        importlib.util.find_spec("distributed") is None, reason="needs ddex-etl[dask]")),
+])
+def test_worker_count_does_not_change_the_output(
+    engine: sa.Engine, db_url: str, tmp_path: Path, executor: str, workers: int
+) -> None:
     pipeline.run(make_cfg(db_url, tmp_path / "ref", run={"workers": 2}), progress=False)
-    pipeline.run(make_cfg(db_url, tmp_path / "w", run={"workers": workers}), progress=False)
+    pipeline.run(make_cfg(db_url, tmp_path / "w", run={"workers": workers, "executor": executor}), progress=False)
     assert tree(tmp_path / "w" / "out") == tree(tmp_path / "ref" / "out")
 
 

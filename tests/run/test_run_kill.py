@@ -3,18 +3,23 @@
 The run under test is a real subprocess (``pipeline.run`` from a tiny script,
 the same call ``etl run`` makes), killed with SIGKILL once its checkpoint shows
 k chunks, resumed, killed again further on, and finally resumed to the end.
+Each case runs with the local executor and with the Dask one (a LocalCluster
+of two single-thread worker processes, which must die with the run).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -34,6 +39,11 @@ RELEASES = 1200
 CHUNK = 40
 WORKERS = 2
 KILL_AT = (3, 11, 20)  # chunks committed when the SIGKILL lands (of 30)
+EXECUTORS = ["local", pytest.param("dask", marks=pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None, reason="needs ddex-etl[dask]"))]
+# Chunks handed out beyond the checkpoint at most (ChunkExecutor.slots): one per
+# local worker process; two per Dask worker thread (the next one queued on it).
+IN_FLIGHT = {"local": WORKERS, "dask": 2 * WORKERS}
 
 RUNNER = """
 import sys
@@ -61,7 +71,9 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-def write_toml(path: Path, db_url: str, target: str, layout: str, out: Path, schema: str = "ddex_etl") -> Path:
+def write_toml(
+    path: Path, db_url: str, target: str, layout: str, out: Path, schema: str = "ddex_etl", executor: str = "local"
+) -> Path:
     path.write_text(
         f"""
 [database]
@@ -80,16 +92,43 @@ directory = "{out}"
 [run]
 workers = {WORKERS}
 retry_delay = 0.05
+executor = "{executor}"
 """,
         encoding="utf-8",
     )
     return path
 
 
-def start(toml: Path) -> subprocess.Popen[bytes]:
+# Every process a started run makes carries this in its environment (Dask's
+# worker processes too), so a test can find the ones that outlive it.
+TAG = "ETL_TEST_RUN_TAG"
+
+
+def start(toml: Path, tag: str = "") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(toml)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-c", RUNNER, str(toml)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, TAG: tag},
     )
+
+
+def tagged(tag: str) -> set[int]:
+    """Live processes (zombies aside) whose environment carries ``tag``."""
+    found = set()
+    for p in psutil.process_iter():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and p.environ().get(TAG) == tag:
+                found.add(p.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def survivors(tag: str, within: float = 15.0) -> set[int]:
+    """Processes of a killed run still alive after ``within`` s (its workers must follow it)."""
+    deadline = time.monotonic() + within
+    while (left := tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def _libpq(db_url: str) -> str:
@@ -164,9 +203,10 @@ def batch_contents(out: Path) -> tuple[str, dict[str, bytes]]:
     return batch.name, files
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize(("target", "layout"), [("table", "flat"), ("files", "flat"), ("files", "ddex-batch")])
 def test_sigkill_and_resume_gives_byte_identical_output(
-    engine: sa.Engine, db_url: str, tmp_path: Path, target: str, layout: str
+    engine: sa.Engine, db_url: str, tmp_path: Path, target: str, layout: str, executor: str
 ) -> None:
     # The uninterrupted reference, in its own state schema and folder.
     ref_out, out = tmp_path / "ref", tmp_path / "out"
@@ -177,13 +217,16 @@ def test_sigkill_and_resume_gives_byte_identical_output(
     reference = pipeline.run(ref_cfg, progress=False)
     assert reference.built == RELEASES
 
-    toml = write_toml(tmp_path / "etl.toml", db_url, target, layout, out)
+    toml = write_toml(tmp_path / "etl.toml", db_url, target, layout, out, executor=executor)
     run_ids = set()
     for k in KILL_AT:
-        proc = start(toml)
+        tag = uuid.uuid4().hex
+        proc = start(toml, tag)
         run_id, _, done = wait_for_chunks(proc, db_url, k)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
+        # its worker processes end with it: none goes on writing into the next attempt's output
+        assert survivors(tag) == set()
         run_ids.add(run_id)
         assert done < RELEASES // CHUNK
         if target == "files":
@@ -204,8 +247,8 @@ def test_sigkill_and_resume_gives_byte_identical_output(
     [(run_id, status, attempts, built, rejected, redone)] = row  # one run, continued each time
     assert run_ids == {run_id}
     assert (status, attempts, built, rejected) == ("succeeded", len(KILL_AT) + 1, RELEASES, 0)
-    # at most one chunk per worker was handed out beyond the checkpoint at each kill
-    assert 0 <= redone <= WORKERS * len(KILL_AT)
+    # at most the executor's slots were handed out beyond the checkpoint at each kill
+    assert 0 <= redone <= IN_FLIGHT[executor] * len(KILL_AT)
 
     if target == "table":
         got, want = documents(engine, "ddex_etl"), documents(engine, "ref")
@@ -224,27 +267,32 @@ def test_sigkill_and_resume_gives_byte_identical_output(
         assert got_batch != ref_batch  # batch ids are per run; contents are what must match
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT], [signal.SIGINT, signal.SIGINT]])
 def test_signals_interrupt_cleanly_and_resume_completes(
-    engine: sa.Engine, db_url: str, tmp_path: Path, signals: list[int]
+    engine: sa.Engine, db_url: str, tmp_path: Path, signals: list[int], executor: str
 ) -> None:
     out = tmp_path / "out"
-    toml = write_toml(tmp_path / "etl.toml", db_url, "files", "ddex-batch", out)
-    proc = start(toml)
+    toml = write_toml(tmp_path / "etl.toml", db_url, "files", "ddex-batch", out, executor=executor)
+    tag = uuid.uuid4().hex
+    proc = start(toml, tag)
     run_id, _, _ = wait_for_chunks(proc, db_url, 2)
 
     # While it runs, a second run of the same job is refused and names the holder.
     cfg = Config(database=DatabaseConfig(url=db_url, pool_size=2)).with_overrides(
-        extract={"chunk_size": CHUNK}, load={"layout": "ddex-batch", "directory": out}, run={"workers": WORKERS}
+        extract={"chunk_size": CHUNK}, load={"layout": "ddex-batch", "directory": out},
+        run={"workers": WORKERS, "executor": executor},
     )
+    # (with local workers, which start faster than a LocalCluster: the lock is the executor's business either way)
     with pytest.raises(LockHeldError, match=rf"run {run_id}, pid {proc.pid}"):
-        pipeline.run(cfg, progress=False)
+        pipeline.run(cfg.with_overrides(run={"executor": "local"}), progress=False)
 
     for sig in signals:
         os.kill(proc.pid, sig)
         time.sleep(0.02)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err.decode()[-3000:]
+    assert survivors(tag) == set()
     with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
         seen = progress_of(conn)
     assert seen is not None and seen[:2] == (run_id, "interrupted")

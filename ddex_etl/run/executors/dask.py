@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from distributed import Client, KilledWorker, LocalCluster, as_completed, rejoin, secede
+from distributed import Client, KilledWorker, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ...errors import ClusterError
@@ -68,19 +68,20 @@ _POLL = 0.1  # the longest a wait sleeps before it looks at the client's status 
 def _run_chunk(spec: Any, task: Any) -> Any:
     from ..worker import run_chunk
 
-    return run_chunk(spec, task, aside=_off_the_thread_pool)
+    return run_chunk(spec, task, idle=_seceded)
 
 
 @contextlib.contextmanager
-def _off_the_thread_pool() -> Iterator[None]:
-    """While a chunk waits for the chunk before it to claim identifiers, its worker thread runs other tasks.
+def _seceded() -> Iterator[None]:
+    """Leave the worker's thread pool while a chunk waits for its turn to claim, and come back after.
 
-    Dask may queue that earlier chunk behind this one on the same worker (it
-    reschedules a dead worker's tasks onto the least busy live one), so a
-    chunk that held its thread while waiting could wait on a chunk that waits
-    for the thread. ``secede`` frees the thread; ``rejoin`` takes a slot back
-    once the turn has come.
+    The chunk it waits for can be queued behind it on this very worker (Dask
+    ran it again here after its first worker died): with the thread given up
+    the worker starts it, where it would otherwise wait for ever (well, for
+    claims.TURN_TIMEOUT). ``rejoin`` then waits for a free thread.
     """
+    from distributed import rejoin, secede
+
     secede()
     try:
         yield
@@ -160,7 +161,8 @@ class DaskExecutor:
             worker_setup, worker_teardown = _open_context, _close_context
         self._prefix = f"etl-{uuid.uuid4().hex[:6]}"
         self._inflight: dict[str, tuple[int, Any]] = {}  # task key -> (chunk number, its future)
-        self._lost: str | None = None  # why the scheduler is gone, once it is
+        self._lost: str | None = None  # why a chunk of ours was cancelled (the scheduler gone, say), once one was
+        self._lost_chunk = -1
         self._closed = False
         self._close_lock = threading.RLock()  # shutdown() may run again from a signal handler, same thread
         self._cluster: LocalCluster | None = None
@@ -269,7 +271,9 @@ class DaskExecutor:
             elif future.status == "error":
                 out.append(self._failed(number, result[1]))
             elif future.cancelled():
+                # Not by us (shutdown forgets its futures first): its result will never come.
                 self._lost = getattr(result, "reason", None) or "cancelled"
+                self._lost_chunk = number
         return out
 
     def check(self) -> None:
@@ -277,12 +281,21 @@ class DaskExecutor:
         if self._closed:
             return
         status = self._client.status
+        where = mask_text(self._address or "the LocalCluster")
         if status != "running" or self._lost == "scheduler-connection-lost":
-            where = mask_text(self._address or "the LocalCluster")
             raise ClusterError(
                 f"lost the connection to the Dask scheduler at {where} (client {status}); the chunks it was "
                 "running are lost, the run's checkpoint is not; fix: make sure the scheduler runs and "
                 "`etl resume <run>` to continue from the checkpoint"
+            )
+        if self._lost is not None:
+            # Another client cancelled it, or the scheduler forgot it: the run
+            # loop would wait for that chunk for ever.
+            raise ClusterError(
+                f"chunk {self._lost_chunk} was cancelled on the Dask cluster at {where} "
+                f"({mask_text(self._lost)}), not by this run; its result will never come, the run's checkpoint "
+                "is intact; fix: check who cancels tasks on that cluster (another client, a scheduler "
+                "restart), then `etl resume <run>` to continue from the checkpoint"
             )
 
     def kill(self) -> None:
