@@ -306,3 +306,24 @@ def test_a_chunk_cancelled_on_the_cluster_by_someone_else_fails_the_run_resumabl
         ex.shutdown(graceful=False)
     message = str(caught.value)
     assert "chunk 7" in message and "cancelled" in message and "etl resume" in message
+
+
+def test_a_result_as_completed_never_hands_over_is_fetched_directly(tmp_path: Path) -> None:
+    """If the background fetch of a finished chunk's result dies (its worker went with it), the chunk still comes back.
+
+    ``as_completed`` queues a result only for futures it still tracks; taking
+    one out of its books stands in for the fetching coroutine ending without
+    queueing anything.
+    """
+    ex = DaskExecutor(ToySpec(str(tmp_path), delay=0.3), scheduler=None, workers=2, chunk_fn=toy_chunk,
+                      failure=ToyFailure, stuck_after=0.5)
+    try:
+        ex.submit(ToyTask(0))
+        ex.submit(ToyTask(1))
+        (lost,) = [f for _, f, t in ex._inflight.values() if t.number == 1]
+        with ex._done.lock:
+            del ex._done.futures[lost]
+        got = collect(ex, 2, within=20)
+    finally:
+        ex.shutdown(graceful=False)
+    assert sorted(r.number for r in got if isinstance(r, ToyResult)) == [0, 1], got

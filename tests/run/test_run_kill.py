@@ -160,8 +160,9 @@ def wait_for_chunks(proc: subprocess.Popen[bytes], db_url: str, at_least: int, t
                 raise AssertionError(f"run ended (exit {proc.returncode}) before chunk {at_least}: {err.decode()[-2000:]}")
             time.sleep(0.005)
     proc.kill()
-    proc.communicate()
-    raise AssertionError(f"no checkpoint at {at_least} chunks within {timeout} s")
+    _, err = proc.communicate()
+    raise AssertionError(f"no checkpoint at {at_least} chunks within {timeout} s; the run said: "
+                         f"{(err or b'').decode(errors='replace')[-3000:]}")
 
 
 def tree(root: Path) -> dict[str, bytes]:

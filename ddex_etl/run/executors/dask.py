@@ -60,7 +60,10 @@ FailureFactory = Callable[..., Any]
 # round trip between chunks (~16% of the throughput on 150 ms chunks); with
 # two, the next chunk is already queued on the worker (~3%).
 IN_FLIGHT_PER_THREAD = 2
-CONNECT_TIMEOUT = 10.0  # seconds to reach the scheduler (and to find a worker) at start
+CONNECT_TIMEOUT = 10.0
+# A chunk Dask reports done whose result has not reached us after this many
+# seconds is fetched directly (see DaskExecutor._rescue).
+STUCK_AFTER = 10.0  # seconds to reach the scheduler (and to find a worker) at start
 GRACE = 5.0  # shutdown(graceful=True): how long running chunks may take to finish
 _POLL = 0.1  # the longest a wait sleeps before it looks at the client's status again
 
@@ -144,6 +147,7 @@ class DaskExecutor:
         worker_teardown: Callable[[], Any] | None = None,
         failure: FailureFactory | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
+        stuck_after: float = STUCK_AFTER,
     ) -> None:
         """Connect (or start a LocalCluster) now, so an unreachable scheduler fails before any run row exists.
 
@@ -160,7 +164,9 @@ class DaskExecutor:
         if chunk_fn is None and worker_setup is None:
             worker_setup, worker_teardown = _open_context, _close_context
         self._prefix = f"etl-{uuid.uuid4().hex[:6]}"
-        self._inflight: dict[str, tuple[int, Any]] = {}  # task key -> (chunk number, its future)
+        self._inflight: dict[str, tuple[int, Any, Any]] = {}  # task key -> (chunk number, its future, the task)
+        self._done_since: dict[str, float] = {}  # task key -> when it was first seen done but not handed over
+        self._stuck_after = stuck_after
         self._lost: str | None = None  # why a chunk of ours was cancelled (the scheduler gone, say), once one was
         self._lost_chunk = -1
         self._closed = False
@@ -246,7 +252,7 @@ class DaskExecutor:
         # copy would be lost with the workers that hold it, failing every
         # later chunk, where a pickled one survives any worker's death.
         future = self._client.submit(self._chunk_fn, self._spec, task, key=key, pure=False, retries=0)
-        self._inflight[key] = (task.number, future)
+        self._inflight[key] = (task.number, future, task)
         self._done.add(future)
 
     def finished(self, timeout: float) -> list[Any]:
@@ -256,15 +262,16 @@ class DaskExecutor:
         while not self._done.has_ready():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed or self._client.status != "running":
-                return []
+                return self._rescue() if remaining <= 0 and not self._closed else []
             with cond:  # as_completed notifies it after queueing a result
                 if not self._done.has_ready():
                     cond.wait(min(remaining, _POLL))
         out: list[Any] = []
         for future, result in self._done.next_batch(block=False):
             tracked = self._inflight.pop(future.key, None)
+            self._done_since.pop(future.key, None)
             if tracked is None:
-                continue  # cancelled by shutdown, or not ours any more
+                continue  # cancelled by shutdown, handed over by _rescue, or not ours any more
             number = tracked[0]
             if future.status == "finished":
                 out.append(result)
@@ -274,6 +281,42 @@ class DaskExecutor:
                 # Not by us (shutdown forgets its futures first): its result will never come.
                 self._lost = getattr(result, "reason", None) or "cancelled"
                 self._lost_chunk = number
+        return out
+
+    def _rescue(self) -> list[Any]:
+        """Chunks Dask reports done that ``as_completed`` has not handed over for ``stuck_after`` seconds.
+
+        ``as_completed`` fetches each result in a background coroutine; if
+        that fetch fails (its worker died as the result was on its way), the
+        coroutine ends without queueing anything and the run would wait for
+        that chunk forever. Such a chunk's result is fetched here directly,
+        and if that fails too the chunk is sent again as a new attempt (its
+        writes are idempotent; a late first attempt is ignored by the run loop).
+        """
+        now = time.monotonic()
+        out: list[Any] = []
+        for key, (number, future, task) in list(self._inflight.items()):
+            if not future.done():
+                self._done_since.pop(key, None)
+                continue
+            if now - self._done_since.setdefault(key, now) < self._stuck_after:
+                continue
+            del self._inflight[key]
+            del self._done_since[key]
+            if future.cancelled():
+                self._lost, self._lost_chunk = "cancelled", number
+                continue
+            try:
+                if future.status == "error":
+                    out.append(self._failed(number, future.exception(timeout=CONNECT_TIMEOUT)))
+                else:
+                    out.append(future.result(timeout=CONNECT_TIMEOUT))
+                log.warning("chunk %d: Dask reported it done %.0f s ago without handing its result over; "
+                            "fetched it directly", number, self._stuck_after)
+            except Exception as exc:  # the result is gone with its worker: build the chunk again
+                log.warning("chunk %d: its result could not be fetched (%s); sending it again",
+                            number, mask_text(str(exc)) or type(exc).__name__)
+                self.submit(task)
         return out
 
     def check(self) -> None:
@@ -329,9 +372,9 @@ class DaskExecutor:
             if client is not None and client.status == "running":
                 if graceful:
                     deadline = time.monotonic() + GRACE
-                    while any(not f.done() for _, f in self._inflight.values()) and time.monotonic() < deadline:
+                    while any(not f.done() for _, f, _ in self._inflight.values()) and time.monotonic() < deadline:
                         time.sleep(0.02)
-                pending = [f for _, f in self._inflight.values() if not f.done()]
+                pending = [f for _, f, _ in self._inflight.values() if not f.done()]
                 if pending:
                     client.cancel(pending, force=True)
             self._inflight.clear()
