@@ -327,3 +327,25 @@ def test_a_result_as_completed_never_hands_over_is_fetched_directly(tmp_path: Pa
     finally:
         ex.shutdown(graceful=False)
     assert sorted(r.number for r in got if isinstance(r, ToyResult)) == [0, 1], got
+
+
+def test_a_result_in_hand_counts_though_its_worker_died_after_sending_it(local: DaskExecutor) -> None:
+    """Dask marks a task lost when the worker holding its result dies, even after the result reached us.
+
+    Seen in CI: the chunk's result was fetched, its worker was killed before
+    the run loop asked, and the executor judged the future by its new status
+    ("lost"), dropped the chunk, and the run waited for it forever.
+    """
+    local.submit(ToyTask(7))
+    deadline = time.monotonic() + 20
+    while not local._done.has_ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (future,) = [f for _, f, _ in local._inflight.values()]
+    (holder,) = local._client.who_has([future])[future.key]
+    pid = local._client.run(os.getpid, workers=[holder])[holder]
+    psutil.Process(pid).kill()
+    while future.status == "finished" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert future.status != "finished"  # Dask now counts the result as lost
+    got = local.finished(1.0)
+    assert [r.number for r in got if isinstance(r, ToyResult)] == [7], got

@@ -159,8 +159,13 @@ def wait_for_chunks(proc: subprocess.Popen[bytes], db_url: str, at_least: int, t
                 _, err = proc.communicate()
                 raise AssertionError(f"run ended (exit {proc.returncode}) before chunk {at_least}: {err.decode()[-2000:]}")
             time.sleep(0.005)
+        sessions = conn.execute(
+            "SELECT pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 120) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
     proc.kill()
     _, err = proc.communicate()
+    err = b"\n".join(str(s).encode() for s in sessions) + b"\n" + (err or b"")
     raise AssertionError(f"no checkpoint at {at_least} chunks within {timeout} s; the run said: "
                          f"{(err or b'').decode(errors='replace')[-3000:]}")
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import CancelledError  # what distributed hands over for a cancelled future
 import os
 import signal
 import threading
@@ -273,14 +274,22 @@ class DaskExecutor:
             if tracked is None:
                 continue  # cancelled by shutdown, handed over by _rescue, or not ours any more
             number = tracked[0]
-            if future.status == "finished":
-                out.append(result)
-            elif future.status == "error":
+            # Judged by what as_completed handed over, not by the future's
+            # status now: a result fetched just before its worker died is
+            # whole, though Dask has meanwhile marked the task lost and
+            # computing again (that task is released with the future).
+            if _is_error_triple(result):
                 out.append(self._failed(number, result[1]))
-            elif future.cancelled():
+            elif not isinstance(result, BaseException):
+                out.append(result)
+            elif future.cancelled() or isinstance(result, CancelledError):
                 # Not by us (shutdown forgets its futures first): its result will never come.
                 self._lost = getattr(result, "reason", None) or "cancelled"
                 self._lost_chunk = number
+            else:  # no result and no task error: never drop a chunk, build it again
+                log.warning("chunk %d: no result came back (%s); sending it again", number,
+                            mask_text(str(result)) or type(result).__name__)
+                self.submit(tracked[2])
         return out
 
     def _rescue(self) -> list[Any]:
@@ -407,6 +416,11 @@ class DaskExecutor:
             message=f"chunk {number}: the Dask task failed: {mask_text(str(exc)) or type(exc).__name__}",
             retryable=False, output_error=False, pid=0, detail="",
         )
+
+
+def _is_error_triple(result: Any) -> bool:
+    """What ``as_completed(with_results=True, raise_errors=False)`` hands over for a task that raised."""
+    return isinstance(result, tuple) and len(result) == 3 and isinstance(result[1], BaseException)
 
 
 def _no_teardown() -> None:
