@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -269,6 +270,27 @@ def test_losing_the_scheduler_mid_run_is_a_resumable_error(tmp_path: Path) -> No
     err = caught.value
     assert isinstance(err, TerminalError) and err.exit_code == ExitCode.FAILED
     assert own.address in str(err) and "etl resume <run>" in str(err)
+
+
+def test_a_cluster_left_without_workers_fails_the_run_resumably(tmp_path: Path) -> None:
+    """Nobody restarts the workers: the run stops with the fix instead of waiting, heartbeat and all, for ever."""
+    with dask_cluster(tmp_path, workers=1) as own:
+        ex = DaskExecutor(ToySpec(str(tmp_path), delay=30), scheduler=own.address, workers=0,
+                          chunk_fn=toy_chunk, failure=ToyFailure, connect_timeout=2, no_workers_after=1.0)
+        try:
+            ex.submit(ToyTask(0))
+            assert ex.finished(0.2) == []
+            ex.check()  # a worker is there: fine
+            os.killpg(own.workers[0].pid, signal.SIGKILL)  # nanny and worker: no restart
+            started = time.monotonic()
+            with pytest.raises(ClusterError) as caught:
+                while time.monotonic() - started < 30:
+                    assert ex.finished(0.2) == []
+                    ex.check()
+        finally:
+            ex.shutdown(graceful=False)
+    message = str(caught.value)
+    assert "has had no workers" in message and "dask worker" in message and "etl resume <run>" in message
 
 
 def test_an_unreachable_scheduler_fails_at_start_with_the_address_and_the_fix(tmp_path: Path) -> None:

@@ -64,7 +64,11 @@ IN_FLIGHT_PER_THREAD = 2
 CONNECT_TIMEOUT = 10.0
 # A chunk Dask reports done whose result has not reached us after this many
 # seconds is fetched directly (see DaskExecutor._rescue).
-STUCK_AFTER = 10.0  # seconds to reach the scheduler (and to find a worker) at start
+STUCK_AFTER = 10.0
+# A cluster with no worker for this long fails the run (resumably) instead of
+# leaving it waiting, heartbeat and all, for workers nobody is starting.
+NO_WORKERS_AFTER = 120.0
+_WORKERS_EVERY = 5.0  # seconds between looks at the scheduler's worker count while nothing comes back  # seconds to reach the scheduler (and to find a worker) at start
 GRACE = 5.0  # shutdown(graceful=True): how long running chunks may take to finish
 _POLL = 0.1  # the longest a wait sleeps before it looks at the client's status again
 
@@ -149,6 +153,7 @@ class DaskExecutor:
         failure: FailureFactory | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         stuck_after: float = STUCK_AFTER,
+        no_workers_after: float = NO_WORKERS_AFTER,
     ) -> None:
         """Connect (or start a LocalCluster) now, so an unreachable scheduler fails before any run row exists.
 
@@ -168,6 +173,9 @@ class DaskExecutor:
         self._inflight: dict[str, tuple[int, Any, Any]] = {}  # task key -> (chunk number, its future, the task)
         self._done_since: dict[str, float] = {}  # task key -> when it was first seen done but not handed over
         self._stuck_after = stuck_after
+        self._no_workers_after = no_workers_after
+        self._workers_seen_at = time.monotonic()  # the last time the scheduler had a worker
+        self._workers_checked_at = 0.0
         self._lost: str | None = None  # why a chunk of ours was cancelled (the scheduler gone, say), once one was
         self._lost_chunk = -1
         self._closed = False
@@ -348,6 +356,25 @@ class DaskExecutor:
                 f"({mask_text(self._lost)}), not by this run; its result will never come, the run's checkpoint "
                 "is intact; fix: check who cancels tasks on that cluster (another client, a scheduler "
                 "restart), then `etl resume <run>` to continue from the checkpoint"
+            )
+        self._check_workers(where)
+
+    def _check_workers(self, where: str) -> None:
+        now = time.monotonic()
+        if now - self._workers_checked_at < min(_WORKERS_EVERY, self._no_workers_after / 2):
+            return
+        self._workers_checked_at = now
+        try:
+            workers = len(self._client.scheduler_info(n_workers=1).get("workers", {}))
+        except Exception:  # the scheduler is going away: the status check above says so next time
+            return
+        if workers:
+            self._workers_seen_at = now
+        elif now - self._workers_seen_at > self._no_workers_after:
+            raise ClusterError(
+                f"the Dask cluster at {where} has had no workers for {now - self._workers_seen_at:.0f} s; "
+                "no chunk can run, the run's checkpoint is intact; fix: start workers "
+                f"(`dask worker {where} --nthreads 1`) and `etl resume <run>` to continue from the checkpoint"
             )
 
     def kill(self) -> None:
