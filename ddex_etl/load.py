@@ -487,14 +487,17 @@ class FileLoader:
             )
         self._prepared = True
 
-    def clean_temp_files(self) -> int:
-        """Remove the ``*.etl-tmp`` files under the run's folder (never following a link); returns how many."""
+    def clean_temp_files(self, *, everyone: bool = True, mine: bool = False) -> int:
+        """Remove the ``*.etl-tmp`` files under the run's folder (never following a link); returns how many.
+
+        ``everyone`` / ``mine``: whose temp files go (see ``_clean_temps``).
+        """
         try:
             root = self._open_root()
         except FileNotFoundError:
             return 0
         try:
-            return self._clean_temps(root, everyone=True)
+            return self._clean_temps(root, everyone=everyone, mine=mine)
         finally:
             os.close(root)
 
@@ -676,20 +679,11 @@ class FileLoader:
         # A Dask worker killed mid-write leaves its temp file, and Dask runs the
         # chunk again elsewhere: the run succeeds, and nothing else removes it.
         try:
-            root = self._open_root()
-        except FileNotFoundError:
-            root = -1
+            removed = self.clean_temp_files(everyone=self._alone(), mine=True)
         except OSError as exc:
             raise _output_error(exc, self.root) from exc
-        if root >= 0:
-            try:
-                removed = self._clean_temps(root, everyone=self._alone(), mine=True)
-            except OSError as exc:
-                raise _output_error(exc, self.root) from exc
-            finally:
-                os.close(root)
-            if removed:
-                log.info("removed %d temp file(s) of chunks written twice from %s", removed, self.root)
+        if removed:
+            log.info("removed %d temp file(s) of chunks written twice from %s", removed, self.root)
         marker = self.batch_complete_path
         if marker is None:
             self._finished = True

@@ -2,7 +2,7 @@
 
 A recipient's job is ``<run.job>/<name>`` (``Config.for_recipient``), so its
 runs, checkpoints, lock, delivered checksums, watermark, takedowns and run
-selection are its own, with no new machinery: ``run_api.run`` does the
+selection are its own, with no new machinery: ``ddex_etl.run.run`` does the
 work. ``etl run`` runs the recipients one after another in the order of
 ``etl.toml`` (or only ``--recipient NAME``); before building, it reads each
 store's acknowledgements (``store_acks``). A recipient that fails does not
@@ -197,7 +197,7 @@ def run_each(
 
 
 def run(cfg: Config, *, recipients: tuple[str, ...] = (), **options: Any) -> RecipientsReport:
-    """``run_api.run`` for each recipient (``options`` as for it); reads acknowledgements first."""
+    """``ddex_etl.run.run`` for each recipient (``options`` as for it); reads acknowledgements first."""
     return run_each(cfg, recipients, lambda rcfg: run_api.run(rcfg, **options), read_acks=True)
 
 

@@ -148,7 +148,6 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
         # Releases not for this store (territory or label filter) count as skipped.
         releases = [r for r in releases if cfg.recipient.matches(r)]
     releases, duplicates = _claim_identifiers(spec, engine, task, releases, idle)
-    _check_attempt(spec, engine, task)  # the claim wait can be long: still this attempt's chunk?
     rejects += duplicates
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()

@@ -200,9 +200,9 @@ class DaskExecutor:
                  mask_text(where), self._workers, threads, self.slots)
 
     @classmethod
-    def from_config(cls, cfg: Any, spec: Any, *, scheduler: str | None = None) -> DaskExecutor:
-        """The executor ``run.executor = "dask"`` asks for: ``run.scheduler`` (or ``scheduler``), ``run.workers``."""
-        return cls(spec, scheduler=scheduler or cfg.run.scheduler, workers=cfg.run.workers)
+    def from_config(cls, cfg: Any, spec: Any) -> DaskExecutor:
+        """The executor ``run.executor = "dask"`` asks for: ``run.scheduler``, ``run.workers``."""
+        return cls(spec, scheduler=cfg.run.scheduler, workers=cfg.run.workers)
 
     # ------------------------------------------------------------------ start
 
