@@ -174,7 +174,7 @@ def main() -> None:
               f"({stats.batches} batches, peak {stats.peak_memory_mb:.0f} MB)")
 
         if args.validate and result is not None:
-            from ddex_etl.validate import validate_bytes
+            from ddex_etl.ern.validate import validate_bytes
 
             t = time.perf_counter()
             invalid = [s.id for s in result.success if validate_bytes(s.xml_bytes, args.schema_dir, builder.version)]

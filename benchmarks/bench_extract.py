@@ -27,10 +27,11 @@ import psycopg
 from psycopg.types.string import TextLoader
 from sqlalchemy.engine import make_url
 
-from ddex_etl import extract, records
+from ddex_etl import extract
 from ddex_etl.config import ExtractConfig
 from ddex_etl.db import embedded_url, make_engine, to_sqlalchemy_url
-from ddex_etl.seed import seed_catalog
+from ddex_etl.demo.seed import seed_catalog
+from ddex_etl.extract import records
 
 
 def server_url(given: str | None) -> str:

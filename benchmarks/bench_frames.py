@@ -34,7 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 from ddex_etl import DDEXBuilder, StreamingBatchProcessor
 from ddex_etl.progress import own_peak_rss_mb
-from ddex_etl.seed import SQL_DIR
+from ddex_etl.demo.seed import SQL_DIR
 
 url, how, chunksize = sys.argv[1], sys.argv[2], int(sys.argv[3])
 query = sa.text((SQL_DIR / "release_rows.sql").read_text())
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ddex_etl.db import make_engine
-    from ddex_etl.seed import seed_catalog
+    from ddex_etl.demo.seed import seed_catalog
 
     admin = server_url(args.url)
     name = "ddex_bench_" + uuid.uuid4().hex[:10]

@@ -38,7 +38,7 @@ from ddex_etl.db import embedded_url, make_engine, to_sqlalchemy_url  # noqa: E4
 RUNNER = """
 import json, sys, time
 from pathlib import Path
-from ddex_etl import pipeline
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 args = json.loads(sys.argv[1])
 cfg = Config(database=DatabaseConfig(url=args["url"])).with_overrides(
@@ -47,7 +47,7 @@ cfg = Config(database=DatabaseConfig(url=args["url"])).with_overrides(
     run={"workers": args["workers"], "job": "bench", "watermark_lag_seconds": 0.0},
 )
 t0 = time.perf_counter()
-report = pipeline.run(cfg, progress=False, mode=args["mode"])
+report = run_api.run(cfg, progress=False, mode=args["mode"])
 wall = time.perf_counter() - t0
 print(json.dumps({**report.as_dict(), "wall_seconds": wall}, default=str))
 """
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the database and output folder")
     args = ap.parse_args()
 
-    from ddex_etl.seed import seed_catalog
+    from ddex_etl.demo.seed import seed_catalog
 
     admin = server_url()
     name = "etl_bench_" + uuid.uuid4().hex[:10]

@@ -54,7 +54,7 @@ from ddex_etl.db import embedded_url, make_engine, to_sqlalchemy_url  # noqa: E4
 RUNNER = """
 import json, sys, time
 from pathlib import Path
-from ddex_etl import pipeline
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 args = json.loads(sys.argv[1])
 cfg = Config(database=DatabaseConfig(url=args["url"])).with_overrides(
@@ -64,7 +64,7 @@ cfg = Config(database=DatabaseConfig(url=args["url"])).with_overrides(
          "scheduler": args.get("scheduler")},
 )
 t0 = time.perf_counter()
-report = pipeline.run(cfg, new=True, progress=False)
+report = run_api.run(cfg, new=True, progress=False)
 wall = time.perf_counter() - t0
 print(json.dumps({**report.as_dict(), "wall_seconds": wall, "main_cpu_seconds": time.process_time()}, default=str))
 """
@@ -173,7 +173,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from ddex_etl import extract
-    from ddex_etl.seed import seed_catalog
+    from ddex_etl.demo.seed import seed_catalog
 
     admin = server_url()
     name = "etl_bench_" + uuid.uuid4().hex[:10]

@@ -37,12 +37,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_delivery import _free_port, _s3_server, _sftp_server  # noqa: E402
 from bench_pipeline import _libpq, server_url  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
-from ddex_etl import recipients  # noqa: E402
 from ddex_etl.config import load_config  # noqa: E402
 from ddex_etl.db import make_engine  # noqa: E402
-from ddex_etl.seed import seed_catalog  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from ddex_etl.demo.seed import seed_catalog  # noqa: E402
+from ddex_etl.run import recipients  # noqa: E402
 
 
 def _size(folder: Path) -> tuple[int, int]:

@@ -20,9 +20,9 @@ def data_dir(name: str) -> Path:
 # The batch API is reached lazily so `import ddex_etl` stays light (no lxml,
 # pandas or multiprocessing until a builder is used).
 _LAZY = {
-    "DDEXBuilder": "ddex_etl.batch",
-    "BatchResult": "ddex_etl.batch",
-    "StreamingBatchProcessor": "ddex_etl.batch_stream",
+    "DDEXBuilder": "ddex_etl.api.batch",
+    "BatchResult": "ddex_etl.api.batch",
+    "StreamingBatchProcessor": "ddex_etl.api.batch_stream",
 }
 
 

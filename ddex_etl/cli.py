@@ -315,7 +315,7 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool, m
     """
     from .config import mask_url
     from .db import engine_for
-    from .seed import check_target, seed_catalog
+    from .demo.seed import check_target, seed_catalog
 
     state = _state(ctx)
     cfg = state.config()
@@ -430,7 +430,7 @@ def _check_recipient_names(cfg: Config, names: tuple[str, ...]) -> None:
 
 
 def _finish_recipients(ctx: click.Context, call: Any, as_json: bool) -> None:
-    """Several recipients: each one's summary, then exit with the worst code (see ddex_etl.recipients)."""
+    """Several recipients: each one's summary, then exit with the worst code (see ddex_etl.run.recipients)."""
     state = _state(ctx)
     if as_json:
         _report_hard_exit_as_json(state)
@@ -548,7 +548,7 @@ def run(
     since_at = _parse_since(since) if since is not None else None
     _check_recipient_names(cfg, recipient_names)
     if dry_run:
-        from .dry_run import dry_run as plan
+        from .run.dry_run import dry_run as plan
 
         report = plan(cfg, recipients=recipient_names, mode=mode, since=since_at, release_ids=release_ids,
                       force=force)
@@ -558,7 +558,7 @@ def run(
             _say(state, report.summary())
         ctx.exit(report.exit_code)
     if cfg.recipients:
-        from . import recipients
+        from .run import recipients
 
         _finish_recipients(ctx, lambda: recipients.run(
             cfg, recipients=recipient_names, new=new, progress=state.progress(no_progress), mode=mode,
@@ -611,7 +611,7 @@ def resume(
     state.known.update(job=cfg.run.job)
     _check_recipient_names(cfg, recipient_names)
     if cfg.recipients:
-        from . import recipients
+        from .run import recipients
 
         _finish_recipients(ctx, lambda: recipients.resume(
             cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
@@ -642,7 +642,7 @@ def retry_failed(
     state.known.update(job=cfg.run.job)
     _check_recipient_names(cfg, recipient_names)
     if cfg.recipients:
-        from . import recipients
+        from .run import recipients
 
         _finish_recipients(ctx, lambda: recipients.retry_failed(
             cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
@@ -751,7 +751,7 @@ def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_js
 
     cfg = _state(ctx).config()
     if cfg.recipients:
-        from . import recipients
+        from .run import recipients
 
         found = recipients.rejected(cfg, run_id, include_resolved=include_resolved)
         if as_json:
@@ -805,8 +805,8 @@ def acks(ctx: click.Context, recipient_names: tuple[str, ...], as_json: bool) ->
     or rejected it and why (`etl errors` lists the rejections). Exit code 3
     when a store rejected a release; 1 when a target could not be read.
     """
-    from . import recipients
-    from .store_acks import read_store_acks
+    from .delivery.store_acks import read_store_acks
+    from .run import recipients
 
     state = _state(ctx)
     cfg = state.config()
@@ -905,7 +905,7 @@ def validate(
     are counted as advice. Without --schema-dir (and no transform.schema_dir),
     --profile checks the rules only.
     """
-    from .validate import validate_paths
+    from .ern.validate import validate_paths
 
     state = _state(ctx)
     tc = state.config().transform
@@ -954,7 +954,7 @@ def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: i
     """Run DDEX's profile rules over ``files``; print each failing file's rules; add them to ``bad``."""
     from collections import Counter
 
-    from .profile import check_paths
+    from .ern.profile import check_paths
     from .progress import reporter_for
 
     # A bar only where it helps: a large folder on a terminal.
@@ -1164,7 +1164,7 @@ def check(ctx: click.Context, connect: bool) -> None:
 
 def _connect_check(ctx: click.Context, cfg: Config) -> None:
     from .config import mask_secrets
-    from .preflight import preflight
+    from .run.preflight import preflight
 
     report = preflight(cfg)
     for c in report.checks:

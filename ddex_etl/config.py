@@ -94,7 +94,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class RecipientConfig:
-    """One store the job delivers to (a ``[[recipients]]`` entry); see ``ddex_etl.recipients``."""
+    """One store the job delivers to (a ``[[recipients]]`` entry); see ``ddex_etl.run.recipients``."""
 
     name: str = ""  # a plain token: the job runs as "<run.job>/<name>", files go to <load.directory>/<name>
     dpid: str = ""  # MessageRecipient's DDEX party id
@@ -365,7 +365,8 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
 def _check_target(where: str, url: str, options: Mapping[str, Any], problems: list[str]) -> None:
     from urllib.parse import urlsplit
 
-    from .delivery.targets import check_options, mask_url as mask_target
+    from .delivery.targets import check_options
+    from .delivery.targets import mask_url as mask_target
 
     try:
         check_options(url, dict(options))

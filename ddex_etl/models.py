@@ -1,7 +1,7 @@
 """Plain, frozen records passed between extract, transform and load.
 
 Nothing here imports the rest of the package. Records are built by
-``ddex_etl.records`` from extract rows (or DataFrame rows / dicts) and consumed
+``ddex_etl.extract.records`` from extract rows (or DataFrame rows / dicts) and consumed
 by the ERN builders.
 """
 from __future__ import annotations

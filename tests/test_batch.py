@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 
 from ddex_etl import BatchResult, DDEXBuilder
-from ddex_etl.batch import BatchError, ItemError, backoff_delay, retry
+from ddex_etl.api.batch import BatchError, ItemError, backoff_delay, retry
+from ddex_etl.demo.seed import ean13
+from ddex_etl.ern.validate import validate_bytes
 from ddex_etl.errors import ConfigError, ReleaseDataError, TransientError
+from ddex_etl.extract.records import release_from_dict
 from ddex_etl.models import Party, Release
-from ddex_etl.records import release_from_dict
-from ddex_etl.seed import ean13
-from ddex_etl.validate import validate_bytes
 
 SENDER = ("PADPIDA2014040101R", "Example Label Group")
 RECIPIENT = {"dpid": "PADPIDA2011072101T", "name": "Example Store"}
@@ -451,7 +451,7 @@ def catalog_rows(db_url: str) -> tuple[list[str], list[tuple[Any, ...]], pd.Data
     import sqlalchemy as sa
 
     from ddex_etl.db import make_engine
-    from ddex_etl.seed import SQL_DIR, seed_catalog
+    from ddex_etl.demo.seed import SQL_DIR, seed_catalog
 
     engine = make_engine(db_url)
     try:
@@ -470,7 +470,7 @@ def catalog_rows(db_url: str) -> tuple[list[str], list[tuple[Any, ...]], pd.Data
 def test_a_csv_export_builds_the_same_bytes_as_the_database_rows(
     builder: DDEXBuilder, catalog_rows: tuple[list[str], list[tuple[Any, ...]], pd.DataFrame], tmp_path: Path
 ) -> None:
-    from ddex_etl.records import releases_from_rows
+    from ddex_etl.extract.records import releases_from_rows
 
     columns, rows, frame = catalog_rows
     direct = builder.build_batch(list(releases_from_rows(rows, columns)), parallel=False)

@@ -35,7 +35,7 @@ def readme_section(text: str, title: str = "## Python API") -> str:
 def workdir(tmp_path: Path, db_url: str, schema_dir: Path) -> Path:
     """What the examples expect in the current folder: releases.csv and ddex-schemas/."""
     from ddex_etl.db import make_engine
-    from ddex_etl.seed import SQL_DIR, seed_catalog
+    from ddex_etl.demo.seed import SQL_DIR, seed_catalog
 
     engine = make_engine(db_url)
     try:

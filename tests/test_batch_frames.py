@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from ddex_etl import DDEXBuilder, StreamingBatchProcessor
-from ddex_etl.batch import BuiltItem, ItemError
-from ddex_etl.batch_stream import BatchStats, StreamStats
+from ddex_etl.api.batch import BuiltItem, ItemError
+from ddex_etl.api.batch_stream import BatchStats, StreamStats
 from ddex_etl.db import make_engine
-from ddex_etl.seed import SQL_DIR, seed_catalog
+from ddex_etl.demo.seed import SQL_DIR, seed_catalog
 
 RELEASES = 20
 ID_TYPES = {"icpn": str, "isrc": str, "catalog_number": str}

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from ddex_etl import DDEXBuilder, StreamingBatchProcessor
-from ddex_etl.batch import BuiltItem, ItemError
-from ddex_etl.batch_stream import BatchStats, StreamStats
-from ddex_etl.seed import ean13
+from ddex_etl.api.batch import BuiltItem, ItemError
+from ddex_etl.api.batch_stream import BatchStats, StreamStats
+from ddex_etl.demo.seed import ean13
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,7 +109,7 @@ def test_a_generator_source_has_no_total_and_a_short_last_batch(builder: DDEXBui
 
 
 def test_without_on_error_failures_are_logged(builder: DDEXBuilder, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ddex_etl.batch_stream"):
+    with caplog.at_level(logging.WARNING, logger="ddex_etl.api.batch_stream"):
         stats = StreamingBatchProcessor(builder=builder).process_stream(releases(10, bad_every=5), lambda item: None)
     assert stats.failed == 2
     assert sum("release 5" in r.getMessage() or "release 10" in r.getMessage() for r in caplog.records) == 2
@@ -152,7 +152,7 @@ def test_an_unknown_sink_is_refused(builder: DDEXBuilder, tmp_path: Path) -> Non
 
 def test_memory_limit_slows_intake_instead_of_failing(builder: DDEXBuilder, caplog: pytest.LogCaptureFixture) -> None:
     delivered: list[int] = []
-    with caplog.at_level(logging.WARNING, logger="ddex_etl.batch_stream"):
+    with caplog.at_level(logging.WARNING, logger="ddex_etl.api.batch_stream"):
         stats = StreamingBatchProcessor(
             batch_size=10, max_concurrency=4, memory_limit=1, builder=builder  # 1 MB: always "over"
         ).process_stream(releases(200), lambda item: delivered.append(item.id))

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from ddex_etl import catalog_read, extract
+from ddex_etl import extract
 from ddex_etl.config import ExtractConfig
 from ddex_etl.db import make_engine
-from ddex_etl.seed import seed_catalog
+from ddex_etl.demo.seed import seed_catalog
+from ddex_etl.extract import catalog_read
 
 CONTRACT = ExtractConfig(rows_query=extract.ROWS_SQL)
 TABLEWISE = ExtractConfig()

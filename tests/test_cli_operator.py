@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ddex_etl.pipeline import job_lock_key
-from ddex_etl.run_selection import select_run
-from ddex_etl.seed import seed_catalog
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.state import RunRow
+from ddex_etl.state.joblock import job_lock_key
+from ddex_etl.state.run_selection import select_run
 
 GOOD_CHANGED = (Path(__file__).resolve().parent.parent / "sql" / "changed_release_keys.sql").read_text()
 BROKEN_CHANGED = "SELECT release_id FROM no_such_table WHERE release_id > :after AND :since < :until LIMIT :limit"

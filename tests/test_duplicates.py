@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ddex_etl import claims, extract, pipeline, seed, state
+from ddex_etl import extract, state
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
-from ddex_etl.seed import seed_catalog
+from ddex_etl.demo import seed
+from ddex_etl.demo.seed import seed_catalog
+from ddex_etl.state import claims
 
 RELEASES = 50
 CHUNK = 10
@@ -69,7 +72,7 @@ def rejects(engine: sa.Engine, run_id: int) -> dict[int, state.RejectRow]:
 def test_the_later_release_is_rejected_naming_both_and_nothing_is_overwritten(
     engine: sa.Engine, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    report = pipeline.run(make_cfg(db_url, tmp_path), progress=False)
+    report = run_api.run(make_cfg(db_url, tmp_path), progress=False)
     assert (report.status, report.built, report.rejected) == ("succeeded", RELEASES - 3, 3)
     got = rejects(engine, report.run_id)
     assert set(got) == {7, 25, 33}
@@ -109,12 +112,12 @@ def test_duplicates_stay_rejected_on_retry_until_the_identifier_is_fixed(
     engine: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    first = pipeline.run(cfg, progress=False)
-    again = pipeline.retry_failed(cfg, first.run_id, progress=False)
+    first = run_api.run(cfg, progress=False)
+    again = run_api.retry_failed(cfg, first.run_id, progress=False)
     assert (again.built, again.rejected) == (0, 3)  # still duplicates
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE releases SET icpn = '0000000000994' WHERE release_id = 25"))
-    fixed = pipeline.retry_failed(cfg, first.run_id, progress=False)
+    fixed = run_api.retry_failed(cfg, first.run_id, progress=False)
     assert (fixed.built, fixed.rejected) == (1, 2)
     assert set(rejects(engine, first.run_id)) == {7, 25, 33}
     with engine.connect() as conn:
@@ -123,7 +126,7 @@ def test_duplicates_stay_rejected_on_retry_until_the_identifier_is_fixed(
 
 
 def test_the_table_target_rejects_the_same_duplicates(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    report = pipeline.run(make_cfg(db_url, tmp_path, target="table"), progress=False)
+    report = run_api.run(make_cfg(db_url, tmp_path, target="table"), progress=False)
     assert set(rejects(engine, report.run_id)) == {7, 25, 33}
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM ddex_etl.documents")).scalar_one()
@@ -134,7 +137,7 @@ def test_the_table_target_rejects_the_same_duplicates(engine: sa.Engine, db_url:
 def test_a_long_wait_for_the_claim_turn_is_spent_idle(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """wait_for_turn enters ``idle`` only once the wait is long, and leaves it when the turn comes
     (a Dask worker gives its thread up there, so the chunk it waits for can start on it)."""
-    report = pipeline.run(make_cfg(db_url, tmp_path), progress=False)
+    report = run_api.run(make_cfg(db_url, tmp_path), progress=False)
     table = "ddex_etl.checkpoints"
     with engine.begin() as conn:
         conn.execute(sa.text(f"UPDATE {table} SET claims_through = 0 WHERE run_id = :r"), {"r": report.run_id})

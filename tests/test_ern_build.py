@@ -10,14 +10,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from ern_strategies import full_album
 from lxml import etree
 
 from ddex_etl.config import TransformConfig
-from ddex_etl.errors import ConfigError
 from ddex_etl.ern import BuildContext, build, build_takedown, context_from_config
+from ddex_etl.ern.validate import validate_bytes
+from ddex_etl.errors import ConfigError
 from ddex_etl.models import Contributor, Party
-from ddex_etl.validate import validate_bytes
-from ern_strategies import full_album
 
 VERSIONS = ["4.3", "4.2", "3.8.2"]
 NS = {"4.3": "http://ddex.net/xml/ern/43", "4.2": "http://ddex.net/xml/ern/42", "3.8.2": "http://ddex.net/xml/ern/382"}

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ern_strategies import releases
 from hypothesis import HealthCheck, given, settings
 
 from ddex_etl.ern import BuildContext, build, build_takedown
+from ddex_etl.ern.validate import load_schema, validate_bytes
 from ddex_etl.models import Release
-from ddex_etl.validate import load_schema, validate_bytes
-from ern_strategies import releases
 
 VERSIONS = ("4.3", "4.2", "3.8.2")
 CONTEXTS = {v: BuildContext(ern_version=v) for v in VERSIONS}
@@ -48,8 +48,9 @@ def test_generated_takedowns_validate(schema_dir: Path) -> None:
 
 
 def test_hostile_text_never_crashes_and_never_yields_an_invalid_document(schema_dir: Path) -> None:
-    from ddex_etl.errors import ReleaseDataError
     from ern_strategies import dirty_text
+
+    from ddex_etl.errors import ReleaseDataError
 
     strict = {v: BuildContext(ern_version=v, repair=False) for v in VERSIONS}
 

@@ -12,14 +12,14 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from ern_strategies import full_album
 from lxml import etree
+from messages import header, without_header
 
 from ddex_etl.ern import BuildContext, build, build_takedown
+from ddex_etl.ern.validate import validate_bytes
 from ddex_etl.errors import ConfigError, ReleaseDataError
 from ddex_etl.models import Contributor, CoverImage, Deal, Release
-from ddex_etl.validate import validate_bytes
-from ern_strategies import full_album
-from messages import header, without_header
 
 VERSIONS = ("4.3", "4.2", "3.8.2")
 

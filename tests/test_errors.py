@@ -5,17 +5,8 @@ import pickle
 
 import pytest
 
-from ddex_etl.batch import BatchError, ItemError
-from ddex_etl.errors import (
-    ConfigError,
-    EtlError,
-    FieldProblem,
-    InterruptedRun,
-    MediaError,
-    OutputError,
-    ReleaseDataError,
-    TransientError,
-)
+from ddex_etl.api.batch import BatchError, ItemError
+from ddex_etl.errors import ConfigError, EtlError, FieldProblem, InterruptedRun, MediaError, OutputError, ReleaseDataError, TransientError
 from ddex_etl.run import RunFailed
 
 PROBLEM = FieldProblem("tracks[0].isrc", "XX", "not an ISRC", "use 12 characters: CC-XXX-YY-NNNNN")

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from ddex_etl import extract
 from ddex_etl.config import ExtractConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import TerminalError
 from ddex_etl.extract import KeyChunk, copy_baseline, count_releases, fetch_releases, iter_chunks, iter_key_chunks
-from ddex_etl.seed import seed_catalog
 
 RELEASES = 60
 

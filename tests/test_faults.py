@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ddex_etl import extract, pipeline, state
+from ddex_etl import extract, state
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine, map_db_error
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import ExitCode, TerminalError, TransientError
+from ddex_etl.masking import mask_text
 from ddex_etl.retry import RetryPolicy, with_retries
-from ddex_etl.seed import seed_catalog
 
 RELEASES = 60
 CHUNK = 10
@@ -191,7 +193,7 @@ def test_transient_faults_are_retried_then_fail_cleanly_and_resume(
     switch_fault(engine, sqlstate, from_release)
     cfg = make_cfg(db_url, tmp_path, extract={"rows_query": query}, run={"max_retries": 2})
     with pytest.raises(TransientError, match=r"chunk 3: .*injected fault.*gave up after 2 retries") as info:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     failed = info.value.report  # type: ignore[attr-defined]
     assert info.value.exit_code == ExitCode.FAILED
     assert hits(engine) == 3  # the first try and two retries, no more
@@ -202,7 +204,7 @@ def test_transient_faults_are_retried_then_fail_cleanly_and_resume(
     assert set(documents(engine)) == set(ids[:30])
 
     switch_fault(engine, None)  # the fault clears (the deadlock's other party finished)
-    done = pipeline.run(cfg, progress=False)
+    done = run_api.run(cfg, progress=False)
     assert (done.run_id, done.status, done.resumed, done.attempts) == (failed.run_id, "succeeded", True, 2)
     assert done.built == RELEASES and done.exit_code == ExitCode.OK
     assert documents(engine) == {rid: 1 for rid in ids}
@@ -229,7 +231,7 @@ def test_a_transient_fault_that_clears_within_the_retries_loses_nothing(
             $fn$"""))
     ids = catalog_ids(engine)
     switch_fault(engine, "40001", ids[20])
-    report = pipeline.run(make_cfg(db_url, tmp_path, extract={"rows_query": query}), progress=False)
+    report = run_api.run(make_cfg(db_url, tmp_path, extract={"rows_query": query}), progress=False)
     assert (report.status, report.built, report.attempts, report.exit_code) == ("succeeded", RELEASES, 1, ExitCode.OK)
     assert hits(engine) == 1
     assert documents(engine) == {rid: 1 for rid in ids}
@@ -255,7 +257,7 @@ def test_terminal_faults_fail_at_once_without_retrying(
     switch_fault(engine, sqlstate, ids[15])
     cfg = make_cfg(db_url, tmp_path, extract={"rows_query": query}, run={"max_retries": 5, "retry_delay": 5.0})
     with pytest.raises(TerminalError, match=r"chunk 1: reading the rows of 10 releases") as info:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     assert hits(engine) == 1  # one attempt: no retry loop (five would have been allowed)
     assert fix in str(info.value) and "injected fault" in str(info.value)
     assert info.value.exit_code == ExitCode.FAILED
@@ -430,7 +432,7 @@ def test_with_retries_counts_attempts(
     ],
 )
 def test_mask_hides_every_form_of_url_password(text: str, masked: str) -> None:
-    assert pipeline.mask(text) == masked
+    assert mask_text(text) == masked
 
 
 PIPELINE_ON_A_DEAD_CONNECTION = """

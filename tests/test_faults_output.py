@@ -20,14 +20,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from messages import without_header
 
-from ddex_etl import pipeline, state
+from ddex_etl import run as run_api
+from ddex_etl import state
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import ExitCode, OutputError
 from ddex_etl.load import TMP_SUFFIX
-from ddex_etl.seed import seed_catalog
-from messages import without_header
 
 RELEASES = 60
 CHUNK = 10
@@ -61,7 +62,7 @@ def temp_files(root: Path) -> list[Path]:
 @pytest.fixture()
 def reference(engine: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, bytes]:
     """The files an undisturbed run writes (its own state schema and folder)."""
-    pipeline.run(make_cfg(db_url, tmp_path / "ref", schema="ref"), progress=False)
+    run_api.run(make_cfg(db_url, tmp_path / "ref", schema="ref"), progress=False)
     files = tree(tmp_path / "ref")
     assert len(files) == RELEASES
     return files
@@ -107,7 +108,7 @@ def test_disk_full_in_the_ddex_batch_layout_sends_no_batch_complete_until_whole(
     engine: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
     ref_cfg = make_cfg(db_url, tmp_path / "ref", schema="ref", layout="ddex-batch")
-    ref_batch = tmp_path / "ref" / str(pipeline.run(ref_cfg, progress=False).batch_id)
+    ref_batch = tmp_path / "ref" / str(run_api.run(ref_cfg, progress=False).batch_id)
     reference = tree(ref_batch)
     marker = reference.pop(next(n for n in reference if n.startswith("BatchComplete_")))
     assert marker == b""
@@ -115,14 +116,14 @@ def test_disk_full_in_the_ddex_batch_layout_sends_no_batch_complete_until_whole(
     with tmpfs(tmp_path / "disk", pages * 4 // 2) as disk:
         cfg = make_cfg(db_url, disk, layout="ddex-batch")
         with pytest.raises(OutputError, match="the disk is full") as info:
-            pipeline.run(cfg, progress=False)
+            run_api.run(cfg, progress=False)
         failed = info.value.report  # type: ignore[attr-defined]
         batch = disk / str(failed.batch_id)
         visible = tree(batch)
         assert not [n for n in visible if "BatchComplete" in n]  # the recipient must not pick it up yet
         assert temp_files(disk) == [] and all(visible[n] == reference[n] for n in visible)
         remount(disk, "size=8m")
-        done = pipeline.run(cfg, progress=False)
+        done = run_api.run(cfg, progress=False)
         assert (done.run_id, done.status, done.batch_id) == (failed.run_id, "succeeded", failed.batch_id)
         final = tree(batch)
         assert final.pop(f"BatchComplete_{done.batch_id}.xml") == b""
@@ -133,7 +134,7 @@ def test_disk_full_in_the_ddex_batch_layout_sends_no_batch_complete_until_whole(
 def _fill_then_resume(engine: sa.Engine, cfg: Config, disk: Path, reference: dict[str, bytes]) -> None:
     if True:
         with pytest.raises(OutputError) as info:
-            pipeline.run(cfg, progress=False)
+            run_api.run(cfg, progress=False)
         message = str(info.value)
         assert f"cannot write {disk}/" in message and "the disk is full (ENOSPC)" in message
         assert "fix: free space" in message and "etl resume" in message
@@ -149,7 +150,7 @@ def _fill_then_resume(engine: sa.Engine, cfg: Config, disk: Path, reference: dic
         assert all(visible[name] == reference[name] for name in visible)
 
         remount(disk, "size=8m")  # space freed
-        done = pipeline.run(cfg, progress=False)
+        done = run_api.run(cfg, progress=False)
         assert (done.run_id, done.status, done.resumed, done.exit_code) == (failed.run_id, "succeeded", True, 0)
         assert tree(disk) == reference  # one whole document per release, nothing else
 
@@ -168,10 +169,10 @@ def test_read_only_output_fails_before_any_run_and_names_the_fix(
             match=rf"cannot write {ro}/\.etl-write-probe-\d+\.etl-tmp: the filesystem is mounted read-only "
             rf"\(EROFS\); fix: set load.directory",
         ):
-            pipeline.run(cfg, progress=False)
-        assert pipeline.recent_runs(cfg) == []  # refused before a run row existed
+            run_api.run(cfg, progress=False)
+        assert run_api.recent_runs(cfg) == []  # refused before a run row existed
         remount(ro, "rw")
-        assert pipeline.run(cfg, progress=False).built == RELEASES
+        assert run_api.run(cfg, progress=False).built == RELEASES
 
 
 # --------------------------------------------------------------------------- file-size limit
@@ -226,7 +227,7 @@ def test_a_refused_file_name_fails_the_chunk_and_resume_rewrites_it(
     squatter.mkdir(parents=True)
     cfg = make_cfg(db_url, out)
     with pytest.raises(OutputError) as info:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     assert f"cannot write {squatter}:" in str(info.value) and "EISDIR" in str(info.value)
     failed = info.value.report  # type: ignore[attr-defined]
     assert (failed.status, failed.built, failed.exit_code) == ("failed", 20, ExitCode.FAILED)
@@ -236,7 +237,7 @@ def test_a_refused_file_name_fails_the_chunk_and_resume_rewrites_it(
     assert all(visible[name] == reference[name] for name in visible)  # whatever is visible is whole
 
     squatter.rmdir()
-    done = pipeline.run(cfg, progress=False)
+    done = run_api.run(cfg, progress=False)
     assert (done.run_id, done.status) == (failed.run_id, "succeeded")
     assert tree(out) == reference
 
@@ -248,6 +249,6 @@ def test_an_output_path_through_a_file_fails_at_once(
     (tmp_path / "afile").write_text("not a folder")
     cfg = make_cfg(db_url, tmp_path / "afile" / "out", layout=layout)
     with pytest.raises(OutputError, match="afile") as info:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     assert "is a file" in str(info.value) and "fix:" in str(info.value)
-    assert pipeline.recent_runs(cfg) == []
+    assert run_api.recent_runs(cfg) == []

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from tcp_proxy import TcpProxy
 
-from ddex_etl import extract, pipeline
+from ddex_etl import extract
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import TransientError
-from ddex_etl.seed import seed_catalog
-from tcp_proxy import TcpProxy
 
 RELEASES = 120
 OUTAGE = 4.0  # seconds without a server
@@ -51,7 +52,7 @@ def slow_rows_query(tmp_path: Path) -> Path:
     return query
 
 
-def run_through_an_outage(engine: sa.Engine, url: str, proxy: TcpProxy, tmp_path: Path, **run: object) -> pipeline.RunReport:
+def run_through_an_outage(engine: sa.Engine, url: str, proxy: TcpProxy, tmp_path: Path, **run: object) -> run_api.RunReport:
     cfg = Config(database=DatabaseConfig(url=url, pool_size=2)).with_overrides(
         extract={"chunk_size": 10, "rows_query": slow_rows_query(tmp_path)},
         load={"target": "table"},
@@ -76,7 +77,7 @@ def run_through_an_outage(engine: sa.Engine, url: str, proxy: TcpProxy, tmp_path
     cutter = threading.Thread(target=cut_when_under_way, daemon=True)
     cutter.start()
     try:
-        return pipeline.run(cfg, progress=False)
+        return run_api.run(cfg, progress=False)
     finally:
         cutter.join(timeout=OUTAGE + 70)
 

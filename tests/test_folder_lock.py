@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from ddex_etl.errors import OutputError
-from ddex_etl.folder_lock import FolderLock
 from ddex_etl.load import FileLoader
+from ddex_etl.load.folder_lock import FolderLock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from ddex_etl.folder_lock import FolderLock
+from ddex_etl.load.folder_lock import FolderLock
 lock = FolderLock(Path(sys.argv[1]), Path(sys.argv[1]).parent, "output folder")
 lock.acquire({"job": "nightly", "run_id": 41})
 print("held", flush=True)

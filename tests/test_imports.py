@@ -8,7 +8,7 @@ import pytest
 
 # (module imported alone, modules it must not load)
 CASES = [
-    ("ddex_etl.batch", ["ddex_etl.batch_stream"]),
+    ("ddex_etl.api.batch", ["ddex_etl.api.batch_stream"]),
     ("ddex_etl.run.chunks", ["ddex_etl.run.worker", "ddex_etl.run.loop", "ddex_etl.run.job"]),
     ("ddex_etl.run.worker", ["ddex_etl.run.loop", "ddex_etl.run.job", "ddex_etl.run.executors"]),
     ("ddex_etl.run.executors.local", ["ddex_etl.run.loop", "ddex_etl.run.job"]),

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ddex_etl import pipeline
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
-from ddex_etl.pipeline import RunFailed
-from ddex_etl.seed import seed_catalog
+from ddex_etl.demo.seed import seed_catalog
+from ddex_etl.run import RunFailed
 
 RELEASES = 200
 
@@ -76,7 +76,7 @@ def pick(engine: sa.Engine, n: int, exclude: set[int]) -> list[int]:
 
 def test_incremental_rebuilds_exactly_what_changed_in_every_table(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    full = pipeline.run(cfg, progress=False)
+    full = run_api.run(cfg, progress=False)
     assert (full.status, full.mode, full.built) == ("succeeded", "full", RELEASES)
     assert full.watermark_to is not None
 
@@ -127,7 +127,7 @@ def test_incremental_rebuilds_exactly_what_changed_in_every_table(engine: sa.Eng
     taken_down = {gone1, gone2} | all_deals_ended(engine, changed)
     rebuilt = changed - taken_down
 
-    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    inc = run_api.run(cfg, progress=False, mode="incremental")
     assert (inc.status, inc.mode, inc.exit_code) == ("succeeded", "incremental", 0)
     assert inc.watermark_from == full.watermark_to
     docs = docs_of_run(engine, inc.run_id)
@@ -136,14 +136,14 @@ def test_incremental_rebuilds_exactly_what_changed_in_every_table(engine: sa.Eng
     assert (inc.built, inc.takedowns, inc.unchanged, inc.rejected) == (len(rebuilt), len(taken_down), 0, 0)
     # The untouched releases keep the full run's documents.
     assert len(docs_of_run(engine, full.run_id)) == RELEASES - len(changed)
-    status = {j.job: j for j in pipeline.status(cfg)}["default"]
+    status = {j.job: j for j in run_api.status(cfg)}["default"]
     assert status.last_success is not None and status.last_success.watermark_to == inc.watermark_to
 
 
 def test_unchanged_catalog_delivers_nothing(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    full = pipeline.run(cfg, progress=False)
-    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    full = run_api.run(cfg, progress=False)
+    inc = run_api.run(cfg, progress=False, mode="incremental")
     assert (inc.status, inc.built, inc.takedowns, inc.unchanged, inc.rejected) == ("succeeded", 0, 0, 0, 0)
     assert docs_of_run(engine, inc.run_id) == {}
     assert len(docs_of_run(engine, full.run_id)) == RELEASES
@@ -160,24 +160,24 @@ def test_targeted_rebuild_skips_identical_documents_unless_forced(
     engine: sa.Engine, db_url: str, tmp_path: Path, force: bool, built: int, unchanged: int
 ) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    full = pipeline.run(cfg, progress=False)
+    full = run_api.run(cfg, progress=False)
     targets = pick(engine, 3, set())
-    report = pipeline.run(cfg, progress=False, release_ids=targets, force=force)
+    report = run_api.run(cfg, progress=False, release_ids=targets, force=force)
     assert (report.mode, report.built, report.unchanged) == ("targeted", built, unchanged)
     assert set(docs_of_run(engine, report.run_id)) == (set(targets) if force else set())
     # A targeted run never moves the job's watermark.
-    status = {j.job: j for j in pipeline.status(cfg)}["default"]
+    status = {j.job: j for j in run_api.status(cfg)}["default"]
     assert status.last_success is not None and status.last_success.run_id == full.run_id
 
 
 def test_since_rebuilds_changes_after_a_timestamp(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    pipeline.run(cfg, progress=False)
+    run_api.run(cfg, progress=False)
     a, b = pick(engine, 2, set())
     sql(engine, "UPDATE releases SET updated_at = now() - interval '3 days' WHERE release_id = :x", x=a)
     sql(engine, "UPDATE releases SET updated_at = now() - interval '1 day', title = 'B' WHERE release_id = :x", x=b)
     since = sql(engine, "SELECT now() - interval '2 days'")[0][0]
-    report = pipeline.run(cfg, progress=False, since=since)
+    report = run_api.run(cfg, progress=False, since=since)
     assert report.mode == "targeted" and set(docs_of_run(engine, report.run_id)) == {b}
 
 
@@ -186,24 +186,24 @@ def test_since_rebuilds_changes_after_a_timestamp(engine: sa.Engine, db_url: str
 
 def test_deals_that_all_ended_since_the_last_run_become_a_takedown(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    full = pipeline.run(cfg, progress=False)
+    full = run_api.run(cfg, progress=False)
     (ending,) = pick(engine, 1, set())
     # The last deal ended yesterday, entered long ago (updated_at untouched): only the date crossed.
     sql(engine, "UPDATE deals SET end_date = current_date - 1, updated_at = updated_at WHERE release_id = :x", x=ending)
     sql(engine, "UPDATE ddex_etl.runs SET watermark_to = now() - interval '3 days' WHERE id = :r", r=full.run_id)
-    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    inc = run_api.run(cfg, progress=False, mode="incremental")
     assert docs_of_run(engine, inc.run_id) == {ending: "TakeDown"}
     assert (inc.built, inc.takedowns) == (0, 1)
 
 
 def test_flat_files_takedown_replaces_the_file(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path).with_overrides(load={"target": "files", "layout": "flat"})
-    pipeline.run(cfg, progress=False)
+    run_api.run(cfg, progress=False)
     out = tmp_path / "out"
     before = {p.name: p.read_bytes() for p in out.glob("*.xml")}
     (gone,) = pick(engine, 1, set())
     sql(engine, "UPDATE releases SET deleted_at = now(), updated_at = now() WHERE release_id = :x", x=gone)
-    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    inc = run_api.run(cfg, progress=False, mode="incremental")
     after = {p.name: p.read_bytes() for p in out.glob("*.xml")}
     changed = {name for name in after if after[name] != before.get(name)}
     assert (inc.takedowns, inc.built, len(changed), set(after) == set(before)) == (1, 0, 1, True)
@@ -216,28 +216,28 @@ def test_flat_files_takedown_replaces_the_file(engine: sa.Engine, db_url: str, t
 
 def test_a_change_after_the_frozen_watermark_is_picked_up_next_run(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     # The full run freezes its window two hours back; run A one hour back; run B at now.
-    full = pipeline.run(make_cfg(db_url, tmp_path, watermark_lag_seconds=7200), progress=False)
+    full = run_api.run(make_cfg(db_url, tmp_path, watermark_lag_seconds=7200), progress=False)
     early, late = pick(engine, 2, set())
     sql(engine, "UPDATE releases SET title = 'early', updated_at = now() - interval '90 minutes' WHERE release_id = :x", x=early)
     # Committed "during" run A: after its frozen upper bound.
     sql(engine, "UPDATE releases SET title = 'late', updated_at = now() - interval '30 minutes' WHERE release_id = :x", x=late)
-    a = pipeline.run(make_cfg(db_url, tmp_path, watermark_lag_seconds=3600), progress=False, mode="incremental")
+    a = run_api.run(make_cfg(db_url, tmp_path, watermark_lag_seconds=3600), progress=False, mode="incremental")
     assert a.watermark_from == full.watermark_to
     assert set(docs_of_run(engine, a.run_id)) == {early}
-    b = pipeline.run(make_cfg(db_url, tmp_path), progress=False, mode="incremental")
+    b = run_api.run(make_cfg(db_url, tmp_path), progress=False, mode="incremental")
     assert b.watermark_from == a.watermark_to
     assert set(docs_of_run(engine, b.run_id)) == {late}
 
 
 def test_a_failed_incremental_run_resumes_with_its_window(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    full = pipeline.run(cfg, progress=False)
+    full = run_api.run(cfg, progress=False)
     bad, good = pick(engine, 2, set())  # bad < good: with one release per chunk, bad's chunk stops the run first
     sql(engine, "UPDATE tracks SET isrc = 'not an isrc', updated_at = now() WHERE release_id = :x", x=bad)
     sql(engine, "UPDATE releases SET title = 'good', updated_at = now() WHERE release_id = :x", x=good)
     strict = cfg.with_overrides(extract={"chunk_size": 1}, run={"workers": 1, "max_errors": 0})
     with pytest.raises(RunFailed) as failed:
-        pipeline.run(strict, progress=False, mode="incremental")
+        run_api.run(strict, progress=False, mode="incremental")
     stopped = failed.value.report  # type: ignore[attr-defined]
     assert (stopped.status, stopped.watermark_from) == ("failed", full.watermark_to)
     assert docs_of_run(engine, stopped.run_id) == {}
@@ -245,15 +245,15 @@ def test_a_failed_incremental_run_resumes_with_its_window(engine: sa.Engine, db_
     (later,) = pick(engine, 1, {bad, good})
     sql(engine, "UPDATE releases SET title = 'later', updated_at = now() WHERE release_id = :x", x=later)
     # The watermark did not move: the last success is still the full run.
-    status = {j.job: j for j in pipeline.status(cfg)}["default"]
+    status = {j.job: j for j in run_api.status(cfg)}["default"]
     assert status.last_success is not None and status.last_success.run_id == full.run_id
     # Same extract settings (they are part of the run's fingerprint), no error limit.
     lenient = strict.with_overrides(run={"max_errors": None})
-    resumed = pipeline.run(lenient, progress=False, mode="incremental")  # continues the unfinished run
+    resumed = run_api.run(lenient, progress=False, mode="incremental")  # continues the unfinished run
     assert (resumed.run_id, resumed.status, resumed.resumed) == (stopped.run_id, "succeeded", True)
     assert (resumed.watermark_from, resumed.watermark_to) == (stopped.watermark_from, stopped.watermark_to)
     assert set(docs_of_run(engine, resumed.run_id)) == {good}
-    nxt = pipeline.run(cfg, progress=False, mode="incremental")
+    nxt = run_api.run(cfg, progress=False, mode="incremental")
     assert nxt.watermark_from == resumed.watermark_to
     assert set(docs_of_run(engine, nxt.run_id)) == {later}
 
@@ -298,12 +298,12 @@ def test_catalog_triggers_stamp_updates_and_child_deletes(engine: sa.Engine, db_
         # The raw driver: no parameters, so format()'s %I is not taken for a placeholder (as in psql).
         conn.connection.driver_connection.execute((SQL_DIR / "catalog_triggers.sql").read_text(encoding="utf-8"))
     cfg = make_cfg(db_url, tmp_path)
-    pipeline.run(cfg, progress=False)
+    run_api.run(cfg, progress=False)
     renamed, lost_deal = pick(engine, 2, set())
     # Neither statement sets updated_at: the triggers do.
     sql(engine, "UPDATE releases SET title = 'renamed' WHERE release_id = :x", x=renamed)
     sql(engine, "DELETE FROM deals WHERE deal_id = (SELECT max(deal_id) FROM deals WHERE release_id = :x)", x=lost_deal)
-    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    inc = run_api.run(cfg, progress=False, mode="incremental")
     assert set(docs_of_run(engine, inc.run_id)) == {renamed, lost_deal}
 
 
@@ -314,18 +314,18 @@ def test_ddex_batch_holds_only_what_changed_and_a_quiet_night_leaves_no_batch(
     engine: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
     cfg = make_cfg(db_url, tmp_path).with_overrides(load={"target": "files", "layout": "ddex-batch"})
-    full = pipeline.run(cfg, progress=False)
+    full = run_api.run(cfg, progress=False)
     out = tmp_path / "out"
     changed, gone = pick(engine, 2, set())
     sql(engine, "UPDATE releases SET title = 'new title', updated_at = now() WHERE release_id = :x", x=changed)
     sql(engine, "UPDATE releases SET deleted_at = now(), updated_at = now() WHERE release_id = :x", x=gone)
-    inc = pipeline.run(cfg, progress=False, mode="incremental")
+    inc = run_api.run(cfg, progress=False, mode="incremental")
     assert inc.batch_id and inc.batch_id != full.batch_id
     batch = out / inc.batch_id
     documents = [p for p in batch.rglob("*.xml") if not p.name.startswith("BatchComplete")]
     assert len(documents) == 2 and (inc.built, inc.takedowns) == (1, 1)
     assert any(p.name.startswith("BatchComplete") for p in batch.iterdir())
-    quiet = pipeline.run(cfg, progress=False, mode="incremental")
+    quiet = run_api.run(cfg, progress=False, mode="incremental")
     assert (quiet.status, quiet.built, quiet.takedowns) == ("succeeded", 0, 0)
     assert sorted(p.name for p in out.iterdir()) == sorted([full.batch_id, inc.batch_id])
 
@@ -338,13 +338,13 @@ def test_a_forced_redelivery_gets_a_new_message_id_and_creation_time(engine: sa.
         return {int(r[0]): header(bytes(r[1])) for r in rows}
 
     cfg = make_cfg(db_url, tmp_path)
-    full = pipeline.run(cfg, progress=False)
+    full = run_api.run(cfg, progress=False)
     targets = pick(engine, 2, set())
     before = headers(full.run_id)
-    forced = pipeline.run(cfg, progress=False, release_ids=targets, force=True)
+    forced = run_api.run(cfg, progress=False, release_ids=targets, force=True)
     after = headers(forced.run_id)
     assert set(after) == set(targets)
-    runs = {r.run_id: r for r in pipeline.recent_runs(cfg, limit=5)}
+    runs = {r.run_id: r for r in run_api.recent_runs(cfg, limit=5)}
     for rid in targets:
         # Never the same id for another delivery of the same release: the run names it.
         assert before[rid]["MessageId"] != after[rid]["MessageId"]

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ddex_etl.errors import ExitCode
-from ddex_etl.joblock import job_lock_key
+from ddex_etl.state.joblock import job_lock_key
 
 RELEASES = 60
 

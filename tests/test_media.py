@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ddex_etl import demo_media
 from ddex_etl.config import ConfigError, load_config
+from ddex_etl.delivery.media import copy_media, with_resource_uris
 from ddex_etl.delivery.resources import MediaRoot
+from ddex_etl.demo import media as demo_media
 from ddex_etl.errors import ExitCode, MediaError
 from ddex_etl.load import FileLoader, Output
-from ddex_etl.media import copy_media, with_resource_uris
 from ddex_etl.models import CoverImage, Document, Release, Track
-from ddex_etl.recipients import worst_exit_code
+from ddex_etl.run.recipients import worst_exit_code
 
 BATCH = "20260101120000000"
 

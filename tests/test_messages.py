@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-from ddex_etl.seed import seed_catalog
 from test_cli_operator import etl, one_json
+
+from ddex_etl.demo.seed import seed_catalog
 
 PASSWORD = "right-horse-battery"
 

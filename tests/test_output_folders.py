@@ -19,15 +19,16 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
+from messages import without_header
 from sqlalchemy.engine import make_url
 
-from ddex_etl import pipeline, state
+from ddex_etl import run as run_api
+from ddex_etl import state
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import EtlError, ExitCode, OutputError
 from ddex_etl.load import PENDING_SUFFIX, TMP_SUFFIX, release_identifier
-from ddex_etl.seed import seed_catalog
-from messages import without_header
 
 RELEASES = 60
 CHUNK = 10
@@ -100,7 +101,7 @@ def withdraw(engine: sa.Engine, release_id: int) -> None:
 
 def reference_batch(db_url: str, where: Path) -> dict[str, bytes]:
     """What an undisturbed ddex-batch run writes for today's catalog (own schema and folder)."""
-    report = pipeline.run(make_cfg(db_url, where, schema=f"ref_{where.name}", layout="ddex-batch"), progress=False)
+    report = run_api.run(make_cfg(db_url, where, schema=f"ref_{where.name}", layout="ddex-batch"), progress=False)
     return batch_tree(where, str(report.batch_id))
 
 
@@ -137,12 +138,12 @@ def release_checkpoint(engine: sa.Engine) -> None:
         conn.execute(sa.text("DROP TRIGGER hold_chunk ON ddex_etl.checkpoints"))
 
 
-def failed_batch_run(engine: sa.Engine, db_url: str, out: Path, chunk: int = 2) -> tuple[Config, pipeline.RunReport]:
+def failed_batch_run(engine: sa.Engine, db_url: str, out: Path, chunk: int = 2) -> tuple[Config, run_api.RunReport]:
     """A ddex-batch run whose commit of ``chunk`` fails: chunks before it are loaded, it is not."""
     hold_checkpoint(engine, chunk, "RAISE")
     cfg = make_cfg(db_url, out, layout="ddex-batch")
     with pytest.raises(EtlError, match="the checkpoint of this chunk is refused") as info:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     release_checkpoint(engine)
     report = info.value.report  # type: ignore[attr-defined]
     assert (report.status, report.built) == ("failed", chunk * CHUNK)
@@ -219,7 +220,7 @@ def test_a_second_job_writing_the_same_flat_folder_is_refused_and_the_first_comp
     engine: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
     ref = tmp_path / "ref"
-    pipeline.run(make_cfg(db_url, ref, schema="ref"), progress=False)
+    run_api.run(make_cfg(db_url, ref, schema="ref"), progress=False)
     out = tmp_path / "out"
     hold_checkpoint(engine, 1, "WAIT")  # alpha stays mid-run, holding its folder, until the gate opens
     write_toml(tmp_path / "alpha", out, job="alpha")
@@ -238,7 +239,7 @@ def test_a_second_job_writing_the_same_flat_folder_is_refused_and_the_first_comp
 
             wait_until(proc, "alpha's commit of chunk 1", alpha_waits)
             with pytest.raises(OutputError) as refused:
-                pipeline.run(beta, progress=False)
+                run_api.run(beta, progress=False)
             gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
         _, err = proc.communicate(timeout=300)
     finally:
@@ -250,7 +251,7 @@ def test_a_second_job_writing_the_same_flat_folder_is_refused_and_the_first_comp
     assert "fix: give each job its own load.directory" in message
     assert refused.value.exit_code == ExitCode.FAILED
     # Refused before a run row existed, and nothing of alpha's was touched.
-    assert [r.job for r in pipeline.recent_runs(beta)] == ["alpha"]
+    assert [r.job for r in run_api.recent_runs(beta)] == ["alpha"]
     assert proc.returncode == ExitCode.OK, err[-3000:]
     assert bodies(tree(out)) == bodies(tree(ref))  # one whole document per release; no lock file, no temp file
 
@@ -265,7 +266,7 @@ def test_two_jobs_in_one_directory_with_the_ddex_batch_layout_work_side_by_side(
     paused = None
     try:
         paused = pause_a_writer_mid_chunk(proc, out)  # alpha's temp files stay on disk meanwhile
-        beta = pipeline.run(make_cfg(db_url, out, job="beta", layout="ddex-batch"), progress=False)
+        beta = run_api.run(make_cfg(db_url, out, job="beta", layout="ddex-batch"), progress=False)
         assert beta.status == "succeeded"
         os.kill(paused, signal.SIGCONT)
         paused = None
@@ -297,13 +298,13 @@ def test_a_resumed_batch_never_writes_through_a_symlinked_release_folder(
     link.symlink_to(elsewhere, target_is_directory=True)
 
     with pytest.raises(OutputError, match=rf"{later}: it is a symbolic link.*fix") as refused:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     assert refused.value.report.run_id == failed.run_id  # type: ignore[attr-defined]
     assert list(elsewhere.iterdir()) == []
     assert leftovers(out) == []
 
     link.unlink()
-    done = pipeline.run(cfg, progress=False)
+    done = run_api.run(cfg, progress=False)
     assert (done.run_id, done.status) == (failed.run_id, "succeeded")
     assert batch_tree(out, str(done.batch_id)) == reference_batch(db_url, tmp_path / "ref")
 
@@ -318,7 +319,7 @@ def test_a_batch_id_read_back_from_the_state_table_is_validated(
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE ddex_etl.runs SET batch_id = '../elsewhere/esc' WHERE id = :r"), {"r": failed.run_id})
     with pytest.raises(OutputError) as refused:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     message = str(refused.value)
     assert f"run {failed.run_id}'s batch id '../elsewhere/esc' is not a DDEX batch id" in message
     assert "fix: restore that run's batch_id" in message
@@ -361,7 +362,7 @@ def test_a_chunk_whose_commit_failed_leaves_no_files_and_a_resume_matches_an_und
 
     gone = release_ids(engine)[2 * CHUNK + 5]  # in the chunk that failed; withdrawn before the resume
     withdraw(engine, gone)
-    done = pipeline.run(cfg, progress=False)
+    done = run_api.run(cfg, progress=False)
     assert (done.run_id, done.status, done.built) == (failed.run_id, "succeeded", RELEASES - 1)
     got = batch_tree(out, str(done.batch_id))
     assert got == reference_batch(db_url, tmp_path / "ref")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from ddex_etl.cli import cli
-from ddex_etl.seed import ean13
+from ddex_etl.demo.seed import ean13
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "column-contract.md"
 

@@ -25,13 +25,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from ern_strategies import full_album, releases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddex_etl.ern import BuildContext, build, build_takedown
+from ddex_etl.ern.validate import validate_bytes
 from ddex_etl.models import Deal, Release
-from ddex_etl.validate import validate_bytes
-from ern_strategies import full_album, releases
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -80,10 +80,10 @@ def write(folder: Path, docs: list) -> Path:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_seeded_catalog_passes_ddex_profile_rules(version: str, db_url: str, tmp_path: Path, schema_dir: Path) -> None:
-    from ddex_etl import pipeline
+    from ddex_etl import run as run_api
     from ddex_etl.config import Config, DatabaseConfig, LoadConfig, RunConfig, TransformConfig
     from ddex_etl.db import make_engine
-    from ddex_etl.seed import seed_catalog
+    from ddex_etl.demo.seed import seed_catalog
 
     engine = make_engine(db_url)
     try:
@@ -96,7 +96,7 @@ def test_seeded_catalog_passes_ddex_profile_rules(version: str, db_url: str, tmp
         load=LoadConfig(directory=tmp_path / "out"),
         run=RunConfig(workers=1),
     )
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
     assert report.built == 60 and report.rejected == 0
     files = sorted((tmp_path / "out").glob("*.xml"))
     for f in files[:10]:

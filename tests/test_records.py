@@ -16,16 +16,10 @@ import sqlalchemy as sa
 from ddex_etl import extract
 from ddex_etl.config import ExtractConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import ReleaseDataError
+from ddex_etl.extract.records import CONTRACT_COLUMNS, RowOrderError, iter_release_results, release_from_dict, releases_from_rows
 from ddex_etl.models import Contributor, Deal, Label, Release, Track
-from ddex_etl.records import (
-    CONTRACT_COLUMNS,
-    RowOrderError,
-    iter_release_results,
-    release_from_dict,
-    releases_from_rows,
-)
-from ddex_etl.seed import seed_catalog
 
 UTC = dt.timezone.utc
 ARTISTS = [{"artist_id": 7, "name": "Zoë Lindqvist", "isni": None, "role": "MainArtist", "sequence": 1}]

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from ddex_etl.db import make_engine
-from ddex_etl.seed import TABLES, create_catalog, ean13, grid, isni, seed_catalog
+from ddex_etl.demo.seed import TABLES, create_catalog, ean13, grid, isni, seed_catalog
 
 ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
 

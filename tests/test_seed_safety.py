@@ -5,9 +5,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-
-from ddex_etl.seed import create_catalog
 from test_cli_operator import etl
+
+from ddex_etl.demo.seed import create_catalog
 
 
 def scalar(db_url: str, sql: str) -> object:

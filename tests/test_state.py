@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
 
 from ddex_etl import state
 from ddex_etl.db import make_engine
 from ddex_etl.errors import ConfigError
+from ddex_etl.run.loop import mark_interrupted_now, track_backends
 
 
 @pytest.fixture()
@@ -182,8 +183,6 @@ def test_second_signal_marks_the_run_even_while_this_process_holds_its_row(engin
 
     The mark must not wait on its own process: it ends the process's sessions and marks the run.
     """
-    from ddex_etl import pipeline
-
     state.upgrade(engine, "ddex_etl")
     with engine.begin() as conn:
         run = state.create_run(
@@ -192,12 +191,12 @@ def test_second_signal_marks_the_run_even_while_this_process_holds_its_row(engin
         )
     own: set[int] = set()
     mine = make_engine(db_url, pool_size=1)
-    pipeline._track_backends(mine, own)
+    track_backends(mine, own)
     try:
         held = mine.connect()
         held.execute(sa.text("UPDATE ddex_etl.runs SET built = 1 WHERE id = :id"), {"id": run.id})  # row locked, not committed
         assert len(own) == 1
-        pipeline._mark_interrupted_now(db_url, "ddex_etl", run.id, own)
+        mark_interrupted_now(db_url, "ddex_etl", run.id, own)
         with engine.connect() as conn:
             status, built = conn.execute(sa.text("SELECT status, built FROM ddex_etl.runs WHERE id = :id"), {"id": run.id}).one()
         assert (status, built) == ("interrupted", 0)  # the held transaction was rolled back, not committed

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from ddex_etl.errors import ConfigError
-from ddex_etl.ern import BuildContext, build
-from ddex_etl.validate import FileReport, detect_version, load_schema, validate_bytes, validate_paths
 from ern_strategies import full_album
+
+from ddex_etl.ern import BuildContext, build
+from ddex_etl.ern.validate import FileReport, detect_version, load_schema, validate_bytes, validate_paths
+from ddex_etl.errors import ConfigError
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "ddex" / "samples"
 

@@ -22,7 +22,7 @@ too: a new reason must never pass for success.
 
 ``store_acks`` calls ``read_acks(target, batch_id)`` for each recipient and
 records the returned ``AckRecord``\\ s per release. Parsing is hardened like
-``ddex_etl.validate``: no DTD, no entity expansion, no network; a file that
+``ddex_etl.ern.validate``: no DTD, no entity expansion, no network; a file that
 fails to parse is reported in ``AckReport.problems`` and the rest are read.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ In a DDEX batch each release folder carries the files its message refers to::
     <batch_id>/<release>/resources/01.flac      relative to the release folder:
     <batch_id>/<release>/resources/cover.jpg    "resources/01.flac", ...
 
-Two steps, so ``etl run`` (``ddex_etl.media``) writes the URIs into the message before anything is copied:
+Two steps, so ``etl run`` (``ddex_etl.delivery.media``) writes the URIs into the message before anything is copied:
 
 1. ``plan_resources(items)`` (pure): each catalog media path becomes the URI
    ``resources/<file name>``; a file name used twice by different sources

@@ -17,15 +17,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .. import claims, logs, state
+from .. import logs, state
 from ..config import Config
 from ..db import database_url, make_engine, map_db_error, worker_database_url
 from ..errors import ConfigError, EtlError
-from ..joblock import ACTIVE_RUNS, JobLock, host
 from ..load import FileLoader, Loader, loader_for, new_batch_id
 from ..progress import reporter_for
 from ..retry import RetryPolicy, with_retries
-from ..run_selection import Selection, select_run
+from ..state import claims
+from ..state.joblock import ACTIVE_RUNS, JobLock, host
+from ..state.run_selection import Selection, select_run
 from .chunks import WorkerSpec
 from .executors import ChunkExecutor, executor_for
 from .keys import retry_source, run_key_source, run_total
@@ -135,7 +136,7 @@ def execute_run(
         loader = loader_for(cfg, run_id=existing.id if existing is not None else None, batch_id=batch_id)
         loader.check()  # fail on a missing output directory before touching the run rows
         if isinstance(loader, FileLoader) and loader.layout == "ddex-batch" and cfg.load.media_root:
-            from ..media import check_media_root
+            from ..delivery.media import check_media_root
 
             check_media_root(cfg.load.media_root)
         # Another job writing the same folder is refused here, before a run row exists.

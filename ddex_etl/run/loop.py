@@ -30,15 +30,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .. import claims, state
+from .. import state
 from ..config import Config
 from ..db import map_db_error
 from ..errors import EtlError, ExitCode, InterruptedRun, TerminalError, TransientError
-from ..joblock import JobLock
 from ..load import FileLoader, Loader
 from ..masking import mask_text
 from ..progress import Reporter, own_peak_rss_mb
 from ..retry import RetryPolicy, with_retries
+from ..state import claims
+from ..state.joblock import JobLock
 from .chunks import ChunkFailure, ChunkResult, Task
 from .executors.base import ChunkExecutor
 from .keys import KeySource
@@ -136,11 +137,11 @@ class Runner:
         return True
 
     def _deliver(self) -> None:
-        """The local batch is whole: upload it to the recipient's target (resumable; see ddex_etl.deliver)."""
+        """The local batch is whole: upload it to the recipient's target (resumable; see ddex_etl.delivery.deliver)."""
         recipient = self.cfg.recipient
         if recipient is None or recipient.target is None or not isinstance(self.loader, FileLoader):
             return
-        from ..deliver import deliver_batch
+        from ..delivery.deliver import deliver_batch
 
         self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id).as_dict()
 

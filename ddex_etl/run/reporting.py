@@ -18,7 +18,7 @@ from .. import state
 from ..config import Config
 from ..db import database_url, make_engine, map_db_error
 from ..errors import ConfigError, ExitCode
-from ..joblock import runner_alive
+from ..state.joblock import runner_alive
 
 
 def _open(cfg: Config) -> Engine:
@@ -69,7 +69,7 @@ class RunReport:
     shared_isrcs: int = 0
     # the job's unfinished run this one superseded (run_id, mode, status, reason), if any
     superseded: dict[str, Any] | None = None
-    # the upload of the batch to the recipient's target (see ddex_etl.deliver), when it has one
+    # the upload of the batch to the recipient's target (see ddex_etl.delivery.deliver), when it has one
     delivery: dict[str, Any] | None = None
 
     @property

@@ -27,13 +27,14 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from .. import claims, state
+from .. import state
 from ..db import make_engine
 from ..errors import EtlError, MediaError, ReleaseDataError, TerminalError
 from ..load import Output, release_identifier
 from ..masking import mask_text
 from ..progress import own_peak_rss_mb
 from ..retry import RetryPolicy, with_retries
+from ..state import claims
 from .chunks import ChunkFailure, ChunkResult, Task, WorkerSpec
 
 # What a chunk stays in while it waits long for its turn to claim (see claims.wait_for_turn).
@@ -162,7 +163,7 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
     warnings: list[str] = []
     media_root = None
     if chunk is not None and chunk.loader.layout == "ddex-batch" and cfg.load.media_root:
-        from .. import media
+        from ..delivery import media
 
         media_root = media.media_root(cfg.load.media_root)
     try:
@@ -285,7 +286,7 @@ def _media_reject(release: Any, exc: MediaError, stage: str) -> state.RejectReco
 def _claim_identifiers(
     spec: WorkerSpec, engine: Engine, task: Task, releases: list[Any], idle: Idle | None = None
 ) -> tuple[list[Any], list[state.RejectRecord]]:
-    """Claim the chunk's ICPNs and GRids in chunk order, and list its ISRCs (see ``ddex_etl.claims``).
+    """Claim the chunk's ICPNs and GRids in chunk order, and list its ISRCs (see ``ddex_etl.state.claims``).
 
     Returns the releases to build and the rejects of releases whose ICPN or
     GRid an earlier release of the run has.

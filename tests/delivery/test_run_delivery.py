@@ -22,15 +22,16 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import S3Proxy, S3Server, SFTPServer, s3_tree_md5, tree_md5
+from messages import without_header
 
-from ddex_etl import pipeline, recipients
+from ddex_etl import run as run_api
 from ddex_etl.cli import cli
 from ddex_etl.config import Config, load_config
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import ExitCode
 from ddex_etl.load import release_identifier
-from ddex_etl.seed import seed_catalog
-from messages import without_header
+from ddex_etl.run import recipients
 
 RELEASES = 8
 
@@ -197,7 +198,7 @@ def test_bad_media_rejects_the_release_and_a_store_rejection_shows_in_etl_errors
     cfg = load_config(path, env={})
     report = recipients.run(cfg, progress=False)
     assert report.exit_code == ExitCode.REJECTED, report.summary()
-    rejects = {r.release_id: r for r in pipeline.rejected(cfg.for_recipient(cfg.recipients[0]))}
+    rejects = {r.release_id: r for r in run_api.rejected(cfg.for_recipient(cfg.recipients[0]))}
     assert set(rejects) == {missing, wrong}
     assert "audio/lost/01-01.wav" in rejects[missing].message and "not found" in rejects[missing].message
     bad_md5 = hashlib.md5(b"not this file").hexdigest()

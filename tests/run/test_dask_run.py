@@ -28,22 +28,13 @@ pytest.importorskip("distributed")
 
 from dask_servers import DaskCluster, dask_cluster, free_port  # noqa: E402
 from messages import without_header  # noqa: E402
-from test_run_kill import (  # noqa: E402  (tests/run is on sys.path: rootdir-relative imports)
-    _libpq,
-    batch_contents,
-    documents,
-    progress_of,
-    same_run_headers,
-    temp_files,
-    tree,
-    wait_for_chunks,
-)
+from test_run_kill import _libpq, batch_contents, documents, progress_of, same_run_headers, temp_files, tree, wait_for_chunks  # noqa: E402  (tests/run is on sys.path: rootdir-relative imports)
 
-from ddex_etl import pipeline  # noqa: E402
+from ddex_etl import run as run_api  # noqa: E402
 from ddex_etl.config import Config, DatabaseConfig  # noqa: E402
 from ddex_etl.db import make_engine  # noqa: E402
+from ddex_etl.demo.seed import seed_catalog  # noqa: E402
 from ddex_etl.errors import ExitCode  # noqa: E402
-from ddex_etl.seed import seed_catalog  # noqa: E402
 
 RELEASES = 300
 CHUNK = 20  # 15 chunks
@@ -103,7 +94,7 @@ def reference(db_url: str, tmp_path: Path, target: str, layout: str) -> Path:
         extract={"chunk_size": CHUNK}, load={"target": target, "layout": layout, "directory": out},
         run={"workers": 2, "executor": "local"},
     )
-    assert pipeline.run(cfg, progress=False).built == RELEASES
+    assert run_api.run(cfg, progress=False).built == RELEASES
     return out
 
 
@@ -320,7 +311,7 @@ def test_late_duplicate_results_are_loaded_once(
         extract={"chunk_size": CHUNK}, load={"target": target, "layout": layout, "directory": out},
         run={"workers": 2, "executor": "dask"},
     )
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
     assert made and made[0].echoed >= RELEASES // CHUNK  # every result came back twice (the last one perhaps not late)
     assert (report.status, report.built, report.rejected, report.skipped) == ("succeeded", RELEASES, 0, 0)
     with engine.connect() as conn:
@@ -353,7 +344,7 @@ def test_a_chunk_handed_out_by_an_earlier_attempt_writes_nothing(
     cfg = Config(database=DatabaseConfig(url=db_url, pool_size=2)).with_overrides(
         extract={"chunk_size": CHUNK}, load={"directory": tmp_path / "out"}, run={"workers": 1},
     )
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
     with engine.begin() as conn:  # resumed once since (the claims of chunk 0 are in: no turn to wait for)
         conn.execute(sa.text("UPDATE ddex_etl.runs SET attempts = 2 WHERE id = :r"), {"r": report.run_id})
     late = tmp_path / "late"

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from ddex_etl import state
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.retry import RetryPolicy
 from ddex_etl.run.chunks import ChunkResult, Task, WorkerSpec
 from ddex_etl.run.executors.dask import DaskExecutor
-from ddex_etl.seed import seed_catalog
 
 SCHEMA = "ddex_etl"
 

@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ddex_etl import pipeline
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
-from ddex_etl.seed import seed_catalog
+from ddex_etl.demo.seed import seed_catalog
 
 PGBOUNCER = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
 pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="pgbouncer is not installed (.ci/run installs it)")
@@ -93,8 +93,8 @@ def test_workers_run_through_a_transaction_pooler(
             run={"workers": 2, "executor": executor, "job": out},
         )
 
-    direct = pipeline.run(cfg("direct", None), progress=False)
-    through = pipeline.run(cfg("pooled", pooled), progress=False)
+    direct = run_api.run(cfg("direct", None), progress=False)
+    through = run_api.run(cfg("pooled", pooled), progress=False)
     assert (direct.status, through.status) == ("succeeded", "succeeded")
     assert through.built == direct.built == 120
     assert sorted(p.name for p in (tmp_path / "pooled").iterdir()) == sorted(p.name for p in (tmp_path / "direct").iterdir())

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from messages import without_header
 
-from ddex_etl import pipeline, state
+from ddex_etl import run as run_api
+from ddex_etl import state
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import ConfigError, ExitCode, LockHeldError
-from ddex_etl.seed import seed_catalog
+from ddex_etl.masking import mask_text
+from ddex_etl.state.joblock import JobLock, job_lock_key
 
 RELEASES = 240
 
@@ -68,7 +70,7 @@ def catalog_ids(engine: sa.Engine) -> set[int]:
 
 def test_table_target_builds_one_document_per_release(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"})
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
     ids = catalog_ids(engine)
     assert (report.status, report.built, report.rejected, report.exit_code) == ("succeeded", len(ids), 0, ExitCode.OK)
     docs = table_docs(engine)
@@ -79,15 +81,15 @@ def test_table_target_builds_one_document_per_release(engine: sa.Engine, db_url:
 
 
 def test_flat_files_match_the_table_byte_for_byte(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    pipeline.run(make_cfg(db_url, tmp_path, load={"target": "table"}), progress=False)
-    report = pipeline.run(make_cfg(db_url, tmp_path, load={"target": "files", "layout": "flat"}), progress=False)
+    run_api.run(make_cfg(db_url, tmp_path, load={"target": "table"}), progress=False)
+    report = run_api.run(make_cfg(db_url, tmp_path, load={"target": "files", "layout": "flat"}), progress=False)
     files = tree(tmp_path / "out")
     assert report.built == len(files) == len(catalog_ids(engine))
     assert files == {f"{rid}.xml": doc for rid, doc in table_docs(engine).items()}
 
 
 def test_ddex_batch_layout(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    report = pipeline.run(make_cfg(db_url, tmp_path, load={"layout": "ddex-batch"}), progress=False)
+    report = run_api.run(make_cfg(db_url, tmp_path, load={"layout": "ddex-batch"}), progress=False)
     assert report.batch_id is not None and len(report.batch_id) == 17 and report.batch_id.isdigit()
     batch = tmp_path / "out" / report.batch_id
     assert report.output == str(batch)
@@ -100,8 +102,8 @@ def test_ddex_batch_layout(engine: sa.Engine, db_url: str, tmp_path: Path) -> No
 
 
 def test_keyset_and_offset_modes_give_the_same_documents(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    keyset = pipeline.run(make_cfg(db_url, tmp_path / "k", extract={"mode": "keyset"}), progress=False)
-    offset = pipeline.run(make_cfg(db_url, tmp_path / "o", extract={"mode": "offset"}), progress=False)
+    keyset = run_api.run(make_cfg(db_url, tmp_path / "k", extract={"mode": "keyset"}), progress=False)
+    offset = run_api.run(make_cfg(db_url, tmp_path / "o", extract={"mode": "offset"}), progress=False)
     assert keyset.built == offset.built == RELEASES
     assert tree(tmp_path / "k" / "out") == tree(tmp_path / "o" / "out")
 
@@ -114,13 +116,13 @@ def test_keyset_and_offset_modes_give_the_same_documents(engine: sa.Engine, db_u
 def test_worker_count_does_not_change_the_output(
     engine: sa.Engine, db_url: str, tmp_path: Path, executor: str, workers: int
 ) -> None:
-    pipeline.run(make_cfg(db_url, tmp_path / "ref", run={"workers": 2}), progress=False)
-    pipeline.run(make_cfg(db_url, tmp_path / "w", run={"workers": workers, "executor": executor}), progress=False)
+    run_api.run(make_cfg(db_url, tmp_path / "ref", run={"workers": 2}), progress=False)
+    run_api.run(make_cfg(db_url, tmp_path / "w", run={"workers": workers, "executor": executor}), progress=False)
     assert tree(tmp_path / "w" / "out") == tree(tmp_path / "ref" / "out")
 
 
 def test_custom_output_table(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    report = pipeline.run(make_cfg(db_url, tmp_path, load={"target": "table", "table": "ern_out"}), progress=False)
+    report = run_api.run(make_cfg(db_url, tmp_path, load={"target": "table", "table": "ern_out"}), progress=False)
     assert report.output == "ddex_etl.ern_out"
     assert len(table_docs(engine, table="ern_out")) == RELEASES
 
@@ -130,40 +132,40 @@ def test_custom_output_table(engine: sa.Engine, db_url: str, tmp_path: Path) -> 
 
 def test_a_finished_job_starts_a_new_run_and_status_reports_it(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"job": "nightly"})
-    first = pipeline.run(cfg, progress=False)
-    second = pipeline.run(cfg, progress=False)
+    first = run_api.run(cfg, progress=False)
+    second = run_api.run(cfg, progress=False)
     assert second.run_id != first.run_id and not second.resumed
     assert len(table_docs(engine)) == RELEASES  # upserted, never duplicated
-    [job] = pipeline.status(cfg)
+    [job] = run_api.status(cfg)
     assert (job.job, job.status, job.last_run.run_id, job.last_success.run_id) == (  # type: ignore[union-attr]
         "nightly", "succeeded", second.run_id, second.run_id
     )
-    runs = pipeline.recent_runs(cfg, limit=5)
+    runs = run_api.recent_runs(cfg, limit=5)
     assert [r.run_id for r in runs] == [second.run_id, first.run_id]
     assert all(r.built == RELEASES and r.status == "succeeded" for r in runs)
 
 
 def test_status_before_any_run_is_empty(db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    assert pipeline.status(cfg) == []
-    assert pipeline.recent_runs(cfg) == []
-    assert pipeline.rejected(cfg) == []
+    assert run_api.status(cfg) == []
+    assert run_api.recent_runs(cfg) == []
+    assert run_api.rejected(cfg) == []
 
 
 def test_a_second_run_of_a_running_job_is_refused(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path, run={"job": "busy"})
     state.upgrade(engine, "ddex_etl")
-    holder = pipeline.JobLock(engine, "ddex_etl", "busy")
+    holder = JobLock(engine, "ddex_etl", "busy")
     holder.acquire()
     try:
         with pytest.raises(LockHeldError, match="job 'busy' is already running.*PostgreSQL backend pid") as info:
-            pipeline.run(cfg, progress=False)
+            run_api.run(cfg, progress=False)
         assert info.value.exit_code == ExitCode.LOCKED
         # another job is not blocked
-        assert pipeline.run(cfg.with_overrides(run={"job": "other"}), progress=False).built == RELEASES
+        assert run_api.run(cfg.with_overrides(run={"job": "other"}), progress=False).built == RELEASES
     finally:
         holder.release()
-    assert pipeline.run(cfg, progress=False).built == RELEASES  # released: runs again
+    assert run_api.run(cfg, progress=False).built == RELEASES  # released: runs again
 
 
 def _break_releases(engine: sa.Engine, ids: list[int]) -> None:
@@ -176,11 +178,11 @@ def test_bad_releases_are_rejected_recorded_and_retried(engine: sa.Engine, db_ur
     bad = [ids[3], ids[50], ids[51], ids[200]]
     _break_releases(engine, bad)
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"})
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
     assert (report.status, report.built, report.rejected) == ("succeeded", RELEASES - 4, 4)
     assert report.exit_code == ExitCode.REJECTED
     assert set(table_docs(engine)) == set(ids) - set(bad)  # every good release arrived
-    rejects = pipeline.rejected(cfg)
+    rejects = run_api.rejected(cfg)
     assert [r.release_id for r in rejects] == bad
     for r in rejects:
         assert (r.stage, r.error_kind, r.retryable) == ("transform", "ReleaseDataError", False)
@@ -193,12 +195,12 @@ def test_bad_releases_are_rejected_recorded_and_retried(engine: sa.Engine, db_ur
             sa.text("UPDATE tracks SET isrc = 'USS1Z' || lpad(track_id::text, 7, '0') WHERE release_id = ANY(:ids)"),
             {"ids": bad[:2]},
         )
-    retry = pipeline.retry_failed(cfg, report.run_id, progress=False)
+    retry = run_api.retry_failed(cfg, report.run_id, progress=False)
     assert (retry.mode, retry.built, retry.rejected) == ("retry", 2, 2)
     assert set(table_docs(engine)) == set(ids) - set(bad[2:])
-    still = pipeline.rejected(cfg, report.run_id)
+    still = run_api.rejected(cfg, report.run_id)
     assert [(r.release_id, r.attempts) for r in still] == [(bad[2], 2), (bad[3], 2)]
-    resolved = [r for r in pipeline.rejected(cfg, report.run_id, include_resolved=True) if r.resolved_at]
+    resolved = [r for r in run_api.rejected(cfg, report.run_id, include_resolved=True) if r.resolved_at]
     assert sorted(r.release_id for r in resolved) == bad[:2]
     assert all(r.resolved_by_run == retry.run_id for r in resolved)
 
@@ -218,12 +220,12 @@ def test_error_limits_stop_the_run(
     ids = sorted(catalog_ids(engine))
     _break_releases(engine, ids[10:13] + ids[100:103])
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1, **run_cfg})
-    with pytest.raises(pipeline.RunFailed, match=r"run \d+ stopped") as info:
-        pipeline.run(cfg, progress=False)
+    with pytest.raises(run_api.RunFailed, match=r"run \d+ stopped") as info:
+        run_api.run(cfg, progress=False)
     failed = info.value.report  # type: ignore[attr-defined]
     assert failed.status == "failed" and failed.exit_code == ExitCode.FAILED
     assert failed.rejected == stops_after_rejects and failed.built < RELEASES - 6
-    [row] = pipeline.recent_runs(cfg)
+    [row] = run_api.recent_runs(cfg)
     assert row.status == "failed" and "stopped" in (row.error or "")
 
 
@@ -232,31 +234,31 @@ def test_a_failed_run_is_continued_by_the_next_run(engine: sa.Engine, db_url: st
     bad = ids[10:13] + ids[100:103]
     _break_releases(engine, bad)
     strict = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1, "max_errors": 3})
-    with pytest.raises(pipeline.RunFailed) as info:
-        pipeline.run(strict, progress=False)
+    with pytest.raises(run_api.RunFailed) as info:
+        run_api.run(strict, progress=False)
     failed = info.value.report  # type: ignore[attr-defined]
     # With the policy relaxed (run settings are not part of the fingerprint), the same run continues.
     relaxed = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 2})
     # Resuming it with output settings changed would mix outputs: refused (a plain `etl run`
     # would supersede it instead: tests/test_cli_operator.py).
     with pytest.raises(ConfigError, match="another configuration"):
-        pipeline.resume(relaxed.with_overrides(transform={"sender_name": "Other"}), failed.run_id, progress=False)
-    done = pipeline.run(relaxed, progress=False)
+        run_api.resume(relaxed.with_overrides(transform={"sender_name": "Other"}), failed.run_id, progress=False)
+    done = run_api.run(relaxed, progress=False)
     assert done.run_id == failed.run_id and done.resumed and done.attempts == 2
     assert (done.built, done.rejected) == (RELEASES - len(bad), len(bad))
     assert set(table_docs(engine)) == set(ids) - set(bad)
-    assert [r.release_id for r in pipeline.rejected(relaxed)] == bad  # recorded once each, not per attempt
+    assert [r.release_id for r in run_api.rejected(relaxed)] == bad  # recorded once each, not per attempt
 
 
 def test_resume_without_an_unfinished_run_is_a_config_error(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     cfg = make_cfg(db_url, tmp_path)
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
     with pytest.raises(ConfigError, match="no unfinished run"):
-        pipeline.resume(cfg)
+        run_api.resume(cfg)
     with pytest.raises(ConfigError, match="already succeeded"):
-        pipeline.resume(cfg, report.run_id)
+        run_api.resume(cfg, report.run_id)
     with pytest.raises(ConfigError, match="not found"):
-        pipeline.resume(cfg, 999)
+        run_api.resume(cfg, 999)
 
 
 def test_missing_output_directory_fails_before_any_run_row(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
@@ -264,8 +266,8 @@ def test_missing_output_directory_fails_before_any_run_row(engine: sa.Engine, db
     from ddex_etl.errors import OutputError
 
     with pytest.raises(OutputError, match="does not exist"):
-        pipeline.run(cfg, progress=False)
-    assert pipeline.recent_runs(cfg) == []
+        run_api.run(cfg, progress=False)
+    assert run_api.recent_runs(cfg) == []
 
 
 def test_keyset_resume_neither_skips_nor_repeats_after_catalog_changes(
@@ -275,8 +277,8 @@ def test_keyset_resume_neither_skips_nor_repeats_after_catalog_changes(
     ids = sorted(catalog_ids(engine))
     _break_releases(engine, [ids[120]])
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1, "fail_fast": True})
-    with pytest.raises(pipeline.RunFailed) as info:
-        pipeline.run(cfg, progress=False)
+    with pytest.raises(run_api.RunFailed) as info:
+        run_api.run(cfg, progress=False)
     run_id = info.value.report.run_id  # type: ignore[attr-defined]
     with engine.connect() as conn:
         cp = state.get_checkpoint(conn, "ddex_etl", run_id)
@@ -287,7 +289,7 @@ def test_keyset_resume_neither_skips_nor_repeats_after_catalog_changes(
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM releases WHERE release_id = ANY(:ids)"), {"ids": [gone_done, gone_ahead]})
     relaxed = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 1})
-    done = pipeline.run(relaxed, progress=False)
+    done = run_api.run(relaxed, progress=False)
     assert done.run_id == run_id
     after = table_docs(engine)
     assert gone_ahead not in after
@@ -309,7 +311,7 @@ def test_a_resume_leaves_chunks_loaded_ahead_of_the_checkpoint_alone(
     redoes chunk 1 and the chunk that was in the other worker, but not chunk 2.
     """
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"})
-    first = pipeline.run(cfg, progress=False)
+    first = run_api.run(cfg, progress=False)
     reference = table_docs(engine)
     from ddex_etl import extract
 
@@ -336,7 +338,7 @@ def test_a_resume_leaves_chunks_loaded_ahead_of_the_checkpoint_alone(
             sa.text("UPDATE ddex_etl.documents SET document = 'loaded ahead' WHERE release_id = ANY(:ids)"), {"ids": c2}
         )
 
-    done = pipeline.resume(cfg, first.run_id, progress=False)
+    done = run_api.resume(cfg, first.run_id, progress=False)
 
     docs = table_docs(engine)
     assert set(docs) == set(reference)
@@ -353,7 +355,7 @@ def test_a_run_whose_chunks_finish_out_of_order_ends_with_a_whole_checkpoint(
     engine: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
     cfg = make_cfg(db_url, tmp_path, extract={"chunk_size": 5}, run={"workers": 3})
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
     assert report.built == len(catalog_ids(engine)) == len(tree(tmp_path / "out"))
     with engine.connect() as conn:
         cp = state.get_checkpoint(conn, "ddex_etl", report.run_id)
@@ -374,13 +376,13 @@ def test_a_run_whose_chunks_finish_out_of_order_ends_with_a_whole_checkpoint(
     ],
 )
 def test_mask_hides_passwords_in_messages(text: str | None, expected: str | None) -> None:
-    assert pipeline.mask(text) == expected
+    assert mask_text(text) == expected
 
 
 def test_job_lock_key_is_stable_and_per_job() -> None:
-    assert pipeline.job_lock_key("nightly") == pipeline.job_lock_key("nightly")
-    assert pipeline.job_lock_key("nightly") != pipeline.job_lock_key("weekly")
-    assert -(2**63) <= pipeline.job_lock_key("nightly") < 2**63
+    assert job_lock_key("nightly") == job_lock_key("nightly")
+    assert job_lock_key("nightly") != job_lock_key("weekly")
+    assert -(2**63) <= job_lock_key("nightly") < 2**63
 
 
 @pytest.mark.parametrize(
@@ -389,7 +391,7 @@ def test_job_lock_key_is_stable_and_per_job() -> None:
      ("interrupted", 0, ExitCode.INTERRUPTED)],
 )
 def test_report_exit_codes(status: str, rejected: int, code: int) -> None:
-    report = pipeline.RunReport(
+    report = run_api.RunReport(
         run_id=1, job="j", status=status, mode="full", built=10, rejected=rejected, skipped=0, seconds=2.0,
         releases_per_second=5.0, peak_memory_mb=100.0, target="files",
     )
@@ -428,7 +430,7 @@ def test_offset_mode_resume_skips_chunks_loaded_ahead_in_any_stable_order(
     )
     cfg = make_cfg(db_url, tmp_path, load={"target": "table"},
                    extract={"mode": "offset", "keys_query": keys, "chunk_size": 20})
-    first = pipeline.run(cfg, progress=False)
+    first = run_api.run(cfg, progress=False)
     reference = table_docs(engine)
     assert first.built == len(reference) == len(catalog_ids(engine))
     from ddex_etl import extract
@@ -457,7 +459,7 @@ def test_offset_mode_resume_skips_chunks_loaded_ahead_in_any_stable_order(
             {"ids": c3 + c4},
         )
 
-    done = pipeline.resume(cfg, first.run_id, progress=False)
+    done = run_api.resume(cfg, first.run_id, progress=False)
 
     docs = table_docs(engine)
     assert set(docs) == set(reference)  # nothing lost
@@ -476,10 +478,10 @@ def test_workers_connect_with_database_worker_url(engine: sa.Engine, db_url: str
     missing = make_url(db_url).set(database="etl_no_such_worker_db").render_as_string(hide_password=False)
     cfg = make_cfg(db_url, tmp_path, database={"worker_url": missing}, run={"retry_for": 0.0})
     with pytest.raises(Exception, match="etl_no_such_worker_db") as info:
-        pipeline.run(cfg, progress=False)
+        run_api.run(cfg, progress=False)
     assert getattr(info.value, "exit_code", None) == ExitCode.FAILED
     with engine.connect() as conn:  # the coordinator reached its own database: the run row says why it failed
         error = conn.execute(sa.text("SELECT error FROM ddex_etl.runs ORDER BY id DESC LIMIT 1")).scalar()
     assert error is not None and "etl_no_such_worker_db" in error
     fine = make_cfg(db_url, tmp_path / "again", database={"worker_url": db_url})
-    assert pipeline.run(fine, progress=False).status == "succeeded"
+    assert run_api.run(fine, progress=False).status == "succeeded"

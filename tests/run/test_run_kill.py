@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL a running `etl run` at several points, resume, compare with an uninterrupted run.
 
-The run under test is a real subprocess (``pipeline.run`` from a tiny script,
+The run under test is a real subprocess (``run_api.run`` from a tiny script,
 the same call ``etl run`` makes), killed with SIGKILL once its checkpoint shows
 k chunks, resumed, killed again further on, and finally resumed to the end.
 Each case runs with the local executor and with the Dask one (a LocalCluster
@@ -23,15 +23,15 @@ import psutil
 import psycopg
 import pytest
 import sqlalchemy as sa
+from messages import header, without_header
 from sqlalchemy.engine import make_url
 
-from ddex_etl import pipeline
+from ddex_etl import run as run_api
 from ddex_etl.config import Config, DatabaseConfig
 from ddex_etl.db import make_engine
+from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import ExitCode, LockHeldError
 from ddex_etl.load import TMP_SUFFIX
-from ddex_etl.seed import seed_catalog
-from messages import header, without_header
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ IN_FLIGHT = {"local": WORKERS, "dask": 2 * WORKERS}
 
 RUNNER = """
 import sys
-from ddex_etl import pipeline
+from ddex_etl import run as run_api
 from ddex_etl.config import load_config
 from ddex_etl.errors import EtlError
 
@@ -55,7 +55,7 @@ from ddex_etl.cli import exit_process
 
 cfg = load_config(sys.argv[1], env={})
 try:
-    report = pipeline.run(cfg, progress=False)
+    report = run_api.run(cfg, progress=False)
 except EtlError as exc:
     print(exc, file=sys.stderr)
     exit_process(exc.exit_code)  # as `etl run` exits
@@ -220,7 +220,7 @@ def test_sigkill_and_resume_gives_byte_identical_output(
         extract={"chunk_size": CHUNK}, load={"target": target, "layout": layout, "directory": ref_out},
         run={"workers": WORKERS},
     )
-    reference = pipeline.run(ref_cfg, progress=False)
+    reference = run_api.run(ref_cfg, progress=False)
     assert reference.built == RELEASES
 
     toml = write_toml(tmp_path / "etl.toml", db_url, target, layout, out, executor=executor)
@@ -291,7 +291,7 @@ def test_signals_interrupt_cleanly_and_resume_completes(
     )
     # (with local workers, which start faster than a LocalCluster: the lock is the executor's business either way)
     with pytest.raises(LockHeldError, match=rf"run {run_id}, pid {proc.pid}"):
-        pipeline.run(cfg.with_overrides(run={"executor": "local"}), progress=False)
+        run_api.run(cfg.with_overrides(run={"executor": "local"}), progress=False)
 
     for sig in signals:
         os.kill(proc.pid, sig)
@@ -304,7 +304,7 @@ def test_signals_interrupt_cleanly_and_resume_completes(
     assert seen is not None and seen[:2] == (run_id, "interrupted")
     assert batch_complete_files(out) == []
 
-    report = pipeline.resume(cfg, progress=False)
+    report = run_api.resume(cfg, progress=False)
     assert (report.run_id, report.status, report.built, report.resumed) == (run_id, "succeeded", RELEASES, True)
     assert temp_files(out) == []
     _, files = batch_contents(out)

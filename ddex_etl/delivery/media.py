@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .delivery.resources import MediaRoot, PlannedResource, copy_resources, plan_resources, release_media
-from .errors import FieldProblem, MediaError, OutputError
-from .load import RESOURCES, FileChunk, remove_resources
-from .models import Release
+from ..errors import FieldProblem, MediaError, OutputError
+from ..load import RESOURCES, FileChunk, remove_resources
+from ..models import Release
+from .resources import MediaRoot, PlannedResource, copy_resources, plan_resources, release_media
 
 _ROOTS: dict[str, MediaRoot] = {}  # per process: one fsspec filesystem per media root
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import state
-from .config import Config
-from .db import database_url, make_engine, map_db_error
-from .delivery import open_target, read_acks
-from .retry import RetryPolicy, with_retries
+from .. import state
+from ..config import Config
+from ..db import database_url, make_engine, map_db_error
+from ..retry import RetryPolicy, with_retries
+from . import open_target, read_acks
 
 log = logging.getLogger("ddex_etl.store_acks")
 

@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from .config import Config
-from .db import engine_for, map_db_error
-from .errors import EtlError, ExitCode, TransientError
+from ..config import Config
+from ..db import engine_for, map_db_error
+from ..errors import EtlError, ExitCode, TransientError
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ def _attempt(name: str, what: str, fn: Callable[[], str | None]) -> Check:
 
 def preflight(cfg: Config) -> PreflightReport:
     """Connect, ``EXPLAIN`` the keys, rows and changed-keys queries, check the state schema and the output."""
-    from . import catalog_read, extract, state
-    from .load import loader_for
+    from .. import extract, state
+    from ..extract import catalog_read
+    from ..load import loader_for
 
     checks: list[Check] = []
     engine = engine_for(cfg)

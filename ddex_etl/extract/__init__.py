@@ -9,7 +9,7 @@ Two queries, both plain SQL files (``sql/`` by default, or the user's own via
 * the **rows query** returns the contract columns (docs/column-contract.md)
   for exactly the ids of one chunk (``:release_ids``), one row per track,
   ordered by release. Rows stream through a server-side cursor and are grouped
-  into ``Release`` records by ``ddex_etl.records``.
+  into ``Release`` records by ``ddex_etl.extract.records``.
 
 A chunk is always whole releases: keys page releases, never rows.
 
@@ -36,11 +36,12 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.string import TextLoader
 
-from . import catalog_read, data_dir, records
-from .config import ExtractConfig
-from .db import map_db_error
-from .errors import EtlError, ReleaseDataError, TerminalError
-from .models import Release
+from .. import data_dir
+from ..config import ExtractConfig
+from ..db import map_db_error
+from ..errors import EtlError, ReleaseDataError, TerminalError
+from ..models import Release
+from . import catalog_read, records
 
 SQL_DIR = data_dir("sql")
 KEYS_SQL = SQL_DIR / "release_keys.sql"

@@ -32,11 +32,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import state
-from .db import map_db_error
-from .errors import LockHeldError, LostLockError, TransientError
-from .procs import pid_alive
-from .retry import RetryPolicy, with_retries
+from .. import state
+from ..db import map_db_error
+from ..errors import LockHeldError, LostLockError, TransientError
+from ..procs import pid_alive
+from ..retry import RetryPolicy, with_retries
 
 log = logging.getLogger("ddex_etl.joblock")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 NAMESPACES = {
     "http://ddex.net/xml/ern/43": "4.3",

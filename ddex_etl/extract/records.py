@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from .errors import FieldProblem, ReleaseDataError, TerminalError
-from .models import Contributor, CoverImage, Deal, Label, Release, Track
+from ..errors import FieldProblem, ReleaseDataError, TerminalError
+from ..models import Contributor, CoverImage, Deal, Label, Release, Track
 
 # The contract's columns, in the order the default rows query returns them.
 RELEASE_COLUMNS: tuple[str, ...] = (

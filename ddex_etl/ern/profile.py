@@ -33,7 +33,7 @@ from typing import Any
 
 from lxml import etree
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SVRL = "{http://purl.oclc.org/dsdl/svrl}"
 COUNTED_ROLES = ("fatal error", "error")

@@ -39,8 +39,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .errors import TransientError
-from .state import _t
+from ..errors import TransientError
+from . import _t
 
 EXCLUSIVE = ("icpn", "grid")  # a later release with the value is rejected
 NAMES = {"icpn": "ICPN", "grid": "GRid"}

@@ -3,7 +3,7 @@
 Users who embed the connector in their own Python code (a DataFrame from a
 CSV export, a list of release dicts from an API) call this instead of
 ``etl run``. It is the same engine: the same records conversion
-(``ddex_etl.records``), the same pure builder (``ddex_etl.ern``), the same
+(``ddex_etl.extract.records``), the same pure builder (``ddex_etl.ern``), the same
 error tree (``retryable`` says whether a retry can help) and the same worker
 processes. Only the source and the sink differ.
 
@@ -15,7 +15,7 @@ is unsafe once threads exist and a builder may be shared by threads. With
 those, as with any ``multiprocessing`` code, a script that builds in parallel
 at import time must put that code under ``if __name__ == "__main__":``.
 
-The streaming processor lives in ``ddex_etl.batch_stream``, which builds on this
+The streaming processor lives in ``ddex_etl.api.batch_stream``, which builds on this
 module; this one never imports it (``ddex_etl.StreamingBatchProcessor`` reaches it).
 """
 from __future__ import annotations
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
-from .models import Document, Party, Release
-from .procs import can_fork
+from ..errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
+from ..models import Document, Party, Release
+from ..procs import can_fork
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,7 +57,7 @@ DEFAULT_RECIPIENT = Party("PADPIDA0000000002X", "Demo Store")
 T = TypeVar("T")
 
 # A release as the batch API accepts it: the package's record or a nested dict
-# (see ``ddex_etl.records.release_from_dict``).
+# (see ``ddex_etl.extract.records.release_from_dict``).
 ReleaseInput = Release | Mapping[str, Any]
 
 
@@ -272,7 +272,7 @@ class _ValidationFailed(EtlError):
 
 
 def _to_release(kind: str, payload: Any) -> Release:
-    from .records import release_from_dict, releases_from_rows
+    from ..extract.records import release_from_dict, releases_from_rows
 
     if kind == _RELEASE:
         return payload  # type: ignore[no-any-return]
@@ -318,7 +318,7 @@ def _check_item(
 
 def _validate_xml(xml: bytes, spec: _Spec, release_id: Any) -> None:
     """Validate against the XSD; raise when the document is refused."""
-    from .validate import validate_bytes
+    from ..ern.validate import validate_bytes
 
     issues = validate_bytes(xml, spec.schema_dir, spec.ern_version)
     if issues:
@@ -333,7 +333,7 @@ def _validate_xml(xml: bytes, spec: _Spec, release_id: Any) -> None:
 
 def _build_item(spec: _Spec, kind: str, payload: Any, release_id: Any) -> BuiltItem | ItemError:
     """Convert, build and (optionally) validate one release, with retries for retryable errors."""
-    from .ern import build
+    from ..ern import build
 
     stage = "records"
 
@@ -474,7 +474,7 @@ def _pool_context(start_method: str | None) -> multiprocessing.context.BaseConte
     if start_method == "forkserver":
         # Import the builder once in the server, not in every worker it forks
         # (no effect if the server already runs; '__main__' is the default entry).
-        ctx.set_forkserver_preload(["__main__", "ddex_etl.batch", "ddex_etl.ern", "ddex_etl.records"])
+        ctx.set_forkserver_preload(["__main__", "ddex_etl.api.batch", "ddex_etl.ern", "ddex_etl.extract.records"])
     return ctx
 
 
@@ -519,7 +519,7 @@ class DDEXBuilder:
         default_created: dt.datetime | None = None,
         start_method: str | None = None,
     ) -> None:
-        from .ern import BuildContext
+        from ..ern import BuildContext
 
         self.version = _normalize_version(version)
         self.sender = _coerce_party(sender, DEFAULT_SENDER, "sender")
@@ -576,7 +576,7 @@ class DDEXBuilder:
 
         Raises ``ReleaseDataError`` naming the release, field, value and fix.
         """
-        from .ern import build
+        from ..ern import build
 
         if isinstance(release, Release):
             record = release

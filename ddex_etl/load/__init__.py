@@ -36,11 +36,11 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .db import map_db_error, quote_ident
-from .errors import EtlError, OutputError
+from ..db import map_db_error, quote_ident
+from ..errors import EtlError, OutputError
+from ..models import Document
+from ..procs import pid_alive
 from .folder_lock import FolderLock
-from .models import Document
-from .procs import pid_alive
 
 log = logging.getLogger("ddex_etl.load")
 

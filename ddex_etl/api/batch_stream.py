@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import ConfigError, OutputError
 from .batch import _ROWS, BuiltItem, DDEXBuilder, ItemError, _build_chunk, _classify, _Spec
 from .batch_frames import BadRows, RowGroup, aexpand_frames, expand_frames, is_frame
-from .errors import ConfigError, OutputError
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from ..errors import OutputError
 
 log = logging.getLogger("ddex_etl.load")
 

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RecipientConfig
-from .delivery import open_target, upload_batch
-from .errors import DeliveryTerminalError
+from ..config import RecipientConfig
+from ..errors import DeliveryTerminalError
+from . import open_target, upload_batch
 
 log = logging.getLogger("ddex_etl.deliver")
 

@@ -30,9 +30,10 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from . import data_dir, demo_media
-from .db import map_db_error
-from .errors import EtlError, RefusedError
+from .. import data_dir
+from ..db import map_db_error
+from ..errors import EtlError, RefusedError
+from . import media as demo_media
 
 SQL_DIR = data_dir("sql")
 CATALOG_SQL = SQL_DIR / "catalog.sql"

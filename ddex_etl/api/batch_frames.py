@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
+from ..errors import ConfigError, FieldProblem
 from .batch import ItemError, _icpn_text
-from .errors import ConfigError, FieldProblem
 
 
 class RowGroup(list):  # type: ignore[type-arg]

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import logs, state
-from . import run as run_api
-from .config import Config, RecipientConfig
-from .errors import ConfigError, EtlError, ExitCode, InterruptedRun
+from .. import logs, state
+from .. import run as run_api
+from ..config import Config, RecipientConfig
+from ..errors import ConfigError, EtlError, ExitCode, InterruptedRun
 
 log = logging.getLogger("ddex_etl.recipients")
 
@@ -140,7 +140,7 @@ def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
     """Before building: the store's acknowledgements (a store that cannot be reached is a warning here)."""
     if rcfg.recipient is None or rcfg.recipient.target is None:
         return None
-    from .store_acks import read_store_acks
+    from ..delivery.store_acks import read_store_acks
 
     try:
         return read_store_acks(rcfg).as_dict()
@@ -240,7 +240,7 @@ def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[st
 def rejected(cfg: Config, run_id: int | None = None, *,
              include_resolved: bool = False) -> list[tuple[str, list[state.RejectRow], list[Any]]]:
     """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected."""
-    from .db import database_url, make_engine
+    from ..db import database_url, make_engine
 
     chosen = [recipient_of_run(cfg, run_id)] if run_id is not None else list(cfg.recipients)
     out = []

@@ -24,9 +24,10 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from . import data_dir, records
-from .errors import ReleaseDataError, TerminalError
-from .models import Contributor, CoverImage, Deal, Label, Release, Track
+from .. import data_dir
+from ..errors import ReleaseDataError, TerminalError
+from ..models import Contributor, CoverImage, Deal, Label, Release, Track
+from . import records
 
 CHUNK_SQL_DIR = data_dir("sql") / "chunk"
 PIECES = ("releases", "tracks", "release_artists", "artists", "deals")

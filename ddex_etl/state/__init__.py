@@ -23,8 +23,8 @@ from sqlalchemy.engine import Connection, Engine
 
 import ddex_etl
 
-from .db import map_db_error, quote_ident
-from .errors import ConfigError, EtlError
+from ..db import map_db_error, quote_ident
+from ..errors import ConfigError, EtlError
 
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 RUN_MODES = ("full", "incremental", "retry", "targeted")
@@ -193,7 +193,7 @@ class Checkpoint:
     updated_at: dt.datetime | None = None
     ahead: list[dict[str, Any]] = field(default_factory=list)
     skip: list[Any] = field(default_factory=list)
-    claims_through: int = -1  # the last chunk whose identifiers are claimed (see ddex_etl.claims)
+    claims_through: int = -1  # the last chunk whose identifiers are claimed (see ddex_etl.state.claims)
 
 
 @dataclass(frozen=True)

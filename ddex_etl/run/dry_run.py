@@ -23,10 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import state
-from .config import Config
-from .db import database_url, make_engine, map_db_error
-from .errors import ExitCode, ReleaseDataError
+from .. import state
+from ..config import Config
+from ..db import database_url, make_engine, map_db_error
+from ..errors import ExitCode, ReleaseDataError
 
 log = logging.getLogger("ddex_etl.dry_run")
 
@@ -105,7 +105,7 @@ def dry_run(cfg: Config, *, recipients: tuple[str, ...] = (), mode: str | None =
 
 def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetime | None,
           release_ids: tuple[int, ...], force: bool) -> RecipientPlan:
-    from . import ern, extract
+    from .. import ern, extract
 
     schema = cfg.database.state_schema
     has_state = state.current(engine, schema) is not None
@@ -125,7 +125,7 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
     ctx = ern.context_from_config(cfg.transform).for_delivery("dryrun", now)
     media_root = None
     if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" and cfg.load.media_root:
-        from .media import media_root as open_media
+        from ..delivery.media import media_root as open_media
 
         media_root = open_media(cfg.load.media_root)
     seen_ids: dict[tuple[str, str], int] = {}
@@ -149,7 +149,7 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
                 continue
             planned: list[Any] = []
             if media_root is not None:
-                from .media import with_resource_uris
+                from ..delivery.media import with_resource_uris
 
                 release, planned, problems = with_resource_uris(release)
                 if problems:
@@ -178,7 +178,7 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
 
 def _key_pages(engine: sa.Engine, cfg: Config, mode: str, since: dt.datetime | None, until: dt.datetime,
                release_ids: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
-    from . import extract
+    from .. import extract
 
     if release_ids:
         chunks: Any = extract.iter_id_chunks(release_ids, cfg.extract.chunk_size)
@@ -191,7 +191,7 @@ def _key_pages(engine: sa.Engine, cfg: Config, mode: str, since: dt.datetime | N
 
 
 def _is_takedown(release: Any, ended_before: dt.date) -> bool:
-    from .run.worker import is_takedown
+    from .worker import is_takedown
 
     return is_takedown(release, ended_before)
 
