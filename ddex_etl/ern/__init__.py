@@ -24,7 +24,7 @@ string templates (one escape per value), several times faster than building
 an lxml tree node by node (``benchmarks/bench_build.py`` prints the rate).
 Validity comes from construction plus the checks in ``ddex_etl.ern.checks``,
 and is proven by property tests against the official XSDs and DDEX's
-release-profile rules (``tests/test_ern_property.py``, ``tests/test_profile.py``).
+release-profile rules (``tests/ern/test_ern_property.py``, ``tests/ern/test_profile.py``).
 
 Takedowns (``build_takedown``) follow DDEX's guidance for every version: the
 latest ``NewReleaseMessage`` carries the complete set of active deals and

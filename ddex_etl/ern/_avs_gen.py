@@ -2,7 +2,7 @@
 
 Not imported at run time: the builder must work without any XSD on the
 machine. Run ``python -m ddex_etl.ern._avs_gen /path/to/schemas > ddex_etl/ern/avs.py``
-after DDEX publishes new allowed-value sets; ``tests/test_ern_avs.py`` checks
+after DDEX publishes new allowed-value sets; ``tests/ern/test_ern_avs.py`` checks
 the committed tables still agree with the schemas.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ with the five plain indexed queries under ``sql/chunk/`` (no JSON; each
 track's credits folded into one short text), all in one REPEATABLE READ
 transaction so the pieces agree, and assembles the records here. Conversions and checks are the row
 contract's own (``records.release_from_parts``): both paths give equal
-``Release`` records and the same refusals, which tests/test_catalog_read.py
+``Release`` records and the same refusals, which tests/extract/test_catalog_read.py
 checks on a catalog with bad values in it.
 """
 from __future__ import annotations

@@ -28,7 +28,16 @@ pytest.importorskip("distributed")
 
 from dask_servers import DaskCluster, dask_cluster, free_port  # noqa: E402
 from messages import without_header  # noqa: E402
-from test_run_kill import _libpq, batch_contents, documents, progress_of, same_run_headers, temp_files, tree, wait_for_chunks  # noqa: E402  (tests/run is on sys.path: rootdir-relative imports)
+from test_run_kill import (  # noqa: E402  (tests/run is on sys.path: rootdir-relative imports)
+    _libpq,
+    batch_contents,
+    documents,
+    progress_of,
+    same_run_headers,
+    temp_files,
+    tree,
+    wait_for_chunks,
+)
 
 from ddex_etl import run as run_api  # noqa: E402
 from ddex_etl.config import Config, DatabaseConfig  # noqa: E402

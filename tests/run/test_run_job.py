@@ -240,7 +240,7 @@ def test_a_failed_run_is_continued_by_the_next_run(engine: sa.Engine, db_url: st
     # With the policy relaxed (run settings are not part of the fingerprint), the same run continues.
     relaxed = make_cfg(db_url, tmp_path, load={"target": "table"}, run={"workers": 2})
     # Resuming it with output settings changed would mix outputs: refused (a plain `etl run`
-    # would supersede it instead: tests/test_cli_operator.py).
+    # would supersede it instead: tests/cli/test_cli_operator.py).
     with pytest.raises(ConfigError, match="another configuration"):
         run_api.resume(relaxed.with_overrides(transform={"sender_name": "Other"}), failed.run_id, progress=False)
     done = run_api.run(relaxed, progress=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_cli_operator import etl, one_json
+from etl_cli import etl, one_json
 
 from ddex_etl.demo.seed import seed_catalog
 

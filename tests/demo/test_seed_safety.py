@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
+from etl_cli import etl
 from sqlalchemy.engine import make_url
-from test_cli_operator import etl
 
 from ddex_etl.demo.seed import create_catalog
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "python-api.md"
 README = REPO / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)

@@ -25,7 +25,7 @@ from ddex_etl.errors import (
     TransientError,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO.parent / "shared" / "ddex" / "samples"
 
 COMMANDS = ["seed", "run", "resume", "status", "runs", "errors", "retry-failed", "validate", "db", "config"]

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from etl_cli import etl, one_json
 from sqlalchemy.engine import make_url
 
 from ddex_etl.demo.seed import seed_catalog
@@ -20,28 +21,12 @@ from ddex_etl.state import RunRow
 from ddex_etl.state.joblock import job_lock_key
 from ddex_etl.state.run_selection import select_run
 
-GOOD_CHANGED = (Path(__file__).resolve().parent.parent / "sql" / "changed_release_keys.sql").read_text()
+GOOD_CHANGED = (Path(__file__).resolve().parents[2] / "sql" / "changed_release_keys.sql").read_text()
 BROKEN_CHANGED = "SELECT release_id FROM no_such_table WHERE release_id > :after AND :since < :until LIMIT :limit"
 TOML = (
     '[extract]\nchunk_size = {chunk}\nchanged_keys_query = "{changed}"\n'
     "[run]\nworkers = 1\nretry_delay = 0.01\nwatermark_lag_seconds = 0\n"
 )
-
-
-def etl(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """The real `etl` command, in its own process, with only the ETL_* variables given here."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ETL_") or k.startswith("ETL_TEST_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ddex_etl", *args], cwd=cwd, env={**base, **(env or {})},
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
-
-
-def one_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """stdout must hold exactly one JSON object."""
-    data = json.loads(proc.stdout)
-    assert isinstance(data, dict), proc.stdout
-    return data
 
 
 def libpq(url: str) -> str:

@@ -19,7 +19,7 @@ from ddex_etl.api.batch import BuiltItem, ItemError
 from ddex_etl.api.batch_stream import BatchStats, StreamStats
 from ddex_etl.demo.seed import ean13
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def small_release(n: int, bad: bool = False) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def _stream_in_subprocess(count: int, tmp_path: Path) -> dict[str, Any]:
     script = tmp_path / "stream_memory.py"
     script.write_text(MEMORY_SCRIPT, encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-W", "error", str(script), str(count), str(REPO / "tests")],
+        [sys.executable, "-W", "error", str(script), str(count), str(REPO / "tests" / "api")],
         capture_output=True, text=True, check=False, timeout=600,
     )
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ from ddex_etl import state
 from ddex_etl.cli import cli
 from ddex_etl.errors import ExitCode
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NUL_ARTIST = 3  # the seeded artist whose name the rows query spoils
 
 

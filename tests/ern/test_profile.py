@@ -33,7 +33,7 @@ from ddex_etl.ern import BuildContext, build, build_takedown
 from ddex_etl.ern.validate import validate_bytes
 from ddex_etl.models import Deal, Release
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 TOOL = SHARED / "tools" / "ddex-profile-check"
 RULES = SHARED / "ddex" / "schematron"

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from ddex_etl.cli import cli
 from ddex_etl.demo.seed import ean13
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "column-contract.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "column-contract.md"
 
 CATALOG = """
 CREATE SCHEMA label;

@@ -161,7 +161,7 @@ def test_compilation_is_a_multi_artist_album(version: str, schema_dir: Path) -> 
 
 
 def test_same_records_same_bytes_in_a_new_process() -> None:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # tests/, where ern_strategies.py lives
     code = textwrap.dedent(
         f"""
         import sys

@@ -10,7 +10,7 @@ from ddex_etl.ern import BuildContext, build
 from ddex_etl.ern.validate import FileReport, detect_version, load_schema, validate_bytes, validate_paths
 from ddex_etl.errors import ConfigError
 
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "ddex" / "samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "ddex" / "samples"
 
 
 @pytest.mark.parametrize("folder,version", [("ern43", "4.3"), ("ern42", "4.2")])
