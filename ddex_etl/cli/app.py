@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from . import __version__
-from .errors import ConfigError, EtlError, ExitCode
+from .. import __version__
+from ..errors import ConfigError, EtlError, ExitCode
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .run import RunReport
+    from ..config import Config
+    from ..run import RunReport
 
 EXIT_CODES_HELP = f"""\b
 Exit codes:
@@ -82,7 +82,7 @@ class CliState:
     def config(self) -> Config:
         """The validated configuration, loaded once (a ConfigError lists every problem)."""
         if self._config is None:
-            from .config import load_config
+            from ..config import load_config
 
             self._config = load_config(self.config_path)
         return self._config
@@ -147,7 +147,7 @@ def _report_error(state: CliState, exc: BaseException) -> int:
     """Print ``exc`` for a human (and, with --json, as one JSON object) and return the exit code."""
     code = _print_error(state, exc)
     if state.json and not state.json_printed:
-        from .config import mask_secrets
+        from ..config import mask_secrets
 
         text = str(exc).strip() or type(exc).__name__
         if isinstance(exc, KeyboardInterrupt):
@@ -164,7 +164,7 @@ def _report_error(state: CliState, exc: BaseException) -> int:
 
 
 def _print_error(state: CliState, exc: BaseException) -> int:
-    from .config import mask_secrets
+    from ..config import mask_secrets
 
     if state.debug:
         traceback.print_exception(exc, file=sys.stderr)
@@ -269,7 +269,7 @@ def cli(
     Quick start (embedded PostgreSQL, documents in ./out):
       etl seed --releases 1000 && etl run
     """
-    from .logs import setup
+    from ..logs import setup
 
     verbosity = -1 if quiet else min(verbose, 2)
     ctx.obj = CliState(config_path=config_path, debug=debug, verbosity=verbosity,
@@ -313,9 +313,9 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool, m
     shared by position and kind) written to --media-dir, with their MD5s in
     the catalog: a ddex-batch run with that folder as load.media_root ships them.
     """
-    from .config import mask_url
-    from .db import engine_for
-    from .demo.seed import check_target, seed_catalog
+    from ..config import mask_url
+    from ..db import engine_for
+    from ..demo.seed import check_target, seed_catalog
 
     state = _state(ctx)
     cfg = state.config()
@@ -399,7 +399,7 @@ def _run_options(func: Any) -> Any:
 def _with_run_overrides(
     cfg: Config, job: str | None, workers: int | None, executor: str | None = None, scheduler: str | None = None,
 ) -> Config:
-    from .config import scheduler_problem
+    from ..config import scheduler_problem
 
     run: dict[str, Any] = {}
     if job is not None:
@@ -446,7 +446,7 @@ def _finish_recipients(ctx: click.Context, call: Any, as_json: bool) -> None:
 
 def _report_hard_exit_as_json(state: CliState) -> None:
     """A second Ctrl-C ends the process without unwinding: print the one JSON object from there."""
-    from . import run as run_api
+    from .. import run as run_api
 
     def report(data: dict[str, Any]) -> None:
         _print_json_once(state, {**state.known, **data})
@@ -538,7 +538,7 @@ def run(
     summary, and the requested run starts. Upgrades the state tables first. Exit code 3 means some releases were
     rejected: list them with `etl errors`, fix the data, `etl retry-failed`.
     """
-    from . import run as run_api
+    from .. import run as run_api
 
     state = _state(ctx)
     targeted = since is not None or bool(release_ids)
@@ -548,7 +548,7 @@ def run(
     since_at = _parse_since(since) if since is not None else None
     _check_recipient_names(cfg, recipient_names)
     if dry_run:
-        from .run.dry_run import dry_run as plan
+        from ..run.dry_run import dry_run as plan
 
         report = plan(cfg, recipients=recipient_names, mode=mode, since=since_at, release_ids=release_ids,
                       force=force)
@@ -558,7 +558,7 @@ def run(
             _say(state, report.summary())
         ctx.exit(report.exit_code)
     if cfg.recipients:
-        from .run import recipients
+        from ..run import recipients
 
         _finish_recipients(ctx, lambda: recipients.run(
             cfg, recipients=recipient_names, new=new, progress=state.progress(no_progress), mode=mode,
@@ -603,7 +603,7 @@ def resume(
 
     The configuration must be the one the run started with.
     """
-    from . import run as run_api
+    from .. import run as run_api
 
     state = _state(ctx)
     state.known.update(command="resume", job=job, run_id=run_id)
@@ -611,7 +611,7 @@ def resume(
     state.known.update(job=cfg.run.job)
     _check_recipient_names(cfg, recipient_names)
     if cfg.recipients:
-        from .run import recipients
+        from ..run import recipients
 
         _finish_recipients(ctx, lambda: recipients.resume(
             cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
@@ -634,7 +634,7 @@ def retry_failed(
     """Rebuild the releases RUN_ID rejected (default: the job's latest run with
     open rejects); the ones that now build are loaded and cleared.
     """
-    from . import run as run_api
+    from .. import run as run_api
 
     state = _state(ctx)
     state.known.update(command="retry-failed", job=job, mode="retry", source_run_id=run_id, run_id=None)
@@ -642,7 +642,7 @@ def retry_failed(
     state.known.update(job=cfg.run.job)
     _check_recipient_names(cfg, recipient_names)
     if cfg.recipients:
-        from .run import recipients
+        from ..run import recipients
 
         _finish_recipients(ctx, lambda: recipients.retry_failed(
             cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
@@ -673,7 +673,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show, per job, the newest run (status, counts) and the newest successful run."""
     from rich.table import Table
 
-    from . import run as run_api
+    from .. import run as run_api
 
     state = _state(ctx)
     jobs = run_api.status(state.config())
@@ -715,7 +715,7 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
     """List the most recent runs of every job, newest first."""
     from rich.table import Table
 
-    from . import run as run_api
+    from .. import run as run_api
 
     rows = run_api.recent_runs(_state(ctx).config(), limit=limit)
     if as_json:
@@ -747,11 +747,11 @@ def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_js
     [[recipients]], each recipient's newest run), and the releases the stores
     rejected in their acknowledgements (read by `etl acks` and `etl run`).
     """
-    from . import run as run_api
+    from .. import run as run_api
 
     cfg = _state(ctx).config()
     if cfg.recipients:
-        from .run import recipients
+        from ..run import recipients
 
         found = recipients.rejected(cfg, run_id, include_resolved=include_resolved)
         if as_json:
@@ -805,8 +805,8 @@ def acks(ctx: click.Context, recipient_names: tuple[str, ...], as_json: bool) ->
     or rejected it and why (`etl errors` lists the rejections). Exit code 3
     when a store rejected a release; 1 when a target could not be read.
     """
-    from .delivery.store_acks import read_store_acks
-    from .run import recipients
+    from ..delivery.store_acks import read_store_acks
+    from ..run import recipients
 
     state = _state(ctx)
     cfg = state.config()
@@ -905,7 +905,7 @@ def validate(
     are counted as advice. Without --schema-dir (and no transform.schema_dir),
     --profile checks the rules only.
     """
-    from .ern.validate import validate_paths
+    from ..ern.validate import validate_paths
 
     state = _state(ctx)
     tc = state.config().transform
@@ -954,8 +954,8 @@ def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: i
     """Run DDEX's profile rules over ``files``; print each failing file's rules; add them to ``bad``."""
     from collections import Counter
 
-    from .ern.profile import check_paths
-    from .progress import reporter_for
+    from ..ern.profile import check_paths
+    from ..progress import reporter_for
 
     # A bar only where it helps: a large folder on a terminal.
     reporter = reporter_for("profile rules", False if no_progress or len(files) < 50 else None, 2.0)
@@ -1018,8 +1018,8 @@ def upgrade(ctx: click.Context, revision: str) -> None:
 
     `etl run` does this automatically.
     """
-    from . import state as state_tables
-    from .db import engine_for
+    from .. import state as state_tables
+    from ..db import engine_for
 
     cfg = _state(ctx).config()
     schema = cfg.database.state_schema
@@ -1037,8 +1037,8 @@ def upgrade(ctx: click.Context, revision: str) -> None:
 @click.pass_context
 def downgrade(ctx: click.Context, revision: str) -> None:
     """Downgrade the state tables (default one revision; `base` drops them and their data)."""
-    from . import state as state_tables
-    from .db import engine_for
+    from .. import state as state_tables
+    from ..db import engine_for
 
     cfg = _state(ctx).config()
     schema = cfg.database.state_schema
@@ -1055,8 +1055,8 @@ def downgrade(ctx: click.Context, revision: str) -> None:
 @click.pass_context
 def current(ctx: click.Context) -> None:
     """Print the applied revision of the state tables and whether it is the newest."""
-    from . import state as state_tables
-    from .db import engine_for
+    from .. import state as state_tables
+    from ..db import engine_for
 
     cfg = _state(ctx).config()
     schema = cfg.database.state_schema
@@ -1077,7 +1077,7 @@ def current(ctx: click.Context) -> None:
 def stop(ctx: click.Context) -> None:
     """Stop the embedded PostgreSQL (database.embedded_dir). Its data stays; the
     next command starts it again."""
-    from .db import stop_embedded
+    from ..db import stop_embedded
 
     cfg = _state(ctx).config()
     where = cfg.database.embedded_dir.resolve()
@@ -1119,7 +1119,7 @@ def check(ctx: click.Context, connect: bool) -> None:
     schema and writes a probe file to the output folder, and reports each
     problem with its fix (exit 2; 1 when only the server was unreachable).
     """
-    from .config import ENV_OVERRIDES, mask_url
+    from ..config import ENV_OVERRIDES, mask_url
 
     cfg = _state(ctx).config()
     if connect:
@@ -1163,8 +1163,8 @@ def check(ctx: click.Context, connect: bool) -> None:
 
 
 def _connect_check(ctx: click.Context, cfg: Config) -> None:
-    from .config import mask_secrets
-    from .run.preflight import preflight
+    from ..config import mask_secrets
+    from ..run.preflight import preflight
 
     report = preflight(cfg)
     for c in report.checks:
