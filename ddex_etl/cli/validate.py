@@ -1,0 +1,160 @@
+"""``etl validate``: check ERN files against DDEX's XSDs and release-profile rules."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError, ExitCode
+from .app import _echo, _example, _state
+
+
+def _xml_files(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*.xml") if q.is_file() and not q.name.startswith("BatchComplete_")))
+        else:
+            out.append(p)
+    return out
+
+
+@click.command(
+    short_help="Validate ERN files against DDEX's XSDs and release-profile rules (which you download).",
+    epilog=_example(
+        "etl validate out/ --schema-dir ~/ddex/schemas",
+        "ETL_SCHEMA_DIR=~/ddex/schemas etl validate out/1.xml out/2.xml",
+        "etl validate out/ --profile --rules-dir ~/ddex/schematron",
+    ),
+)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--schema-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding ern/43, ern/42, ern/382 (default: transform.schema_dir / ETL_SCHEMA_DIR).",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Also check DDEX's release-profile rules (what a store checks beyond the XSD); needs --rules-dir.",
+)
+@click.option(
+    "--rules-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder with DDEX's compiled profile rules, ern4/*.xsl and ern382/*.xsl "
+    "(default: transform.rules_dir / ETL_RULES_DIR).",
+)
+@click.option("--max-errors", type=click.IntRange(min=1), default=5, show_default=True, help="Issues shown per file.")
+@click.option("--no-progress", is_flag=True, help="No progress bar while checking profile rules.")
+@click.pass_context
+def validate(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    schema_dir: Path | None,
+    profile: bool,
+    rules_dir: Path | None,
+    max_errors: int,
+    no_progress: bool,
+) -> None:
+    """Validate ERN documents (files, or folders searched for *.xml).
+
+    The ERN version is read from each document's namespace. Prints the first
+    errors of each invalid file with line numbers; exit code 1 if any file
+    is invalid. DDEX's XSDs are not shipped: download them from ddex.net
+    into a folder with ern/43, ern/42 and ern/382 subfolders.
+
+    With --profile, each file is also checked against DDEX's release-profile
+    rules (Schematron compiled to XSLT 2.0, from DDEX's validator; not
+    shipped either), chosen by the message's ReleaseProfileVersionId. Fatal
+    Error and Error rules make a file fail; Conditional rules and warnings
+    are counted as advice. Without --schema-dir (and no transform.schema_dir),
+    --profile checks the rules only.
+    """
+    from ..ern.validate import validate_paths
+
+    state = _state(ctx)
+    tc = state.config().transform
+    if schema_dir is None:
+        schema_dir = tc.schema_dir
+    if schema_dir is None and not profile:
+        raise ConfigError(
+            "no schema folder: pass --schema-dir, or set transform.schema_dir in etl.toml or ETL_SCHEMA_DIR; "
+            "download the ERN XSDs from https://ddex.net (folders ern/43, ern/42, ern/382)"
+        )
+    if profile:
+        rules_dir = rules_dir or tc.rules_dir
+        if rules_dir is None:
+            raise ConfigError(
+                "no rules folder: pass --rules-dir, or set transform.rules_dir in etl.toml or ETL_RULES_DIR; "
+                "it holds DDEX's release-profile rules compiled to XSLT (ern4/Audio.xsl, ern382/AudioAlbumMusicOnly.xsl, ...), "
+                "from DDEX's ern-validator"
+            )
+    elif rules_dir is not None:
+        raise ConfigError("--rules-dir needs --profile; fix: add --profile to check DDEX's release-profile rules")
+    files = _xml_files(paths)
+    if not files:
+        raise ConfigError(f"no .xml files found in {', '.join(str(p) for p in paths)}")
+    bad: set[Path] = set()
+    if schema_dir is not None:
+        reports = validate_paths(files, schema_dir, max_errors=max_errors)
+        for r in reports:
+            version = f"ERN {r.ern_version}" if r.ern_version else "ERN version unknown"
+            if r.ok:
+                if state.verbosity > 0 or len(reports) == 1:
+                    _echo(f"{r.path}: valid ({version})")
+                continue
+            bad.add(r.path)
+            _echo(f"{r.path}: INVALID ({version})")
+            for issue in r.issues:
+                _echo(f"  line {issue.line}: {issue.message}")
+    if profile:
+        assert rules_dir is not None
+        _profile_check(state, files, rules_dir, max_errors, no_progress, bad)
+    _echo(f"{len(files):,} file{'s' if len(files) != 1 else ''}: {len(files) - len(bad):,} valid, {len(bad):,} invalid")
+    if bad:
+        ctx.exit(ExitCode.FAILED)
+
+
+def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: int, no_progress: bool, bad: set[Path]) -> None:
+    """Run DDEX's profile rules over ``files``; print each failing file's rules; add them to ``bad``."""
+    from collections import Counter
+
+    from ..ern.profile import check_paths
+    from ..progress import reporter_for
+
+    # A bar only where it helps: a large folder on a terminal.
+    reporter = reporter_for("profile rules", False if no_progress or len(files) < 50 else None, 2.0)
+    reporter.start(len(files))
+    counts = {"done": 0, "failing": 0}
+
+    def tick(report: Any) -> None:
+        counts["done"] += 1
+        counts["failing"] += 0 if report.ok else 1
+        reporter.update(counts["done"], counts["failing"])
+
+    try:
+        reports = check_paths(files, rules_dir, on_file=tick)
+    finally:
+        reporter.stop()
+    advice: Counter[str] = Counter()
+    for r in reports:
+        advice.update(f.role for f in r.failures if not f.counted)
+        if r.ok:
+            if state.verbosity > 0 or len(reports) == 1:
+                _echo(f"{r.path}: passes DDEX's profile rules ({', '.join(r.rule_sets)})")
+            continue
+        bad.add(r.path)
+        if r.error:
+            _echo(f"{r.path}: NOT CHECKED: {r.error}")
+            continue
+        failed = r.counted
+        _echo(f"{r.path}: FAILS {len(failed)} profile rule{'s' if len(failed) != 1 else ''} ({', '.join(r.rule_sets)})")
+        for f in failed[:max_errors]:
+            _echo(f"  [{f.role}] {f.text}")
+            _echo(f"    at {f.location}")
+        if len(failed) > max_errors:
+            _echo(f"  ... and {len(failed) - max_errors} more")
+    if advice:
+        _echo("advice (not counted): " + ", ".join(f"{n:,} {role}" for role, n in sorted(advice.items())))
