@@ -21,6 +21,10 @@ from .errors import ConfigError
 ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")  # the XSD's DdexPartyId pattern
+# load.max_media_bytes by default: larger than any audio track or cover (a WAV
+# cannot pass 4 GiB), small enough that a wrong file cannot fill the disk
+# (delivery.media_source.MAX_MEDIA_BYTES, the same; a test checks).
+MAX_MEDIA_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,12 @@ class LoadConfig:
     # from (a folder, or any fsspec URL); each release's media is copied into
     # <release folder>/resources/ and its message refers to it there. None: no resources.
     media_root: str | None = None
+    # A media file larger than this rejects its release (a wrong file, or one
+    # still growing, never fills the output disk).
+    max_media_bytes: int = MAX_MEDIA_BYTES
+    # A media file without an MD5 in the catalog rejects its release unless
+    # this is true (a recipient's allow_unverified_media overrides it).
+    allow_unverified_media: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class RecipientConfig:
     target: str | None = None  # delivery URL (file://, sftp://, s3://, any fsspec URL); None: local batch only
     target_options: dict[str, Any] = field(default_factory=dict)  # never secrets (refused)
     media_root: str | None = None  # None: load.media_root
+    allow_unverified_media: bool | None = None  # send media without a catalog MD5 (logged); None: load's
     territories: tuple[str, ...] = ()  # only releases with a deal in one of these (or Worldwide)
     labels: tuple[str, ...] = ()  # only releases of these labels (by name)
 
@@ -141,15 +152,19 @@ class Config:
     def fingerprint(self) -> str:
         """Stable hash of what changes the output (not the secret or the file's place)."""
         load = _plain(self.load)
-        if load["media_root"] is None:
-            del load["media_root"]  # configurations from before media roots keep their fingerprint
+        # Configurations from before these keys existed keep their fingerprint while they hold the default.
+        for key, default in (("media_root", None), ("max_media_bytes", MAX_MEDIA_BYTES),
+                             ("allow_unverified_media", False)):
+            if load[key] == default:
+                del load[key]
         data: dict[str, Any] = {
             "extract": _plain(self.extract),
             "transform": _plain(self.transform),
             "load": load,
         }
         if self.recipient is not None:
-            data["recipient"] = {k: v for k, v in _plain(self.recipient).items() if k != "target_options"}
+            data["recipient"] = {k: v for k, v in _plain(self.recipient).items()
+                                 if k != "target_options" and not (k == "allow_unverified_media" and v is None)}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -169,6 +184,8 @@ class Config:
                 self.load,
                 directory=self.load.directory / recipient.name,
                 media_root=recipient.media_root or self.load.media_root,
+                allow_unverified_media=(self.load.allow_unverified_media if recipient.allow_unverified_media is None
+                                        else recipient.allow_unverified_media),
             ),
             run=dataclasses.replace(self.run, job=f"{self.run.job}/{recipient.name}"),
             recipients=(),
@@ -508,6 +525,9 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"load.layout: must be 'flat' or 'ddex-batch', got {ld.layout!r}")
     if not _IDENT.match(ld.table):
         problems.append(f"load.table: {ld.table!r} is not a valid SQL identifier (letters, digits, _)")
+    if ld.max_media_bytes < 1:
+        problems.append(f"load.max_media_bytes: must be at least 1 (bytes), got {ld.max_media_bytes}; the default "
+                        f"is {MAX_MEDIA_BYTES} (4 GiB)")
     if not rn.job.strip():
         problems.append("run.job: must not be empty")
     if rn.workers < 0:

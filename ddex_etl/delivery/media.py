@@ -4,7 +4,10 @@ With ``load.layout = "ddex-batch"`` and a media root (``load.media_root`` or a
 recipient's ``media_root``), the worker that builds a release also copies its
 media (each track's ``audio_file``, the ``cover_image`` file) from the media
 root into ``<release folder>/resources/``, checking the catalog's MD5 while
-copying (``delivery.resources``). The message refers to them by their
+copying (``delivery.resources``; every file is opened through
+``media_source.MediaRoot.open``: no link followed, regular files only, none
+empty or over ``load.max_media_bytes``, and none without a catalog MD5
+unless ``allow_unverified_media``). The message refers to them by their
 relative URI (``resources/<file name>``), as DDEX's choreography expects: the
 record's file fields are rewritten before the build (``with_resource_uris``),
 so the builder stays pure and never learns where files live.
@@ -13,9 +16,11 @@ Crash safety is the files loader's: the release is listed in its chunk's
 pending list (synced) before a byte of its media is written, so resources
 of a chunk whose checkpoint never committed are removed with its message
 (``load.FileLoader._reconcile``); the message itself still appears only at
-the chunk's commit. A missing or mismatched file raises ``MediaError``: the
-release is rejected (with the path, both MD5s and the fix), whatever was
-copied for it is removed, and the rest of the batch ships.
+the chunk's commit. A missing, refused or mismatched file raises
+``MediaError``: the release is rejected (with the field, the path, both MD5s
+and the fix), whatever was copied for it is removed, and the rest of the
+batch ships. A fault writing the batch (disk full, read-only, I/O error)
+raises ``OutputError``: the run fails, and `etl resume` finishes it.
 """
 from __future__ import annotations
 
@@ -28,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldProblem, MediaError, OutputError
-from ..load import RESOURCES, FileChunk, remove_resources
+from ..load import RESOURCES, FileChunk, output_error, remove_resources
 from ..models import Release
-from .resources import MediaRoot, PlannedResource, copy_resources, plan_resources, release_media
+from .media_source import MAX_MEDIA_BYTES, MediaRoot
+from .resources import (CopiedResource, PlannedResource, ResourceWriteError, copy_resources, plan_resources,
+                        release_media)
 
 _ROOTS: dict[str, MediaRoot] = {}  # per process: one fsspec filesystem per media root
 
@@ -71,14 +78,17 @@ def with_resource_uris(release: Release) -> tuple[Release, list[PlannedResource]
     return dataclasses.replace(release, tracks=tracks, cover_image=new_cover), planned, []
 
 
-def copy_media(chunk: FileChunk, folder: str, release_id: int, planned: Sequence[PlannedResource], root: MediaRoot) -> None:
+def copy_media(chunk: FileChunk, folder: str, release_id: int, planned: Sequence[PlannedResource], root: MediaRoot,
+               *, max_bytes: int = MAX_MEDIA_BYTES, allow_unverified: bool = False) -> list[CopiedResource]:
     """Copy a release's planned media into ``<batch>/<folder>/resources/``; ``MediaError`` rejects the release.
 
     The release is registered in the chunk's pending list first (synced),
     and its folder is reached through a descriptor that never follows a link.
+    ``OutputError``: the batch could not be written (the run stops). Returns
+    what is in place (``verified`` False: sent without an MD5 to check).
     """
     if not planned:
-        return
+        return []
     chunk.register(release_id, folder, sync=True)
     dfd = chunk.release_folder(folder)
     try:
@@ -86,10 +96,15 @@ def copy_media(chunk: FileChunk, folder: str, release_id: int, planned: Sequence
         # The folder by its descriptor: a link planted at its name later cannot redirect the copies.
         where: Any = f"/proc/self/fd/{dfd}" if os.path.isdir("/proc/self/fd") else chunk.loader.root / folder
         try:
-            copy_resources(release_id, planned, root, where, durable=chunk.loader.durable)
+            return copy_resources(release_id, planned, root, where, durable=chunk.loader.durable,
+                                  allow_unverified=allow_unverified, max_bytes=max_bytes,
+                                  shown_dir=chunk.loader.root / folder)
         except MediaError:
             remove_resources(dfd)  # also files an earlier attempt left in place
             raise
+        except ResourceWriteError as exc:  # the output's fault: the run stops, `etl resume` redoes the chunk
+            remove_resources(dfd)
+            raise OutputError(f"cannot copy {exc.what} into the batch: {output_error(exc, exc.path)}") from exc
         except OSError as exc:
             remove_resources(dfd)
             raise OutputError(

@@ -14,31 +14,38 @@ Two steps, so ``etl run`` (``ddex_etl.delivery.media``) writes the URIs into the
    as stores' file systems may be); the same source listed twice shares one
    URI; a path that would leave the media root is a ``FieldProblem``.
 2. ``copy_resources(release_id, plan, media_root, release_dir)``: streams each
-   file from the media root (a folder or any fsspec URL) into
-   ``release_dir/resources/`` through a temp file, hashing it on the way
-   (1 MiB blocks, bounded memory), and renames it into place only when the
-   MD5 matches the catalog's. Any missing or mismatched file raises
-   ``MediaError`` for the release, listing every problem (path, expected
-   and actual MD5, fix) after removing what this call copied; the caller
-   rejects that release and the batch ships the others. A file already in
-   place with the right MD5 (a resumed run) is not copied again.
+   file from the media root (a folder or any fsspec URL, always opened
+   through ``media_source.MediaRoot.open``: no link followed, regular files
+   only, none empty or over ``max_bytes``) into ``release_dir/resources/``
+   through a temp file, hashing it on the way (1 MiB blocks, bounded
+   memory), and renames it into place only when the MD5 matches the
+   catalog's. A file without a catalog MD5 is refused unless
+   ``allow_unverified``. Any refused, missing or mismatched file raises
+   ``MediaError`` for the release, listing every problem (field, path,
+   expected and actual MD5, fix) after removing what this call copied; the
+   caller rejects that release and the batch ships the others. A fault
+   writing the batch raises ``ResourceWriteError`` (an ``OSError``) instead:
+   the output is at fault, not the release (``etl run`` fails, resumable). A
+   file already in place with the right MD5 (a resumed run) is not copied
+   again.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from ..errors import ConfigError, FieldProblem, MediaError
+from ..errors import FieldProblem, MediaError
 from ..models import Release
+from .media_source import MAX_MEDIA_BYTES, MediaFile, MediaRefused, MediaRoot
 from .paths import is_safe_relpath
-from .targets import check_options
 
 RESOURCES = "resources"
 _BLOCK = 1 << 20
@@ -51,7 +58,7 @@ class MediaItem:
     """One media file a release's message references, as the catalog gives it."""
 
     source: str  # path relative to the media root
-    md5: str | None  # hex MD5 from the catalog (None: copied unverified, with a warning)
+    md5: str | None  # hex MD5 from the catalog (None: refused unless unverified media are allowed)
     field: str  # where it came from, for messages: "tracks[2].audio_file", "cover_image"
 
 
@@ -70,8 +77,10 @@ class CopiedResource:
     uri: str
     size: int
     md5: str
-    verified: bool  # False when the catalog had no MD5 to check against
+    verified: bool  # False when the catalog had no MD5 to check against (allow_unverified)
     copied: bool  # False when it was already in place with that MD5
+    source: str = ""  # the media path it came from
+    field: str = ""  # the catalog field that named it
 
 
 def release_media(release: Release, cover: tuple[str, str | None] | None = None) -> list[MediaItem]:
@@ -143,130 +152,240 @@ def plan_resources(items: Iterable[MediaItem]) -> tuple[list[PlannedResource], l
 
 
 # --------------------------------------------------------------------------- copying
+#
+# Every media file is read through MediaRoot.open (media_source): no link, no
+# special file, nothing empty or over load.max_media_bytes. A fault reading the
+# media root is the release's problem (MediaError: rejected, the batch ships the
+# others); a fault writing into the batch (disk full, quota, read-only, EIO) is
+# the output's (ResourceWriteError: `etl run` fails, `etl resume` finishes it).
 
 
-class MediaRoot:
-    """Where media files are read from: a local folder or any fsspec URL (``s3://bucket/media``, ...).
+class ResourceWriteError(OSError):
+    """Writing a resource into the release folder failed: the output's fault (space, permissions), not the release's.
 
-    ``storage_options`` go to the fsspec filesystem (e.g. ``client_kwargs``
-    with an ``endpoint_url``); options that look like secrets are refused, as
-    for targets: credentials come from the environment.
+    ``path``: the file, as the caller named the folder; ``what``: the field
+    and release it was copied for.
     """
 
-    def __init__(self, url: str | os.PathLike[str], **storage_options: Any) -> None:
-        import fsspec
+    def __init__(self, exc: OSError, path: Path, what: str) -> None:
+        super().__init__(exc.errno, exc.strerror)
+        self.path, self.what = path, what
 
-        url = os.fspath(url)
-        check_options(url, storage_options)
-        self.url = url
+    def __str__(self) -> str:
+        return f"cannot copy {self.what} into {self.path}: {self.strerror}"
+
+
+class _SourceFault(Exception):
+    """An OSError while reading the media root (its ``__cause__``), told apart from faults writing the batch."""
+
+
+def _distinct(plan: Sequence[PlannedResource]) -> list[PlannedResource]:
+    seen: set[str] = set()
+    out = []
+    for p in plan:
+        if p.uri not in seen:
+            seen.add(p.uri)
+            out.append(p)
+    return out
+
+
+def _md5_column(field: str) -> str:
+    return "tracks.audio_md5" if field.endswith("audio_file") else "release_images.md5"
+
+
+def _unverified(item: MediaItem, root: MediaRoot) -> FieldProblem:
+    return FieldProblem(
+        item.field, item.source,
+        f"{root.path(item.source)} has no MD5 in the catalog, so nothing shows it is the right file",
+        f"store its MD5 in the catalog ({_md5_column(item.field)} in the reference schema), or set "
+        "allow_unverified_media = true for this recipient (or load.allow_unverified_media) to send such files "
+        "unchecked, then retry the release")
+
+
+def _refused(item: MediaItem, exc: MediaRefused, expected: str | None) -> FieldProblem:
+    problem = f"{exc.problem} (expected MD5 {expected or 'not given'})" if exc.missing else exc.problem
+    return FieldProblem(item.field, item.source, problem, exc.fix)
+
+
+def _unreadable(item: MediaItem, exc: BaseException | None, root: MediaRoot) -> FieldProblem:
+    return FieldProblem(item.field, item.source, f"cannot be read from {root.path(item.source)}: {exc}",
+                        "check the media root and the file's permissions, then retry the release")
+
+
+def _root(media_root: MediaRoot | str | os.PathLike[str]) -> MediaRoot:
+    return media_root if isinstance(media_root, MediaRoot) else MediaRoot(media_root)
+
+
+def check_resources(plan: Sequence[PlannedResource], media_root: MediaRoot | str | os.PathLike[str], *,
+                    allow_unverified: bool = False, max_bytes: int = MAX_MEDIA_BYTES) -> list[FieldProblem]:
+    """What ``copy_resources`` would refuse, found without reading a byte (so MD5s are not compared)."""
+    root = _root(media_root)
+    problems: list[FieldProblem] = []
+    for p in _distinct(plan):
+        item = p.item
+        if item.md5 is None and not allow_unverified:
+            problems.append(_unverified(item, root))
+            continue
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(f"media root {url}: {exc}; fix: use a folder or a URL fsspec can open") from None
-        self.root = self.root.rstrip("/")
+            root.check(item.source, max_bytes=max_bytes)
+        except MediaRefused as exc:
+            problems.append(_refused(item, exc, item.md5))
+        except OSError as exc:
+            problems.append(_unreadable(item, exc, root))
+    return problems
 
-    def path(self, source: str) -> str:
-        return f"{self.root}/{source}"
 
-    def open(self, source: str) -> Any:
-        return self.fs.open(self.path(source), "rb")
+def copy_resources(release_id: object, plan: Sequence[PlannedResource], media_root: MediaRoot | str | os.PathLike[str],
+                   release_dir: str | os.PathLike[str], *, durable: bool = True, allow_unverified: bool = False,
+                   max_bytes: int = MAX_MEDIA_BYTES, shown_dir: str | os.PathLike[str] | None = None,
+                   ) -> list[CopiedResource]:
+    """Copy a release's planned media into ``release_dir/resources/``, checking each MD5 while copying.
+
+    Returns what is in place. Raises ``MediaError`` naming every file the
+    release cannot have (missing, a link, not a regular file, empty, over
+    ``max_bytes``, a wrong MD5, or no MD5 unless ``allow_unverified``);
+    nothing this call copied is left behind then. Raises
+    ``ResourceWriteError`` (an ``OSError``) when writing into ``release_dir``
+    fails (disk full, read-only, I/O error): not the release's fault, the
+    caller stops. ``shown_dir`` names ``release_dir`` in messages (when it is
+    reached through ``/proc/self/fd``).
+    """
+    root = _root(media_root)
+    release_dir = Path(release_dir)
+    shown = Path(shown_dir) if shown_dir is not None else release_dir
+    dest_dir = release_dir / RESOURCES
+    done: list[CopiedResource] = []
+    new_files: list[Path] = []
+    problems: list[FieldProblem] = []
+    try:
+        for p in _distinct(plan):
+            item = p.item
+            if not is_safe_relpath(item.source) or not is_safe_relpath(p.uri) or not p.uri.startswith(RESOURCES + "/"):
+                problems.append(FieldProblem(item.field, item.source, f"is not a safe media path (URI {p.uri!r})",
+                                             "plan the release's media with plan_resources()"))
+                continue
+            final = release_dir / p.uri
+            expected = item.md5.lower() if item.md5 else None
+            if expected is None and not allow_unverified:
+                problems.append(_unverified(item, root))
+                continue
+            if expected is not None:
+                size = _in_place(final, expected)
+                if size is not None:  # a resumed run: already there, whole
+                    done.append(CopiedResource(p.uri, size, expected, True, False, item.source, item.field))
+                    continue
+            try:
+                src = root.open(item.source, max_bytes=max_bytes)
+            except MediaRefused as exc:
+                problems.append(_refused(item, exc, expected))
+                continue
+            except OSError as exc:
+                problems.append(_unreadable(item, exc, root))
+                continue
+            with src:
+                try:
+                    tmp, size, actual = _stream_copy(src, dest_dir, final.name, durable)
+                except MediaRefused as exc:
+                    problems.append(_refused(item, exc, expected))
+                    continue
+                except _SourceFault as exc:
+                    problems.append(_unreadable(item, exc.__cause__, root))
+                    continue
+                except OSError as exc:
+                    raise _write_fault(exc, shown / p.uri, release_id, item) from exc
+            if expected is not None and actual != expected:
+                tmp.unlink(missing_ok=True)
+                problems.append(FieldProblem(
+                    item.field, item.source,
+                    f"MD5 of {root.path(item.source)} is {actual}, the catalog says {expected} ({size:,} bytes read)",
+                    "replace the file with the right one, or correct the MD5 in the catalog, then retry the release"))
+                continue
+            try:
+                os.replace(tmp, final)  # a link or anything else planted at the name is replaced, never followed
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise _write_fault(exc, shown / p.uri, release_id, item) from exc
+            new_files.append(final)
+            done.append(CopiedResource(p.uri, size, actual, expected is not None, True, item.source, item.field))
+        if problems:
+            raise MediaError(release_id, problems)
+        if durable and new_files:
+            try:
+                _fsync_dir(dest_dir)
+            except OSError as exc:
+                raise _write_fault(exc, shown / RESOURCES, release_id, None) from exc
+    except BaseException:
+        for f in new_files:
+            with contextlib.suppress(OSError):
+                f.unlink()
+        raise
+    return done
+
+
+def _write_fault(exc: OSError, path: Path, release_id: object, item: MediaItem | None) -> ResourceWriteError:
+    what = f"{item.field} of release {release_id} ({item.source})" if item else f"the media of release {release_id}"
+    return ResourceWriteError(exc, path, what)
 
 
 def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _local_md5(path: Path) -> str | None:
+def _in_place(final: Path, expected: str) -> int | None:
+    """The size of ``final`` when it is a regular file (not a link) with MD5 ``expected``, else None."""
     try:
-        digest = hashlib.md5()
-        with open(path, "rb") as f:
-            while block := f.read(_BLOCK):
-                digest.update(block)
-        return digest.hexdigest()
-    except FileNotFoundError:
+        fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        digest = hashlib.md5()
+        while block := os.read(fd, _BLOCK):
+            digest.update(block)
+        return st.st_size if digest.hexdigest() == expected else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
-def copy_resources(release_id: object, plan: Sequence[PlannedResource], media_root: MediaRoot | str | os.PathLike[str],
-                   release_dir: str | os.PathLike[str], *, durable: bool = True) -> list[CopiedResource]:
-    """Copy a release's planned media into ``release_dir/resources/``, checking each MD5 while copying.
+def _stream_copy(src: MediaFile, dest_dir: Path, name: str, durable: bool) -> tuple[Path, int, str]:
+    """Copy ``src`` to a new temp file in ``dest_dir``, hashing it: (temp path, size, MD5).
 
-    Returns what is in place. Raises ``MediaError`` naming every missing or
-    mismatched file (nothing this call copied is left behind then).
+    Read faults come out as ``_SourceFault`` (or ``MediaRefused``), write
+    faults as ``OSError``; the temp file is removed on any error.
     """
-    root = media_root if isinstance(media_root, MediaRoot) else MediaRoot(media_root)
-    dest_dir = Path(release_dir) / RESOURCES
-    done: list[CopiedResource] = []
-    new_files: list[Path] = []
-    problems: list[FieldProblem] = []
-    seen: set[str] = set()
-    for p in plan:
-        if p.uri in seen:
-            continue
-        seen.add(p.uri)
-        item = p.item
-        if not is_safe_relpath(item.source) or not is_safe_relpath(p.uri) or not p.uri.startswith(RESOURCES + "/"):
-            problems.append(FieldProblem(item.field, item.source, f"is not a safe media path (URI {p.uri!r})",
-                                         "plan the release's media with plan_resources()"))
-            continue
-        final = Path(release_dir) / p.uri
-        expected = item.md5.lower() if item.md5 else None
-        if expected is not None and final.is_file() and _local_md5(final) == expected:
-            done.append(CopiedResource(p.uri, final.stat().st_size, expected, True, False))
-            continue
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        tmp = dest_dir / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.etl-tmp"
-        try:
-            size, actual = _stream_copy(root, item.source, tmp, durable)
-        except FileNotFoundError:
-            tmp.unlink(missing_ok=True)
-            problems.append(FieldProblem(
-                item.field, item.source,
-                f"file not found at {root.path(item.source)} (expected MD5 {expected or 'not given'})",
-                "put the file there, or correct the path in the catalog, then retry the release"))
-            continue
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            problems.append(FieldProblem(
-                item.field, item.source, f"cannot be read from {root.path(item.source)}: {exc}",
-                "check the media root and the file's permissions, then retry the release"))
-            continue
-        if expected is not None and actual != expected:
-            tmp.unlink(missing_ok=True)
-            problems.append(FieldProblem(
-                item.field, item.source,
-                f"MD5 of {root.path(item.source)} is {actual}, the catalog says {expected} ({size:,} bytes read)",
-                "replace the file with the right one, or correct the MD5 in the catalog, then retry the release"))
-            continue
-        os.replace(tmp, final)
-        new_files.append(final)
-        done.append(CopiedResource(p.uri, size, actual, expected is not None, True))
-    if problems:
-        for f in new_files:
-            f.unlink(missing_ok=True)
-        raise MediaError(release_id, problems)
-    if durable and new_files:
-        _fsync_dir(dest_dir)
-    return done
-
-
-def _stream_copy(root: MediaRoot, source: str, tmp: Path, durable: bool) -> tuple[int, str]:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest_dir / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.etl-tmp"
     digest = hashlib.md5()
     size = 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        with root.open(source) as src, open(tmp, "wb") as out:
-            while block := src.read(_BLOCK):
+        try:
+            while True:
+                try:
+                    block = src.read(_BLOCK)
+                except OSError as exc:
+                    raise _SourceFault() from exc
+                if not block:
+                    break
                 digest.update(block)
-                out.write(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view):]
                 size += len(block)
-            out.flush()
             if durable:
-                os.fsync(out.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
-    return size, digest.hexdigest()
+    return tmp, size, digest.hexdigest()

@@ -34,11 +34,12 @@ from .base import PENDING_SUFFIX, TMP_SUFFIX, Committed, Loader, Output, Written
 from .file_chunk import FileChunk
 from .files import FileLoader
 from .fs import RESOURCES, remove_resources
+from .fs import _output_error as output_error
 from .table import TableLoader
 
 __all__ = [
     "PENDING_SUFFIX", "RESOURCES", "TMP_SUFFIX", "Committed", "FileChunk", "FileLoader", "Loader", "Output",
-    "TableLoader", "Written", "loader_for", "new_batch_id", "release_identifier", "remove_resources",
+    "TableLoader", "Written", "loader_for", "new_batch_id", "output_error", "release_identifier", "remove_resources",
 ]
 
 

@@ -5,11 +5,14 @@ releases the run would page (full, incremental window since the job's last
 success, or targeted), reads them, applies the recipient's filter, builds
 each message in memory and counts what would be built, taken down, skipped
 as unchanged (same content as the last delivery) or rejected (bad data, a
-duplicate ICPN or GRid, a media path that is unsafe or a file missing from
-the media root), and what would go to the target. Nothing is written: no
+duplicate ICPN or GRid, a media path that is unsafe, or a media file the run
+would refuse: missing, a link, not a regular file, empty, over
+``load.max_media_bytes``, or without a catalog MD5 unless unverified media
+are allowed), and what would go to the target. Nothing is written: no
 run row, no checkpoint, no claims, no files; the state tables are only read
-(and may be absent). MD5s of media files are checked when they are copied,
-not here (that would read every file).
+(and may be absent). Media files are looked at, never opened (a FIFO cannot
+block the preview); their MD5s are checked when they are copied, not here
+(that would read every file).
 
 In the main process, one release at a time: a preview, not a benchmark.
 """
@@ -150,14 +153,14 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
             planned: list[Any] = []
             if media_root is not None:
                 from ..delivery.media import with_resource_uris
+                from ..delivery.resources import check_resources
 
                 release, planned, problems = with_resource_uris(release)
+                if not problems:
+                    problems = check_resources(planned, media_root, allow_unverified=cfg.load.allow_unverified_media,
+                                               max_bytes=cfg.load.max_media_bytes)
                 if problems:
                     _reject(plan, rid, "; ".join(str(p) for p in problems))
-                    continue
-                missing = [p.item.source for p in planned if not media_root.fs.exists(media_root.path(p.item.source))]
-                if missing:
-                    _reject(plan, rid, f"media file(s) not found under {media_root.url}: {', '.join(missing[:3])}")
                     continue
             take_down = takedowns and _is_takedown(release, now.date())
             try:

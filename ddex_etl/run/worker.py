@@ -197,10 +197,17 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
             if planned:
                 assert chunk is not None and media_root is not None
                 try:
-                    media.copy_media(chunk, out_one.identifier, int(release.release_id), planned, media_root)
+                    copied = media.copy_media(chunk, out_one.identifier, int(release.release_id), planned, media_root,
+                                              max_bytes=cfg.load.max_media_bytes,
+                                              allow_unverified=cfg.load.allow_unverified_media)
                 except MediaError as exc:
                     rejects.append(_media_reject(release, exc, "load"))
                     continue
+                warnings.extend(
+                    f"release {release.release_id}: {c.field} {c.source!r} went into the batch unverified (no MD5 "
+                    f"in the catalog; allow_unverified_media = true): {media_root.path(c.source)}"
+                    for c in copied if not c.verified
+                )
             if chunk is not None:
                 chunk.add(out_one)
             else:

@@ -110,11 +110,13 @@ def test_missing_and_mismatched_files_reject_the_release_naming_each(tmp_path: P
     assert not (release_dir / "resources").exists() or list((release_dir / "resources").iterdir()) == []
 
 
-def test_a_file_without_a_catalog_md5_is_copied_unverified(tmp_path: Path) -> None:
+def test_a_file_without_a_catalog_md5_is_copied_unverified_only_when_allowed(tmp_path: Path) -> None:
     media = tmp_path / "media"
     md5 = _media(media, {"a.wav": b"RIFF...."})
     planned, _ = plan_resources([MediaItem("a.wav", None, "tracks[0].audio_file")])
-    [copied] = copy_resources(1, planned, media, tmp_path / "R")
+    with pytest.raises(MediaError, match="has no MD5 in the catalog"):
+        copy_resources(1, planned, media, tmp_path / "R")
+    [copied] = copy_resources(1, planned, media, tmp_path / "R", allow_unverified=True)
     assert copied.md5 == md5["a.wav"] and not copied.verified
 
 

@@ -10,6 +10,8 @@ otherwise); the file-size limit (RLIMIT_FSIZE) works for any user.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import resource
 import subprocess
@@ -153,6 +155,55 @@ def _fill_then_resume(engine: sa.Engine, cfg: Config, disk: Path, reference: dic
         done = run_api.run(cfg, progress=False)
         assert (done.run_id, done.status, done.resumed, done.exit_code) == (failed.run_id, "succeeded", True, 0)
         assert tree(disk) == reference  # one whole document per release, nothing else
+
+
+def test_a_full_disk_while_copying_media_fails_the_run_and_the_resume_ships_every_release(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Issue 21 item 5: ENOSPC while copying a resource rejected healthy releases as "cannot be read from the
+    media root" (exit 3), and BatchComplete went out without them. Now it is the run's fault: exit 1, no
+    reject, no BatchComplete; once there is room, `etl resume` ships every release with all its media."""
+    releases = 12
+    eng = make_engine(db_url, pool_size=2)
+    media = tmp_path / "media"
+    try:
+        seed_catalog(eng, releases, seed=5, media_dir=media)
+        big = os.urandom(3 << 20)  # every release's first track: more than the whole output disk
+        (media / "audio" / "01-01.wav").write_bytes(big)
+        with eng.begin() as conn:
+            conn.execute(sa.text("UPDATE tracks SET audio_md5 = :m WHERE audio_file = 'audio/01-01.wav'"),
+                         {"m": hashlib.md5(big).hexdigest()})
+            catalog = conn.execute(sa.text(
+                "SELECT release_id, audio_file, audio_md5 FROM tracks UNION ALL "
+                "SELECT release_id, file, md5 FROM release_images")).all()
+    finally:
+        eng.dispose()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "etl.toml").write_text(
+        f'[extract]\nchunk_size = 4\n[load]\ndirectory = "out"\nlayout = "ddex-batch"\nmedia_root = "{media}"\n'
+        '[run]\nworkers = 1\nretry_delay = 0.01\n'
+    )
+    with tmpfs(work / "out", 2048) as out:
+        proc = etl(["run", "--no-progress"], work, db_url)
+        assert proc.returncode == ExitCode.FAILED, proc.stderr[-3000:]
+        assert "cannot copy tracks[0].audio_file of release " in proc.stderr
+        assert "the disk is full (ENOSPC); fix: free space" in proc.stderr and "Traceback" not in proc.stderr
+        assert "cannot be read" not in proc.stderr
+        errors = etl(["errors", "--json"], work, db_url)
+        assert errors.returncode == 0 and json.loads(errors.stdout) == []  # no release was blamed
+        assert not list(out.rglob("BatchComplete_*")) and temp_files(out) == []
+
+        remount(out, "size=64m")  # space freed
+        resumed = etl(["resume", "--no-progress"], work, db_url)
+        assert resumed.returncode == ExitCode.OK, resumed.stderr[-3000:]
+        [batch] = [p for p in out.iterdir() if p.is_dir()]
+        assert len(list(batch.glob("BatchComplete_*.xml"))) == 1
+        folders = [p for p in batch.iterdir() if p.is_dir()]
+        assert len(folders) == releases
+        shipped = sorted(hashlib.md5(f.read_bytes()).hexdigest() for d in folders for f in (d / "resources").iterdir())
+        wanted = sorted({(rid, path): md5 for rid, path, md5 in catalog}.values())
+        assert shipped == wanted  # each release with every one of its files, as the catalog says
 
 
 # --------------------------------------------------------------------------- read-only output
