@@ -4,10 +4,16 @@
   thread) serving a temporary folder as its root, with a generated host key
   and a generated client key; ``known_hosts`` holds the host key, so the
   client checks it like it would a store's.
+* ``openssh_server``: a real OpenSSH ``sshd`` on a free loopback port
+  (``tests/sshd_server.py``), logging in the current user with a generated
+  key; it answers like ``SFTPServer`` (``url``, ``options``, ``folder``,
+  ``root``), so a test can run against both. Skipped when sshd is not
+  installed (``.ci/run`` installs Debian's openssh-server).
 * ``s3_server``: moto's ``ThreadedMotoServer`` on a free loopback port.
 
-Both are session-scoped (starting them is the slow part); each test gets its
-own folder or bucket.
+All are session-scoped (starting them is the slow part); each test gets its
+own folder or bucket. ``tests/delay_proxy.py`` puts a WAN's round trip in
+front of any of them.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sshd_server import OpenSSHServer, find_sshd, start_openssh_server
 
 asyncssh = pytest.importorskip("asyncssh", reason="the SFTP tests need asyncssh (pip install -e '.[test]')")
 
@@ -160,6 +167,18 @@ def start_sftp_server(base: Path) -> SFTPServer:
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
     server = start_sftp_server(tmp_path_factory.mktemp("sftp"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSSHServer]:
+    if find_sshd() is None:
+        pytest.skip("OpenSSH's sshd is not installed (no /usr/sbin/sshd): apt-get install openssh-server "
+                    "(.ci/run does), or set ETL_TEST_SSHD to its path")
+    server = start_openssh_server(tmp_path_factory.mktemp("openssh"))
     try:
         yield server
     finally:

@@ -1,4 +1,4 @@
-"""Targets by URL against real servers on loopback: a local folder, asyncssh SFTP, moto S3."""
+"""Targets by URL against real servers on loopback: a local folder, asyncssh SFTP, OpenSSH's sshd, moto S3."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import SFTP_PASSWORD, S3Proxy, S3Server, SFTPServer
+from sshd_server import OpenSSHServer
 
 from ddex_etl.delivery import UnsafePathError, mask_url, open_target, safe_relpath
 from ddex_etl.delivery.targets import TEMP_DIR, Target
@@ -65,15 +66,16 @@ class Place:
     root_name: str  # the target's folder/prefix name inside the storage root
 
 
-@pytest.fixture(params=["file", "sftp", "s3"])
+@pytest.fixture(params=["file", "sftp", "openssh", "s3"])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
     if request.param == "file":
         storage = tmp_path / "storage"
         (storage / "out").mkdir(parents=True)
         target = open_target(f"file://{storage / 'out'}")
         yield Place(target, "file", lambda: _dir_files(storage), "out")
-    elif request.param == "sftp":
-        server: SFTPServer = request.getfixturevalue("sftp_server")
+    elif request.param in ("sftp", "openssh"):
+        server: SFTPServer | OpenSSHServer = request.getfixturevalue(
+            "sftp_server" if request.param == "sftp" else "openssh_server")
         folder = server.folder()
         target = open_target(server.url(folder), **server.options())
         yield Place(target, "sftp", lambda: _dir_files(server.root / folder, prefix=folder), folder)
@@ -143,46 +145,54 @@ def test_a_missing_local_folder_is_reported_with_the_fix(tmp_path: Path) -> None
 # --------------------------------------------------------------------------- SFTP specifics
 
 
-def test_sftp_replace_renames_a_new_file_into_place(sftp_server: SFTPServer) -> None:
-    folder = sftp_server.folder()
-    target = open_target(sftp_server.url(folder), **sftp_server.options())
-    final = sftp_server.root / folder / "B" / "R" / "R.xml"
+@pytest.fixture(params=["asyncssh", "openssh"])
+def any_sftp(request: pytest.FixtureRequest) -> SFTPServer | OpenSSHServer:
+    """The in-process asyncssh server, then a real OpenSSH sshd: what holds for one must hold for the other."""
+    server: SFTPServer | OpenSSHServer = request.getfixturevalue(
+        "sftp_server" if request.param == "asyncssh" else "openssh_server")
+    return server
+
+
+def test_sftp_replace_renames_a_new_file_into_place(any_sftp: SFTPServer | OpenSSHServer) -> None:
+    folder = any_sftp.folder()
+    target = open_target(any_sftp.url(folder), **any_sftp.options())
+    final = any_sftp.root / folder / "B" / "R" / "R.xml"
     target.put_bytes("B/R/R.xml", b"<first/>")
     first_inode = final.stat().st_ino
     target.put_bytes("B/R/R.xml", b"<second/>")
     # posix-rename of a new file over the old one: a new inode; writing in place would keep the old one
     assert final.stat().st_ino != first_inode and final.read_bytes() == b"<second/>"
     assert sorted(p.name for p in final.parent.iterdir()) == ["R.xml"]  # no temp name in the batch folder
-    partial = sftp_server.root / folder / TEMP_DIR
+    partial = any_sftp.root / folder / TEMP_DIR
     assert partial.is_dir() and [p for p in partial.rglob("*") if p.is_file()] == []
     assert target.clean_temp("B") == 0
     target.close()
 
 
-def test_sftp_clean_temp_removes_what_a_killed_upload_left(sftp_server: SFTPServer) -> None:
-    folder = sftp_server.folder()
-    left = sftp_server.root / folder / TEMP_DIR / "B" / "123-abc.part"
+def test_sftp_clean_temp_removes_what_a_killed_upload_left(any_sftp: SFTPServer | OpenSSHServer) -> None:
+    folder = any_sftp.folder()
+    left = any_sftp.root / folder / TEMP_DIR / "B" / "123-abc.part"
     left.parent.mkdir(parents=True)
     left.write_bytes(b"half a fi")
-    target = open_target(sftp_server.url(folder), **sftp_server.options())
+    target = open_target(any_sftp.url(folder), **any_sftp.options())
     assert target.list() == {}  # temp files are never listed
     assert target.clean_temp("B") == 1
     assert not left.parent.exists()
     target.close()
 
 
-def test_sftp_refuses_a_host_key_it_does_not_know(sftp_server: SFTPServer, tmp_path: Path) -> None:
+def test_sftp_refuses_a_host_key_it_does_not_know(any_sftp: SFTPServer | OpenSSHServer, tmp_path: Path) -> None:
     other = tmp_path / "known_hosts"
-    other.write_text(f"[127.0.0.1]:{sftp_server.port} ssh-ed25519 "
+    other.write_text(f"[127.0.0.1]:{any_sftp.port} ssh-ed25519 "
                      "AAAAC3NzaC1lZDI1NTE5AAAAIDmmJBjbKJtPdnPXnqE6FjlIUgXL9WFLdOEkZjOLIPYd\n")
-    options = {**sftp_server.options(), "known_hosts": str(other)}
+    options = {**any_sftp.options(), "known_hosts": str(other)}
     with pytest.raises(DeliveryTerminalError) as err:
-        open_target(sftp_server.url("x"), **options)
+        open_target(any_sftp.url("x"), **options)
     assert "host key" in str(err.value) and "known_hosts" in str(err.value)
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     with pytest.raises(DeliveryTerminalError, match="not trusted"):
-        open_target(sftp_server.url("x"), **{**sftp_server.options(), "known_hosts": str(empty)})
+        open_target(any_sftp.url("x"), **{**any_sftp.options(), "known_hosts": str(empty)})
 
 
 def test_sftp_password_only_from_the_environment(sftp_server: SFTPServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,10 @@
 """Batch uploads: choreography order, BatchComplete last, and kill-then-resume on real servers.
 
-The kill tests run the upload in a subprocess and SIGKILL it at exact
-instants of the protocol, chosen by the servers themselves (the loopback
-SFTP server and the S3 proxy call a hook on each write, rename and PUT):
+Each runs against a local folder, the in-process asyncssh server, a real
+OpenSSH sshd and moto. The kill tests run the upload in a subprocess and
+SIGKILL it: after a chosen file, or at exact instants of the protocol,
+chosen by the servers themselves (the asyncssh server and the S3 proxy call
+a hook on each write, rename and PUT):
 mid-transfer, after the server committed a file but before the client heard
 back, between files, and just before BatchComplete. The upload is then
 started again in this process; the target must end byte-identical to an
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import S3Proxy, S3Server, SFTPServer, make_batch, s3_tree_md5, tree_md5
+from sshd_server import OpenSSHServer
 
 from ddex_etl.delivery import BatchUpload, FileJournal, batch_manifest, open_target, upload_batch
 from ddex_etl.delivery.targets import TEMP_DIR
@@ -58,12 +61,13 @@ def _local_remote(root: Path) -> Remote:
     )
 
 
-@pytest.fixture(params=["file", "sftp", "s3"])
+@pytest.fixture(params=["file", "sftp", "openssh", "s3"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
     if request.param == "file":
         yield _local_remote(tmp_path / "store")
-    elif request.param == "sftp":
-        server: SFTPServer = request.getfixturevalue("sftp_server")
+    elif request.param in ("sftp", "openssh"):
+        server: SFTPServer | OpenSSHServer = request.getfixturevalue(
+            "sftp_server" if request.param == "sftp" else "openssh_server")
         folder = server.folder()
         root = server.root / folder
         r = _local_remote(root)

@@ -3,7 +3,8 @@ kills during the upload, store acknowledgements in `etl errors`, the dry run.
 
 Every test seeds a small demo catalog whose media files really exist (``seed_catalog(media_dir=...)``)
 and runs the recipients the way ``etl run`` does (``recipients.run``, or a real ``etl`` subprocess
-for the kills), against the in-process asyncssh SFTP server and moto's S3 server of ``conftest``.
+for the kills), against the in-process asyncssh SFTP server and moto's S3 server of ``conftest``
+(and once against a real OpenSSH sshd).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import S3Proxy, S3Server, SFTPServer, s3_tree_md5, tree_md5
 from messages import without_header
+from sshd_server import OpenSSHServer
 
 from ddex_etl import run as run_api
 from ddex_etl.cli import cli
@@ -71,7 +73,7 @@ def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, t
     return path
 
 
-def sftp_store(server: SFTPServer, name: str, folder: str, **extra: Any) -> dict[str, Any]:
+def sftp_store(server: SFTPServer | OpenSSHServer, name: str, folder: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "dpid": "PADPIDA0000000010A", "target": server.url(folder), "options": server.options(),
             **extra}
 
@@ -161,6 +163,23 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
     assert uris and all(u.startswith(b"resources/") for u in uris)
     assert {u.decode() for u in uris} == set(expected[one])
     assert report.outcomes[0].report is not None and report.outcomes[0].report.delivery["complete"]
+
+
+def test_a_run_delivers_to_a_real_openssh_server(
+    catalog: sa.Engine, db_url: str, tmp_path: Path, openssh_server: OpenSSHServer
+) -> None:
+    folder = openssh_server.folder()
+    path = write_config(tmp_path, db_url, [sftp_store(openssh_server, "store-a", folder)])
+    report = recipients.run(load_config(path, env={}), progress=False)
+    assert report.exit_code == 0, report.summary()
+    batch = batch_of(tmp_path, "store-a")
+    remote = tree_md5(openssh_server.root / folder / batch.name)
+    assert remote == tree_md5(batch)  # byte for byte what the run wrote locally
+    expected = expected_resources(catalog)
+    check_batch(remote, batch.name, expected, set(expected))
+    assert not visible_temp_names(openssh_server.root / folder / batch.name)
+    outcome = report.outcomes[0].report
+    assert outcome is not None and outcome.delivery["complete"]
 
 
 def test_the_output_table_keeps_one_row_per_recipient_and_release(catalog: sa.Engine, db_url: str, tmp_path: Path) -> None:
