@@ -218,6 +218,8 @@ def execute_run(
             with engine.begin() as conn:
                 state.set_total(conn, schema, run.id, total)
         logs.bind(job=cfg.run.job, run=run.id, recipient=cfg.transform.recipient_dpid)
+        if run.mode == "incremental":
+            _warn_outdated_triggers(engine)
         window = (
             f", window ({run.watermark_from.isoformat() if run.watermark_from else 'the beginning'}, "
             f"{run.watermark_to.isoformat()}]" if run.mode in ("incremental", "targeted") and run.watermark_to else ""
@@ -255,6 +257,25 @@ def execute_run(
                 ACTIVE_RUNS.discard(lock.run_id)
             lock.release()
         engine.dispose()
+
+
+def _warn_outdated_triggers(engine: Engine) -> None:
+    """An incremental run over a catalog whose ddex-etl triggers are an older version misses changes: say so."""
+    from ..extract.catalog_triggers import trigger_status
+
+    try:
+        with engine.connect() as conn:
+            status = trigger_status(conn)
+            conn.rollback()
+    except sa.exc.DBAPIError as exc:  # advice only: never fail a run over it
+        log.debug("could not look at the catalog's triggers: %s", exc)
+        return
+    if status.outdated and status.message() not in _WARNED:
+        _WARNED.add(status.message())  # once per process, not once per recipient
+        log.warning("%s", status.message())
+
+
+_WARNED: set[str] = set()
 
 
 def _with_selection(report: RunReport, selection: Selection) -> RunReport:
