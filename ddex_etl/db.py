@@ -16,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 
 from .errors import ConfigError, EtlError, TerminalError, TransientError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class _DroppedConnectionCleanup(logging.Filter):
@@ -38,7 +38,7 @@ logging.getLogger("psycopg").addFilter(_DroppedConnectionCleanup())
 
 def quote_ident(name: str) -> str:
     """Validate a config-supplied identifier and return it double-quoted."""
-    if not _IDENT.match(name):
+    if not _IDENT.fullmatch(name):
         raise TerminalError(f"{name!r} is not a valid SQL identifier; use letters, digits and _ only")
     return '"' + name + '"'
 
