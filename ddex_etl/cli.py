@@ -1120,9 +1120,12 @@ def check(ctx: click.Context, connect: bool) -> None:
     schema and writes a probe file to the output folder, and reports each
     problem with its fix (exit 2; 1 when only the server was unreachable).
     """
-    from .config import ENV_OVERRIDES, mask_url
+    from .config import ENV_OVERRIDES, mask_url, unused_scheduler_notice
 
     cfg = _state(ctx).config()
+    notice = unused_scheduler_notice(cfg)
+    if notice is not None:
+        _to_stderr(_state(ctx), f"warning: {notice}", level=logging.WARNING)
     if connect:
         _connect_check(ctx, cfg)
         return

@@ -246,6 +246,26 @@ def scheduler_problem(where: str, value: str) -> str | None:
     return None
 
 
+def unused_scheduler_notice(cfg: Config) -> str | None:
+    """A scheduler address with the local executor: it is not used. What to say, or None.
+
+    Not a configuration error: `--executor local` on the command line may
+    mean it. But a scheduler set in etl.toml or ETL_SCHEDULER alone never
+    selects Dask (only `--scheduler` on the command line implies it), and a
+    run that silently stays on this machine is what the setting was meant to avoid.
+    """
+    rn = cfg.run
+    if rn.scheduler is None or rn.executor != "local":
+        return None
+    shown = masking.mask_text(rn.scheduler)
+    return (
+        f"run.scheduler (or ETL_SCHEDULER) is {shown!r} but run.executor (or ETL_EXECUTOR) is 'local': "
+        "chunks are built by worker processes on this machine and the scheduler is not used; fix: set "
+        "run.executor = \"dask\" (ETL_EXECUTOR=dask, or --executor dask) to build on that cluster, "
+        "or unset run.scheduler / ETL_SCHEDULER"
+    )
+
+
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Load and validate configuration.
 

@@ -113,7 +113,7 @@ def execute_run(
                 )
                 existing = selection.resume
             if must_exist and existing is None:
-                raise ConfigError(f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one")
+                raise ConfigError(_nothing_to_resume(conn, cfg))
             if existing is not None and existing.config_fingerprint != fingerprint:
                 raise ConfigError(
                     f"run {existing.id} of job {cfg.run.job!r} was started with another configuration "
@@ -257,6 +257,21 @@ def execute_run(
                 ACTIVE_RUNS.discard(lock.run_id)
             lock.release()
         engine.dispose()
+
+
+def _nothing_to_resume(conn: sa.Connection, cfg: Config) -> str:
+    """`etl resume` found no unfinished run of the job; without [[recipients]], name those of recipients it had."""
+    text = f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one"
+    if cfg.recipient is not None:
+        return text
+    left = state.unfinished_runs_under(conn, cfg.database.state_schema, f"{cfg.run.job}/")
+    if not left:
+        return text
+    runs = ", ".join(f"run {r.id} ({r.mode}, {r.status}) of {r.job!r}" for r in left)
+    return (
+        f"job {cfg.run.job!r} has no unfinished run to resume, but recipients etl.toml no longer lists have: "
+        f"{runs}; fix: put their [[recipients]] entries back as those runs started with them and `etl resume`"
+    )
 
 
 def _warn_outdated_triggers(engine: Engine) -> None:

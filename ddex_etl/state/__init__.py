@@ -42,6 +42,7 @@ from .runs import (  # noqa: F401
     run_attempt,
     set_total,
     unfinished_run,
+    unfinished_runs_under,
 )
 from .schema import HEAD, _t, current, database_now, downgrade, ensure_current, head, migrations_dir, upgrade  # noqa: F401
 from .storable import NUL_STAND_IN, SURROGATE_STAND_IN, UNSTORABLE_NOTE, storable_json, storable_text  # noqa: F401
@@ -95,5 +96,6 @@ __all__ = [
     "storable_text",
     "store_rejections",
     "unfinished_run",
+    "unfinished_runs_under",
     "upgrade",
 ]
