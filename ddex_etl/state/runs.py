@@ -308,6 +308,11 @@ def carry_ahead(conn: Connection, schema: str, run_id: int, *, by_chunk: bool = 
     )
 
 
+def add_rejected(conn: Connection, schema: str, run_id: int, rejected: int) -> None:
+    """Count releases a run rejected outside any chunk (see ``ddex_etl.run.orphans``)."""
+    _add_counts(conn, schema, run_id, 0, rejected, 0, 0, 0)
+
+
 def _add_counts(
     conn: Connection, schema: str, run_id: int, built: int, rejected: int, skipped: int, takedowns: int, unchanged: int
 ) -> None:
