@@ -262,7 +262,7 @@ def test_a_deleted_release_is_reported_in_every_run_until_its_takedown_is_sent(
     assert "fix: restore the release's rows with deleted_at = now()" in errors.stdout
     targeted = one_json(etl(tmp_path, "run", "--release-id", str(z), "--no-progress", "--recipient", "store-a", "--json"))
     assert targeted["recipients"][0]["rejected"] == 1
-    with make_engine(db_url, pool_size=1).connect() as conn:
+    with catalog.connect() as conn:
         (kind, message), = conn.execute(sa.text(
             "SELECT error_kind, message FROM ddex_etl.rejected_releases WHERE run_id = :r"),
             {"r": targeted["recipients"][0]["run_id"]}).all()
