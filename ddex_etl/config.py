@@ -19,8 +19,8 @@ from . import masking
 from .errors import ConfigError
 
 ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")  # the XSD's DdexPartyId pattern
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")  # the XSD's DdexPartyId pattern
 # load.max_media_bytes by default: larger than any audio track or cover (a WAV
 # cannot pass 4 GiB), small enough that a wrong file cannot fill the disk
 # (delivery.media_source.MAX_MEDIA_BYTES, the same; a test checks).
@@ -228,8 +228,17 @@ EXECUTORS = ("local", "dask")
 # Address schemes a Dask client can connect with (distributed.comm registers these).
 _SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 _SCHEDULER_ADDRESS = re.compile(
-    r"^(?P<scheme>[a-z]+)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})/?$"
+    r"(?P<scheme>[a-z]+)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})/?"
 )
+
+
+def job_problem(where: str, value: str) -> str | None:
+    """Why ``value`` cannot name a job (it is in every log line, run row and recipient job name), or None."""
+    if not value.strip():
+        return f"{where}: must not be empty"
+    if not value.isprintable():
+        return f"{where}: {value!r} holds a control character (a newline, a tab); fix: a plain name such as 'nightly'"
+    return None
 
 
 def executor_problem(where: str, value: str) -> str | None:
@@ -243,7 +252,7 @@ def scheduler_problem(where: str, value: str) -> str | None:
     """Why ``value`` is not a Dask scheduler address (``tcp://host:8786``), or None."""
     fix = "fix: the address `dask scheduler` prints, e.g. tcp://10.0.0.5:8786"
     shown = masking.mask_text(value)
-    m = _SCHEDULER_ADDRESS.match(value.strip())
+    m = _SCHEDULER_ADDRESS.fullmatch(value)
     if m is None:
         return f"{where}: {shown!r} is not a scheduler address (scheme://host:port); {fix}"
     if m["scheme"] not in _SCHEDULER_SCHEMES:
@@ -252,6 +261,26 @@ def scheduler_problem(where: str, value: str) -> str | None:
     if not 0 < int(m["port"]) < 65536:
         return f"{where}: {shown!r} has port {m['port']}, outside 1-65535; {fix}"
     return None
+
+
+def unused_scheduler_notice(cfg: Config) -> str | None:
+    """A scheduler address with the local executor: it is not used. What to say, or None.
+
+    Not a configuration error: `--executor local` on the command line may
+    mean it. But a scheduler set in etl.toml or ETL_SCHEDULER alone never
+    selects Dask (only `--scheduler` on the command line implies it), and a
+    run that silently stays on this machine is what the setting was meant to avoid.
+    """
+    rn = cfg.run
+    if rn.scheduler is None or rn.executor != "local":
+        return None
+    shown = masking.mask_text(rn.scheduler)
+    return (
+        f"run.scheduler (or ETL_SCHEDULER) is {shown!r} but run.executor (or ETL_EXECUTOR) is 'local': "
+        "chunks are built by worker processes on this machine and the scheduler is not used; fix: set "
+        "run.executor = \"dask\" (ETL_EXECUTOR=dask, or --executor dask) to build on that cluster, "
+        "or unset run.scheduler / ETL_SCHEDULER"
+    )
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -308,8 +337,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return cfg
 
 
-_RECIPIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_TERRITORY = re.compile(r"^([A-Z]{2}|Worldwide)$")
+_RECIPIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_TERRITORY = re.compile(r"[A-Z]{2}|Worldwide")
 
 
 def _local_or_url(value: str | None, base: Path) -> str | None:
@@ -354,21 +383,21 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
     seen: set[str] = set()
     for i, r in enumerate(cfg.recipients):
         where = f"recipients[{i}]"
-        if not _RECIPIENT_NAME.match(r.name):
+        if not _RECIPIENT_NAME.fullmatch(r.name):
             problems.append(
                 f"{where}.name: {r.name!r} must be a plain name (letters, digits, _.-; it names the job and a folder)"
             )
         elif r.name in seen:
             problems.append(f"{where}.name: {r.name!r} is used by another recipient; fix: give each store its own name")
         seen.add(r.name)
-        if not _DPID.match(r.dpid):
+        if not _DPID.fullmatch(r.dpid):
             problems.append(f"{where}.dpid: {r.dpid!r} is not a DDEX party id (PADPIDA...); fix: the store's DPID")
         if r.ern_version is not None and r.ern_version not in ERN_VERSIONS:
             problems.append(f"{where}.ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {r.ern_version!r}")
         if r.message_control is not None and r.message_control not in ("Live", "Test", "LiveMessage", "TestMessage"):
             problems.append(f"{where}.message_control: must be 'Live' or 'Test', got {r.message_control!r}")
         for t in r.territories:
-            if not _TERRITORY.match(t):
+            if not _TERRITORY.fullmatch(t):
                 problems.append(f"{where}.territories: {t!r} is not an ISO 3166 country code (FR, DE, ...) or Worldwide")
         if r.target is not None:
             _check_target(f"{where}.target", r.target, r.target_options, problems)
@@ -493,7 +522,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
             _check_database_url(key, value, problems)
     if db.pool_size < 1:
         problems.append(f"database.pool_size: must be at least 1, got {db.pool_size}")
-    if not _IDENT.match(db.state_schema):
+    if not _IDENT.fullmatch(db.state_schema):
         problems.append(f"database.state_schema: {db.state_schema!r} is not a valid SQL identifier")
     if ex.mode not in ("keyset", "offset"):
         problems.append(f"extract.mode: must be 'keyset' or 'offset', got {ex.mode!r}")
@@ -506,7 +535,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
     if tr.ern_version not in ERN_VERSIONS:
         problems.append(f"transform.ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {tr.ern_version!r}")
     for key in ("sender_dpid", "recipient_dpid"):
-        if not _DPID.match(getattr(tr, key)):
+        if not _DPID.fullmatch(getattr(tr, key)):
             problems.append(f"transform.{key}: {getattr(tr, key)!r} is not a DDEX party id (PADPIDA...)")
     for key in ("sender_name", "recipient_name", "language"):
         if not getattr(tr, key).strip():
@@ -523,13 +552,14 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(f"load.target: must be 'files' or 'table', got {ld.target!r}")
     if ld.layout not in ("flat", "ddex-batch"):
         problems.append(f"load.layout: must be 'flat' or 'ddex-batch', got {ld.layout!r}")
-    if not _IDENT.match(ld.table):
+    if not _IDENT.fullmatch(ld.table):
         problems.append(f"load.table: {ld.table!r} is not a valid SQL identifier (letters, digits, _)")
     if ld.max_media_bytes < 1:
         problems.append(f"load.max_media_bytes: must be at least 1 (bytes), got {ld.max_media_bytes}; the default "
                         f"is {MAX_MEDIA_BYTES} (4 GiB)")
-    if not rn.job.strip():
-        problems.append("run.job: must not be empty")
+    problem = job_problem("run.job", rn.job)
+    if problem is not None:
+        problems.append(problem)
     if rn.workers < 0:
         problems.append(f"run.workers: must be 0 (one per core) or more, got {rn.workers}")
     if rn.max_errors is not None and rn.max_errors < 0:

@@ -16,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 
 from .errors import ConfigError, EtlError, TerminalError, TransientError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class _DroppedConnectionCleanup(logging.Filter):
@@ -38,7 +38,7 @@ logging.getLogger("psycopg").addFilter(_DroppedConnectionCleanup())
 
 def quote_ident(name: str) -> str:
     """Validate a config-supplied identifier and return it double-quoted."""
-    if not _IDENT.match(name):
+    if not _IDENT.fullmatch(name):
         raise TerminalError(f"{name!r} is not a valid SQL identifier; use letters, digits and _ only")
     return '"' + name + '"'
 
@@ -123,6 +123,56 @@ _BAD_OPTIONS = (
 )
 
 
+# Where a server-side limit comes from, and how the connector's role gets a larger one.
+_SETTING_FIX = (
+    "raise it for the connector's role (ALTER ROLE <user> SET {name} = '30min', or 0 for no limit; it may also "
+    "come from ALTER DATABASE, postgresql.conf or options=-c {name}=... in the database URL)"
+)
+
+
+def _server_timeout(sqlstate: str | None, first_line: str, doing: str) -> EtlError | None:
+    """A statement the server stopped on a limit or on request: which limit, and whether a retry can help.
+
+    psycopg raises QueryCanceled (57014) as an OperationalError, so without
+    this a statement_timeout read as a lost server and was retried for
+    ``run.retry_for`` seconds, each retry hitting the same limit. PostgreSQL
+    gives one SQLSTATE for a timeout and for a cancel: only its message says
+    which (in the server's lc_messages; English is matched, anything else
+    stays transient as before).
+    """
+    text = first_line.lower()
+    if sqlstate == "57014":  # query_canceled
+        if "statement timeout" in text:
+            return TerminalError(
+                f"{doing}: {first_line} (SQLSTATE 57014): the server's statement_timeout stopped the statement; "
+                "a retry would hit the same limit; fix: " + _SETTING_FIX.format(name="statement_timeout")
+                + ", or make the query cheaper (a smaller extract.chunk_size; indexes for your extract queries)"
+            )
+        return TransientError(
+            f"{doing}: {first_line} (SQLSTATE 57014): cancelled by another session (pg_cancel_backend) or an "
+            "operator; transient: a retry runs it again"
+        )
+    if sqlstate == "25P04":  # transaction_timeout (PostgreSQL 17)
+        return TerminalError(
+            f"{doing}: {first_line} (SQLSTATE 25P04): the server's transaction_timeout ended the transaction; "
+            "a retry would hit the same limit; fix: " + _SETTING_FIX.format(name="transaction_timeout")
+            + ", or lower extract.chunk_size (one chunk is one transaction)"
+        )
+    if sqlstate == "55P03" and "lock timeout" in text:
+        return TransientError(
+            f"{doing}: {first_line} (SQLSTATE 55P03): another session held a lock this statement needed for longer "
+            "than lock_timeout allows; transient: a retry usually gets it; if it keeps happening, see who holds it "
+            "(pg_locks, pg_stat_activity) or " + _SETTING_FIX.format(name="lock_timeout")
+        )
+    if sqlstate == "25P03":  # idle_in_transaction_session_timeout
+        return TransientError(
+            f"{doing}: {first_line} (SQLSTATE 25P03): the server closed a session that sat idle in a transaction "
+            "longer than idle_in_transaction_session_timeout; transient: a retry opens a new one; if it keeps "
+            "happening, " + _SETTING_FIX.format(name="idle_in_transaction_session_timeout")
+        )
+    return None
+
+
 def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> EtlError:
     """Turn a driver error into a TransientError or TerminalError naming cause and fix."""
     if isinstance(exc, EtlError):
@@ -132,6 +182,9 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
     first_line = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     if isinstance(exc, sa_exc.TimeoutError):
         return TransientError(f"{doing}: connection pool timed out; the server may be overloaded")
+    timeout = _server_timeout(sqlstate, first_line, doing)
+    if timeout is not None:
+        return timeout
     if sqlstate in _TRANSIENT_SQLSTATES:
         return TransientError(f"{doing}: {first_line} (SQLSTATE {sqlstate}, transient: a retry usually clears it)")
     if sqlstate in _TERMINAL_HINTS:

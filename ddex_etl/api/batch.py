@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
 _VERSION_ALIASES = {"43": "4.3", "42": "4.2", "382": "3.8.2", "ern43": "4.3", "ern42": "4.2", "ern382": "3.8.2"}
-_DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")  # the XSD's DdexPartyId pattern
+_DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")  # the XSD's DdexPartyId pattern
 # Used when the caller names no sender/recipient: the same demo parties as etl.toml's defaults.
 DEFAULT_SENDER = Party("PADPIDA0000000001X", "Demo Label Group")
 DEFAULT_RECIPIENT = Party("PADPIDA0000000002X", "Demo Store")
@@ -437,7 +437,7 @@ def _coerce_party(value: Party | tuple[str, str] | Mapping[str, str] | None, def
         party = Party(str(value[0]), str(value[1]))
     else:
         raise ConfigError(f"{what}: expected a Party, a (dpid, name) tuple or a dict, got {value!r}")
-    if not _DPID.match(party.dpid):
+    if not _DPID.fullmatch(party.dpid):
         raise ConfigError(
             f"{what}: DPID {party.dpid!r} is not a DDEX party id; fix: use the 'PADPIDA...' id DDEX assigned"
         )

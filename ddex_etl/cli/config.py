@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .app import _echo, _example, _state
+from .app import _echo, _example, _state, _to_stderr
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -43,9 +44,12 @@ def check(ctx: click.Context, connect: bool) -> None:
     schema and writes a probe file to the output folder, and reports each
     problem with its fix (exit 2; 1 when only the server was unreachable).
     """
-    from ..config import ENV_OVERRIDES, mask_url
+    from ..config import ENV_OVERRIDES, mask_url, unused_scheduler_notice
 
     cfg = _state(ctx).config()
+    notice = unused_scheduler_notice(cfg)
+    if notice is not None:
+        _to_stderr(_state(ctx), f"warning: {notice}", level=logging.WARNING)
     if connect:
         _connect_check(ctx, cfg)
         return

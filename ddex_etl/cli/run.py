@@ -38,12 +38,13 @@ def _run_options(func: Any) -> Any:
 def _with_run_overrides(
     cfg: Config, job: str | None, workers: int | None, executor: str | None = None, scheduler: str | None = None,
 ) -> Config:
-    from ..config import scheduler_problem
+    from ..config import job_problem, scheduler_problem
 
     run: dict[str, Any] = {}
     if job is not None:
-        if not job.strip():
-            raise ConfigError("--job: must not be empty")
+        problem = job_problem("--job", job)
+        if problem is not None:
+            raise ConfigError(problem)
         run["job"] = job
     if workers is not None:
         run["workers"] = workers

@@ -64,9 +64,9 @@ __all__ = ["BuildContext", "ERN_VERSIONS", "MESSAGE_CONTROL_TYPES", "build", "bu
 
 ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
 MESSAGE_CONTROL_TYPES = ("LiveMessage", "TestMessage")
-_DELIVERY_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,64}$")
-_LANG = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}$")
-_DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
+_DELIVERY_ID = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
+_LANG = re.compile(r"[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}")
+_DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")
 _DEFAULT_CREATED = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -92,17 +92,17 @@ class BuildContext:
         problems = []
         if self.message_control not in MESSAGE_CONTROL_TYPES:
             problems.append(f"message_control: must be one of {', '.join(MESSAGE_CONTROL_TYPES)}, got {self.message_control!r}")
-        if self.delivery_id is not None and not (isinstance(self.delivery_id, str) and _DELIVERY_ID.match(self.delivery_id)):
+        if self.delivery_id is not None and not (isinstance(self.delivery_id, str) and _DELIVERY_ID.fullmatch(self.delivery_id)):
             problems.append(f"delivery_id: {self.delivery_id!r} must be 1 to 64 letters, digits or _.:-")
         if self.created is not None and not isinstance(self.created, dt.datetime):
             problems.append(f"created: {self.created!r} must be a datetime")
         if self.ern_version not in ERN_VERSIONS:
             problems.append(f"ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {self.ern_version!r}")
-        if not _LANG.match(self.language or ""):
+        if not _LANG.fullmatch(self.language or ""):
             problems.append(f"language: {self.language!r} is not an RFC 5646 language code such as 'en' or 'ja-Jpan'")
         for role in ("sender", "recipient"):
             party = getattr(self, role)
-            if not isinstance(party, Party) or not _DPID.match(party.dpid or ""):
+            if not isinstance(party, Party) or not _DPID.fullmatch(party.dpid or ""):
                 problems.append(f"{role}: {party!r} needs a DDEX party id (PADPIDA...)")
             elif (
                 not isinstance(party.name, str)

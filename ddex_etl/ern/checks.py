@@ -62,13 +62,13 @@ from ..models import Contributor, Release
 from . import avs, identifiers
 from ._text import ILLEGAL_XML, iso_duration, utc_stamp
 
-_ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
-_ICPN = re.compile(r"^[0-9]{12,14}$")
-_GRID = re.compile(r"^[A-Z0-9]{18}$")
-_ISNI = re.compile(r"^[0-9]{15}[0-9X]$")
-_DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
-_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
-_LANG = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}$")
+_ISRC = re.compile(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}")
+_ICPN = re.compile(r"[0-9]{12,14}")
+_GRID = re.compile(r"[A-Z0-9]{18}")
+_ISNI = re.compile(r"[0-9]{15}[0-9X]")
+_DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
+_LANG = re.compile(r"[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}")
 _ISRC_PREFIXES = identifiers.ISRC_PREFIXES
 # Cover art MIME types -> ImageCodecType (the same values in every ERN version).
 IMAGE_CODECS = {
@@ -77,8 +77,8 @@ IMAGE_CODECS = {
 }
 _REF_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 
-_ISRC_MATCH = _ISRC.match
-_MD5_MATCH = _MD5.match
+_ISRC_MATCH = _ISRC.fullmatch
+_MD5_MATCH = _MD5.fullmatch
 _BAD = ILLEGAL_XML.search
 # Whole-second durations repeat a lot across a catalog; their text is cached.
 _DURATIONS: dict[int, str] = {}
@@ -322,16 +322,16 @@ class Checker:
         return s
 
     def ident(self, field_: str, value: object, pattern: re.Pattern[str], what: str, required: bool, example: str) -> str | None:
-        if type(value) is str and pattern.match(value):
+        if type(value) is str and pattern.fullmatch(value):
             return value
         if value is None and not required:
             return None  # what text() would say, without building its fix hint
         s = self.text(field_, value, required, fix=f"set {field_} to {what}, e.g. {example}")
         if s is None:
             return None
-        if not pattern.match(s):
+        if not pattern.fullmatch(s):
             hint = re.sub(r"[\s-]", "", s).upper()
-            suggestion = f" (did you mean {hint!r}?)" if pattern.match(hint) else ""
+            suggestion = f" (did you mean {hint!r}?)" if pattern.fullmatch(hint) else ""
             self.problem(field_, value, f"is not {what}", f"correct it to {what}, e.g. {example}{suggestion}")
             return None
         return s
@@ -540,7 +540,7 @@ def prepare(
             p.grid = None
     if release.language is not None:
         lang = ck.text("language", release.language)
-        if lang is not None and not _LANG.match(lang):
+        if lang is not None and not _LANG.fullmatch(lang):
             ck.problem("language", release.language, "is not an RFC 5646 language code", "set releases.language to a code such as 'en', 'ja' or 'pt-BR'")
             lang = None
         p.language = lang

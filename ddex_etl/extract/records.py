@@ -123,8 +123,8 @@ def _int(v: Any, where: str, problems: list[FieldProblem]) -> int | None:
     return None
 
 
-_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
-_ISO_DURATION = re.compile(r"^PT(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?$")
+_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
+_ISO_DURATION = re.compile(r"PT(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?")
 
 
 def _seconds(v: Any, where: str, problems: list[FieldProblem]) -> int | float | None:
@@ -143,11 +143,11 @@ def _seconds(v: Any, where: str, problems: list[FieldProblem]) -> int | float | 
         try:
             number = float(s)
         except ValueError:
-            m = _CLOCK.match(s) or None
+            m = _CLOCK.fullmatch(s) or None
             if m:
                 number = int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
             else:
-                m = _ISO_DURATION.match(s.upper())
+                m = _ISO_DURATION.fullmatch(s.upper())
                 if m and any(m.groups()):
                     h, mi, se = (float(g or 0) for g in m.groups())
                     number = h * 3600 + mi * 60 + se

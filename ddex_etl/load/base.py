@@ -16,7 +16,7 @@ TMP_SUFFIX = ".etl-tmp"
 PENDING_SUFFIX = ".etl-pending"  # ddex-batch: a chunk's files, listed until its checkpoint commits
 # Which of some release ids a committed chunk of the run delivered (see FileLoader._reconcile).
 Committed = Callable[[Sequence[int]], set[int]]
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ def release_identifier(release_id: int, icpn: str | None = None, grid: str | Non
     for candidate in (icpn, grid):
         if candidate:
             token = candidate.strip()
-            if _SAFE_NAME.match(token):
+            if _SAFE_NAME.fullmatch(token):
                 return token
     return str(release_id)
 

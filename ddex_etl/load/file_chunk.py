@@ -62,7 +62,7 @@ class FileChunk:
         ld = self.loader
         if ld.layout != "ddex-batch" or release_id in self._registered:
             return
-        if not _SAFE_NAME.match(folder):
+        if not _SAFE_NAME.fullmatch(folder):
             raise OutputError(f"release {release_id}: folder name {folder!r} is not a plain file name")
         root = self._root_fd()
         try:

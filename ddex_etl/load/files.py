@@ -22,10 +22,10 @@ from .fs import _DIR_FLAGS, _NEW_FILE, _SYNCFS, _open_folder, _output_error, rem
 
 log = logging.getLogger("ddex_etl.load")
 
-_BATCH_ID = re.compile(r"^[0-9]{17}$")
+_BATCH_ID = re.compile(r"[0-9]{17}")
 # Temp files are named ".<final name>.<run id>-<pid>.etl-tmp": a writer's own, so
 # two processes never share one (older versions wrote ".<final name>.<pid>.etl-tmp").
-_TEMP_OWNER = re.compile(r"\.(?:([0-9]+)-)?([0-9]+)" + re.escape(TMP_SUFFIX) + "$")
+_TEMP_OWNER = re.compile(r"\.(?:([0-9]+)-)?([0-9]+)" + re.escape(TMP_SUFFIX) + r"\Z")
 
 
 def _bad_batch_id(batch_id: object, run_id: int | None) -> OutputError:
@@ -65,7 +65,7 @@ class FileLoader:
     ) -> None:
         if layout not in ("flat", "ddex-batch"):
             raise ValueError(f"unknown layout {layout!r}")
-        if layout == "ddex-batch" and (not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id)):
+        if layout == "ddex-batch" and (not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id)):
             raise _bad_batch_id(batch_id, run_id)
         self.directory = Path(directory)
         self.layout = layout
@@ -114,7 +114,7 @@ class FileLoader:
         if self.layout == "flat":
             return f"{int(output.doc.release_id)}.xml"
         ident = output.identifier
-        if not _SAFE_NAME.match(ident):
+        if not _SAFE_NAME.fullmatch(ident):
             raise OutputError(
                 f"release {output.doc.release_id}: identifier {ident!r} is not a plain file name; "
                 "fix: name outputs with release_identifier()"
@@ -457,7 +457,7 @@ def _read_pending(root: int, name: str) -> list[tuple[int, str]]:
     listed: list[tuple[int, str]] = []
     for line in raw.decode("utf-8", "replace").splitlines():
         rid, _, folder = line.partition("\t")
-        if rid.isdigit() and _SAFE_NAME.match(folder):  # a name read back is validated like one we build
+        if rid.isdigit() and _SAFE_NAME.fullmatch(folder):  # a name read back is validated like one we build
             listed.append((int(rid), folder))
     return listed
 

@@ -132,20 +132,25 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
 
         media_root = open_media(cfg.load.media_root)
     seen_ids: dict[tuple[str, str], int] = {}
+    filtered = r is not None and bool(r.territories or r.labels)
     for ids in _key_pages(engine, cfg, run_mode, window_from, now, release_ids):
         with engine.connect() as conn:
             releases, bad = extract.fetch_releases(conn, cfg.extract, list(ids))
-            sums = state.delivered_checksums(conn, schema, cfg.run.job, list(ids)) if skip_unchanged and has_state else {}
+            sent = state.last_sent(conn, schema, cfg.run.job, list(ids)) if (skip_unchanged or filtered) and has_state else {}
             conn.rollback()
+        sums = {rid: s.checksum for rid, s in sent.items()} if skip_unchanged else {}
         for b in bad:
             _reject(plan, getattr(b, "release_id", "?"), str(b))
         found = {int(x.release_id) for x in releases} | {int(getattr(b, "release_id", -1) or -1) for b in bad}
         plan.skipped += sum(1 for i in ids if int(i) not in found)
         for release in releases:
             rid = int(release.release_id)
+            leaving = False
             if r is not None and not r.matches(release):
-                plan.skipped += 1
-                continue
+                if rid not in sent or not sent[rid].live:
+                    plan.skipped += 1
+                    continue
+                leaving = True  # sent to this store before, now outside its filter: a takedown
             clash = _duplicate(seen_ids, release)
             if clash:
                 _reject(plan, rid, clash)
@@ -162,7 +167,7 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
                 if problems:
                     _reject(plan, rid, "; ".join(str(p) for p in problems))
                     continue
-            take_down = takedowns and _is_takedown(release, now.date())
+            take_down = leaving or (takedowns and _is_takedown(release, now.date()))
             try:
                 doc = ern.build_takedown(release, ctx) if take_down else ern.build(release, ctx)
             except ReleaseDataError as exc:
@@ -176,6 +181,11 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
                 plan.would_take_down += 1
             else:
                 plan.would_build += 1
+    if has_state:
+        from .orphans import missing_from_catalog, orphan_reject
+
+        for gone in missing_from_catalog(engine, cfg, cfg.run.job):
+            _reject(plan, gone.release_id, orphan_reject(gone, cfg.run.job, schema).message)
     return plan
 
 

@@ -113,7 +113,7 @@ def execute_run(
                 )
                 existing = selection.resume
             if must_exist and existing is None:
-                raise ConfigError(f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one")
+                raise ConfigError(_nothing_to_resume(conn, cfg))
             if existing is not None and existing.config_fingerprint != fingerprint:
                 raise ConfigError(
                     f"run {existing.id} of job {cfg.run.job!r} was started with another configuration "
@@ -218,6 +218,8 @@ def execute_run(
             with engine.begin() as conn:
                 state.set_total(conn, schema, run.id, total)
         logs.bind(job=cfg.run.job, run=run.id, recipient=cfg.transform.recipient_dpid)
+        if run.mode == "incremental":
+            _warn_outdated_triggers(engine)
         window = (
             f", window ({run.watermark_from.isoformat() if run.watermark_from else 'the beginning'}, "
             f"{run.watermark_to.isoformat()}]" if run.mode in ("incremental", "targeted") and run.watermark_to else ""
@@ -255,6 +257,40 @@ def execute_run(
                 ACTIVE_RUNS.discard(lock.run_id)
             lock.release()
         engine.dispose()
+
+
+def _nothing_to_resume(conn: sa.Connection, cfg: Config) -> str:
+    """`etl resume` found no unfinished run of the job; without [[recipients]], name those of recipients it had."""
+    text = f"job {cfg.run.job!r} has no unfinished run to resume; fix: `etl run` starts one"
+    if cfg.recipient is not None:
+        return text
+    left = state.unfinished_runs_under(conn, cfg.database.state_schema, f"{cfg.run.job}/")
+    if not left:
+        return text
+    runs = ", ".join(f"run {r.id} ({r.mode}, {r.status}) of {r.job!r}" for r in left)
+    return (
+        f"job {cfg.run.job!r} has no unfinished run to resume, but recipients etl.toml no longer lists have: "
+        f"{runs}; fix: put their [[recipients]] entries back as those runs started with them and `etl resume`"
+    )
+
+
+def _warn_outdated_triggers(engine: Engine) -> None:
+    """An incremental run over a catalog whose ddex-etl triggers are an older version misses changes: say so."""
+    from ..extract.catalog_triggers import trigger_status
+
+    try:
+        with engine.connect() as conn:
+            status = trigger_status(conn)
+            conn.rollback()
+    except sa.exc.DBAPIError as exc:  # advice only: never fail a run over it
+        log.debug("could not look at the catalog's triggers: %s", exc)
+        return
+    if status.outdated and status.message() not in _WARNED:
+        _WARNED.add(status.message())  # once per process, not once per recipient
+        log.warning("%s", status.message())
+
+
+_WARNED: set[str] = set()
 
 
 def _with_selection(report: RunReport, selection: Selection) -> RunReport:

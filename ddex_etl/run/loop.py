@@ -145,6 +145,18 @@ class Runner:
 
         self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id).as_dict()
 
+    def _report_orphans(self) -> None:
+        """Releases this job delivered that the catalog lost without a takedown: rejected in every run (see orphans)."""
+        if self.run.mode not in ("full", "incremental", "targeted"):
+            return
+        from .orphans import record_orphans
+
+        added = with_retries(
+            lambda: record_orphans(self.engine, self.cfg, self.run),
+            what="looking for delivered releases the catalog no longer has", policy=self.retry,
+        )
+        self.tally.rejected += added
+
     def _close_claims(self) -> None:
         """The run is loaded: list the ISRCs found on several of its releases, then drop its claims."""
 
@@ -198,6 +210,7 @@ class Runner:
             self.reporter.start(self.total, self.tally.seen())
             finished = self._loop()
             if finished:
+                self._report_orphans()
                 if not self._drop_empty_batch():
                     self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
                     self._deliver()

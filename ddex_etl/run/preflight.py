@@ -85,6 +85,7 @@ def preflight(cfg: Config) -> PreflightReport:
         checks.append(connected)
         if connected.ok:
             checks.extend(_query_checks(engine, cfg, extract, catalog_read))
+            checks.append(_attempt("catalog triggers", "looking at the catalog's triggers", lambda: _triggers(engine)))
             checks.append(_attempt("state schema", "looking at the state schema", lambda: _state_schema(engine, cfg, state)))
         else:
             checks.append(Check("catalog queries", False, "not checked: no connection (fix the connection first)",
@@ -141,6 +142,20 @@ def _query_checks(engine: sa.Engine, cfg: Config, extract: Any, catalog_read: An
     changed = {"since": now - dt.timedelta(days=1), "until": now, "after": extract.MIN_KEY, "limit": ex.chunk_size}
     out.append(plan("changed-keys query", lambda: extract.changed_keys_query(ex), changed))
     return out
+
+
+def _triggers(engine: sa.Engine) -> str:
+    """The optional sql/catalog_triggers.sql: absent is fine, an older version is a problem (it misses changes)."""
+    from ..extract.catalog_triggers import TRIGGERS_SQL, trigger_status
+
+    with engine.connect() as conn:
+        status = trigger_status(conn)
+        conn.rollback()
+    if status.outdated:
+        raise EtlError(status.message())
+    if status.installed:
+        return f"the triggers of {TRIGGERS_SQL.name} are installed and current"
+    return f"{TRIGGERS_SQL.name} not installed (optional: the catalog keeps updated_at itself)"
 
 
 def _state_schema(engine: sa.Engine, cfg: Config, state: Any) -> str:

@@ -203,7 +203,14 @@ def run(cfg: Config, *, recipients: tuple[str, ...] = (), **options: Any) -> Rec
 
 def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),
            progress: bool | None = None) -> RecipientsReport:
-    """Resume run ``run_id`` (its recipient's), or each selected recipient's unfinished run."""
+    """Resume run ``run_id`` (its recipient's), or each selected recipient's unfinished run.
+
+    Resuming every recipient (no ``recipients`` named) also looks for
+    unfinished runs of recipients that etl.toml no longer lists: each is an
+    outcome of its own with exit code 2, naming the run and the fix, so a
+    store removed by mistake (a bad merge of etl.toml) cannot leave its
+    batch half delivered behind an "all done".
+    """
     if run_id is not None:
         owner = recipient_of_run(cfg, run_id)
         return run_each(cfg, [owner.name], lambda rcfg: run_api.resume(rcfg, run_id, progress=progress))
@@ -216,7 +223,47 @@ def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...
                 return None
             raise
 
-    return run_each(cfg, recipients, one)
+    report = run_each(cfg, recipients, one)
+    if not recipients:
+        for run in unlisted_unfinished_runs(cfg):
+            name = run.job[len(cfg.run.job) + 1:]
+            report.outcomes.append(RecipientOutcome(
+                name, run.job, "not in etl.toml", ExitCode.USAGE, error=unlisted_message(run, name),
+                error_kind="ConfigError",
+            ))
+    return report
+
+
+def unlisted_unfinished_runs(cfg: Config) -> list[state.RunRow]:
+    """Unfinished runs of recipient jobs (``<run.job>/<name>``) whose recipient etl.toml does not list."""
+    import sqlalchemy as sa
+
+    from ..db import database_url, make_engine, map_db_error
+
+    schema = cfg.database.state_schema
+    engine = make_engine(database_url(cfg), pool_size=1)
+    try:
+        if state.current(engine, schema) is None:
+            return []
+        with engine.connect() as conn:
+            runs = state.unfinished_runs_under(conn, schema, f"{cfg.run.job}/")
+            conn.rollback()
+    except sa.exc.DBAPIError as exc:
+        raise map_db_error(exc, "looking for unfinished runs of recipients etl.toml no longer lists") from exc
+    finally:
+        engine.dispose()
+    listed = {f"{cfg.run.job}/{r.name}" for r in cfg.recipients}
+    return [r for r in runs if r.job not in listed]
+
+
+def unlisted_message(run: state.RunRow, name: str) -> str:
+    """Why an unfinished run of a recipient no longer in etl.toml is not resumed, and the fix."""
+    return (
+        f"run {run.id} ({run.mode}, {run.status}) of recipient {name!r} is unfinished, but etl.toml no longer "
+        f"lists recipient {name!r}, so nothing resumes it; fix: put its [[recipients]] entry back as the run "
+        f"started with it and `etl resume` (or `etl resume {run.id}`); if you no longer deliver to {name!r}, "
+        "resume the others by name (`etl resume --recipient NAME ...`)"
+    )
 
 
 def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),

@@ -129,25 +129,37 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
     releases, bad = with_retries(
         fetch, what=f"reading chunk {task.number}", policy=spec.retry
     )
-    last_sums: dict[int, str] = {}
-    if task.skip_unchanged:
+    filtered = cfg.recipient is not None and bool(cfg.recipient.territories or cfg.recipient.labels)
+    sent: dict[int, state.Sent] = {}
+    if task.skip_unchanged or filtered or task.report_missing:
 
-        def sums() -> dict[int, str]:
+        def read_sent() -> dict[int, state.Sent]:
             with engine.connect() as conn:
-                found = state.delivered_checksums(conn, task.state_schema, task.job, list(task.release_ids))
+                found = state.last_sent(conn, task.state_schema, task.job, list(task.release_ids))
                 conn.rollback()
                 return found
 
-        last_sums = with_retries(
-            sums, what=f"reading the delivered checksums of chunk {task.number}",
+        sent = with_retries(
+            read_sent, what=f"reading what was delivered of chunk {task.number}",
             policy=spec.retry,
         )
+    last_sums = {rid: s.checksum for rid, s in sent.items()} if task.skip_unchanged else {}
     rejects: list[state.RejectRecord] = [_reject_from(b, "extract") for b in bad]
     if task.report_missing:
-        rejects.extend(_not_found(task.release_ids, releases, bad))
-    if cfg.recipient is not None:
-        # Releases not for this store (territory or label filter) count as skipped.
-        releases = [r for r in releases if cfg.recipient.matches(r)]
+        rejects.extend(_not_found(task, releases, bad, sent))
+    leaving: set[int] = set()
+    if filtered:
+        assert cfg.recipient is not None
+        # Releases not for this store (territory or label filter) count as skipped, unless the
+        # store was sent one and never a takedown: it left the filter, and the store takes it down.
+        kept = []
+        for r in releases:
+            if cfg.recipient.matches(r):
+                kept.append(r)
+            elif (s := sent.get(int(r.release_id))) is not None and s.live:
+                kept.append(r)
+                leaving.add(int(r.release_id))
+        releases = kept
     releases, duplicates = _claim_identifiers(spec, engine, task, releases, idle)
     rejects += duplicates
     t_fetched = time.perf_counter()
@@ -168,7 +180,9 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
         media_root = media.media_root(cfg.load.media_root)
     try:
         for release in releases:
-            take_down = task.takedowns and is_takedown(release, task.ended_before)
+            take_down = int(release.release_id) in leaving or (
+                task.takedowns and is_takedown(release, task.ended_before)
+            )
             planned: list[Any] = []
             if media_root is not None:
                 release, planned, media_problems = media.with_resource_uris(release)
@@ -340,11 +354,21 @@ def is_takedown(release: Any, ended_before: dt.date | None) -> bool:
     return all(d.end_date is not None and d.end_date < ended_before for d in deals)
 
 
-def _not_found(wanted: tuple[int, ...], releases: list[Any], bad: list[Any]) -> list[state.RejectRecord]:
-    """Rejects for asked-for ids the rows query returned nothing for."""
+def _not_found(
+    task: Task, releases: list[Any], bad: list[Any], sent: dict[int, state.Sent]
+) -> list[state.RejectRecord]:
+    """Rejects for asked-for ids the rows query returned nothing for (one the store still has: named so)."""
+    from .orphans import orphan_reject
+
+    wanted = task.release_ids
     found = {int(r.release_id) for r in releases}
     found.update(int(b.release_id) for b in bad if getattr(b, "release_id", None) is not None)
-    return [
+    orphans = [
+        orphan_reject(sent[int(i)], task.job, task.state_schema)
+        for i in wanted if int(i) not in found and int(i) in sent and sent[int(i)].live
+    ]
+    found.update(o.release_id for o in orphans)
+    return orphans + [
         state.RejectRecord(
             release_id=int(i),
             stage="extract",

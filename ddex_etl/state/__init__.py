@@ -21,10 +21,11 @@ Files::
 """
 from __future__ import annotations
 
-from .delivered import delivered_by_run, delivered_checksums, record_delivered  # noqa: F401
+from .delivered import TAKEDOWN, Sent, delivered_by_run, delivered_checksums, last_sent, live_sent_missing_from, record_delivered  # noqa: F401,E501
 from .records import RUN_MODES, RUN_STATUSES, STAGES, Checkpoint, RejectRecord, RejectRow, RunRow  # noqa: F401
-from .rejects import list_rejects, record_rejects, resolve_rejects  # noqa: F401
+from .rejects import list_rejects, record_new_rejects, record_rejects, resolve_rejects  # noqa: F401
 from .runs import (  # noqa: F401
+    add_rejected,
     advance,
     carry_ahead,
     create_run,
@@ -42,6 +43,7 @@ from .runs import (  # noqa: F401
     run_attempt,
     set_total,
     unfinished_run,
+    unfinished_runs_under,
 )
 from .schema import HEAD, _t, current, database_now, downgrade, ensure_current, head, migrations_dir, upgrade  # noqa: F401
 from .storable import NUL_STAND_IN, SURROGATE_STAND_IN, UNSTORABLE_NOTE, storable_json, storable_text  # noqa: F401
@@ -57,9 +59,12 @@ __all__ = [
     "RejectRow",
     "RunRow",
     "STAGES",
+    "TAKEDOWN",
+    "Sent",
     "SURROGATE_STAND_IN",
     "StoreAck",
     "UNSTORABLE_NOTE",
+    "add_rejected",
     "advance",
     "carry_ahead",
     "create_run",
@@ -76,7 +81,9 @@ __all__ = [
     "head",
     "jobs",
     "last_success",
+    "last_sent",
     "latest_run",
+    "live_sent_missing_from",
     "list_rejects",
     "list_runs",
     "mark_dispatched",
@@ -85,6 +92,7 @@ __all__ = [
     "record_acks",
     "record_ahead",
     "record_delivered",
+    "record_new_rejects",
     "record_rejects",
     "releases_by_identifier",
     "reopen_run",
@@ -95,5 +103,6 @@ __all__ = [
     "storable_text",
     "store_rejections",
     "unfinished_run",
+    "unfinished_runs_under",
     "upgrade",
 ]

@@ -198,7 +198,7 @@ def claim(
 
 
 _UNPLAIN = re.compile(r"[^A-Za-z0-9_-]")
-_PLAIN_ISRC = re.compile(r"^[A-Z0-9]{12}$").match
+_PLAIN_ISRC = re.compile(r"[A-Z0-9]{12}").fullmatch
 
 
 def _literal(items: list[Any]) -> Any:

@@ -2,13 +2,68 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .schema import _t
+
+TAKEDOWN = "TakeDown"  # the kind of a takedown message (ern.build_takedown)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a job last delivered for one release."""
+
+    release_id: int
+    checksum: str
+    kind: str  # NewReleaseMessage or TakeDown
+    run_id: int
+    identifier: str | None  # the release's folder in that run's batch
+
+    @property
+    def live(self) -> bool:
+        """The store may still offer the release: the last thing sent was not a takedown."""
+        return self.kind != TAKEDOWN
+
+
+def last_sent(conn: Connection, schema: str, job: str, release_ids: Sequence[int]) -> dict[int, Sent]:
+    """What ``job`` last delivered for each of ``release_ids`` (absent: never delivered)."""
+    if not release_ids:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT release_id, checksum, kind, run_id, identifier FROM {_t(schema, 'delivered')}
+            WHERE job = :job AND release_id = ANY(:ids)"""
+        ),
+        {"job": job, "ids": [int(i) for i in release_ids]},
+    )
+    return {int(r[0]): Sent(int(r[0]), str(r[1]), str(r[2]), int(r[3]), r[4]) for r in rows}
+
+
+def live_sent_missing_from(
+    conn: Connection, schema: str, job: str, keys_sql: str, params: Mapping[str, Any]
+) -> list[Sent]:
+    """Releases ``job`` delivered and never took down that the keys query ``keys_sql`` no longer returns.
+
+    ``keys_sql`` is the user's keys query (``:after``/``:offset`` and ``:limit``
+    bound by ``params``, ``:limit`` NULL for all of it), compared by
+    ``release_id``. One anti-join: its cost follows the job's delivered rows
+    and the keys query's full scan, not the number of releases that left.
+    """
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT d.release_id, d.checksum, d.kind, d.run_id, d.identifier FROM {_t(schema, 'delivered')} d
+            WHERE d.job = :job AND d.kind <> :takedown
+              AND NOT EXISTS (SELECT 1 FROM ({keys_sql}) AS k WHERE k.release_id = d.release_id)
+            ORDER BY d.release_id"""
+        ),
+        {**params, "job": job, "takedown": TAKEDOWN},
+    )
+    return [Sent(int(r[0]), str(r[1]), str(r[2]), int(r[3]), r[4]) for r in rows]
 
 
 def delivered_checksums(conn: Connection, schema: str, job: str, release_ids: Sequence[int]) -> dict[int, str]:
@@ -75,7 +130,7 @@ def record_delivered(
     return len(ids)
 
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_-]+$")
+_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _array_literal(values: list[Any]) -> Any:
@@ -85,7 +140,7 @@ def _array_literal(values: list[Any]) -> Any:
     (1.5 ms, now 0.7). Anything else goes as a list, which psycopg quotes."""
     parts = [str(v) for v in values]
     if all(
-        (type(v) is int or type(v) is str) and _PLAIN.match(p) and p.lower() != "null" for v, p in zip(values, parts)
+        (type(v) is int or type(v) is str) and _PLAIN.fullmatch(p) and p.lower() != "null" for v, p in zip(values, parts)
     ):
         return "{" + ",".join(parts) + "}"
     return list(values)

@@ -47,6 +47,34 @@ def record_rejects(conn: Connection, schema: str, run_id: int, rejects: Iterable
     return len(params)
 
 
+def record_new_rejects(conn: Connection, schema: str, run_id: int, rejects: Iterable[RejectRecord]) -> list[int]:
+    """Store rejects a run does not hold yet (found again by a resumed attempt: left as they are).
+
+    Returns the release ids newly recorded, so the run's count grows once per release.
+    """
+    params = [
+        {
+            "run": run_id, "rid": r.release_id, "stage": r.stage, "kind": storable_text(r.error_kind),
+            "msg": storable_text(r.message), "retry": r.retryable, "input": storable_json(r.input),
+        }
+        for r in rejects
+    ]
+    added: list[int] = []
+    for p in params:  # a handful per run: one statement each keeps RETURNING simple
+        row = conn.execute(
+            sa.text(
+                f"""INSERT INTO {_t(schema, 'rejected_releases')}
+                    (run_id, release_id, stage, error_kind, message, retryable, input)
+                VALUES (:run, :rid, :stage, :kind, :msg, :retry, CAST(:input AS jsonb))
+                ON CONFLICT (run_id, release_id) DO NOTHING RETURNING release_id"""
+            ),
+            p,
+        ).first()
+        if row is not None:
+            added.append(int(row[0]))
+    return added
+
+
 def list_rejects(conn: Connection, schema: str, run_id: int, *, unresolved_only: bool = False) -> list[RejectRow]:
     """A run's rejected releases in release order."""
     extra = "AND resolved_at IS NULL" if unresolved_only else ""

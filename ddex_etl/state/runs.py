@@ -95,6 +95,19 @@ def unfinished_run(conn: Connection, schema: str, job: str) -> RunRow | None:
     return run if run is not None and run.status != "succeeded" else None
 
 
+def unfinished_runs_under(conn: Connection, schema: str, prefix: str) -> list[RunRow]:
+    """Per job whose name starts with ``prefix`` (a recipient's ``<job>/<name>``): its unfinished run, if any."""
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT DISTINCT ON (job) * FROM {_t(schema, 'runs')}
+            WHERE left(job, length(:p)) = :p AND mode IN ('full', 'incremental')
+            ORDER BY job, id DESC"""
+        ),
+        {"p": prefix},
+    )
+    return [run for run in map(_run, rows) if run.status != "succeeded"]
+
+
 def last_success(conn: Connection, schema: str, job: str) -> RunRow | None:
     """The job's newest successful full/incremental run."""
     row = conn.execute(
@@ -293,6 +306,11 @@ def carry_ahead(conn: Connection, schema: str, run_id: int, *, by_chunk: bool = 
         ),
         {"r": run_id, "by_chunk": by_chunk},
     )
+
+
+def add_rejected(conn: Connection, schema: str, run_id: int, rejected: int) -> None:
+    """Count releases a run rejected outside any chunk (see ``ddex_etl.run.orphans``)."""
+    _add_counts(conn, schema, run_id, 0, rejected, 0, 0, 0)
 
 
 def _add_counts(

@@ -86,7 +86,7 @@ def test_config_check_connect_reports_each_problem_with_its_fix(db_url: str, tmp
     good = etl(tmp_path, "config", "check", "--connect", env=env)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "configuration OK" in good.stdout
-    assert [line.split()[0] for line in good.stdout.splitlines()[:-1]] == ["ok"] * 6
+    assert [line.split()[0] for line in good.stdout.splitlines()[:-1]] == ["ok"] * 7
 
     (tmp_path / "changed.sql").write_text("SELECT release_id FROM releasez WHERE release_id > :after LIMIT :limit")
     (tmp_path / "etl.toml").write_text('[extract]\nchanged_keys_query = "changed.sql"\n[load]\ndirectory = "/proc/ddex-out"\n')

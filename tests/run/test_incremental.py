@@ -307,6 +307,88 @@ def test_catalog_triggers_stamp_updates_and_child_deletes(engine: sa.Engine, db_
     assert set(docs_of_run(engine, inc.run_id)) == {renamed, lost_deal}
 
 
+def install_triggers(engine: sa.Engine) -> None:
+    from ddex_etl.extract import SQL_DIR
+
+    with engine.begin() as conn:
+        # The raw driver: no parameters, so format()'s %I is not taken for a placeholder (as in psql).
+        conn.connection.driver_connection.execute((SQL_DIR / "catalog_triggers.sql").read_text(encoding="utf-8"))
+
+
+def test_a_child_row_moved_to_another_release_rebuilds_both_releases(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """Issue 21 item 6: the shipped triggers stamped the old release only on DELETE, so moving a track,
+    a credit, an artist row or a deal to another release rebuilt only the release it moved to (this
+    test failed: the old releases were missing from the incremental run, a moved deal stayed on sale)."""
+    install_triggers(engine)
+    cfg = make_cfg(db_url, tmp_path)
+    run_api.run(cfg, progress=False)
+    # Releases with two tracks and two deals, so each keeps one after losing one (still a valid message).
+    roomy = sorted(ids(
+        engine,
+        """SELECT release_id FROM tracks GROUP BY release_id HAVING count(*) >= 2
+        INTERSECT SELECT release_id FROM deals GROUP BY release_id HAVING count(*) >= 2
+        INTERSECT SELECT release_id FROM release_artists GROUP BY release_id HAVING count(*) >= 2""",
+    ) & set(pick(engine, RELEASES, set())))
+    assert len(roomy) >= 8
+    t_from, t_to, d_from, d_to, c_from, c_to, a_from, a_to = roomy[:8]
+    track = sql(engine, "SELECT max(track_id) FROM tracks WHERE release_id = :x", x=t_from)[0][0]
+    other_track = sql(engine, "SELECT min(track_id) FROM tracks WHERE release_id = :x", x=c_to)[0][0]
+    credit_track = sql(engine, "SELECT min(track_id) FROM tracks WHERE release_id = :x", x=c_from)[0][0]
+    # None of these statements sets updated_at: the triggers do.
+    sql(engine, "UPDATE tracks SET release_id = :to, track_number = 99 WHERE track_id = :t", to=t_to, t=track)
+    sql(engine, "UPDATE deals SET release_id = :to WHERE deal_id = (SELECT max(deal_id) FROM deals WHERE release_id = :x)",
+        to=d_to, x=d_from)
+    sql(engine,
+        """UPDATE track_contributors SET track_id = :to
+        WHERE (track_id, artist_id, role) = (SELECT track_id, artist_id, role FROM track_contributors
+                                             WHERE track_id = :t ORDER BY artist_id, role LIMIT 1)""",
+        to=other_track, t=credit_track)
+    sql(engine,
+        """UPDATE release_artists SET release_id = :to
+        WHERE (release_id, artist_id, role) = (SELECT release_id, artist_id, role FROM release_artists
+                                               WHERE release_id = :x ORDER BY sequence DESC, artist_id LIMIT 1)""",
+        to=a_to, x=a_from)
+    inc = run_api.run(cfg, progress=False, mode="incremental")
+    assert inc.rejected == 0
+    assert set(docs_of_run(engine, inc.run_id)) == {t_from, t_to, d_from, d_to, c_from, c_to, a_from, a_to}
+    # The release the track left no longer lists it.
+    with engine.connect() as conn:
+        doc = conn.execute(sa.text("SELECT document FROM ddex_etl.documents WHERE release_id = :x"), {"x": t_from}).scalar()
+        isrc = conn.execute(sa.text("SELECT isrc FROM tracks WHERE track_id = :t"), {"t": track}).scalar()
+    assert isrc.encode() not in bytes(doc)
+
+
+def test_outdated_catalog_triggers_are_named_with_the_fix(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """Issue 21 item 6, upgrading: a catalog whose triggers came from the older file (no move triggers)
+    is reported by `etl config check --connect` (exit 2, the psql command) and warned about by incremental
+    runs; installing the file again fixes it. (Before: nothing said so.)"""
+    from etl_cli import etl
+
+    install_triggers(engine)
+    # What the older file left: every trigger but the move ones.
+    sql(engine, "DO $$ DECLARE t text; BEGIN FOREACH t IN ARRAY ARRAY['release_artists', 'tracks', "
+                "'track_contributors', 'deals', 'release_images'] LOOP "
+                "EXECUTE format('DROP TRIGGER ddex_etl_touch_moved ON %I', t); END LOOP; END $$")
+    sql(engine, "DROP FUNCTION ddex_etl_touch_moved()")
+    (tmp_path / "etl.toml").write_text('[load]\ntarget = "table"\n[run]\nwatermark_lag_seconds = 0\nworkers = 1\n')
+    env = {"ETL_DATABASE_URL": db_url}
+    check = etl(tmp_path, "config", "check", "--connect", env=env)
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert "catalog triggers: the catalog's ddex-etl triggers are from an older version" in check.stdout
+    assert "catalog_triggers.sql" in check.stdout and "ddex_etl_touch_moved" in check.stdout
+    assert etl(tmp_path, "run", "--no-progress", env=env).returncode == 0
+    inc = etl(tmp_path, "run", "--incremental", "--no-progress", env=env)
+    assert inc.returncode == 0, inc.stderr
+    assert inc.stderr.count("triggers are from an older version") == 1
+    install_triggers(engine)  # what the fix says: the file again
+    fixed = etl(tmp_path, "config", "check", "--connect", env=env)
+    assert fixed.returncode == 0, fixed.stdout
+    assert "catalog_triggers.sql are installed and current" in fixed.stdout
+    assert "older version" not in etl(tmp_path, "run", "--incremental", "--no-progress", env=env).stderr
+
+
 # ---------------------------------------------------------------- ddex-batch
 
 

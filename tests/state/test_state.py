@@ -218,3 +218,32 @@ def test_a_reject_row_prints_the_fields_etl_errors_json_always_had() -> None:
         "created_at", "resolved_at", "resolved_by_run",
     ]
     assert row.as_dict()["attempts"] == 2 and row.as_dict()["input"] == {"problems": []}
+
+
+def test_orphans_found_again_by_a_resumed_attempt_count_once(engine: sa.Engine, db_url: str) -> None:
+    """A run that rejected a release the catalog lost (ddex_etl.run.orphans) and is resumed finds it again:
+    the reject stays one row and the run's count does not grow; the next run counts it afresh."""
+    from ddex_etl.config import Config, DatabaseConfig
+    from ddex_etl.demo.seed import seed_catalog
+    from ddex_etl.run.orphans import KIND, record_orphans
+
+    s = "ddex_etl"
+    seed_catalog(engine, 3, seed=1)
+    state.upgrade(engine, s)
+    cfg = Config(database=DatabaseConfig(url=db_url))
+    with engine.begin() as conn:
+        runs = [state.create_run(conn, s, job="nightly", mode="full", extract_mode="keyset", fingerprint="f",
+                                 target="table", layout=None, output="t") for _ in range(2)]
+        state.record_delivered(conn, s, "nightly", runs[0].id, [(1, "c1", "NewReleaseMessage", "0001"),
+                                                                 (2, "c2", "TakeDown", "0002"),
+                                                                 (3, "c3", "NewReleaseMessage", "0003")])
+        conn.execute(sa.text("DELETE FROM releases WHERE release_id IN (1, 2)"))
+    assert record_orphans(engine, cfg, runs[0]) == 1  # release 2 was taken down already; 3 is still there
+    assert record_orphans(engine, cfg, runs[0]) == 0  # the resumed attempt
+    assert record_orphans(engine, cfg, runs[1]) == 1  # the next run
+    with engine.connect() as conn:
+        counts = [state.get_run(conn, s, r.id).rejected for r in runs]  # type: ignore[union-attr]
+        kinds = conn.execute(sa.text("SELECT run_id, release_id, error_kind FROM ddex_etl.rejected_releases "
+                                     "ORDER BY run_id")).all()
+    assert counts == [1, 1]
+    assert [tuple(k) for k in kinds] == [(runs[0].id, 1, KIND), (runs[1].id, 1, KIND)]

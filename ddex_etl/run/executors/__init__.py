@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 
-from ...config import Config
+from ...config import Config, unused_scheduler_notice
 from ...errors import ConfigError
 from ..chunks import WorkerSpec
 from .base import ChunkExecutor
 
 __all__ = ["ChunkExecutor", "executor_for"]
+
+log = logging.getLogger("ddex_etl.pipeline")
+# Notices already logged by this process: once per `etl run`, not once per recipient.
+_NOTICED: set[str] = set()
 
 
 def executor_for(cfg: Config, spec: WorkerSpec) -> ChunkExecutor:
@@ -20,6 +25,10 @@ def executor_for(cfg: Config, spec: WorkerSpec) -> ChunkExecutor:
     scheduler fails before any run row exists.
     """
     name = cfg.run.executor or "local"
+    notice = unused_scheduler_notice(cfg)
+    if notice is not None and notice not in _NOTICED:
+        _NOTICED.add(notice)
+        log.warning("%s", notice)
     if name == "local":
         from .local import LocalExecutor
 
