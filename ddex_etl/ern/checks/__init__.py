@@ -43,463 +43,45 @@ Speed matters here (the builder must do thousands of releases per second per
 core), so clean values take inline fast paths and the checker's slower,
 message-building paths run only for values that need them. Clean artist and
 deal-term results and the ISO text of dates are memoised per process (each
-cache capped at ``_CACHE_LIMIT`` entries); they are pure functions of their
+cache capped at ``checker.CACHE_LIMIT`` entries); they are pure functions of their
 inputs, so the output does not depend on what was built before.
 """
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import math
 import operator
 import re
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..errors import FieldProblem
-from ..models import Contributor, Release
-from . import avs, identifiers
-from ._text import ILLEGAL_XML, iso_duration, utc_stamp
+from ...models import Contributor, Release
+from .. import identifiers
+from .._text import ILLEGAL_XML, iso_duration, utc_stamp
+from ..prepared import PContributor, PCredit, PDeal, PParty, Prepared, PTrack
+from .checker import CACHE_LIMIT, ISO_DATES, MD5, Checker
+from .cover import check_cover
+from .deals import _DEAL_TERMS, _deal_order, _deal_sanity, _deal_terms
+from .parties import _ARTISTS, _CREDIT_KEY, _display_name, _sorted_credits, party_ref
+from .release import latest_change
+from .vocabulary import DISPLAY_ROLES, VOCABULARIES
 
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
 _ICPN = re.compile(r"^[0-9]{12,14}$")
 _GRID = re.compile(r"^[A-Z0-9]{18}$")
 _ISNI = re.compile(r"^[0-9]{15}[0-9X]$")
 _DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
-_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _LANG = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}$")
 _ISRC_PREFIXES = identifiers.ISRC_PREFIXES
-# Cover art MIME types -> ImageCodecType (the same values in every ERN version).
-IMAGE_CODECS = {
-    "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF",
-    "image/tiff": "TIFF", "image/jp2": "JPEG2000", "image/jpx": "JPEG2000",
-}
-_REF_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 
 _ISRC_MATCH = _ISRC.match
-_MD5_MATCH = _MD5.match
+_MD5_MATCH = MD5.match
 _BAD = ILLEGAL_XML.search
 # Whole-second durations repeat a lot across a catalog; their text is cached.
 _DURATIONS: dict[int, str] = {}
 _DURATIONS_MS: dict[int, str] = {}
-# Deal terms and artists recur across a catalog; clean results are memoised
-# per process (pure functions of their key and the ERN version).
-_DEAL_TERMS: dict[Any, tuple[list[str], list[str], list[str]]] = {}
-_ARTISTS: dict[Any, tuple[str, str, bool, str, str | None]] = {}
-# Bounded so a worker's memory stays flat however large the catalog: at 100k
-# entries the artist cache alone grew a worker by ~45 MB on a 200k-release run.
-_CACHE_LIMIT = 10_000
 _MISSING = object()
-# ISO text of dates: release and deal dates repeat across a catalog, and
-# date.isoformat() goes through a printf-style formatter each time.
-_ISO_DATES: dict[dt.date, str] = {}
-
-
-DISPLAY_ROLES = {"mainartist": "MainArtist", "featuredartist": "FeaturedArtist", "artist": "Artist"}
-_EPOCH = dt.datetime(1970, 1, 1)
-
-
-def _lookup(values: frozenset[str], aliases: dict[str, str] | None = None) -> dict[str, str]:
-    table = {v.lower(): v for v in values}
-    table.update({v: v for v in values})  # exact values hit without lower()
-    for alias, target in (aliases or {}).items():
-        if target in values:
-            table[alias] = target
-    return table
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Case-insensitive catalog value -> ERN value tables for one version."""
-
-    version: str
-    release_types: dict[str, str]
-    roles: dict[str, str]  # non-display roles
-    work_roles: frozenset[str]  # ERN 3.8.2: roles credited as IndirectResourceContributor
-    commercial_models: dict[str, str]
-    use_types: dict[str, str]
-    parental: dict[str, str]
-    territories: dict[str, str]
-
-
-def _vocabulary(version: str) -> Vocabulary:
-    ern4 = version != "3.8.2"
-    roles = set(avs.CONTRIBUTOR_ROLES[version])
-    work: frozenset[str] = frozenset()
-    if not ern4:
-        work = avs.WORK_CONTRIBUTOR_ROLES[version] - avs.CONTRIBUTOR_ROLES[version]
-        roles |= work
-    return Vocabulary(
-        version=version,
-        release_types=_lookup(avs.RELEASE_TYPES[version], {"compilation": "Album", "lp": "Album"}),
-        roles=_lookup(frozenset(roles), {"producer": "StudioProducer"} if ern4 else {}),
-        work_roles=work,
-        commercial_models=_lookup(
-            avs.COMMERCIAL_MODELS[version],
-            {
-                "subscription": "SubscriptionModel",
-                "adsupported": "AdvertisementSupportedModel",
-                "advertisementsupported": "AdvertisementSupportedModel",
-                "payasyougo": "PayAsYouGoModel",
-                "freeofcharge": "FreeOfChargeModel",
-            },
-        ),
-        use_types=_lookup(avs.USE_TYPES[version]),
-        parental=_lookup(avs.PARENTAL_WARNINGS[version], {"clean": "ExplicitContentEdited", "edited": "ExplicitContentEdited"}),
-        territories=_lookup(avs.TERRITORIES[version], {"ww": "Worldwide"}),
-    )
-
-
-VOCABULARIES = {v: _vocabulary(v) for v in ("4.3", "4.2", "3.8.2")}
-
-
-@dataclass(slots=True)
-class PParty:
-    ref: str
-    name: str
-    isni: str | None = None
-    dpid: str | None = None
-
-
-@dataclass(slots=True)
-class PCredit:
-    ref: str
-    role: str  # ERN value
-    seq: int
-    work: bool = False  # ERN 3.8.2 IndirectResourceContributor
-
-
-@dataclass(slots=True)
-class PContributor:
-    """One person's contributor entry: every role they have on the recording, once."""
-
-    ref: str
-    roles: list[str]
-    seq: int
-    work: bool = False  # ERN 3.8.2 IndirectResourceContributor (roles on the musical work)
-
-
-@dataclass(slots=True)
-class PCover:
-    file: str
-    md5: str
-    codec: str
-    width: int | None
-    height: int | None
-
-
-@dataclass(slots=True)
-class PTrack:
-    num: int  # 1-based, in (disc, track) order: A{num}, R{num}, T{num}
-    disc: int
-    number: int
-    isrc: str
-    title: str
-    version: str | None
-    display_name: str
-    artists: list[PCredit]
-    contributors: list[PContributor]
-    duration: str
-    seconds: float
-    p_year: int | None
-    p_text: str | None
-    parental: str | None
-    genre: str | None
-    audio_file: str | None
-    audio_md5: str | None
-
-
-@dataclass(slots=True)
-class PDeal:
-    deal_id: Any
-    territories: list[str]
-    models: list[str]
-    use_types: list[str]
-    start: str | None
-    end: str | None
-
-
-@dataclass(slots=True)
-class Prepared:
-    release_id: Any
-    version: str
-    title: str = ""
-    subtitle: str | None = None
-    release_type: str = ""
-    compilation: bool = False
-    icpn: str = ""
-    grid: str | None = None
-    catalog_number: str | None = None
-    label_ref: str = ""
-    label_name: str = ""
-    display_name: str = ""
-    artists: list[PCredit] = field(default_factory=list)
-    parties: list[PParty] = field(default_factory=list)
-    p_year: int | None = None
-    p_text: str | None = None
-    c_year: int | None = None
-    c_text: str | None = None
-    genre: str = ""
-    subgenre: str | None = None
-    release_date: str | None = None
-    original_release_date: str | None = None
-    parental: str | None = None
-    duration: str = ""
-    tracks: list[PTrack] = field(default_factory=list)
-    discs: list[tuple[int, list[PTrack]]] = field(default_factory=list)
-    deals: list[PDeal] = field(default_factory=list)
-    created: str = ""
-    deleted: str | None = None  # date the release was taken down (ISO date)
-    cover: PCover | None = None
-    language: str | None = None  # of the titles (releases.language), when the catalog has it
-    first_published: str | None = None  # FirstPublicationDate of the recordings, when known
-
-
-class Checker:
-    """Collects problems and repair warnings for one release."""
-
-    __slots__ = ("release_id", "repair", "problems", "warnings")
-
-    def __init__(self, release_id: Any, repair: bool) -> None:
-        self.release_id = release_id
-        self.repair = repair
-        self.problems: list[FieldProblem] = []
-        self.warnings: list[str] = []
-
-    def problem(self, field_: str, value: object, problem: str, fix: str) -> None:
-        self.problems.append(FieldProblem(field_, value, problem, fix))
-
-    def text(self, field_: str, value: object, required: bool = False, fix: str = "") -> str | None:
-        """A clean text value, or None (absent). Required-and-absent is a problem."""
-        if type(value) is str and value and value.strip() is value and (value.isprintable() or _BAD(value) is None):
-            return value  # the common case: nothing to check further
-        if value is None:
-            if required:
-                self.problem(field_, value, "is missing", fix or f"set {field_}")
-            return None
-        if not isinstance(value, str):
-            if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-                value = str(value)
-            else:
-                self.problem(field_, value, f"must be text, not {type(value).__name__}", fix or f"set {field_} to text")
-                return None
-        s = value
-        if ILLEGAL_XML.search(s):
-            if self.repair:
-                s = ILLEGAL_XML.sub("", s)
-                self.warnings.append(
-                    f"release {self.release_id}: {field_}: removed XML-illegal control characters from {value!r}"
-                )
-            else:
-                self.problem(
-                    field_,
-                    value,
-                    "contains characters XML 1.0 forbids (control characters, U+FFFE/U+FFFF or lone surrogates)",
-                    "remove them in the catalog, or set transform.repair = true to strip them with a warning",
-                )
-                return None
-        stripped = s.strip()
-        if stripped != s:
-            if self.repair or not stripped:
-                if stripped:
-                    self.warnings.append(
-                        f"release {self.release_id}: {field_}: removed surrounding whitespace from {value!r}"
-                    )
-                s = stripped
-            else:
-                self.problem(
-                    field_,
-                    value,
-                    "has leading or trailing whitespace",
-                    "trim it in the catalog, or set transform.repair = true to trim it with a warning",
-                )
-                return None
-        if not s:
-            if required:
-                self.problem(field_, value, "is empty", fix or f"set {field_} to a non-empty value")
-            return None
-        return s
-
-    def ident(self, field_: str, value: object, pattern: re.Pattern[str], what: str, required: bool, example: str) -> str | None:
-        if type(value) is str and pattern.match(value):
-            return value
-        if value is None and not required:
-            return None  # what text() would say, without building its fix hint
-        s = self.text(field_, value, required, fix=f"set {field_} to {what}, e.g. {example}")
-        if s is None:
-            return None
-        if not pattern.match(s):
-            hint = re.sub(r"[\s-]", "", s).upper()
-            suggestion = f" (did you mean {hint!r}?)" if pattern.match(hint) else ""
-            self.problem(field_, value, f"is not {what}", f"correct it to {what}, e.g. {example}{suggestion}")
-            return None
-        return s
-
-    def choice(self, field_: str, value: object, table: dict[str, str], what: str) -> str | None:
-        if type(value) is str:
-            hit = table.get(value)
-            if hit is not None:
-                return hit
-        s = self.text(field_, value, required=True, fix=f"set {field_} to a DDEX {what}")
-        if s is None:
-            return None
-        found = table.get(s.lower())
-        if found is None:
-            allowed = sorted(set(table.values()))
-            close = difflib.get_close_matches(s, allowed, n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            listing = ", ".join(allowed) if len(allowed) <= 25 else ", ".join(allowed[:25]) + f", ... ({len(allowed)} values)"
-            self.problem(field_, value, f"is not a {what} in this ERN version", f"{hint}use one of: {listing}")
-        return found
-
-    def year(self, field_: str, value: object) -> int | None:
-        if value is None or (type(value) is int and 1000 <= value <= 9999):
-            return value  # type: ignore[return-value]
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)) or not (1000 <= value <= 9999):
-            self.problem(field_, value, "is not a four-digit year", f"set {field_} to a year such as 2024, or leave it empty")
-            return None
-        if value != int(value):
-            self.problem(field_, value, "is not a whole year", f"set {field_} to a year such as 2024")
-            return None
-        return int(value)
-
-    def date(self, field_: str, value: object) -> str | None:
-        if value is None:
-            return None
-        if type(value) is dt.date and value.year >= 1000:
-            text = _ISO_DATES.get(value)
-            if text is None:
-                text = value.isoformat()
-                if len(_ISO_DATES) < _CACHE_LIMIT:
-                    _ISO_DATES[value] = text
-            return text
-        if isinstance(value, dt.datetime):
-            value = value.date()
-        if isinstance(value, str):
-            try:
-                value = dt.date.fromisoformat(value.strip())
-            except ValueError:
-                self.problem(field_, value, "is not a date", f"set {field_} to a date (YYYY-MM-DD)")
-                return None
-        if not isinstance(value, dt.date):
-            self.problem(field_, value, "is not a date", f"set {field_} to a date (YYYY-MM-DD)")
-            return None
-        if value.year < 1000:
-            self.problem(field_, value, "is before year 1000", f"correct {field_}")
-            return None
-        return value.isoformat()
-
-
-def party_ref(prefix: str, ident: object) -> str:
-    """A PartyReference (pattern P[\\d\\-_a-zA-Z]+) derived from a catalog id."""
-    if type(ident) is int:
-        return f"{prefix}{ident}"
-    return prefix + _REF_UNSAFE.sub("_", str(ident))
-
-
-def _display_name(names: list[tuple[str, str]]) -> str:
-    """'A, B & C feat. D' from (name, role) pairs in display order."""
-    if len(names) == 1:  # the common case: one artist, whatever the role
-        return names[0][0]
-    main = [n for n, r in names if r != "FeaturedArtist"]
-    feat = [n for n, r in names if r == "FeaturedArtist"]
-
-    def join(parts: list[str]) -> str:
-        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " & " + parts[-1]
-
-    if not main:
-        return join(feat)
-    return join(main) + (" feat. " + join(feat) if feat else "")
-
-
-# Display roles first (MainArtist, then Artist, then FeaturedArtist) when the
-# catalog's sequence numbers tie; then the name. The id only separates
-# credits equal in everything shown.
-_ROLE_RANK = {"mainartist": 0, "artist": 1, "featuredartist": 2}
-
-
-def _credit_key(c: Contributor) -> tuple[Any, ...]:
-    role = c.role
-    rank = _ROLE_RANK.get(role.lower(), 3) if type(role) is str else 3
-    return (c.sequence, rank, c.name, role, c.artist_id)
 _POSITION = operator.attrgetter("disc_number", "track_number")
-_CREDIT_KEY = operator.attrgetter("artist_id", "name", "role", "sequence", "isni")
-_UPDATED = operator.attrgetter("updated_at")
-
-
-def _sorted_credits(credits: tuple[Contributor, ...]) -> list[tuple[int, Contributor]]:
-    # Sort on data, not on input order, so a different row order from the
-    # database cannot change the bytes.
-    if len(credits) < 2:
-        return list(enumerate(credits))
-    try:
-        order = sorted(range(len(credits)), key=list(map(_credit_key, credits)).__getitem__)
-        return [(k, credits[k]) for k in order]
-    except TypeError:  # mixed or missing types: compare as text
-        pass
-
-    def key(item: tuple[int, Contributor]) -> tuple[Any, ...]:
-        c = item[1]
-        seq = c.sequence if isinstance(c.sequence, int) and not isinstance(c.sequence, bool) else 0
-        rank = _ROLE_RANK.get(c.role.lower(), 3) if isinstance(c.role, str) else 3
-        return (seq, rank, str(c.name), str(c.role), str(c.artist_id), item[0])
-
-    return sorted(enumerate(credits), key=key)
-
-
-def _deal_order(item: tuple[int, Any]) -> tuple[str, int]:
-    """Deals in deal-id order (as text, so any id type sorts), then input order."""
-    return (str(item[1].deal_id), item[0])
-
-
-def latest_change(release: Release) -> dt.datetime | None:
-    """The latest updated_at over the release, its tracks and its deals."""
-    stamps = [s for s in (release.updated_at, *map(_UPDATED, release.tracks), *map(_UPDATED, release.deals)) if isinstance(s, dt.datetime)]
-    if not stamps:
-        return None
-    try:  # all aware (or all naive): datetimes compare across time zones directly
-        return max(stamps)
-    except TypeError:  # a mix of naive and aware: naive ones are UTC
-        return max(stamps, key=lambda s: s if s.tzinfo is not None else s.replace(tzinfo=dt.timezone.utc))
-
-
-def _deal_terms(ck: Checker, voc: Vocabulary, d: Any, where: str) -> tuple[list[str], list[str], list[str]]:
-    """Territories, commercial models and use types of one deal, mapped to the version's values."""
-    terrs: list[str] = []
-    raw_terr = d.territories if isinstance(d.territories, (list, tuple)) else ()
-    if not raw_terr:
-        ck.problem(f"{where}.territories", d.territories, f"deal {d.deal_id} has no territories", "list ISO 3166 codes such as GB, US, or 'Worldwide'")
-    for j, code in enumerate(raw_terr):
-        found = voc.territories.get(code) if type(code) is str else None
-        if found is None:
-            found = ck.choice(f"{where}.territories[{j}]", code, voc.territories, "territory code (ISO 3166-1 or Worldwide)")
-        if found and found not in terrs:
-            terrs.append(found)
-    if "Worldwide" in terrs:
-        terrs = ["Worldwide"]
-    else:
-        terrs.sort()
-    model = None
-    if d.commercial_model is None:
-        ck.problem(f"{where}.commercial_model", None, f"deal {d.deal_id} has no commercial model", "set deals.commercial_model, e.g. SubscriptionModel")
-    else:
-        model = voc.commercial_models.get(d.commercial_model) if type(d.commercial_model) is str else None
-        if model is None:
-            model = ck.choice(f"{where}.commercial_model", d.commercial_model, voc.commercial_models, "commercial model")
-    uses: list[str] = []
-    raw_uses = d.use_types if isinstance(d.use_types, (list, tuple)) else ()
-    if not raw_uses:
-        ck.problem(f"{where}.use_types", d.use_types, f"deal {d.deal_id} has no use types", "list use types such as Stream, PermanentDownload")
-    for j, u in enumerate(raw_uses):
-        found = voc.use_types.get(u) if type(u) is str else None
-        if found is None:
-            found = ck.choice(f"{where}.use_types[{j}]", u, voc.use_types, "use type")
-        if found and found not in uses:
-            uses.append(found)
-    return terrs, [model] if model else [], uses
 
 
 def prepare(
@@ -580,7 +162,7 @@ def prepare(
         out = _resolve_slow(c, f"{where}[{j}]")
         if key is not None:
             resolved[key] = resolved_ids[id(c)] = out
-            if fresh and out is not None and (len(ck.problems), len(ck.warnings)) == before and len(_ARTISTS) < _CACHE_LIMIT:
+            if fresh and out is not None and (len(ck.problems), len(ck.warnings)) == before and len(_ARTISTS) < CACHE_LIMIT:
                 party = parties[out[0]]
                 _ARTISTS[(version, key)] = (*out, party.name, party.isni)
         return out
@@ -784,7 +366,7 @@ def prepare(
             audio_file = text(f"tracks[{i}].audio_file", audio_file)
         md5 = t.audio_md5
         if md5 is not None and (type(md5) is not str or not _MD5_MATCH(md5)):
-            md5 = ck.ident(f"tracks[{i}].audio_md5", md5, _MD5, "an MD5 sum (32 hexadecimal digits)", False, "9e107d9d372bb6826bd81d3542a419d6")
+            md5 = ck.ident(f"tracks[{i}].audio_md5", md5, MD5, "an MD5 sum (32 hexadecimal digits)", False, "9e107d9d372bb6826bd81d3542a419d6")
         p_year = t.p_line_year
         if p_year is not None and (type(p_year) is not int or not 1000 <= p_year <= 9999):
             p_year = ck.year(f"tracks[{i}].p_line_year", p_year)
@@ -816,7 +398,7 @@ def prepare(
                 duration = _DURATIONS_MS.get(millis)
                 if duration is None:
                     duration = iso_duration(secs)
-                    if len(_DURATIONS_MS) < _CACHE_LIMIT:
+                    if len(_DURATIONS_MS) < CACHE_LIMIT:
                         _DURATIONS_MS[millis] = duration
 
         # The same Contributor objects usually recur from track to track: look
@@ -911,10 +493,10 @@ def prepare(
         if terms is None:
             before = (len(ck.problems), len(ck.warnings))
             terms = _deal_terms(ck, voc, d, where)
-            if terms_key is not None and (len(ck.problems), len(ck.warnings)) == before and len(_DEAL_TERMS) < _CACHE_LIMIT:
+            if terms_key is not None and (len(ck.problems), len(ck.warnings)) == before and len(_DEAL_TERMS) < CACHE_LIMIT:
                 _DEAL_TERMS[terms_key] = terms  # clean terms only: the shared lists are never mutated
         terrs, models, uses = terms
-        start = _ISO_DATES.get(d.start_date) if type(d.start_date) is dt.date else None  # type: ignore[arg-type]
+        start = ISO_DATES.get(d.start_date) if type(d.start_date) is dt.date else None  # type: ignore[arg-type]
         if start is None:
             start = ck.date(f"{where}.start_date", d.start_date)
         end = None if d.end_date is None else ck.date(f"{where}.end_date", d.end_date)
@@ -928,7 +510,7 @@ def prepare(
 
     if p.deals:
         _deal_sanity(ck, p)
-    p.cover = _cover(ck, release)
+    p.cover = check_cover(ck, release)
     # The recordings were first published with the original release, or (not
     # being a compilation of earlier recordings) with this one.
     p.first_published = p.original_release_date or (None if p.compilation else p.release_date)
@@ -940,80 +522,3 @@ def prepare(
     if release.deleted_at is not None:
         p.deleted = ck.date("deleted_at", release.deleted_at)
     return p, ck
-
-
-def _cover(ck: Checker, release: Release) -> PCover | None:
-    """The front cover image, checked (a store rejects a release without one)."""
-    cover = release.cover_image
-    fix = "add the release's front cover (release_images: file, md5, width, height, mime_type)"
-    if cover is None:
-        ck.problem("cover_image", None, "the release has no front cover image (DDEX's release profiles require one)", fix)
-        return None
-    file = ck.text("cover_image.file", cover.file, True, fix)
-    md5 = ck.ident("cover_image.md5", cover.md5, _MD5, "an MD5 sum (32 hexadecimal digits)", True, "9e107d9d372bb6826bd81d3542a419d6")
-    mime = ck.text("cover_image.mime_type", cover.mime_type, True, "set release_images.mime_type, e.g. image/jpeg")
-    codec = IMAGE_CODECS.get(mime.lower()) if mime else None
-    if mime and codec is None:
-        ck.problem(
-            "cover_image.mime_type", cover.mime_type, "is not an image type DDEX knows",
-            f"use one of: {', '.join(sorted(IMAGE_CODECS))} (convert the image if needed)",
-        )
-    sizes: list[int | None] = []
-    for name in ("width", "height"):
-        v = getattr(cover, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            ck.problem(f"cover_image.{name}", v, "must be a whole number of pixels, 1 or more", f"set release_images.{name}, or leave it empty")
-            v = None
-        sizes.append(v)
-    if file is None or md5 is None or codec is None:
-        return None
-    return PCover(file, md5.lower(), codec, sizes[0], sizes[1])
-
-
-def _deal_sanity(ck: Checker, p: Prepared) -> None:
-    """Warn (not reject) about deals a store would likely question.
-
-    A deal that starts before the release date puts the release on sale early
-    (the catalog has no pre-order deals: a pre-order would say so). A generic
-    use type (Stream, Download) beside specific ones is ambiguous. Two deals
-    that overlap in time for the same commercial model, use type and territory
-    say the same thing twice, or contradict each other on dates. DDEX dates
-    are inclusive: a deal ending on a day overlaps one starting that day.
-    """
-    rid = p.release_id
-    if p.release_date:
-        for d in p.deals:
-            if d.start and d.start < p.release_date:
-                ck.warnings.append(
-                    f"release {rid}: deal {d.deal_id} starts {d.start}, before the release date {p.release_date}, "
-                    "and is not a pre-order: the release goes on sale early; fix: start the deal on the release date"
-                )
-    uses = {u for d in p.deals for u in d.use_types}
-    for generic in ("Stream", "Download"):
-        specific = sorted(u for u in uses if u != generic and u.endswith(generic))
-        if generic in uses and specific:
-            ck.warnings.append(
-                f"release {rid}: its deals grant the generic use type {generic} beside the specific {', '.join(specific)}: "
-                f"stores read that as ambiguous (ERN 3's business profiles forbid it); fix: list the specific use types only"
-            )
-    deals = p.deals
-    for a_i in range(len(deals)):
-        a = deals[a_i]
-        for b in deals[a_i + 1:]:
-            if not set(a.models) & set(b.models) or not set(a.use_types) & set(b.use_types):
-                continue
-            if "Worldwide" in a.territories:  # mapped deals say Worldwide alone, or list countries
-                shared = list(b.territories)
-            elif "Worldwide" in b.territories:
-                shared = list(a.territories)
-            else:
-                shared = sorted(set(a.territories) & set(b.territories))
-            if not shared:
-                continue
-            # Inclusive ranges [start, end]; an open end runs forever.
-            if (a.end is None or b.start is None or b.start <= a.end) and (b.end is None or a.start is None or a.start <= b.end):
-                uses = ", ".join(sorted(set(a.use_types) & set(b.use_types)))
-                ck.warnings.append(
-                    f"release {rid}: deals {a.deal_id} and {b.deal_id} overlap for {uses} in {', '.join(shared[:5])}"
-                    f"{' ...' if len(shared) > 5 else ''} with the same commercial model; fix: end one before the other starts, or merge them"
-                )
