@@ -129,7 +129,7 @@ class Checker:
 
     def year(self, field_: str, value: object) -> int | None:
         if value is None or (type(value) is int and 1000 <= value <= 9999):
-            return value  # type: ignore[return-value]
+            return value
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)) or not (1000 <= value <= 9999):

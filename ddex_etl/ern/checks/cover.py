@@ -1,4 +1,8 @@
-"""Cover art: the release's front cover image (a store rejects a release without one)."""
+"""Cover art: the release's front cover image (a store rejects a release without one).
+
+The image needs a file, an MD5 sum and a MIME type DDEX has an image codec
+for; width and height are optional, and whole pixels when given.
+"""
 from __future__ import annotations
 
 from ...models import Release

@@ -1,15 +1,59 @@
-"""Deals: territories, commercial models and use types mapped per ERN version, dates, and sanity warnings."""
+"""Deals: territories, commercial models and use types mapped per ERN version, dates, and sanity warnings.
+
+Each deal needs territories, a commercial model, use types and a start date
+(the release date is used when the deal has none); the end may not precede
+the start. Deals that start before the release date, and deals that overlap
+another deal with the same commercial model, use type and territory, are
+warned about (``Document.warnings``), not rejected. Deals are listed in
+deal-id order.
+"""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from ..prepared import Prepared
-from .checker import Checker
+from ...models import Release
+from ..prepared import PDeal, Prepared
+from .checker import CACHE_LIMIT, ISO_DATES, Checker
 from .vocabulary import Vocabulary
 
 # Deal terms recur across a catalog; clean results are memoised per process
 # (pure functions of their key and the ERN version).
 _DEAL_TERMS: dict[Any, tuple[list[str], list[str], list[str]]] = {}
+
+
+def check_deals(ck: Checker, voc: Vocabulary, release: Release, p: Prepared, need_deals: bool) -> None:
+    """Check and map the release's deals onto ``p.deals``; ``need_deals``: a release without one is a problem."""
+    if need_deals and not release.deals:
+        ck.problem("deals", (), "the release has no deals", "add at least one deal (territories, commercial model, use types), or send a takedown")
+    deals_in = release.deals
+    for i, d in sorted(enumerate(deals_in), key=_deal_order) if len(deals_in) > 1 else enumerate(deals_in):
+        where = f"deals[{i}]"
+        try:
+            terms_key: Any = (voc.version, d.territories, d.commercial_model, d.use_types)
+            terms = _DEAL_TERMS.get(terms_key)
+        except TypeError:  # unhashable junk
+            terms_key, terms = None, None
+        if terms is None:
+            before = (len(ck.problems), len(ck.warnings))
+            terms = _deal_terms(ck, voc, d, where)
+            if terms_key is not None and (len(ck.problems), len(ck.warnings)) == before and len(_DEAL_TERMS) < CACHE_LIMIT:
+                _DEAL_TERMS[terms_key] = terms  # clean terms only: the shared lists are never mutated
+        terrs, models, uses = terms
+        start = ISO_DATES.get(d.start_date) if type(d.start_date) is dt.date else None
+        if start is None:
+            start = ck.date(f"{where}.start_date", d.start_date)
+        end = None if d.end_date is None else ck.date(f"{where}.end_date", d.end_date)
+        if start is None and d.start_date is None:
+            start = p.release_date
+            if start is None:
+                ck.problem(f"{where}.start_date", None, f"deal {d.deal_id} has no start date and the release has no release date", "set deals.start_date or releases.release_date")
+        if start and end and end < start:
+            ck.problem(f"{where}.end_date", d.end_date, f"deal {d.deal_id} ends before it starts ({start})", "correct deals.end_date or deals.start_date")
+        p.deals.append(PDeal(d.deal_id, terrs, models, uses, start, end))
+
+    if p.deals:
+        _deal_sanity(ck, p)
 
 
 def _deal_order(item: tuple[int, Any]) -> tuple[str, int]:
@@ -95,8 +139,8 @@ def _deal_sanity(ck: Checker, p: Prepared) -> None:
                 continue
             # Inclusive ranges [start, end]; an open end runs forever.
             if (a.end is None or b.start is None or b.start <= a.end) and (b.end is None or a.start is None or a.start <= b.end):
-                uses = ", ".join(sorted(set(a.use_types) & set(b.use_types)))
+                common = ", ".join(sorted(set(a.use_types) & set(b.use_types)))
                 ck.warnings.append(
-                    f"release {rid}: deals {a.deal_id} and {b.deal_id} overlap for {uses} in {', '.join(shared[:5])}"
+                    f"release {rid}: deals {a.deal_id} and {b.deal_id} overlap for {common} in {', '.join(shared[:5])}"
                     f"{' ...' if len(shared) > 5 else ''} with the same commercial model; fix: end one before the other starts, or merge them"
                 )
