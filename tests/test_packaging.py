@@ -45,3 +45,11 @@ def test_data_dir_reads_the_checkout_or_the_packaged_copy(tmp_path: Path) -> Non
     installed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(installed)
     assert installed.data_dir("sql") == pkg / "_sql"
+
+
+def test_every_package_folder_is_listed() -> None:
+    # pyproject lists the packages by hand: a sub-package left out of the list
+    # still imports from a checkout, and is missing from the wheel.
+    listed = set(_setuptools()["packages"])
+    folders = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "ddex_etl").rglob("__init__.py")}
+    assert folders - listed == set()

@@ -55,7 +55,8 @@ from ..errors import ConfigError, ReleaseDataError
 from ..models import Document, Party, Release
 from . import ern4, ern382
 from ._text import ILLEGAL_XML, esc, utc_stamp
-from .checks import PDeal, Prepared, prepare
+from .checks import prepare
+from .prepared import PDeal, Prepared
 
 if TYPE_CHECKING:  # the builder itself never imports the configuration layer
     from ..config import TransformConfig

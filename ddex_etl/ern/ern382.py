@@ -13,7 +13,7 @@ import functools
 from typing import Any
 
 from ._text import attr, esc, image_sizes
-from .checks import PCover, PCredit, PParty, Prepared, PTrack
+from .prepared import PCover, PCredit, PParty, Prepared, PTrack
 
 NS = "http://ddex.net/xml/ern/382"
 

@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from ._text import attr, esc, image_sizes
-from .checks import PCover, PCredit, Prepared, PTrack
+from .prepared import PCover, PCredit, Prepared, PTrack
 
 NS = {"4.3": "http://ddex.net/xml/ern/43", "4.2": "http://ddex.net/xml/ern/42"}
 AVS_VERSION = "3"  # AvsVersionId of the allowed-value-sets.xsd that ERN 4.3 ships with

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ddex_etl.ern import _avs_gen, avs
-from ddex_etl.ern.checks import DISPLAY_ROLES, VOCABULARIES
+from ddex_etl.ern.checks.vocabulary import DISPLAY_ROLES, VOCABULARIES
 
 
 def test_tables_match_the_schemas(schema_dir: Path) -> None:
