@@ -26,7 +26,7 @@ CACHE_LIMIT = 10_000
 # date.isoformat() goes through a printf-style formatter each time.
 ISO_DATES: dict[dt.date, str] = {}
 # An MD5 sum, as audio files and cover images carry.
-MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _BAD = ILLEGAL_XML.search
 
 
@@ -96,16 +96,16 @@ class Checker:
         return s
 
     def ident(self, field_: str, value: object, pattern: re.Pattern[str], what: str, required: bool, example: str) -> str | None:
-        if type(value) is str and pattern.match(value):
+        if type(value) is str and pattern.fullmatch(value):
             return value
         if value is None and not required:
             return None  # what text() would say, without building its fix hint
         s = self.text(field_, value, required, fix=f"set {field_} to {what}, e.g. {example}")
         if s is None:
             return None
-        if not pattern.match(s):
+        if not pattern.fullmatch(s):
             hint = re.sub(r"[\s-]", "", s).upper()
-            suggestion = f" (did you mean {hint!r}?)" if pattern.match(hint) else ""
+            suggestion = f" (did you mean {hint!r}?)" if pattern.fullmatch(hint) else ""
             self.problem(field_, value, f"is not {what}", f"correct it to {what}, e.g. {example}{suggestion}")
             return None
         return s

@@ -28,8 +28,8 @@ from ..prepared import PContributor, PCredit, PParty, Prepared
 from .checker import CACHE_LIMIT, Checker
 from .vocabulary import DISPLAY_ROLES, Vocabulary
 
-_ISNI = re.compile(r"^[0-9]{15}[0-9X]$")
-_DPID = re.compile(r"^PADPIDA[a-zA-Z0-9]+$")
+_ISNI = re.compile(r"[0-9]{15}[0-9X]")
+_DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")
 _REF_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 # Artists recur across a catalog; clean results are memoised per process
 # (pure functions of their key and the ERN version).

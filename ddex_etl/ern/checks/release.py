@@ -18,9 +18,9 @@ from ..prepared import Prepared
 from .checker import Checker
 from .vocabulary import Vocabulary
 
-_ICPN = re.compile(r"^[0-9]{12,14}$")
-_GRID = re.compile(r"^[A-Z0-9]{18}$")
-_LANG = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}$")
+_ICPN = re.compile(r"[0-9]{12,14}")
+_GRID = re.compile(r"[A-Z0-9]{18}")
+_LANG = re.compile(r"[a-zA-Z]{2,3}(-[a-zA-Z]+){0,1}(-[a-zA-Z]{2}|-[0-9]{3}){0,1}(-[a-zA-Z][a-zA-Z0-9]{4}[a-zA-Z0-9]*){0,1}")
 
 def check_identity(ck: Checker, voc: Vocabulary, release: Release, p: Prepared) -> None:
     """Title, version title, release type, ICPN, GRid, language of the titles, catalog number."""
@@ -45,7 +45,7 @@ def check_identity(ck: Checker, voc: Vocabulary, release: Release, p: Prepared) 
             p.grid = None
     if release.language is not None:
         lang = ck.text("language", release.language)
-        if lang is not None and not _LANG.match(lang):
+        if lang is not None and not _LANG.fullmatch(lang):
             ck.problem("language", release.language, "is not an RFC 5646 language code", "set releases.language to a code such as 'en', 'ja' or 'pt-BR'")
             lang = None
         p.language = lang

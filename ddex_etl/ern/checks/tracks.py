@@ -25,10 +25,10 @@ from .checker import CACHE_LIMIT, MD5, Checker
 from .parties import Credits
 from .vocabulary import Vocabulary
 
-_ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
+_ISRC = re.compile(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}")
 _ISRC_PREFIXES = identifiers.ISRC_PREFIXES
-_ISRC_MATCH = _ISRC.match
-_MD5_MATCH = MD5.match
+_ISRC_MATCH = _ISRC.fullmatch
+_MD5_MATCH = MD5.fullmatch
 _BAD = ILLEGAL_XML.search
 # Whole-second durations repeat a lot across a catalog; their text is cached.
 _DURATIONS: dict[int, str] = {}
