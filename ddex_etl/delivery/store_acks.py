@@ -148,11 +148,12 @@ def read_store_acks(cfg: Config) -> AckSummary:
             rows = [_with_id(a, ids_by_name, batches) for a in rows]
             summary.new = state.record_acks(conn, schema, rows)
             for b in batches:
-                if b.found:
-                    answered = b.answered() & set(b.releases)
-                    settled = bool(b.releases) and answered == set(b.releases)
-                    state.record_ack_batch(conn, schema, job, state.AckBatch(
-                        b.batch_id, b.folder, len(b.releases), len(answered), settled))
+                # A batch not on the target (the store moved it away) is remembered too, under the name
+                # looked for: the other choreography versions' names are tried once, not on every read.
+                answered = b.answered() & set(b.releases)
+                settled = b.found and answered == set(b.releases)
+                state.record_ack_batch(conn, schema, job, state.AckBatch(
+                    b.batch_id, b.folder, len(b.releases), len(answered), settled))
             summary.rejected = state.store_rejections(conn, schema, job)
         summary.read = len(rows)
         summary.accepted = sum(a.accepted for a in rows)

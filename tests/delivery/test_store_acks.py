@@ -296,3 +296,14 @@ def test_the_json_of_etl_acks_keeps_the_stores_text_as_written(
     finally:
         engine.dispose()
     assert stored == FAKE
+
+
+def test_a_batch_the_store_moved_away_costs_one_listing_after_the_first_look(db_url: str, tmp_path: Path) -> None:
+    import shutil
+
+    cfg = recipient_config(tmp_path, db_url)
+    deliver(cfg, B1)
+    shutil.rmtree(tmp_path / "store" / B1)  # ingested and moved away, as some stores do
+    first = read_store_acks(cfg)
+    assert first.listings == 1 + 3  # its folder, then once each under the other choreography names
+    assert read_store_acks(cfg).listings == 1
