@@ -324,10 +324,15 @@ def prune_local_batches(cfg: Config, conn: sa.Connection, summary: AckSummary | 
             if summary is not None:
                 summary.kept_unacknowledged.append(batch_id)
             continue
-        if path.is_dir():
-            shutil.rmtree(path)
-        for j in journals:
-            j.unlink(missing_ok=True)
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            for j in journals:
+                j.unlink(missing_ok=True)
+        except OSError as exc:  # a batch we could not remove stays; reading acknowledgements goes on
+            log.warning("recipient %s: could not remove old local batch %s: %s; fix: check the permissions of %s",
+                        recipient.name, path, exc, directory)
+            continue
         removed.append(batch_id)
     if removed:
         log.info("recipient %s: removed %d old local batch(es) the store has answered for (keep_batches = %d): %s",
