@@ -93,6 +93,7 @@ def main(rtts: list[float]) -> None:
                                             daemon=True)
             proxy.start()
             port = ready.get(timeout=30)
+            server.trust_port(port)
             try:
                 rows = []
                 with open_target(server.url(folder, port=port), **server.options()) as target:

@@ -398,10 +398,12 @@ def find_ack_files(target: Target, batch_folder: str, *, settled: Collection[str
 
 
 def read_ack_file(target: Target, path: str, size: int | None) -> bytes:
-    """An acknowledgement's bytes: its listed size checked first, then at most ``MAX_ACK_BYTES`` + 1 read.
+    """An acknowledgement's bytes: its listed ``size`` checked first, then that many bytes read, never more.
 
-    Raises ``AckParseError`` naming the file and the target when it is larger
-    (its size in the listing, or what the read found if it grew since).
+    Without a listed size, at most ``MAX_ACK_BYTES`` + 1 bytes are read. Raises
+    ``AckParseError`` naming the file and the target when it is larger (its
+    size in the listing, or what the read found). Reading exactly the listed
+    size saves the round trip that would only find the end of the file.
     """
     where = target.describe()
     if size is not None and size > MAX_ACK_BYTES:
@@ -409,11 +411,11 @@ def read_ack_file(target: Target, path: str, size: int | None) -> bytes:
             f"{path} on {where} is {size:,} bytes, more than an acknowledgement holds ({MAX_ACK_BYTES:,} at most); "
             "it was not read; fix: ask the store what it is, and remove it or have it replaced"
         )
-    data = target.read_head(path, MAX_ACK_BYTES + 1)
+    data = target.read_head(path, MAX_ACK_BYTES + 1 if size is None else size)
     if len(data) > MAX_ACK_BYTES:
         raise AckParseError(
-            f"{path} on {where} holds more than {MAX_ACK_BYTES:,} bytes (it grew after it was listed); "
-            "reading stopped there; fix: ask the store what it is, and remove it or have it replaced"
+            f"{path} on {where} holds more than {MAX_ACK_BYTES:,} bytes; reading stopped there; "
+            "fix: ask the store what it is, and remove it or have it replaced"
         )
     return data
 

@@ -124,11 +124,9 @@ class Target(ABC):
         rel = safe_relpath(relpath)
 
         def read() -> bytes:
-            with self._open_read(rel) as f:
-                out = bytearray()
-                while len(out) < limit and (block := f.read(min(1 << 20, limit - len(out)))):
-                    out += block
-                return bytes(out)
+            with self._open_read(rel) as f:  # one read call: each kind reads until ``limit`` or the end
+                data: bytes = f.read(limit)
+                return data
 
         return self._retrying(f"reading {rel}", read)
 
