@@ -11,8 +11,8 @@ The store holds ``BATCHES`` delivered batches of ``RELEASES`` releases with
 * ``read_acks settled``: a batch whose releases are all answered, looked at
   through ``read_acks(settled=...)``: its folder only (``etl acks`` skips such
   a batch altogether: no listing at all);
-* ``openssh sftp ls``: the tool an engineer would use by hand, OpenSSH's
-  ``sftp`` listing ``<batch>/*/ACK_*.xml`` per batch (globs expand client-side).
+* ``openssh sftp get``: the tool an engineer would use by hand, OpenSSH's
+  ``sftp`` fetching ``<batch>/*/ACK_*.xml`` per batch (globs expand client-side).
 
 Prints seconds, SFTP listing requests (OPENDIR + READDIR) and ratios. Usage::
 
@@ -118,22 +118,23 @@ def main(rtts: list[float]) -> None:
                         read_acks(target, batch, settled=report.release_folders)
                     rows.append(("read_acks settled", time.monotonic() - t0, listings(counts), 0))
 
-                script = Path(tmp) / "ls.sftp"
-                script.write_text("".join(f"ls -1 {server.root}/{folder}/{b}/*/ACK_*.xml\n" for b in batches))
+                # By hand: OpenSSH's sftp fetching every batch's ACK files (globs expand client-side).
+                fetched = Path(tmp) / f"fetched-{rtt:.0f}"
+                fetched.mkdir()
+                script = Path(tmp) / "get.sftp"
+                script.write_text("".join(f"get {server.root}/{folder}/{b}/*/ACK_*.xml {fetched}/\n" for b in batches))
                 t0 = time.monotonic()
-                out = subprocess.run(server.sftp_command(port=port, batch=script), capture_output=True, text=True,
-                                     check=True).stdout
-                rows.append(("openssh sftp ls", time.monotonic() - t0, None,
-                             sum(1 for line in out.splitlines() if "ACK_" in line and not line.startswith("sftp>"))))
+                subprocess.run(server.sftp_command(port=port, batch=script), capture_output=True, check=True)
+                rows.append(("openssh sftp get", time.monotonic() - t0, None, len(list(fetched.iterdir()))))
             finally:
                 stop.set()
                 proxy.join(10)
             print(f"\nround trip {rtt:.0f} ms")
-            print(f"  {'':20} {'seconds':>8} {'listings':>9} {'ACKs':>6} {'vs walk':>8} {'vs sftp ls':>11}")
+            print(f"  {'':20} {'seconds':>8} {'listings':>9} {'ACKs':>6} {'vs walk':>8} {'vs sftp get':>12}")
             walk, sftp_ls = rows[0][1], rows[-1][1]
             for name, seconds, lists, acks in rows:
                 print(f"  {name:20} {seconds:8.2f} {lists if lists is not None else '-':>9} {acks:>6} "
-                      f"{walk / seconds:7.1f}x {sftp_ls / seconds:10.1f}x")
+                      f"{walk / seconds:7.1f}x {sftp_ls / seconds:11.1f}x")
 
 
 if __name__ == "__main__":
