@@ -334,12 +334,16 @@ class BatchUpload:
 
     ``on_file(event, remote_path)`` is called after each file with ``"uploaded"``,
     ``"skipped"``, ``"failed"`` or ``"removed"`` (progress bars, logs).
+    ``check()`` is called before each file is sent, before anything is removed and
+    before ``BatchComplete``: it raises to stop the upload at that file boundary (a
+    run taken over by another runner, SIGTERM); what was sent stays, resumable.
     """
 
     def __init__(self, target: Target, local_batch_dir: str | os.PathLike[str], *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, check: Callable[[], None] | None = None) -> None:
         self.target = target
+        self.check = check
         self.local = Path(local_batch_dir)
         if not self.local.is_dir():
             raise DeliveryTerminalError(
@@ -410,6 +414,7 @@ class BatchUpload:
         for remote in sorted(set(self.target.list(self.remote_dir)) - wanted):
             if is_ack_file(remote):
                 continue
+            self._check()
             if not self.dry_run:
                 self.target.remove(remote)
             self.report.removed.append(remote)
@@ -444,7 +449,12 @@ class BatchUpload:
         # committed just before a kill, before its journal line, or altered since: hash what is there
         return self.target.md5(remote) == entry.md5
 
+    def _check(self) -> None:
+        if self.check is not None:
+            self.check()
+
     def _send(self, entry: ManifestEntry) -> None:
+        self._check()
         remote = join(self.remote_dir, entry.relpath)
         if self._already_there(remote, entry):
             self._sent[entry.relpath] = entry.md5
@@ -512,7 +522,7 @@ class BatchUpload:
 
 def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
-                 dry_run: bool = False) -> UploadReport:
+                 dry_run: bool = False, check: Callable[[], None] | None = None) -> UploadReport:
     """Upload a whole local batch folder: resources, messages, then ``BatchComplete`` last. Resumable.
 
     Returns the report (uploaded, skipped as already there, failed). Raises
@@ -520,6 +530,6 @@ def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, rem
     resume) and ``DeliveryTerminalError`` for what needs a fix first.
     """
     upload = BatchUpload(target, local_batch_dir, remote_dir=remote_dir, journal=journal, on_file=on_file,
-                         dry_run=dry_run)
+                         dry_run=dry_run, check=check)
     upload.send_all()
     return upload.complete()
