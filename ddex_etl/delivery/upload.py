@@ -344,6 +344,8 @@ class BatchUpload:
                  dry_run: bool = False, check: Callable[[], None] | None = None) -> None:
         self.target = target
         self.check = check
+        if check is not None:
+            target.before_retry = check  # a stop asked for mid-file ends the retries too
         self.local = Path(local_batch_dir)
         if not self.local.is_dir():
             raise DeliveryTerminalError(
