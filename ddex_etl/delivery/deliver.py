@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,17 @@ class DeliveryReport:
         return asdict(self)
 
 
-def deliver_batch(recipient: RecipientConfig, batch_dir: Path, *, run_id: int) -> DeliveryReport:
-    """Upload the local batch folder to ``recipient.target``; raises ``DeliveryError`` when it cannot finish."""
+def deliver_batch(recipient: RecipientConfig, batch_dir: Path, *, run_id: int,
+                  check: Callable[[], None] | None = None) -> DeliveryReport:
+    """Upload the local batch folder to ``recipient.target``; raises ``DeliveryError`` when it cannot finish.
+
+    ``check()`` runs before the connection opens and at every file boundary; what it raises stops the upload
+    there (see ``BatchUpload``).
+    """
     assert recipient.target is not None
     t0 = time.monotonic()
+    if check is not None:
+        check()
     target = open_target(recipient.target, **dict(recipient.target_options))
     try:
         where = target.describe()
@@ -58,7 +66,7 @@ def deliver_batch(recipient: RecipientConfig, batch_dir: Path, *, run_id: int) -
 
         # The choreography version the store follows names the folder (N_<batch id> from 1.6 on).
         remote_dir = batch_folder(recipient.batch_naming, batch_dir.name)
-        report = upload_batch(batch_dir, target, remote_dir=remote_dir, on_file=on_file)
+        report = upload_batch(batch_dir, target, remote_dir=remote_dir, on_file=on_file, check=check)
     finally:
         target.close()
     if report.failed:

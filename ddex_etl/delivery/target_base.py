@@ -29,13 +29,19 @@ MAX_BACKOFF = 30.0
 
 T = TypeVar("T")
 
+_EREMOTEIO = getattr(errno, "EREMOTEIO", 121)
+# What paramiko raises (a bare OSError, no errno) when the connection dropped under a transfer.
+_DROPPED_TEXTS = frozenset({"Socket is closed"})
+
 
 @dataclass(frozen=True, slots=True)
 class RemoteObject:
-    """One object on a target: its size, and its MD5 when the store reports one (S3 single-part ETag)."""
+    """One object on a target: its size, its MD5 when the store reports one (S3 single-part ETag), and its
+    modification time as the store reports it (seconds; SFTP: whole seconds), when it does."""
 
     size: int
     md5: str | None = None
+    mtime: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,9 @@ class Target(ABC):
         self.backoff = backoff
         #: How many attempts were retried after a transient fault, for reports and benchmarks.
         self.retried = 0
+        #: Called before each retry; what it raises ends the operation there (an upload told to stop
+        #: does not sit out every retry against a server that stopped answering).
+        self.before_retry: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ public interface
 
@@ -71,15 +80,22 @@ class Target(ABC):
         """The target's URL for messages and logs; never holds a password."""
         return self._display
 
-    def put_bytes(self, relpath: str, data: bytes) -> None:
-        """Store ``data`` at ``relpath``, whole or not at all (replacing what was there)."""
-        rel = safe_relpath(relpath)
-        self._retrying(f"uploading {rel}", lambda: self._put_bytes(rel, data))
+    def put_bytes(self, relpath: str, data: bytes) -> RemoteObject | None:
+        """Store ``data`` at ``relpath``, whole or not at all (replacing what was there).
 
-    def put_file(self, relpath: str, local_path: str | os.PathLike[str]) -> None:
-        """Store the local file at ``relpath``, whole or not at all; large files are never read into memory whole."""
+        Returns what the store said it now holds when it said so at no extra cost (SFTP, local: size and
+        modification time), else None.
+        """
         rel = safe_relpath(relpath)
-        self._retrying(f"uploading {rel}", lambda: self._put_file(rel, Path(local_path)))
+        return self._retrying(f"uploading {rel}", lambda: self._put_bytes(rel, data))
+
+    def put_file(self, relpath: str, local_path: str | os.PathLike[str]) -> RemoteObject | None:
+        """Store the local file at ``relpath``, whole or not at all; large files are never read into memory whole.
+
+        Returns what the store said it now holds, as ``put_bytes`` does.
+        """
+        rel = safe_relpath(relpath)
+        return self._retrying(f"uploading {rel}", lambda: self._put_file(rel, Path(local_path)))
 
     def exists(self, relpath: str) -> bool:
         """Whether a file is at ``relpath``."""
@@ -153,10 +169,10 @@ class Target(ABC):
     # ------------------------------------------------------------------ what each kind implements
 
     @abstractmethod
-    def _put_bytes(self, rel: str, data: bytes) -> None: ...
+    def _put_bytes(self, rel: str, data: bytes) -> RemoteObject | None: ...
 
     @abstractmethod
-    def _put_file(self, rel: str, local: Path) -> None: ...
+    def _put_file(self, rel: str, local: Path) -> RemoteObject | None: ...
 
     @abstractmethod
     def _exists(self, rel: str) -> bool: ...
@@ -209,6 +225,8 @@ class Target(ABC):
                     if error.retryable:
                         error = DeliveryTransientError(f"{error} (gave up after {attempt} attempts)")
                     raise error from exc
+            if self.before_retry is not None:
+                self.before_retry()
             self.retried += 1
             delay = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
             time.sleep(delay)
@@ -249,6 +267,16 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
     code = getattr(exc, "errno", None)
     if code in (errno.ENOSPC, errno.EDQUOT):
         return DeliveryTerminalError(f"{where}: the server's disk is full ({text}); fix: ask the store to free space")
+    if "size mismatch in put" in text:
+        # paramiko's check after a put: the server kept fewer bytes than were sent, and said nothing
+        return DeliveryTerminalError(
+            f"{where}: the server kept fewer bytes than were sent ({text}): the store's disk may be full (or its "
+            "quota reached), or the file was truncated on the server; nothing was renamed into place; fix: ask "
+            "the store to check its free space, then resume (`etl resume`) to send only what is missing"
+        )
+    if code == _EREMOTEIO:
+        # s3fs's translation of a store's 500 InternalError (and of other 5xx without a code of their own)
+        return DeliveryTransientError(f"{where}: the store failed ({text}); resume the upload later")
     if code == errno.EBUSY or any(s in text for s in ("SlowDown", "503", "reduce your request rate", "ServiceUnavailable")):
         return DeliveryTransientError(f"{where}: the store asks to slow down ({text}); resume the upload later")
     transient_names = {
@@ -256,7 +284,8 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
         "ReadTimeoutError", "ClientConnectorError", "ServerDisconnectedError", "ClientOSError",
         "ClientPayloadError", "IncompleteRead", "ConnectionClosedError", "ProtocolError",
     }
-    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | EOFError) or name in transient_names:
+    dropped = isinstance(exc, OSError) and code is None and str(exc) in _DROPPED_TEXTS
+    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | EOFError) or name in transient_names or dropped:
         return DeliveryTransientError(
             f"{where}: the connection failed ({text}); fix: check the network and the server, then resume"
         )

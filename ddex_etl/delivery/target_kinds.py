@@ -14,6 +14,9 @@ from ..errors import DeliveryTerminalError
 from .target_base import TEMP_DIR, Folder, RemoteObject, Target
 
 DEFAULT_SINGLE_PUT_MAX = 64 * 2**20
+# The slowest transfer an object store's request may make before it counts as stalled: its deadline is the
+# target's ``timeout`` plus the bytes it moves at this rate (a 64 MiB PUT: timeout + 1024 s).
+MIN_RATE = 64 * 1024
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
 
 
@@ -53,7 +56,7 @@ class LocalTarget(Target):
         os.close(fd)
         return tmp
 
-    def _commit(self, tmp: Path, rel: str) -> None:
+    def _commit(self, tmp: Path, rel: str) -> RemoteObject:
         final = self._path(rel)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -67,16 +70,18 @@ class LocalTarget(Target):
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+        st = os.stat(final)
+        return RemoteObject(st.st_size, None, st.st_mtime)
 
-    def _put_bytes(self, rel: str, data: bytes) -> None:
+    def _put_bytes(self, rel: str, data: bytes) -> RemoteObject:
         def write(fd: int) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
 
-        self._commit(self._write_temp(rel, write), rel)
+        return self._commit(self._write_temp(rel, write), rel)
 
-    def _put_file(self, rel: str, local: Path) -> None:
+    def _put_file(self, rel: str, local: Path) -> RemoteObject:
         def write(fd: int) -> None:
             with open(local, "rb") as src:
                 while block := src.read(1 << 20):
@@ -84,7 +89,7 @@ class LocalTarget(Target):
                     while view:
                         view = view[os.write(fd, view):]
 
-        self._commit(self._write_temp(rel, write), rel)
+        return self._commit(self._write_temp(rel, write), rel)
 
     def _exists(self, rel: str) -> bool:
         return self._path(rel).is_file()
@@ -102,13 +107,15 @@ class LocalTarget(Target):
         top = self._path(rel) if rel else self.root
         out: dict[str, RemoteObject] = {}
         if top.is_file():
-            return {rel: RemoteObject(top.stat().st_size)}
+            st = top.stat()
+            return {rel: RemoteObject(st.st_size, None, st.st_mtime)}
         for folder, dirs, files in os.walk(top):
             if Path(folder) == self.root and TEMP_DIR in dirs:
                 dirs.remove(TEMP_DIR)
             for name in files:
                 full = Path(folder) / name
-                out[full.relative_to(self.root).as_posix()] = RemoteObject(full.stat().st_size)
+                st = full.stat()
+                out[full.relative_to(self.root).as_posix()] = RemoteObject(st.st_size, None, st.st_mtime)
         return out
 
     def _list_folder(self, rel: str) -> Folder:
@@ -179,6 +186,11 @@ class _FsTarget(Target):
             pass
 
 
+def _mtime(attrs: Any) -> float | None:
+    value = getattr(attrs, "st_mtime", None)
+    return float(value) if value is not None else None
+
+
 class SFTPTarget(_FsTarget):
     """An SFTP folder: upload to ``.etl-partial``, then ``posix-rename`` into place (atomic replace)."""
 
@@ -195,13 +207,13 @@ class SFTPTarget(_FsTarget):
         self.fs.makedirs(full_dir, exist_ok=True)
         self._made.add(full_dir)
 
-    def _upload_then_rename(self, rel: str, upload: Callable[[str], None]) -> None:
+    def _upload_then_rename(self, rel: str, upload: Callable[[str], Any]) -> RemoteObject | None:
         tmp = self._full(self._temp_name(rel))
         final = self._full(rel)
         self._makedirs(tmp.rsplit("/", 1)[0])
         self._makedirs(final.rsplit("/", 1)[0])
         try:
-            upload(tmp)
+            attrs = upload(tmp)  # paramiko stats the file after a put (its size check): size and mtime, free
             self.fs.ftp.posix_rename(tmp, final)
         except BaseException:
             try:
@@ -209,12 +221,16 @@ class SFTPTarget(_FsTarget):
             except Exception:  # noqa: BLE001 - the temp may not exist or the session may be gone
                 pass
             raise
+        mtime = getattr(attrs, "st_mtime", None)
+        size = getattr(attrs, "st_size", None)
+        return RemoteObject(int(size), None, float(mtime)) if size is not None and mtime is not None else None
 
-    def _put_bytes(self, rel: str, data: bytes) -> None:
-        self._upload_then_rename(rel, lambda tmp: self.fs.ftp.putfo(io.BytesIO(data), tmp, file_size=len(data)))
+    def _put_bytes(self, rel: str, data: bytes) -> RemoteObject | None:
+        return self._upload_then_rename(
+            rel, lambda tmp: self.fs.ftp.putfo(io.BytesIO(data), tmp, file_size=len(data)))
 
-    def _put_file(self, rel: str, local: Path) -> None:
-        self._upload_then_rename(rel, lambda tmp: self.fs.ftp.put(str(local), tmp))
+    def _put_file(self, rel: str, local: Path) -> RemoteObject | None:
+        return self._upload_then_rename(rel, lambda tmp: self.fs.ftp.put(str(local), tmp))
 
     def _list(self, rel: str) -> dict[str, RemoteObject]:
         from stat import S_ISDIR
@@ -226,7 +242,7 @@ class SFTPTarget(_FsTarget):
         except FileNotFoundError:
             return out
         if not S_ISDIR(attrs.st_mode or 0):
-            return {rel: RemoteObject(attrs.st_size or 0)}
+            return {rel: RemoteObject(attrs.st_size or 0, None, _mtime(attrs))}
         stack = [top]
         while stack:
             folder = stack.pop()
@@ -237,7 +253,7 @@ class SFTPTarget(_FsTarget):
                         continue
                     stack.append(full)
                 else:
-                    out[self._rel(full)] = RemoteObject(entry.st_size or 0)
+                    out[self._rel(full)] = RemoteObject(entry.st_size or 0, None, _mtime(entry))
         return out
 
     def _list_folder(self, rel: str) -> Folder:
@@ -299,27 +315,53 @@ class ObjectTarget(_FsTarget):
     renames = False
 
     def __init__(self, fs: Any, root: str, display: str, *, content_md5: bool = False,
-                 single_put_max: int = DEFAULT_SINGLE_PUT_MAX, **kw: Any) -> None:
+                 single_put_max: int = DEFAULT_SINGLE_PUT_MAX, timeout: float | None = None, **kw: Any) -> None:
         super().__init__(fs, root, display, **kw)
         self.content_md5 = content_md5
         self.single_put_max = single_put_max
+        self.timeout = timeout
+
+    def _deadline(self, size: int = 0) -> dict[str, float]:
+        """The whole-call deadline fsspec's async filesystems take (``timeout=``): a store that stops answering
+        mid-request (an HTTP client waits for "100 Continue" or for room to write with no limit of its own)
+        fails as a timeout, transient, instead of hanging. Bytes to move get ``MIN_RATE`` on top."""
+        if not self.timeout or not getattr(self.fs, "async_impl", False):
+            return {}
+        return {"timeout": self.timeout + size / MIN_RATE}
+
+    def _exists(self, rel: str) -> bool:
+        try:
+            return bool(self.fs.isfile(self._full(rel), **self._deadline()))
+        except FileNotFoundError:
+            return False
+
+    def _read_bytes(self, rel: str) -> bytes:
+        data: bytes = self.fs.cat_file(self._full(rel), **self._deadline(self.single_put_max))
+        return data
+
+    def _remove(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self._full(rel), **self._deadline())
+        except FileNotFoundError:
+            pass
 
     def _put_bytes(self, rel: str, data: bytes) -> None:
-        extra: dict[str, str] = {}
+        extra: dict[str, Any] = self._deadline(len(data))
         if self.content_md5:
             extra["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
         self.fs.pipe_file(self._full(rel), data, **extra)
 
     def _put_file(self, rel: str, local: Path) -> None:
-        if local.stat().st_size <= self.single_put_max:
+        size = local.stat().st_size
+        if size <= self.single_put_max:
             self._put_bytes(rel, local.read_bytes())
         else:
             # The library sends parts and commits them with one final request; an
             # error aborts the upload, a kill leaves parts the lifecycle rule removes.
-            self.fs.put_file(str(local), self._full(rel))
+            self.fs.put_file(str(local), self._full(rel), **self._deadline(size))
 
     def _list(self, rel: str) -> dict[str, RemoteObject]:
-        found = self.fs.find(self._full(rel), detail=True)
+        found = self.fs.find(self._full(rel), detail=True, **self._deadline())
         out: dict[str, RemoteObject] = {}
         for full, info in found.items():
             if info.get("type", "file") != "file":
@@ -331,7 +373,9 @@ class ObjectTarget(_FsTarget):
                     md5 = base64.b64decode(info["md5Hash"]).hex()
                 except ValueError:
                     md5 = None
-            out[self._rel(full)] = RemoteObject(int(info.get("size") or 0), md5)
+            modified = info.get("LastModified") or info.get("mtime")
+            mtime = modified.timestamp() if hasattr(modified, "timestamp") else None
+            out[self._rel(full)] = RemoteObject(int(info.get("size") or 0), md5, mtime)
         return out
 
     def _list_folder(self, rel: str) -> Folder:

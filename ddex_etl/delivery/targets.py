@@ -96,8 +96,10 @@ def open_target(url: str, **options: Any) -> Target:
     true). ``sftp``: ``key_file``, ``password_env`` (name of the environment
     variable holding the password), ``known_hosts`` (default
     ``~/.ssh/known_hosts``), ``host_key_policy`` (``reject``, the default, or
-    ``auto_add``), ``timeout``, ``allow_agent``. ``s3``: ``endpoint_url``,
-    ``region``, ``profile``, ``single_put_max``. Other protocols: options go to
+    ``auto_add``), ``timeout`` (seconds, default 30: the connection and every
+    request), ``allow_agent``. ``s3``: ``endpoint_url``,
+    ``region``, ``profile``, ``single_put_max``, ``timeout`` (seconds, default
+    30, for every request). Other protocols: options go to
     the fsspec filesystem. Raises ``ConfigError`` for a bad URL or option.
     """
     check_options(url, options)
@@ -177,6 +179,7 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     region = options.pop("region", None)
     profile = options.pop("profile", None)
     single_put_max = int(options.pop("single_put_max", DEFAULT_SINGLE_PUT_MAX))
+    timeout = float(options.pop("timeout", 30))
     _no_more(url, options)
     import s3fs
 
@@ -188,7 +191,9 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     session = {"profile": profile} if profile else {}
     fs = s3fs.S3FileSystem(
         client_kwargs=client_kwargs,
-        config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"}},
+        # every request has a deadline: a store that stops answering is a transient fault, never a hang
+        config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"},
+                       "connect_timeout": timeout, "read_timeout": timeout},
         use_listings_cache=False,
         skip_instance_cache=True,
         **session,
@@ -197,7 +202,8 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     display = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     if endpoint:
         display += f" (endpoint {endpoint})"
-    return ObjectTarget(fs, join(bucket, prefix), display, content_md5=True, single_put_max=single_put_max, **retry)
+    return ObjectTarget(fs, join(bucket, prefix), display, content_md5=True, single_put_max=single_put_max,
+                        timeout=timeout, **retry)
 
 
 def _open_fsspec(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any]) -> Target:

@@ -261,6 +261,8 @@ class S3Proxy:
         self.forwarded_puts = 0
         self.requests: list[tuple[str, str]] = []  # (method, path with query) of every request, in order
         self.hook: Any = None
+        #: method -> how many more requests of that method get ``500 InternalError`` (a store's own fault)
+        self.internal_errors: dict[str, int] = {}
         self.lock = threading.Lock()
         proxy = self
 
@@ -286,6 +288,15 @@ class S3Proxy:
                 body = self.rfile.read(length) if length else None
                 with proxy.lock:
                     proxy.requests.append((self.command, self.path))
+                    fail = proxy.internal_errors.get(self.command, 0) > 0
+                    if fail:
+                        proxy.internal_errors[self.command] -= 1
+                if fail:
+                    payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+                               b"<Message>We encountered an internal error. Please try again.</Message></Error>")
+                    self._reply(500, [("Content-Type", "application/xml"), ("Content-Length", str(len(payload)))],
+                                payload)
+                    return
                 if self.command == "PUT":
                     with proxy.lock:
                         refuse = proxy.slowdowns > 0
