@@ -24,6 +24,7 @@ from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.ern.validate import validate_bytes
 from ddex_etl.errors import ExitCode
 from ddex_etl.run import recipients
+from ddex_etl.run.dry_run import dry_run
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 TOOL = SHARED / "tools" / "ddex-profile-check"
@@ -100,6 +101,8 @@ def test_a_recipient_with_a_target_requires_media_and_one_without_is_warned(
     (tmp_path / "store").mkdir()
     cfg = load_config(path, env={})
     assert [cfg.for_recipient(r).load.require_media for r in cfg.recipients] == [True, False, False]
+    preview = {p.recipient: p for p in dry_run(cfg).plans}  # the dry run applies the same rules
+    assert [r["release_id"] for r in preview["store"].rejects] == [3] and preview["archive"].rejects == []
     caplog.set_level(logging.INFO)
     report = recipients.run(cfg, progress=False)
     assert report.exit_code == ExitCode.REJECTED, report.summary()
@@ -119,6 +122,9 @@ def test_a_recipient_with_a_target_requires_media_and_one_without_is_warned(
     finally:
         engine.dispose()
     assert {r.release_id for r in small} == {rid for rid, side in sides.items() if side < 3000}
+    # the dry run reads the files' headers as the run does: what was delivered is unchanged
+    after = {p.recipient: p for p in dry_run(cfg, recipients=("archive",), release_ids=(1, 2, 3, 4, 5, 6)).plans}
+    assert after["archive"].unchanged == 6 and after["archive"].would_build == 0
 
 
 @pytest.mark.parametrize(("toml", "words"), [
