@@ -25,6 +25,8 @@ _DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")  # the XSD's DdexPartyId pattern
 # cannot pass 4 GiB), small enough that a wrong file cannot fill the disk
 # (delivery.media_source.MAX_MEDIA_BYTES, the same; a test checks).
 MAX_MEDIA_BYTES = 4 << 30
+# load.min_cover_px by default (delivery.media_checks.DEFAULT_MIN_COVER_PX, the same): stores' usual minimum.
+MIN_COVER_PX = 1400
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,12 @@ class LoadConfig:
     # A media file without an MD5 in the catalog rejects its release unless
     # this is true (a recipient's allow_unverified_media overrides it).
     allow_unverified_media: bool = False
+    # A sound recording without an audio file rejects its release (true) or is
+    # warned about (false). A recipient with a target requires media unless it
+    # says require_media = false.
+    require_media: bool = False
+    # A front cover smaller than this on a side, or not square, rejects its release.
+    min_cover_px: int = MIN_COVER_PX
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,8 @@ class RecipientConfig:
     target_options: dict[str, Any] = field(default_factory=dict)  # never secrets (refused)
     media_root: str | None = None  # None: load.media_root
     allow_unverified_media: bool | None = None  # send media without a catalog MD5 (logged); None: load's
+    require_media: bool | None = None  # reject releases without audio; None: true with a target, else load's
+    min_cover_px: int | None = None  # smallest cover side accepted; None: load's (1400)
     territories: tuple[str, ...] = ()  # only releases with a deal in one of these (or Worldwide)
     labels: tuple[str, ...] = ()  # only releases of these labels (by name)
     # The batch folder's name on the target: "{batch_id}" (ERN choreography up to 1.5) or with the
@@ -144,6 +154,10 @@ class RecipientConfig:
         return True
 
 
+# Recipient keys added after fingerprints were first stored: left out while unset, so old fingerprints hold.
+_NEWER_RECIPIENT_KEYS = ("allow_unverified_media", "require_media", "min_cover_px")
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -160,7 +174,8 @@ class Config:
         load = _plain(self.load)
         # Configurations from before these keys existed keep their fingerprint while they hold the default.
         for key, default in (("media_root", None), ("max_media_bytes", MAX_MEDIA_BYTES),
-                             ("allow_unverified_media", False)):
+                             ("allow_unverified_media", False), ("require_media", False),
+                             ("min_cover_px", MIN_COVER_PX)):
             if load[key] == default:
                 del load[key]
         data: dict[str, Any] = {
@@ -172,7 +187,7 @@ class Config:
             # Where a batch lands on the target is part of it (a resumed run must not switch folders);
             # what is kept locally and where acknowledgements are read is not.
             data["recipient"] = {k: v for k, v in _plain(self.recipient).items()
-                                 if k not in _NOT_FINGERPRINTED and not (k == "allow_unverified_media" and v is None)
+                                 if k not in _NOT_FINGERPRINTED and not (k in _NEWER_RECIPIENT_KEYS and v is None)
                                  and not (k == "batch_naming" and v == DEFAULT_BATCH_NAMING)}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -195,6 +210,9 @@ class Config:
                 media_root=recipient.media_root or self.load.media_root,
                 allow_unverified_media=(self.load.allow_unverified_media if recipient.allow_unverified_media is None
                                         else recipient.allow_unverified_media),
+                require_media=(recipient.require_media if recipient.require_media is not None
+                               else recipient.target is not None or self.load.require_media),
+                min_cover_px=recipient.min_cover_px or self.load.min_cover_px,
             ),
             run=dataclasses.replace(self.run, job=f"{self.run.job}/{recipient.name}"),
             recipients=(),
@@ -426,6 +444,13 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
             problems.append(
                 f"{where}.keep_batches: must be a whole number of batches (0 keeps every batch), got {r.keep_batches!r}"
             )
+        if r.min_cover_px is not None and r.min_cover_px < 1:
+            problems.append(f"{where}.min_cover_px: must be at least 1 (pixels), got {r.min_cover_px}")
+        mine = cfg.for_recipient(r).load
+        if (mine.require_media and not mine.media_root and cfg.load.target == "files"
+                and cfg.load.layout == "ddex-batch"):
+            why = "require_media = true" if r.require_media else "it has a target, so require_media is true"
+            problems.append(f"{where} ({r.name}): " + _no_media_root(why, recipient=True))
         if r.target is not None:
             _check_target(f"{where}.target", r.target, r.target_options, problems)
             if cfg.load.target != "files" or cfg.load.layout != "ddex-batch":
@@ -438,6 +463,14 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
 def _plain_relpath(value: str) -> bool:
     parts = value.split("/")
     return bool(value) and all(re.fullmatch(r"[A-Za-z0-9_.-]+", p) and p not in (".", "..") for p in parts)
+
+
+def _no_media_root(why: str, *, recipient: bool = False) -> str:
+    where = "load.media_root or the recipient's media_root" if recipient else "load.media_root"
+    relax = "require_media = false for the recipient" if recipient else "load.require_media = false"
+    return (f"{why}, but no media root is set: its batches would name audio and cover files they do not hold; "
+            f"fix: set {where} to the folder holding the catalog's media, or set {relax} to send messages without "
+            "their files")
 
 
 def _check_target(where: str, url: str, options: Mapping[str, Any], problems: list[str]) -> None:
@@ -589,6 +622,11 @@ def _check(cfg: Config, problems: list[str]) -> None:
     if ld.max_media_bytes < 1:
         problems.append(f"load.max_media_bytes: must be at least 1 (bytes), got {ld.max_media_bytes}; the default "
                         f"is {MAX_MEDIA_BYTES} (4 GiB)")
+    if ld.min_cover_px < 1:
+        problems.append(f"load.min_cover_px: must be at least 1 (pixels), got {ld.min_cover_px}; the default is "
+                        f"{MIN_COVER_PX}, stores recommend 3000")
+    if ld.require_media and ld.target == "files" and ld.layout == "ddex-batch" and not ld.media_root:
+        problems.append(_no_media_root("load.require_media = true"))
     problem = job_problem("run.job", rn.job)
     if problem is not None:
         problems.append(problem)

@@ -29,6 +29,24 @@ class Contributor:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioDetails:
+    """What an audio file's own headers say (``ddex_etl.delivery.probe`` reads them; the builder only writes them).
+
+    Values are DDEX's: ``codec`` an AudioCodecType (PCM, FLAC, MP3, AAC,
+    Vorbis, ALaw, MuLaw; None when DDEX has no value for it), ``container``
+    a ContainerFormat (WAV, AIFF, Ogg, MP4; None for a bare FLAC or MP3
+    stream). Any value the file does not state is None.
+    """
+
+    codec: str | None = None
+    container: str | None = None
+    channels: int | None = None
+    sample_rate: int | None = None  # Hz
+    bits_per_sample: int | None = None  # the bit depth of each sample
+    duration_seconds: float | None = None  # the file's exact length
+
+
+@dataclass(frozen=True, slots=True)
 class Track:
     track_id: int
     disc_number: int
@@ -45,6 +63,8 @@ class Track:
     audio_md5: str | None = None
     contributors: tuple[Contributor, ...] = ()
     updated_at: dt.datetime | None = None
+    # Read from the audio file itself (delivery side, when a media root is set); None: not read.
+    audio: AudioDetails | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +76,8 @@ class CoverImage:
     width: int | None = None
     height: int | None = None
     mime_type: str | None = None  # image/jpeg, image/png, ...
+    # The image's colour mode as read from the file (Pillow's: RGB, L, CMYK, ...); None: not read.
+    color_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """``etl validate``: check ERN files against DDEX's XSDs and release-profile rules."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,10 @@ def validate(
     With --profile, each file is also checked against DDEX's release-profile
     rules (Schematron compiled to XSLT 2.0, from DDEX's validator; not
     shipped either), chosen by the message's ReleaseProfileVersionId. Fatal
-    Error and Error rules make a file fail; Conditional rules and warnings
-    are counted as advice. Without --schema-dir (and no transform.schema_dir),
+    Error and Error rules make a file fail; the rest are tallied apart, each
+    with the reason it does not count (advice; rules written for ERN 4.1
+    that test places ERN 4.3 moved; out-of-date or known-defective DDEX
+    rules). Without --schema-dir (and no transform.schema_dir),
     --profile checks the rules only.
     """
     from ..ern.validate import validate_paths
@@ -138,9 +140,9 @@ def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: i
         reports = check_paths(files, rules_dir, on_file=tick)
     finally:
         reporter.stop()
-    advice: Counter[str] = Counter()
+    advice: Counter[tuple[str, str]] = Counter()
     for r in reports:
-        advice.update(f.role for f in r.failures if not f.counted)
+        advice.update((f.reason, f.role) for f in r.failures if not f.counted)
         if r.ok:
             if state.verbosity > 0 or len(reports) == 1:
                 _echo(f"{r.path}: passes DDEX's profile rules ({', '.join(r.rule_sets)})")
@@ -157,4 +159,17 @@ def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: i
         if len(failed) > max_errors:
             _echo(f"  ... and {len(failed) - max_errors} more")
     if advice:
-        _echo("advice (not counted): " + ", ".join(f"{n:,} {role}" for role, n in sorted(advice.items())))
+        _echo(not_counted_summary(advice))
+
+
+def not_counted_summary(tally: Mapping[tuple[str, str], int]) -> str:
+    """The failures that do not count, grouped by why not: "<n> <role>" per reason, then the reason."""
+    from ..ern.profile import NOT_COUNTED
+
+    by_reason: dict[str, list[str]] = {}
+    for (reason, role), n in sorted(tally.items()):
+        by_reason.setdefault(reason, []).append(f"{n:,} {role}")
+    lines = ["not counted (these do not make a file fail):"]
+    for reason in sorted(by_reason, key=lambda r: (r == "advice", r)):
+        lines.append(f"  {', '.join(by_reason[reason])}: {NOT_COUNTED.get(reason, reason)}")
+    return "\n".join(lines)

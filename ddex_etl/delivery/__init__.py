@@ -20,6 +20,12 @@ The pieces, and the one call per release or batch ``etl run`` makes:
                   # write each PlannedResource.uri into the message ...
                   copy_resources(release.release_id, planned, media_root, release_dir)  # MediaError -> reject
 
+``media_checks`` per release, before its message is built (``probe`` reads the files' headers)::
+
+                  checked = check_media(release, MediaPolicy(require_media=..., min_cover_px=..., root=media_root))
+                  # checked.problems reject the release; checked.release carries Track.audio and the
+                  # cover's true size and colour mode, which the builder writes into TechnicalDetails
+
 ``upload``    per recipient, after the local batch is written::
 
                   report = upload_batch(local_batch_dir, target)  # resumable; BatchComplete last

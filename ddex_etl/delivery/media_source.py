@@ -138,6 +138,14 @@ class MediaFile:
             _checked_size(self.path, 0, self.max_bytes)
         return block
 
+    def header_view(self) -> HeaderView:
+        """A seekable view for reading a file's headers (``delivery.probe``), counting what it reads.
+
+        Reads through the view skip the whole-file checks of ``read`` (a probe
+        seeks and stops early) but never go past ``max_bytes``.
+        """
+        return HeaderView(self._raw, self.path, self.max_bytes)
+
     def close(self) -> None:
         self._raw.close()
 
@@ -146,6 +154,36 @@ class MediaFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class HeaderView:
+    """Read-only, seekable access to an opened media file for a header parser; ``bytes_read`` says how much it took."""
+
+    def __init__(self, raw: Any, path: str, max_bytes: int) -> None:
+        self._raw = raw
+        self.name = path  # parsers guess a format from the name's extension too
+        self.max_bytes = max_bytes
+        self.bytes_read = 0
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.max_bytes - self.tell()
+        if n is None or n < 0 or n > left:
+            n = max(left, 0)
+        block: bytes = self._raw.read(n)
+        self.bytes_read += len(block)
+        return block
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._raw.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._raw.tell())
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
 
 
 class MediaRoot:
@@ -177,14 +215,18 @@ class MediaRoot:
             return source
         return f"{self.root.rstrip('/')}/{source}"
 
-    def open(self, source: str, *, max_bytes: int = MAX_MEDIA_BYTES) -> MediaFile:
-        """Open ``source`` (relative to the root) for reading, or raise ``MediaRefused`` (see the module)."""
+    def open(self, source: str, *, max_bytes: int = MAX_MEDIA_BYTES, block_size: int | None = None) -> MediaFile:
+        """Open ``source`` (relative to the root) for reading, or raise ``MediaRefused`` (see the module).
+
+        ``block_size``: an object store's read-ahead (a header probe asks for
+        little, so it need not fetch fsspec's default blocks of megabytes).
+        """
         if self.local:
             fd, size = self._open_local(source, max_bytes, read=True)
             return MediaFile(os.fdopen(fd, "rb", buffering=0), size, self.path(source), max_bytes)
         path, remote_size = self._remote(source, max_bytes)
         try:
-            raw = self.fs.open(path, "rb")
+            raw = self.fs.open(path, "rb", **({"block_size": block_size} if block_size else {}))
         except FileNotFoundError:
             raise _missing(self.path(source)) from None
         return MediaFile(raw, remote_size, self.path(source), max_bytes)

@@ -581,6 +581,7 @@ class _Generator:
         main_lines = [f"\t{aid}\tMainArtist\t{seq}\t" for seq, aid in enumerate(mains, 1)]
         various = kind == "compilation"
         single = kind == "single"
+        lengths: set[int] = set()  # a release's tracks never share a recording (demo_media.track_audio)
         for disc, count in enumerate(discs, 1):
             for number in range(1, count + 1):
                 tid = self.next_track
@@ -602,14 +603,16 @@ class _Generator:
                     tversion = versions[int(r() * nv)]
                 t_warning = ("Explicit" if r() < 0.5 else "NotExplicit") if explicit else warning_t
                 tstamp = self._stamp() if r() < 0.1 else stamp
-                # Real demo files, shared by position (demo_media); the draw that made
-                # random MD5s stays, so every other value of a seed is what it was.
+                # Real demo files, shared by length between releases (demo_media): the
+                # track lasts exactly as long as its file. The draw that made random MD5s stays, so every
+                # other value of a seed is what it was.
                 rng.getrandbits(128)
-                audio = demo_media.audio_path(disc, number)
+                audio, seconds = demo_media.track_audio(90 + int(r() * 330), lengths)
+                lengths.add(seconds)
                 self.media.add(audio)
                 tracks.append(
                     f"{tid}\t{rid}\t{disc}\t{number}\t{cc}{reg}{yy}{tid % 100000:05d}\t{_t(track_title)}\t"
-                    f"{tversion}\t{90 + int(r() * 330)}\t{genre_t}\t{t_warning}\t{pline}\t"
+                    f"{tversion}\t{seconds}\t{genre_t}\t{t_warning}\t{pline}\t"
                     f"{audio}\t{demo_media.md5_of(audio)}\t{tstamp}\n"
                 )
                 if various:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ._media import audio_details_xml, color_depth
 from ._text import attr, esc, image_sizes
 from .prepared import PCover, PCredit, PParty, Prepared, PTrack
 
@@ -176,7 +177,7 @@ def _image(cover: PCover, icpn: str, sender_dpid: str) -> str:
         f'<Image><ImageType>FrontCoverImage</ImageType><ImageId><ProprietaryId Namespace="{attr(sender_dpid)}">'
         f"{icpn}_FrontCoverImage</ProprietaryId></ImageId><ResourceReference>{COVER_REF}</ResourceReference>"
         "<ImageDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode><TechnicalImageDetails>"
-        f"<TechnicalResourceDetailsReference>T0</TechnicalResourceDetailsReference><ImageCodecType>{cover.codec}</ImageCodecType>{sizes}"
+        f"<TechnicalResourceDetailsReference>T0</TechnicalResourceDetailsReference><ImageCodecType>{cover.codec}</ImageCodecType>{sizes}{color_depth(cover.color_depth)}"
         f"<File><FileName>{esc(cover.file)}</FileName><HashSum><HashSum>{cover.md5}</HashSum>"
         "<HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum></File></TechnicalImageDetails></ImageDetailsByTerritory></Image>"
     )
@@ -232,7 +233,7 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
             )
         tech = (
             f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>"
-            f"<File><FileName>{esc(t.audio_file)}</FileName>"
+            f"{audio_details_xml('3.8.2', t.audio)}<File><FileName>{esc(t.audio_file)}</FileName>"
             + (f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>" if t.audio_md5 else "")
             + "</File></TechnicalSoundRecordingDetails>"
             if t.audio_file

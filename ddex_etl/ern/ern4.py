@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ._media import audio_details_xml, color_depth
 from ._text import attr, esc, image_sizes
 from .prepared import PCover, PCredit, Prepared, PTrack
 
@@ -118,6 +119,8 @@ def _sound_recordings(out: list[str], tracks: list[PTrack], nums: list[str], v43
             md5 = t.audio_md5
             hashsum = f"<HashSum><Algorithm>MD5</Algorithm><HashSumValue>{md5}</HashSumValue></HashSum>" if md5 else ""
             file_xml = f"<File><URI>{esc(audio_file)}</URI>{hashsum}</File>"
+            if t.audio is not None:  # what the file itself says, read on the delivery side
+                file_xml = audio_details_xml("4.3" if v43 else "4.2", t.audio) + file_xml
             if v43:
                 file_xml = f"<DeliveryFile><Type>AudioFile</Type>{file_xml}</DeliveryFile>"
             tech = f"<TechnicalDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>{file_xml}</TechnicalDetails>"
@@ -163,7 +166,7 @@ def _image(cover: PCover, icpn: str, sender_dpid: str, parental: str | None) -> 
         f'<ResourceId><ProprietaryId Namespace="{attr(sender_dpid)}">{icpn}_FrontCoverImage</ProprietaryId></ResourceId>'
         f"<ParentalWarningType>{parental or 'NoAdviceAvailable'}</ParentalWarningType>"
         f"<TechnicalDetails><TechnicalResourceDetailsReference>T0</TechnicalResourceDetailsReference>"
-        f"<ImageCodecType>{cover.codec}</ImageCodecType>{sizes}"
+        f"<ImageCodecType>{cover.codec}</ImageCodecType>{sizes}{color_depth(cover.color_depth)}"
         f"<File><URI>{esc(cover.file)}</URI><HashSum><Algorithm>MD5</Algorithm><HashSumValue>{cover.md5}</HashSumValue></HashSum></File>"
         "</TechnicalDetails></Image>"
     )

@@ -45,6 +45,7 @@ class PCover:
     codec: str
     width: int | None
     height: int | None
+    color_depth: int | None = None  # bits per pixel, from the file's colour mode (when it was read)
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class PTrack:
     genre: str | None
     audio_file: str | None
     audio_md5: str | None
+    audio: Any = None  # models.AudioDetails read from the file (delivery side), or None
 
 
 @dataclass(slots=True)

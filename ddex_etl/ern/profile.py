@@ -15,13 +15,23 @@ The rule sets are chosen as DDEX's validator chooses them: by the message's
 ``ReleaseProfileVersionId``, else by the main release's type. XSLT 2.0 needs
 Saxon: ``pip install 'ddex-etl[profile]'`` (saxonche).
 
-What counts: rules whose role is ``Fatal Error`` or ``Error``. "Conditional"
-rules apply only where the sender has the data, and "Warning" and
-"Information" are advice; they are reported, not counted. A few rules are
-known to be out of date and are reported as such, not counted: the ERN 4
-rules were written for ERN 4.1 and test two places ERN 4.3 moved (the ISRC,
-now under ``SoundRecordingEdition``, and ``TechnicalDetails``), and the ERN 3
-rule listing ISRC prefixes predates prefixes such as ``QZ``.
+What counts: rules whose role is ``Fatal Error`` or ``Error``. Every other
+failure is reported with the reason it is not counted
+(``RuleFailure.reason``, explained by ``NOT_COUNTED``), as DDEX's shared
+checker (``ddex-profile-check``) reports them:
+
+* ``advice``: "Conditional" rules apply only where the sender has the data,
+  and "Warning" and "Information" are advice;
+* ``ern41``: the ERN 4 rules were written for ERN 4.1 (release profiles
+  2.1) and test two places ERN 4.3 moved (the ISRC, now under
+  ``SoundRecordingEdition``, and ``TechnicalDetails``): on a 4.3 message
+  they fire on every track whatever it holds;
+* ``out-of-date``: the ERN 3 rule listing ISRC prefixes predates prefixes
+  such as ``QZ``;
+* ``ddex-defect``: the business-profile rules that demand ``AudioSingle``
+  for every streaming profile (2299-1, 2303-1, 2307-1, 2315-1, 2326-1,
+  2329-1, 2332-1) contradict the album profile's own rule (1129-1) and, in
+  DDEX's source, test a value no message can carry.
 """
 from __future__ import annotations
 
@@ -41,6 +51,19 @@ COUNTED_ROLES = ("fatal error", "error")
 ERN41_ONLY = ("ISRC", "TechnicalDetails")
 # ERN 3.8.2 rule texts that are out of date (ISRC prefixes allocated after release profiles 1.4).
 OUT_OF_DATE = ("An ISRC must be a string starting with an ISO 3166 code",)
+# Business-profile rules that contradict the album profile (see the module docstring).
+DDEX_DEFECTS = tuple(f"Rule {r})" for r in ("2299-1", "2303-1", "2307-1", "2315-1", "2326-1", "2329-1", "2332-1"))
+# Why a failure is not counted, by RuleFailure.reason: what `etl validate --profile` prints beside the tally.
+NOT_COUNTED = {
+    "advice": "advice, not a failure: only Fatal Error and Error rules count (Conditional rules apply only where "
+              "the sender has the data; Warning and Information are suggestions)",
+    "ern41": "written for ERN 4.1: these rules test the ISRC and TechnicalDetails where ERN 4.1 had them, places "
+             "ERN 4.3 moved (into SoundRecordingEdition), so they fire on every 4.3 track whatever it holds",
+    "out-of-date": "out of date: DDEX's ERN 3.8.2 rule lists the ISRC prefixes of its time and refuses newer ones "
+                   "such as QZ",
+    "ddex-defect": "a known defect of DDEX's business-profile rules: they demand AudioSingle for every streaming "
+                   "profile, against the album profile's own rule 1129-1, and test a value no message can carry",
+}
 RULE_FILES = (
     "ern4/Audio.xsl", "ern4/SimpleAudioSingle.xsl", "ern4/ReleaseProfileTrackReleaseRules.xsl",
     "ern382/AudioAlbumMusicOnly.xsl", "ern382/AudioSingle.xsl", "ern382/BusinessProfile.xsl",
@@ -55,6 +78,7 @@ class RuleFailure:
     text: str
     location: str
     counted: bool  # a Fatal Error or Error that is not known to be out of date
+    reason: str = ""  # why it is not counted: a key of NOT_COUNTED ("" when counted)
 
     def __str__(self) -> str:
         return f"[{self.role}] {self.text} at {self.location}"
@@ -94,6 +118,21 @@ def rule_sets(root: etree._Element) -> list[str]:
 
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def _failure(role: str, text: str, location: str, rule_set: str, v43: bool) -> RuleFailure:
+    """One failure, counted or with the reason it is not (see ``NOT_COUNTED``)."""
+    if rule_set.startswith("ern4/") and v43 and any(w in location + text for w in ERN41_ONLY):
+        reason = "ern41"
+    elif any(n in text for n in OUT_OF_DATE):
+        reason = "out-of-date"
+    elif any(n in text for n in DDEX_DEFECTS):
+        reason = "ddex-defect"
+    elif role.lower() not in COUNTED_ROLES:
+        reason = "advice"
+    else:
+        reason = ""
+    return RuleFailure(role, text, location, not reason, reason)
 
 
 class ProfileChecker:
@@ -150,10 +189,7 @@ class ProfileChecker:
                 text = " ".join((fa.findtext(f"{SVRL}text") or "").split())
                 location = fa.get("location") or ""
                 role = fa.get("role") or "?"
-                stale = (name.startswith("ern4/") and v43 and any(w in location + text for w in ERN41_ONLY)) or any(
-                    n in text for n in OUT_OF_DATE
-                )
-                failures.append(RuleFailure(role, text, location, role.lower() in COUNTED_ROLES and not stale))
+                failures.append(_failure(role, text, location, name, v43))
         return ProfileReport(where, tuple(sets), tuple(failures))
 
     def check_file(self, path: Path) -> ProfileReport:

@@ -8,11 +8,14 @@ as unchanged (same content as the last delivery) or rejected (bad data, a
 duplicate ICPN or GRid, a media path that is unsafe, or a media file the run
 would refuse: missing, a link, not a regular file, empty, over
 ``load.max_media_bytes``, or without a catalog MD5 unless unverified media
-are allowed), and what would go to the target. Nothing is written: no
-run row, no checkpoint, no claims, no files; the state tables are only read
-(and may be absent). Media files are looked at, never opened (a FIFO cannot
-block the preview); their MD5s are checked when they are copied, not here
-(that would read every file).
+are allowed; a sound recording without audio when the recipient requires
+media, a cover under its ``min_cover_px`` or not square), and what would go
+to the target. Nothing is written: no run row, no checkpoint, no claims, no
+files; the state tables are only read (and may be absent). Of the media
+files only the headers are read, as the run reads them for the message's
+technical details (``delivery.media_checks``; opened as the copy opens
+them, so a FIFO cannot block the preview); their MD5s are checked when they
+are copied, not here (that would read every file).
 
 In the main process, one release at a time: a preview, not a benchmark.
 """
@@ -29,7 +32,7 @@ import sqlalchemy as sa
 from .. import state
 from ..config import Config
 from ..db import database_url, make_engine, map_db_error
-from ..errors import ExitCode, ReleaseDataError
+from ..errors import ExitCode, MediaError, ReleaseDataError
 
 log = logging.getLogger("ddex_etl.dry_run")
 
@@ -131,6 +134,13 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
         from ..delivery.media import media_root as open_media
 
         media_root = open_media(cfg.load.media_root)
+    from ..delivery.media_checks import MediaPolicy, check_media
+
+    policy = MediaPolicy(require_media=cfg.load.require_media, min_cover_px=cfg.load.min_cover_px, root=media_root,
+                         max_bytes=cfg.load.max_media_bytes,
+                         batch_without_media=cfg.load.target == "files" and cfg.load.layout == "ddex-batch"
+                         and media_root is None,
+                         allow_unverified=cfg.load.allow_unverified_media, recipient=r.name if r is not None else None)
     seen_ids: dict[tuple[str, str], int] = {}
     filtered = r is not None and bool(r.territories or r.labels)
     for ids in _key_pages(engine, cfg, run_mode, window_from, now, release_ids):
@@ -155,6 +165,14 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
             if clash:
                 _reject(plan, rid, clash)
                 continue
+            take_down = leaving or (takedowns and _is_takedown(release, now.date()))
+            # The recipient's media rules, and the files' technical details (their headers) as the run reads them,
+            # so the message, and whether it is unchanged, is the run's.
+            checked = check_media(release, policy, takedown=take_down)
+            if checked.problems:
+                _reject(plan, rid, str(MediaError(rid, checked.problems)))
+                continue
+            release = checked.release
             planned: list[Any] = []
             if media_root is not None:
                 from ..delivery.media import with_resource_uris
@@ -167,7 +185,6 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
                 if problems:
                     _reject(plan, rid, "; ".join(str(p) for p in problems))
                     continue
-            take_down = leaving or (takedowns and _is_takedown(release, now.date()))
             try:
                 doc = ern.build_takedown(release, ctx) if take_down else ern.build(release, ctx)
             except ReleaseDataError as exc:

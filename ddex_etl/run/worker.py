@@ -174,16 +174,35 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
     delivered: list[tuple[int, str, str, str]] = []
     warnings: list[str] = []
     media_root = None
-    if chunk is not None and chunk.loader.layout == "ddex-batch" and cfg.load.media_root:
+    batch = chunk is not None and chunk.loader.layout == "ddex-batch"
+    if batch and cfg.load.media_root:
         from ..delivery import media
 
         media_root = media.media_root(cfg.load.media_root)
+    # The recipient's media rules, and the technical details read from the files, before the build.
+    from ..delivery import media_checks
+
+    policy = media_checks.MediaPolicy(
+        require_media=cfg.load.require_media,
+        min_cover_px=cfg.load.min_cover_px,
+        root=media_root,
+        max_bytes=cfg.load.max_media_bytes,
+        batch_without_media=batch and media_root is None,
+        allow_unverified=cfg.load.allow_unverified_media,
+        recipient=cfg.recipient.name if cfg.recipient is not None else None,
+    )
     try:
         for release in releases:
             take_down = int(release.release_id) in leaving or (
                 task.takedowns and is_takedown(release, task.ended_before)
             )
             planned: list[Any] = []
+            checked = media_checks.check_media(release, policy, takedown=take_down)
+            release = checked.release
+            if checked.problems:
+                rejects.append(_media_reject(release, MediaError(release.release_id, checked.problems), "transform"))
+                continue
+            warnings.extend(checked.warnings)
             if media_root is not None:
                 release, planned, media_problems = media.with_resource_uris(release)
                 if media_problems:

@@ -35,6 +35,7 @@ from ddex_etl.db import make_engine
 from ddex_etl.delivery import MediaItem, MediaRoot, copy_resources, media_source, plan_resources
 from ddex_etl.delivery.media_source import MediaRefused
 from ddex_etl.delivery.resources import ResourceWriteError
+from ddex_etl.demo import media as demo_media
 from ddex_etl.demo.seed import seed_catalog
 from ddex_etl.errors import ConfigError, ExitCode, MediaError
 from ddex_etl.load import release_identifier
@@ -468,6 +469,7 @@ def test_the_dry_run_applies_the_same_rules_and_does_not_block_on_a_fifo(
 def test_unverified_media_go_only_to_a_recipient_that_allows_them_and_are_logged(
     catalog: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
+    demo_media.write_media(tmp_path / "media", {"audio/01-01.wav"})
     with catalog.begin() as conn:
         _first_track(conn, 3, "audio/01-01.wav", None)
     path = write_config(tmp_path, db_url, [

@@ -239,3 +239,31 @@ def test_etl_validate_profile_reports_rule_failures_per_file(tmp_path: Path) -> 
     assert ok.exit_code == 0 and "passes DDEX's profile rules" in ok.output
     missing = runner.invoke(cli, ["validate", str(tmp_path), "--profile"])
     assert missing.exit_code == 2 and "--rules-dir" in missing.output
+
+
+def test_etl_validate_profile_says_why_each_uncounted_rule_does_not_count(tmp_path: Path) -> None:
+    """Issue 23: "advice (not counted): ... 24,224 Error" with no reason read as a failure on every 4.3 message."""
+    from click.testing import CliRunner
+
+    from ddex_etl.cli import cli
+    from ddex_etl.cli.validate import not_counted_summary
+    from ddex_etl.ern.profile import NOT_COUNTED, _failure
+
+    (tmp_path / "a.xml").write_bytes(build(full_album(), BuildContext(ern_version="4.3")).xml)
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path), "--profile", "--rules-dir", str(RULES)])
+    assert res.exit_code == 0, res.output
+    assert "not counted (these do not make a file fail):" in res.output
+    [line] = [x for x in res.output.splitlines() if "written for ERN 4.1" in x]
+    assert " Error: written for ERN 4.1" in line and "ERN 4.3 moved" in line
+    assert "advice (not counted)" not in res.output
+    # each reason the shared checker gives has its words here
+    assert _failure("Error", "x (Rule 2299-1)", "/", "ern382/BusinessProfile.xsl", False).reason == "ddex-defect"
+    assert _failure("Error", "An ISRC must be a string starting with an ISO 3166 code", "/", "ern382/AudioSingle.xsl",
+                    False).reason == "out-of-date"
+    assert _failure("Warning", "w", "/", "ern4/Audio.xsl", True).reason == "advice"
+    counted = _failure("Error", "t", "/ReleaseList", "ern4/Audio.xsl", True)
+    assert counted.counted and counted.reason == ""
+    text = not_counted_summary({("ddex-defect", "Error"): 7, ("advice", "Warning"): 2, ("ern41", "Error"): 24224})
+    assert text.splitlines()[1] == f"  7 Error: {NOT_COUNTED['ddex-defect']}"
+    assert text.splitlines()[2] == f"  24,224 Error: {NOT_COUNTED['ern41']}"
+    assert text.splitlines()[3] == f"  2 Warning: {NOT_COUNTED['advice']}"

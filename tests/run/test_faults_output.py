@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -168,11 +169,15 @@ def test_a_full_disk_while_copying_media_fails_the_run_and_the_resume_ships_ever
     media = tmp_path / "media"
     try:
         seed_catalog(eng, releases, seed=5, media_dir=media)
-        big = os.urandom(3 << 20)  # every release's first track: more than the whole output disk
+        noise = os.urandom(3 << 20)  # every release's first track: more than the whole output disk (a real WAV)
+        fmt = struct.pack("<HHIIHH", 1, 1, 8000, 8000, 1, 8)
+        big = (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(noise)) + b"WAVEfmt " + struct.pack("<I", len(fmt))
+               + fmt + b"data" + struct.pack("<I", len(noise)) + noise)
         (media / "audio" / "01-01.wav").write_bytes(big)
         with eng.begin() as conn:
-            conn.execute(sa.text("UPDATE tracks SET audio_md5 = :m WHERE audio_file = 'audio/01-01.wav'"),
-                         {"m": hashlib.md5(big).hexdigest()})
+            conn.execute(sa.text("UPDATE tracks SET audio_file = 'audio/01-01.wav', audio_md5 = :m, duration_seconds = :d "
+                                 "WHERE disc_number = 1 AND track_number = 1"),
+                         {"m": hashlib.md5(big).hexdigest(), "d": len(noise) // 8000})
             catalog = conn.execute(sa.text(
                 "SELECT release_id, audio_file, audio_md5 FROM tracks UNION ALL "
                 "SELECT release_id, file, md5 FROM release_images")).all()

@@ -15,6 +15,10 @@ IMAGE_CODECS = {
     "image/tiff": "TIFF", "image/jp2": "JPEG2000", "image/jpx": "JPEG2000",
 }
 
+# Colour modes (as Pillow names them, read from the file on the delivery side) -> ColorDepth, bits per pixel.
+_COLOR_DEPTH = {"1": 1, "L": 8, "P": 8, "LA": 16, "PA": 16, "I;16": 16, "RGB": 24, "YCbCr": 24, "LAB": 24, "HSV": 24,
+                "RGBA": 32, "RGBX": 32, "CMYK": 32, "I": 32, "F": 32}
+
 
 def check_cover(ck: Checker, release: Release) -> PCover | None:
     """The front cover image, checked (a store rejects a release without one)."""
@@ -41,4 +45,4 @@ def check_cover(ck: Checker, release: Release) -> PCover | None:
         sizes.append(v)
     if file is None or md5 is None or codec is None:
         return None
-    return PCover(file, md5.lower(), codec, sizes[0], sizes[1])
+    return PCover(file, md5.lower(), codec, sizes[0], sizes[1], _COLOR_DEPTH.get(cover.color_mode or ""))

@@ -120,6 +120,7 @@ def check_tracks(ck: Checker, voc: Vocabulary, release: Release, p: Prepared, pe
                 genre or p.genre or None,
                 audio_file,
                 md5.lower() if md5 else None,
+                t.audio if audio_file else None,
             )
         )
     _from_tracks(ck, release, p)
