@@ -32,6 +32,8 @@ RELEASES = ("0602445700000", "0602445700001", "0602445700002")  # make_batch's r
 
 def write_config(tmp_path: Path, db_url: str, target: str, **recipient: Any) -> Path:
     options = recipient.pop("options", {})
+    # These batches carry no media: a recipient with a target would otherwise require a media root.
+    recipient.setdefault("require_media", False)
     lines = [
         "[database]", f"url = {json.dumps(db_url)}",
         "[load]", 'target = "files"', 'directory = "out"', 'layout = "ddex-batch"',
