@@ -8,12 +8,13 @@ error tree (``retryable`` says whether a retry can help) and the same worker
 processes. Only the source and the sink differ.
 
 ``parallel=True`` builds in a pool of worker processes that the builder
-creates on first use and reuses. The pool forks while the process is
-single-threaded (fast, and an unguarded script works) and otherwise uses the
-``forkserver`` start method (``spawn`` where there is none), because ``fork``
-is unsafe once threads exist and a builder may be shared by threads. With
-those, as with any ``multiprocessing`` code, a script that builds in parallel
-at import time must put that code under ``if __name__ == "__main__":``.
+creates on first use and reuses (``ddex_etl.executors.pool``). Its workers
+start as fresh interpreters that import the package, never the caller's main
+script, so a script written top to bottom without an
+``if __name__ == "__main__":`` guard runs its top level once, from any thread
+and with any number of builders and processors, and no fork copies a lock
+another thread holds. ``start_method=`` asks for a ``multiprocessing`` pool
+instead (``fork``, ``forkserver``, ``spawn``), with their usual rules.
 
 The streaming processor lives in ``ddex_etl.api.batch_stream``, which builds on this
 module; this one never imports it (``ddex_etl.StreamingBatchProcessor`` reaches it).
@@ -39,8 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
+from ..executors.pool import ProcessPool
 from ..models import Document, Party, Release
-from ..procs import can_fork
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -454,34 +455,19 @@ def _normalize_version(version: str) -> str:
     return v
 
 
-def _pool_context(start_method: str | None) -> multiprocessing.context.BaseContext:
-    """The start method for the worker pool.
-
-    ``fork`` copies the calling process as it is: fast, and a script without
-    an ``if __name__ == "__main__":`` guard still works, but a lock held by
-    another thread at that instant stays locked forever in the child. So the
-    default forks only while no other Python thread runs, and otherwise
-    uses ``forkserver`` (children fork from a clean single-threaded server),
-    or ``spawn`` where there is none.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    if start_method is None:
-        if can_fork():
-            start_method = "fork"
-        else:
-            start_method = "forkserver" if "forkserver" in methods else "spawn"
+def _pool_context(start_method: str) -> multiprocessing.context.BaseContext:
+    """The ``multiprocessing`` context of a pool the caller asked for by start method."""
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        # Import the builder once in the server, not in every worker it forks
-        # (no effect if the server already runs; '__main__' is the default entry).
-        ctx.set_forkserver_preload(["__main__", "ddex_etl.api.batch", "ddex_etl.ern", "ddex_etl.extract.records"])
+        # Import the builder once in the server, not in every worker it forks.
+        ctx.set_forkserver_preload(["ddex_etl.api.batch", "ddex_etl.ern", "ddex_etl.extract.records"])
     return ctx
 
 
 _BROKEN_HINT = (
-    "a worker process died; if your script calls build_batch(parallel=True) at top level, put that "
-    "code under `if __name__ == \"__main__\":` (worker processes import the main script), "
-    "or pass parallel=False"
+    "a worker process died twice building this batch (killed for memory, or a crash in a library); "
+    "the batch is reported failed and the next one gets a new worker; retry it, or pass parallel=False "
+    "to build in this process"
 )
 
 
@@ -498,8 +484,8 @@ class DDEXBuilder:
     ``validate_each``). ``repair`` strips XML-illegal control characters and
     surrounding whitespace with a warning instead of rejecting the release.
     ``workers`` is the size of the process pool (default: one per core);
-    ``start_method`` forces a multiprocessing start method for it (default:
-    ``fork`` while the process is single-threaded, else ``forkserver``).
+    ``start_method`` asks for a ``multiprocessing`` pool with that start method
+    instead of the default pool, whose workers never import the main script.
 
     A builder is safe to share between threads; its process pool is created on
     first parallel use and reused. ``close()`` (or ``with DDEXBuilder(...)``)
@@ -549,7 +535,7 @@ class DDEXBuilder:
             repair=self.repair,
             **extra,
         )
-        self._pool: cf.ProcessPoolExecutor | None = None
+        self._pool: Any = None  # a ProcessPool, or a ProcessPoolExecutor for an explicit start_method
         self._pool_lock = threading.Lock()
 
     @classmethod
@@ -693,19 +679,23 @@ class DDEXBuilder:
             retry_delay=retry_delay,
         )
 
-    def _get_pool(self) -> cf.ProcessPoolExecutor:
+    def _get_pool(self) -> Any:
         with self._pool_lock:
             if self._pool is None:
-                pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
+                pool: Any
+                if self.start_method is None:
+                    pool = ProcessPool(self.workers)
+                else:
+                    pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
                 # A builder dropped without close() must not leave its workers behind.
                 weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
                 self._pool = pool
             return self._pool
 
-    def _reset_pool(self, broken: cf.ProcessPoolExecutor | None) -> None:
+    def _reset_pool(self, broken: Any) -> None:
         """Forget a pool whose worker died (others may already have replaced it)."""
-        if broken is None:
-            return
+        if broken is None or getattr(broken, "heals", False):
+            return  # a ProcessPool replaces its dead worker itself
         with self._pool_lock:
             if self._pool is broken:
                 self._pool = None
