@@ -25,7 +25,6 @@ import concurrent.futures as cf
 import datetime as dt
 import logging
 import multiprocessing
-import numbers
 import os
 import random
 import re
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
 from ..executors.pool import ProcessPool
 from ..models import Document, Party, Release
+from .frame_rows import Block, RowGroup, data_of, grouped, pack, prepared, release_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -264,8 +264,8 @@ class _Spec:
     retry_delay: float
 
 
-# Item kinds: what the payload is.
-_RELEASE, _DICT, _ROWS = "release", "dict", "rows"
+# Item kinds: what the payload is (a DataFrame release: its rows' segments, see frame_rows).
+_RELEASE, _DICT, _FRAME = "release", "dict", "frame"
 
 
 class _ValidationFailed(EtlError):
@@ -273,21 +273,36 @@ class _ValidationFailed(EtlError):
 
 
 def _to_release(kind: str, payload: Any) -> Release:
-    from ..extract.records import release_from_dict, releases_from_rows
+    from ..extract.records import iter_release_results, release_from_dict
 
     if kind == _RELEASE:
         return payload  # type: ignore[no-any-return]
     if kind == _DICT:
         return release_from_dict(payload)
-    releases = list(releases_from_rows(payload))
-    if len(releases) != 1:
-        ids = [r.release_id for r in releases]
-        raise ReleaseDataError(
-            ids[0] if ids else None,
-            [FieldProblem("release_id", ids, f"the rows of one group made {len(releases)} releases",
-                          "group the rows by the release id column (group_by=...)")],
-        )
-    return releases[0]
+    columns, rows = release_rows(payload)
+    # The run's own converter: the rows of one release, as the extract query returns them.
+    results = list(iter_release_results(rows, columns or None))
+    if len(results) == 1:
+        if isinstance(results[0], ReleaseDataError):
+            raise results[0]
+        return results[0]
+    ids = [getattr(r, "release_id", None) for r in results]
+    raise ReleaseDataError(
+        ids[0] if ids else None,
+        [FieldProblem("release_id", ids, f"the rows of one group made {len(results)} releases",
+                      "group the rows by the release id column (group_by=...)")],
+    )
+
+
+def _packed(chunk: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """The chunk as it travels: DataFrame releases point into one block holding only this chunk's rows."""
+    frames = [n for n, (kind, _, _) in enumerate(chunk) if kind == _FRAME]
+    if not frames:
+        return chunk
+    out = list(chunk)
+    for n, segments in zip(frames, pack([chunk[n][1] for n in frames])):
+        out[n] = (_FRAME, segments, chunk[n][2])
+    return out
 
 
 def _run_check(check: Callable[[bytes], Any], xml: bytes, release_id: Any) -> None:
@@ -702,6 +717,7 @@ class DDEXBuilder:
         broken.shutdown(wait=False, cancel_futures=True)
 
     def _submit(self, spec: _Spec, chunk: list[tuple[str, Any, Any]]) -> cf.Future[Any]:
+        chunk = _packed(chunk)
         pool = self._get_pool()
         try:
             future = pool.submit(_build_chunk, spec, chunk)
@@ -827,7 +843,7 @@ class DDEXBuilder:
                 result.success.append(outcome)
                 result.retries += outcome.attempts - 1
             else:
-                result.errors.append(replace(outcome, data=data[pos]))
+                result.errors.append(replace(outcome, data=data_of(data[pos])))
                 result.retries += outcome.attempts - 1
         result.skipped += len(slots) - cut
         result.stopped_early = stop or stop_read
@@ -880,47 +896,27 @@ def _check_schema_dir(schema_dir: str | os.PathLike[str] | None) -> Path | None:
 
 
 def _dataframe_items(df: pd.DataFrame, group_by: str) -> Iterator[tuple[tuple[str, Any, Any] | ItemError, Any]]:
-    """Group a DataFrame's rows into releases, keeping the order of first appearance."""
-    # NaN/NaT -> None once, vectorized, so the records code sees "absent" whatever the dtype.
-    frame = df.astype(object).where(df.notna(), None)
-    if "icpn" in df.columns and df["icpn"].dtype.kind in "iuf":
-        # read_csv parsed the ICPN column as numbers and dropped leading zeros
-        # (0000000000208 -> 208); give those back as the 13-digit EAN form.
-        frame["icpn"] = [_icpn_text(v) for v in frame["icpn"]]
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for number, row in enumerate(frame.to_dict("records")):
-        key = row.get(group_by)
+    """Group a DataFrame's rows into releases, keeping the order of first appearance.
+
+    One vectorized pass finds each release's rows; no row becomes a dict here
+    (see ``frame_rows``): the workers read their chunk's rows straight from the frame.
+    """
+    frame, keys, starts, stops, empty_rows = grouped(prepared(df), group_by)
+    block = Block(frame)
+    for key, start, stop in zip(keys, starts, stops):
+        group = RowGroup(key, ((block, start, stop),))
         if key is None:
             yield (
                 ItemError(
                     id=None,
                     message=(
-                        f"row {number}: column {group_by!r} is empty, so the row belongs to no release; "
+                        f"row {empty_rows[start]}: column {group_by!r} is empty, so the row belongs to no release; "
                         f"fix: give every row its release's {group_by}"
                     ),
                     stage="records",
                     problems=(FieldProblem(group_by, None, "empty", f"give every row its release's {group_by}"),),
                 ),
-                [row],
+                group,
             )
             continue
-        if isinstance(key, float) and key.is_integer():
-            key = int(key)  # an id column with a gap in it reads as float
-        groups.setdefault(key, []).append(row)
-    del frame
-    for key, rows in groups.items():
-        yield ((_ROWS, rows, key), rows)
-
-
-def _icpn_text(value: Any) -> Any:
-    """A numeric ICPN as digits; fewer than 12 means zeros were lost, so pad to EAN-13.
-
-    Leading zeros do not change a GTIN (UPC-A 012345678905 and EAN-13
-    0012345678905 name the same product), so padding restores an equal code.
-    """
-    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return value
-    if not float(value).is_integer():
-        return value  # not a code at all: records reports it
-    digits = str(int(value))
-    return digits.zfill(13) if len(digits) < 12 else digits
+        yield ((_FRAME, group.segments, key), group)

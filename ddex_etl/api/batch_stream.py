@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ConfigError, OutputError
-from .batch import _ROWS, BuiltItem, DDEXBuilder, ItemError, _build_chunk, _classify, _Spec
-from .batch_frames import BadRows, RowGroup, aexpand_frames, expand_frames, is_frame
+from .batch import _FRAME, BuiltItem, DDEXBuilder, ItemError, _build_chunk, _classify, _Spec
+from .batch_frames import BadRows, aexpand_frames, expand_frames, is_frame
+from .frame_rows import RowGroup, data_of
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +234,12 @@ class _Run:
         positions: list[int] = []
         preset: dict[int, ItemError] = {}
         for i, item in enumerate(originals):
-            if isinstance(item, RowGroup):  # a release's rows out of a DataFrame
-                work.append((_ROWS, list(item), item.key))
-                positions.append(i)
-                continue
             if isinstance(item, BadRows):
                 preset[i] = item.error
+                continue
+            if isinstance(item, RowGroup):  # a release's rows out of a DataFrame
+                work.append((_FRAME, item.segments, item.key))
+                positions.append(i)
                 continue
             classified = _classify(item, self.read + i)
             if isinstance(classified, ItemError):
@@ -264,7 +265,8 @@ class _Run:
                 ordered.append(outcome)
                 ok += 1
             else:
-                ordered.append((replace(outcome, data=chunk.originals[i]), chunk.originals[i]))
+                data = data_of(chunk.originals[i])
+                ordered.append((replace(outcome, data=data), data))
                 bad += 1
         self.processed += ok + bad
         self.succeeded += ok
