@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
 from ..executors.pool import ProcessPool
 from ..models import Document, Party, Release
+from .engines import DaskPool, check_executor
 from .frame_rows import Block, RowGroup, data_of, grouped, pack, prepared, release_rows
 
 if TYPE_CHECKING:
@@ -401,6 +402,21 @@ def _item_error(exc: BaseException, release_id: Any, stage: str) -> ItemError:
     )
 
 
+def _modules_to_warm() -> tuple[str, ...]:
+    """What a new worker imports before its first chunk: the builder, and pandas when the caller uses it."""
+    import sys
+
+    return ("ddex_etl.ern", "ddex_etl.extract.records", *(("pandas",) if "pandas" in sys.modules else ()))
+
+
+def _warm_up(modules: tuple[str, ...]) -> None:
+    """A worker's first call: import what building needs while the caller is still reading its input."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
 def _build_chunk(spec: _Spec, items: list[tuple[str, Any, Any]]) -> tuple[list[BuiltItem | ItemError], float]:
     """Worker entry point: build a chunk; returns the outcomes and the seconds spent."""
     start = time.perf_counter()
@@ -501,6 +517,10 @@ class DDEXBuilder:
     ``workers`` is the size of the process pool (default: one per core);
     ``start_method`` asks for a ``multiprocessing`` pool with that start method
     instead of the default pool, whose workers never import the main script.
+    ``executor="dask"`` builds on a Dask cluster instead, through the same
+    executor as ``etl run``'s ``run.executor = "dask"``: the one at
+    ``scheduler`` (``"tcp://host:8786"``), or without one a ``LocalCluster`` of
+    ``workers`` processes started on first parallel use and stopped by ``close()``.
 
     A builder is safe to share between threads; its process pool is created on
     first parallel use and reused. ``close()`` (or ``with DDEXBuilder(...)``)
@@ -519,6 +539,8 @@ class DDEXBuilder:
         workers: int | None = None,
         default_created: dt.datetime | None = None,
         start_method: str | None = None,
+        executor: str = "local",
+        scheduler: str | None = None,
     ) -> None:
         from ..ern import BuildContext
 
@@ -540,6 +562,10 @@ class DDEXBuilder:
                 f"{', '.join(multiprocessing.get_all_start_methods())}, or None"
             )
         self.start_method = start_method
+        self.executor = check_executor(executor, scheduler)
+        self.scheduler = scheduler
+        if self.executor == "dask" and start_method is not None:
+            raise ConfigError("start_method: only for executor='local'; fix: leave it out with executor='dask'")
         extra = {"default_created": default_created} if default_created is not None else {}
         # BuildContext checks the language code (and the rest) once, up front.
         self._ctx = BuildContext(
@@ -698,14 +724,25 @@ class DDEXBuilder:
         with self._pool_lock:
             if self._pool is None:
                 pool: Any
-                if self.start_method is None:
-                    pool = ProcessPool(self.workers)
+                if self.executor == "dask":
+                    pool = DaskPool(self.scheduler, self.workers)
+                elif self.start_method is None:
+                    pool = ProcessPool(self.workers, _warm_up, (_modules_to_warm(),))
                 else:
                     pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
                 # A builder dropped without close() must not leave its workers behind.
                 weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
                 self._pool = pool
             return self._pool
+
+    @property
+    def _parallel_capable(self) -> bool:
+        """Whether parallel=True sends chunks away: always on Dask, with more than one process locally."""
+        return self.executor == "dask" or self.workers > 1
+
+    def _inflight_limit(self) -> int:
+        """Chunks in flight at once: two per worker (per Dask worker thread), so none idles between chunks."""
+        return int(getattr(self._get_pool(), "slots", 0)) or self.workers * 2
 
     def _reset_pool(self, broken: Any) -> None:
         """Forget a pool whose worker died (others may already have replaced it)."""
@@ -767,7 +804,7 @@ class DDEXBuilder:
             raise ConfigError(f"batch_size: {batch_size} is not a positive number of releases")
         spec = self._spec(validate_each, max_retries, retry_delay, schema_dir)
         check = validate_each if callable(validate_each) else None
-        use_pool = parallel and self.workers > 1
+        use_pool = parallel and self._parallel_capable
         result = BatchResult(parallel=use_pool)
         start = time.perf_counter()
         # A chunk: (work for the worker, the positions of that work in `slots`).
@@ -779,7 +816,7 @@ class DDEXBuilder:
         data: list[Any] = []  # each input as given, for ItemError.data
         inflight: deque[tuple[list[tuple[str, Any, Any]], list[int], cf.Future[Any] | None]] = deque()
         # Bounded: a generator input is never read far ahead of the workers.
-        max_inflight = self.workers * 2 if use_pool else 1
+        max_inflight = self._inflight_limit() if use_pool else 1
 
         def settle(chunk: list[tuple[str, Any, Any]], positions: list[int], future: cf.Future[Any] | None) -> None:
             nonlocal stop

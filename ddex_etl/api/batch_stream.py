@@ -348,6 +348,8 @@ class StreamingBatchProcessor:
       default: ``DDEXBuilder()``.
     - ``parallel``: build in the builder's worker processes (False: in this
       thread for ``process_stream``, in a helper thread for ``aprocess_stream``).
+    - ``executor``/``scheduler``: for the builder this processor makes itself
+      (``"dask"`` and a scheduler address: build on that Dask cluster).
 
     In ``aprocess_stream`` callbacks and a callable sink may be coroutine
     functions; they are awaited.
@@ -365,6 +367,8 @@ class StreamingBatchProcessor:
         builder: DDEXBuilder | None = None,
         *,
         parallel: bool = True,
+        executor: str = "local",
+        scheduler: str | None = None,
     ) -> None:
         problems = []
         if batch_size < 1:
@@ -384,7 +388,9 @@ class StreamingBatchProcessor:
         self.on_complete = on_complete
         self.parallel = parallel
         self._own_builder = builder is None
-        self.builder = builder if builder is not None else DDEXBuilder()
+        if builder is not None and (executor != "local" or scheduler is not None):
+            raise ConfigError("executor/scheduler: give them to the builder (DDEXBuilder(executor=...)), not beside it")
+        self.builder = builder if builder is not None else DDEXBuilder(executor=executor, scheduler=scheduler)
 
     def close(self) -> None:
         """Stop the worker processes of a builder this processor created itself."""
@@ -402,7 +408,7 @@ class StreamingBatchProcessor:
 
     @property
     def _use_pool(self) -> bool:
-        return self.parallel and self.builder.workers > 1
+        return self.parallel and self.builder._parallel_capable
 
     # -- synchronous --------------------------------------------------------
 

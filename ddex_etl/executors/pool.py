@@ -124,8 +124,22 @@ class _Worker:
             proc.kill()
             proc.wait()
 
+    def _start(self) -> None:
+        """A new process, with the pool's initializer run in it before any call."""
+        self.stop_process(kill=True)
+        self.start_process()
+        init = self.pool.initializer
+        if init is not None:
+            assert self.to_worker is not None and self.from_worker is not None
+            self.to_worker.send_bytes(pickle.dumps((init[0], init[1]), protocol=pickle.HIGHEST_PROTOCOL))
+            ok, value = pickle.loads(self.from_worker.recv_bytes())
+            if not ok:
+                raise value
+
     def _feed(self) -> None:
         tasks = self.pool._tasks
+        with contextlib.suppress(Exception):  # a failure shows at the first call, which starts it again
+            self._start()
         while True:
             item = tasks.get()
             if item is None:  # shutdown: the others get their own sentinel
@@ -135,8 +149,7 @@ class _Worker:
                 continue
             try:
                 if self.proc is None or self.proc.poll() is not None:
-                    self.stop_process(kill=True)
-                    self.start_process()
+                    self._start()
                 assert self.to_worker is not None and self.from_worker is not None
                 self.to_worker.send_bytes(payload)
                 ok, value = pickle.loads(self.from_worker.recv_bytes())
@@ -167,15 +180,17 @@ class ProcessPool:
     ``fn`` must be a module-level function of an importable module (pickled
     by reference); ``args`` must pickle. Safe to use from any number of
     threads, and from inside an event loop through ``asyncio.wrap_future``.
-    Workers start on first use; ``start()`` starts them all now.
+    Workers start at once in the background (``start()`` waits until they run).
     """
 
     heals = True  # a dead worker fails one call and is replaced: no need to throw the pool away
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()) -> None:
         if workers < 1:
             raise ValueError(f"workers: {workers} is not a positive number of processes")
         self.workers = workers
+        # Run first in every worker process (imports, caches), as it starts: workers start at once, in the background.
+        self.initializer = (initializer, initargs) if initializer is not None else None
         self._tasks: queue.SimpleQueue[tuple[Future[Any], bytes] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
