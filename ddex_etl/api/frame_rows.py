@@ -52,7 +52,10 @@ class Block:
 
     def rows(self) -> list[tuple[Any, ...]]:
         if self._rows is None:
-            self._rows = list(self.frame.itertuples(index=False, name=None))
+            # Column by column (each one C-level tolist: Python ints, str, floats, Timestamps), then
+            # zipped into rows: half the cost of itertuples, the same values.
+            frame = self.frame
+            self._rows = list(zip(*(frame.iloc[:, i].tolist() for i in range(frame.shape[1]))))
         return self._rows
 
     def slice(self, start: int, stop: int) -> Block:
