@@ -171,7 +171,7 @@ def as_dicts(segments: Segments) -> list[dict[str, Any]]:
 
 
 def _absent(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType")
+    return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ in ("NAType", "NaTType")
 
 
 def pack(segment_lists: list[Segments]) -> list[Segments]:

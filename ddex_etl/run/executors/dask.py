@@ -17,14 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...executors import dask as engine
-from ...executors.dask import (  # noqa: F401  (the names the run and its tests know)
-    CONNECT_TIMEOUT,
-    GRACE,
-    IN_FLIGHT_PER_THREAD,
-    NO_WORKERS_AFTER,
-    STUCK_AFTER,
-    WorkerContextPlugin,
-)
 
 
 def _run_chunk(spec: Any, task: Any) -> Any:
