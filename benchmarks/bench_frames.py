@@ -15,7 +15,10 @@ peak resident memory is its own, with the same number of worker processes:
   work in the calling process, before any building starts).
 
 Prints releases/s for each, the two DataFrame rates as a share of ``etl
-run``'s, and the main process's peak RSS. With ``--large N`` a second catalog
+run``'s, the CPU time each spent per release (main process and its worker
+processes, their start-up included: on a machine shared with other work the
+rates swing with the load, the CPU per release much less), and the main
+process's peak RSS. With ``--large N`` a second catalog
 of N releases is seeded and streamed too, and both streamed peaks are printed:
 streaming's memory must not grow with the catalog. The databases are dropped
 at the end.
@@ -39,7 +42,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(REPO))
 from bench_extract import libpq, server_url  # noqa: E402
 
-CHILD = r"""
+CPU = r"""
+import resource, time
+
+
+def process_cpu():
+    # CPU seconds of this process and of its finished children (the worker processes, start-up included)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+"""
+
+CHILD = CPU + r"""
 import json, sys, time
 import pandas as pd
 import sqlalchemy as sa
@@ -48,6 +61,7 @@ from ddex_etl.progress import own_peak_rss_mb
 from ddex_etl.demo.seed import SQL_DIR
 
 url, how, chunksize, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
 query = sa.text((SQL_DIR / "release_rows.sql").read_text())
 engine = sa.create_engine(url)
 with DDEXBuilder(workers=workers) as builder, engine.connect().execution_options(stream_results=True) as conn:
@@ -67,13 +81,14 @@ with DDEXBuilder(workers=workers) as builder, engine.connect().execution_options
         built = len(builder.from_dataframe_batch(frame, batch_size=50).success)
     seconds = time.perf_counter() - started
 engine.dispose()
-out = {"built": built, "seconds": seconds, "peak_mb": own_peak_rss_mb()}
+cpu = process_cpu()
+out = {"built": built, "seconds": seconds, "peak_mb": own_peak_rss_mb(), "cpu": cpu}
 if how == "whole":
     out["read_seconds"] = read
 print(json.dumps(out))
 """
 
-RUN = r"""
+RUN = CPU + r"""
 import json, sys
 from pathlib import Path
 from ddex_etl import run as run_api
@@ -84,7 +99,8 @@ cfg = Config(database=DatabaseConfig(url=url)).with_overrides(
     load={"target": "files", "layout": "flat", "directory": Path(out)}, run={"workers": workers, "job": "bench"},
 )
 report = run_api.run(cfg, new=True, progress=False)
-print(json.dumps({"built": report.built, "seconds": report.seconds, "peak_mb": report.main_peak_mb}))
+cpu = process_cpu()
+print(json.dumps({"built": report.built, "seconds": report.seconds, "peak_mb": report.main_peak_mb, "cpu": cpu}))
 """
 
 
@@ -113,7 +129,8 @@ def seeded(admin: str, releases: int) -> tuple[str, str]:
 
 def line(label: str, r: dict[str, float]) -> float:
     rate = r["built"] / r["seconds"]
-    print(f"{label:<34} {r['built']:>7,.0f} built  {rate:>7,.0f} releases/s  peak {r['peak_mb']:>6,.0f} MB (main process)")
+    print(f"{label:<36} {r['built']:>7,.0f} built  {rate:>7,.0f} releases/s  {1000 * r['cpu'] / r['built']:>5.2f} CPU ms "
+          f"a release  peak {r['peak_mb']:>6,.0f} MB (main process)")
     return rate
 
 
@@ -140,7 +157,7 @@ def main() -> None:
         rate_w = line("one whole DataFrame (read_sql incl.)", whole)
         rate_b = whole["built"] / (whole["seconds"] - whole["read_seconds"])
         print(f"  of which read_sql {whole['read_seconds']:.1f} s; from_dataframe_batch alone {rate_b:,.0f} releases/s")
-        print(f"share of etl run's rate            streamed {rate_s / run:.0%}, whole {rate_w / run:.0%} "
+        print(f"share of etl run's rate              streamed {rate_s / run:.0%}, whole {rate_w / run:.0%} "
               f"(from_dataframe_batch alone {rate_b / run:.0%})")
         if args.large:
             name, url = seeded(admin, args.large)
