@@ -420,6 +420,7 @@ def _warm_up(modules: tuple[str, ...]) -> None:
 def _build_chunk(spec: _Spec, items: list[tuple[str, Any, Any]]) -> tuple[list[BuiltItem | ItemError], float]:
     """Worker entry point: build a chunk; returns the outcomes and the seconds spent."""
     start = time.perf_counter()
+    items = _packed(items)  # in this process too: only the chunk's rows become tuples, never a whole frame
     out = [_build_item(spec, kind, payload, rid) for kind, payload, rid in items]
     return out, time.perf_counter() - start
 
