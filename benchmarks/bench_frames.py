@@ -1,6 +1,6 @@
 """The DataFrame path of the batch API beside `etl run`, on the same seeded catalog, in the same run.
 
-    python benchmarks/bench_frames.py [RELEASES] [--large 100000] [--chunksize ROWS] [--workers 2] [--url ...]
+    python benchmarks/bench_frames.py [RELEASES] [--rounds 3] [--large 100000] [--chunksize ROWS] [--workers 2] [--url ...]
 
 Seeds RELEASES (default 10000) demo releases into a throwaway database (the
 server from ``--url``, else ETL_TEST_DATABASE_URL, else 127.0.0.1:5432 when it
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,12 +135,23 @@ def line(label: str, r: dict[str, float]) -> float:
     return rate
 
 
+def median(results: list[dict[str, float]]) -> dict[str, float]:
+    """The round with the median rate (its own figures, so they stay consistent with each other)."""
+    ranked = sorted(results, key=lambda r: r["built"] / r["seconds"])
+    return ranked[len(ranked) // 2]
+
+
+def median_cpu(results: list[dict[str, float]]) -> float:
+    return statistics.median(r["cpu"] / r["built"] for r in results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("releases", nargs="?", type=int, default=10000)
     parser.add_argument("--large", type=int, default=0, help="also stream a catalog this large (memory)")
     parser.add_argument("--chunksize", type=int, default=2000, help="rows per DataFrame chunk")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the three this many times; medians")
     parser.add_argument("--url", default=None, help="server URL (an admin database on it)")
     args = parser.parse_args()
 
@@ -149,16 +161,27 @@ def main() -> None:
     try:
         name, url = seeded(admin, args.releases)
         names.append(name)
-        with tempfile.TemporaryDirectory(prefix="etl-bench-frames-") as out:
-            run = line(f"etl run ({args.workers} workers, files)", child(RUN, url, out, w))
-        streamed = child(CHILD, url, "streamed", str(args.chunksize), w)
+        rounds: dict[str, list[dict[str, float]]] = {"run": [], "streamed": [], "whole": []}
+        for n in range(args.rounds):  # alternating, so a change in the machine's load hits all three alike
+            if args.rounds > 1:
+                print(f"round {n + 1} of {args.rounds}")
+            with tempfile.TemporaryDirectory(prefix="etl-bench-frames-") as out:
+                rounds["run"].append(child(RUN, url, out, w))
+            rounds["streamed"].append(child(CHILD, url, "streamed", str(args.chunksize), w))
+            rounds["whole"].append(child(CHILD, url, "whole", str(args.chunksize), w))
+        if args.rounds > 1:
+            print(f"medians of {args.rounds} rounds:")
+        run = line(f"etl run ({args.workers} workers, files)", median(rounds["run"]))
+        streamed = median(rounds["streamed"])
         rate_s = line(f"streamed, {args.chunksize:,} rows a chunk", streamed)
-        whole = child(CHILD, url, "whole", str(args.chunksize), w)
+        whole = median(rounds["whole"])
         rate_w = line("one whole DataFrame (read_sql incl.)", whole)
         rate_b = whole["built"] / (whole["seconds"] - whole["read_seconds"])
         print(f"  of which read_sql {whole['read_seconds']:.1f} s; from_dataframe_batch alone {rate_b:,.0f} releases/s")
         print(f"share of etl run's rate              streamed {rate_s / run:.0%}, whole {rate_w / run:.0%} "
               f"(from_dataframe_batch alone {rate_b / run:.0%})")
+        print(f"share of etl run's CPU efficiency    streamed {median_cpu(rounds['run']) / median_cpu(rounds['streamed']):.0%}, "
+              f"whole {median_cpu(rounds['run']) / median_cpu(rounds['whole']):.0%} (CPU ms a release, inverted)")
         if args.large:
             name, url = seeded(admin, args.large)
             names.append(name)
