@@ -54,7 +54,7 @@ def process_cpu():
 """
 
 CHILD = CPU + r"""
-import json, sys, time
+import itertools, json, sys, time
 import pandas as pd
 import sqlalchemy as sa
 from ddex_etl import DDEXBuilder, StreamingBatchProcessor
@@ -74,7 +74,11 @@ with DDEXBuilder(workers=workers) as builder, engine.connect().execution_options
         def count(item):
             global built
             built += 1
-        frames = pd.read_sql(query, conn, params={"release_ids": ids}, chunksize=chunksize)
+        # The query a slice of ids at a time (a server-side cursor over 100,000 ids in one
+        # ANY() spills the server's sort to disk), each slice streamed in chunks.
+        frames = itertools.chain.from_iterable(
+            pd.read_sql(query, conn, params={"release_ids": ids[i:i + 5000]}, chunksize=chunksize)
+            for i in range(0, len(ids), 5000))
         StreamingBatchProcessor(batch_size=50, max_concurrency=2 * workers, builder=builder).process_stream(frames, count)
     else:
         frame = pd.read_sql(query, conn, params={"release_ids": ids})
