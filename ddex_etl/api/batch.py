@@ -8,12 +8,13 @@ error tree (``retryable`` says whether a retry can help) and the same worker
 processes. Only the source and the sink differ.
 
 ``parallel=True`` builds in a pool of worker processes that the builder
-creates on first use and reuses. The pool forks while the process is
-single-threaded (fast, and an unguarded script works) and otherwise uses the
-``forkserver`` start method (``spawn`` where there is none), because ``fork``
-is unsafe once threads exist and a builder may be shared by threads. With
-those, as with any ``multiprocessing`` code, a script that builds in parallel
-at import time must put that code under ``if __name__ == "__main__":``.
+creates on first use and reuses (``ddex_etl.executors.pool``). Its workers
+start as fresh interpreters that import the package, never the caller's main
+script, so a script written top to bottom without an
+``if __name__ == "__main__":`` guard runs its top level once, from any thread
+and with any number of builders and processors, and no fork copies a lock
+another thread holds. ``start_method=`` asks for a ``multiprocessing`` pool
+instead (``fork``, ``forkserver``, ``spawn``), with their usual rules.
 
 The streaming processor lives in ``ddex_etl.api.batch_stream``, which builds on this
 module; this one never imports it (``ddex_etl.StreamingBatchProcessor`` reaches it).
@@ -24,7 +25,6 @@ import concurrent.futures as cf
 import datetime as dt
 import logging
 import multiprocessing
-import numbers
 import os
 import random
 import re
@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
+from ..executors.pool import ProcessPool
 from ..models import Document, Party, Release
-from ..procs import can_fork
+from .engines import DaskPool, check_executor
+from .frame_rows import Block, RowGroup, data_of, grouped, pack, prepared, release_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -263,8 +265,8 @@ class _Spec:
     retry_delay: float
 
 
-# Item kinds: what the payload is.
-_RELEASE, _DICT, _ROWS = "release", "dict", "rows"
+# Item kinds: what the payload is (a DataFrame release: its rows' segments, see frame_rows).
+_RELEASE, _DICT, _FRAME = "release", "dict", "frame"
 
 
 class _ValidationFailed(EtlError):
@@ -272,21 +274,36 @@ class _ValidationFailed(EtlError):
 
 
 def _to_release(kind: str, payload: Any) -> Release:
-    from ..extract.records import release_from_dict, releases_from_rows
+    from ..extract.records import iter_release_results, release_from_dict
 
     if kind == _RELEASE:
         return payload  # type: ignore[no-any-return]
     if kind == _DICT:
         return release_from_dict(payload)
-    releases = list(releases_from_rows(payload))
-    if len(releases) != 1:
-        ids = [r.release_id for r in releases]
-        raise ReleaseDataError(
-            ids[0] if ids else None,
-            [FieldProblem("release_id", ids, f"the rows of one group made {len(releases)} releases",
-                          "group the rows by the release id column (group_by=...)")],
-        )
-    return releases[0]
+    columns, rows = release_rows(payload)
+    # The run's own converter: the rows of one release, as the extract query returns them.
+    results = list(iter_release_results(rows, columns or None))
+    if len(results) == 1:
+        if isinstance(results[0], ReleaseDataError):
+            raise results[0]
+        return results[0]
+    ids = [getattr(r, "release_id", None) for r in results]
+    raise ReleaseDataError(
+        ids[0] if ids else None,
+        [FieldProblem("release_id", ids, f"the rows of one group made {len(results)} releases",
+                      "group the rows by the release id column (group_by=...)")],
+    )
+
+
+def _packed(chunk: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """The chunk as it travels: DataFrame releases point into one block holding only this chunk's rows."""
+    frames = [n for n, (kind, _, _) in enumerate(chunk) if kind == _FRAME]
+    if not frames:
+        return chunk
+    out = list(chunk)
+    for n, segments in zip(frames, pack([chunk[n][1] for n in frames])):
+        out[n] = (_FRAME, segments, chunk[n][2])
+    return out
 
 
 def _run_check(check: Callable[[bytes], Any], xml: bytes, release_id: Any) -> None:
@@ -385,9 +402,25 @@ def _item_error(exc: BaseException, release_id: Any, stage: str) -> ItemError:
     )
 
 
+def _modules_to_warm() -> tuple[str, ...]:
+    """What a new worker imports before its first chunk: the builder, and pandas when the caller uses it."""
+    import sys
+
+    return ("ddex_etl.ern", "ddex_etl.extract.records", *(("pandas",) if "pandas" in sys.modules else ()))
+
+
+def _warm_up(modules: tuple[str, ...]) -> None:
+    """A worker's first call: import what building needs while the caller is still reading its input."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
 def _build_chunk(spec: _Spec, items: list[tuple[str, Any, Any]]) -> tuple[list[BuiltItem | ItemError], float]:
     """Worker entry point: build a chunk; returns the outcomes and the seconds spent."""
     start = time.perf_counter()
+    items = _packed(items)  # in this process too: only the chunk's rows become tuples, never a whole frame
     out = [_build_item(spec, kind, payload, rid) for kind, payload, rid in items]
     return out, time.perf_counter() - start
 
@@ -454,34 +487,19 @@ def _normalize_version(version: str) -> str:
     return v
 
 
-def _pool_context(start_method: str | None) -> multiprocessing.context.BaseContext:
-    """The start method for the worker pool.
-
-    ``fork`` copies the calling process as it is: fast, and a script without
-    an ``if __name__ == "__main__":`` guard still works, but a lock held by
-    another thread at that instant stays locked forever in the child. So the
-    default forks only while no other Python thread runs, and otherwise
-    uses ``forkserver`` (children fork from a clean single-threaded server),
-    or ``spawn`` where there is none.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    if start_method is None:
-        if can_fork():
-            start_method = "fork"
-        else:
-            start_method = "forkserver" if "forkserver" in methods else "spawn"
+def _pool_context(start_method: str) -> multiprocessing.context.BaseContext:
+    """The ``multiprocessing`` context of a pool the caller asked for by start method."""
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        # Import the builder once in the server, not in every worker it forks
-        # (no effect if the server already runs; '__main__' is the default entry).
-        ctx.set_forkserver_preload(["__main__", "ddex_etl.api.batch", "ddex_etl.ern", "ddex_etl.extract.records"])
+        # Import the builder once in the server, not in every worker it forks.
+        ctx.set_forkserver_preload(["ddex_etl.api.batch", "ddex_etl.ern", "ddex_etl.extract.records"])
     return ctx
 
 
 _BROKEN_HINT = (
-    "a worker process died; if your script calls build_batch(parallel=True) at top level, put that "
-    "code under `if __name__ == \"__main__\":` (worker processes import the main script), "
-    "or pass parallel=False"
+    "a worker process died twice building this batch (killed for memory, or a crash in a library); "
+    "the batch is reported failed and the next one gets a new worker; retry it, or pass parallel=False "
+    "to build in this process"
 )
 
 
@@ -498,8 +516,12 @@ class DDEXBuilder:
     ``validate_each``). ``repair`` strips XML-illegal control characters and
     surrounding whitespace with a warning instead of rejecting the release.
     ``workers`` is the size of the process pool (default: one per core);
-    ``start_method`` forces a multiprocessing start method for it (default:
-    ``fork`` while the process is single-threaded, else ``forkserver``).
+    ``start_method`` asks for a ``multiprocessing`` pool with that start method
+    instead of the default pool, whose workers never import the main script.
+    ``executor="dask"`` builds on a Dask cluster instead, through the same
+    executor as ``etl run``'s ``run.executor = "dask"``: the one at
+    ``scheduler`` (``"tcp://host:8786"``), or without one a ``LocalCluster`` of
+    ``workers`` processes started on first parallel use and stopped by ``close()``.
 
     A builder is safe to share between threads; its process pool is created on
     first parallel use and reused. ``close()`` (or ``with DDEXBuilder(...)``)
@@ -518,6 +540,8 @@ class DDEXBuilder:
         workers: int | None = None,
         default_created: dt.datetime | None = None,
         start_method: str | None = None,
+        executor: str = "local",
+        scheduler: str | None = None,
     ) -> None:
         from ..ern import BuildContext
 
@@ -539,6 +563,10 @@ class DDEXBuilder:
                 f"{', '.join(multiprocessing.get_all_start_methods())}, or None"
             )
         self.start_method = start_method
+        self.executor = check_executor(executor, scheduler)
+        self.scheduler = scheduler
+        if self.executor == "dask" and start_method is not None:
+            raise ConfigError("start_method: only for executor='local'; fix: leave it out with executor='dask'")
         extra = {"default_created": default_created} if default_created is not None else {}
         # BuildContext checks the language code (and the rest) once, up front.
         self._ctx = BuildContext(
@@ -549,7 +577,7 @@ class DDEXBuilder:
             repair=self.repair,
             **extra,
         )
-        self._pool: cf.ProcessPoolExecutor | None = None
+        self._pool: Any = None  # a ProcessPool, or a ProcessPoolExecutor for an explicit start_method
         self._pool_lock = threading.Lock()
 
     @classmethod
@@ -693,25 +721,41 @@ class DDEXBuilder:
             retry_delay=retry_delay,
         )
 
-    def _get_pool(self) -> cf.ProcessPoolExecutor:
+    def _get_pool(self) -> Any:
         with self._pool_lock:
             if self._pool is None:
-                pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
+                pool: Any
+                if self.executor == "dask":
+                    pool = DaskPool(self.scheduler, self.workers)
+                elif self.start_method is None:
+                    pool = ProcessPool(self.workers, _warm_up, (_modules_to_warm(),))
+                else:
+                    pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(self.start_method))
                 # A builder dropped without close() must not leave its workers behind.
                 weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
                 self._pool = pool
             return self._pool
 
-    def _reset_pool(self, broken: cf.ProcessPoolExecutor | None) -> None:
+    @property
+    def _parallel_capable(self) -> bool:
+        """Whether parallel=True sends chunks away: always on Dask, with more than one process locally."""
+        return self.executor == "dask" or self.workers > 1
+
+    def _inflight_limit(self) -> int:
+        """Chunks in flight at once: two per worker (per Dask worker thread), so none idles between chunks."""
+        return int(getattr(self._get_pool(), "slots", 0)) or self.workers * 2
+
+    def _reset_pool(self, broken: Any) -> None:
         """Forget a pool whose worker died (others may already have replaced it)."""
-        if broken is None:
-            return
+        if broken is None or getattr(broken, "heals", False):
+            return  # a ProcessPool replaces its dead worker itself
         with self._pool_lock:
             if self._pool is broken:
                 self._pool = None
         broken.shutdown(wait=False, cancel_futures=True)
 
     def _submit(self, spec: _Spec, chunk: list[tuple[str, Any, Any]]) -> cf.Future[Any]:
+        chunk = _packed(chunk)
         pool = self._get_pool()
         try:
             future = pool.submit(_build_chunk, spec, chunk)
@@ -761,7 +805,7 @@ class DDEXBuilder:
             raise ConfigError(f"batch_size: {batch_size} is not a positive number of releases")
         spec = self._spec(validate_each, max_retries, retry_delay, schema_dir)
         check = validate_each if callable(validate_each) else None
-        use_pool = parallel and self.workers > 1
+        use_pool = parallel and self._parallel_capable
         result = BatchResult(parallel=use_pool)
         start = time.perf_counter()
         # A chunk: (work for the worker, the positions of that work in `slots`).
@@ -773,7 +817,7 @@ class DDEXBuilder:
         data: list[Any] = []  # each input as given, for ItemError.data
         inflight: deque[tuple[list[tuple[str, Any, Any]], list[int], cf.Future[Any] | None]] = deque()
         # Bounded: a generator input is never read far ahead of the workers.
-        max_inflight = self.workers * 2 if use_pool else 1
+        max_inflight = self._inflight_limit() if use_pool else 1
 
         def settle(chunk: list[tuple[str, Any, Any]], positions: list[int], future: cf.Future[Any] | None) -> None:
             nonlocal stop
@@ -837,7 +881,7 @@ class DDEXBuilder:
                 result.success.append(outcome)
                 result.retries += outcome.attempts - 1
             else:
-                result.errors.append(replace(outcome, data=data[pos]))
+                result.errors.append(replace(outcome, data=data_of(data[pos])))
                 result.retries += outcome.attempts - 1
         result.skipped += len(slots) - cut
         result.stopped_early = stop or stop_read
@@ -890,47 +934,27 @@ def _check_schema_dir(schema_dir: str | os.PathLike[str] | None) -> Path | None:
 
 
 def _dataframe_items(df: pd.DataFrame, group_by: str) -> Iterator[tuple[tuple[str, Any, Any] | ItemError, Any]]:
-    """Group a DataFrame's rows into releases, keeping the order of first appearance."""
-    # NaN/NaT -> None once, vectorized, so the records code sees "absent" whatever the dtype.
-    frame = df.astype(object).where(df.notna(), None)
-    if "icpn" in df.columns and df["icpn"].dtype.kind in "iuf":
-        # read_csv parsed the ICPN column as numbers and dropped leading zeros
-        # (0000000000208 -> 208); give those back as the 13-digit EAN form.
-        frame["icpn"] = [_icpn_text(v) for v in frame["icpn"]]
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for number, row in enumerate(frame.to_dict("records")):
-        key = row.get(group_by)
+    """Group a DataFrame's rows into releases, keeping the order of first appearance.
+
+    One vectorized pass finds each release's rows; no row becomes a dict here
+    (see ``frame_rows``): the workers read their chunk's rows straight from the frame.
+    """
+    frame, keys, starts, stops, empty_rows = grouped(prepared(df), group_by)
+    block = Block(frame)
+    for key, start, stop in zip(keys, starts, stops):
+        group = RowGroup(key, ((block, start, stop),))
         if key is None:
             yield (
                 ItemError(
                     id=None,
                     message=(
-                        f"row {number}: column {group_by!r} is empty, so the row belongs to no release; "
+                        f"row {empty_rows[start]}: column {group_by!r} is empty, so the row belongs to no release; "
                         f"fix: give every row its release's {group_by}"
                     ),
                     stage="records",
                     problems=(FieldProblem(group_by, None, "empty", f"give every row its release's {group_by}"),),
                 ),
-                [row],
+                group,
             )
             continue
-        if isinstance(key, float) and key.is_integer():
-            key = int(key)  # an id column with a gap in it reads as float
-        groups.setdefault(key, []).append(row)
-    del frame
-    for key, rows in groups.items():
-        yield ((_ROWS, rows, key), rows)
-
-
-def _icpn_text(value: Any) -> Any:
-    """A numeric ICPN as digits; fewer than 12 means zeros were lost, so pad to EAN-13.
-
-    Leading zeros do not change a GTIN (UPC-A 012345678905 and EAN-13
-    0012345678905 name the same product), so padding restores an equal code.
-    """
-    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return value
-    if not float(value).is_integer():
-        return value  # not a code at all: records reports it
-    digits = str(int(value))
-    return digits.zfill(13) if len(digits) < 12 else digits
+        yield ((_FRAME, group.segments, key), group)

@@ -18,22 +18,17 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from ..errors import ConfigError, FieldProblem
-from .batch import ItemError, _icpn_text
+from .batch import ItemError
+from .frame_rows import Block, RowGroup, prepared, runs
 
 
-class RowGroup(list):  # type: ignore[type-arg]
-    """The rows of one release (dicts in the column contract); ``key`` is its ``group_by`` value."""
-
-    def __init__(self, key: Any, rows: list[dict[str, Any]]) -> None:
-        super().__init__(rows)
-        self.key = key
-
-
-class BadRows(list):  # type: ignore[type-arg]
+class BadRows(RowGroup):
     """Rows that make no release (no id, or not contiguous); ``error`` says why."""
 
-    def __init__(self, error: ItemError, rows: list[dict[str, Any]]) -> None:
-        super().__init__(rows)
+    __slots__ = ("error",)
+
+    def __init__(self, error: ItemError, group: RowGroup) -> None:
+        super().__init__(group.key, group.segments)
         self.error = error
 
 
@@ -43,7 +38,11 @@ def is_frame(item: Any) -> bool:
 
 
 class _Grouper:
-    """Cuts frames into releases, holding back the last release of each frame."""
+    """Cuts frames into releases, holding back the last release of each frame.
+
+    Each frame is looked at once, vectorized (``frame_rows.runs``); its rows
+    stay in the frame until a worker converts them.
+    """
 
     def __init__(self, group_by: str) -> None:
         self.group_by = group_by
@@ -51,55 +50,44 @@ class _Grouper:
         self.rows_seen = 0
         self.frames = 0
 
-    def frame(self, df: Any) -> Iterator[RowGroup | BadRows]:
+    def _bad(self, block: Block, row: int, key: Any, message: str, problem: FieldProblem) -> BadRows:
+        error = ItemError(id=key, message=message, stage="records", problems=(problem,))
+        return BadRows(error, RowGroup(key, ((block, row, row + 1),)))
+
+    def frame(self, df: Any) -> Iterator[RowGroup]:
         if self.group_by not in df.columns:
             raise ConfigError(
                 f"group_by: column {self.group_by!r} is not in DataFrame #{self.frames} of the stream "
                 f"(columns: {', '.join(map(str, list(df.columns)[:12]))}); fix: pass group_by= the release id column"
             )
         self.frames += 1
-        # NaN/NaT -> None once, vectorized, so the records code sees "absent" whatever the dtype.
-        frame = df.astype(object).where(df.notna(), None)
-        if "icpn" in df.columns and df["icpn"].dtype.kind in "iuf":
-            frame["icpn"] = [_icpn_text(v) for v in frame["icpn"]]
+        block = Block(prepared(df))
+        first_row, self.rows_seen = self.rows_seen, self.rows_seen + len(df)
+        by = self.group_by
         closed: set[Any] = set()  # releases already complete in this frame
-        for row in frame.to_dict("records"):
-            number = self.rows_seen
-            self.rows_seen += 1
-            key = row.get(self.group_by)
-            if isinstance(key, float) and key.is_integer():
-                key = int(key)  # an id column with a gap in it reads as float
+        for key, start, stop in zip(*runs(block.frame, by)):
             if key is None:
-                yield BadRows(ItemError(
-                    id=None,
-                    message=(
-                        f"row {number}: column {self.group_by!r} is empty, so the row belongs to no release; "
-                        f"fix: give every row its release's {self.group_by}"
-                    ),
-                    stage="records",
-                    problems=(FieldProblem(self.group_by, None, "empty", f"give every row its release's {self.group_by}"),),
-                ), [row])
+                for row in range(start, stop):
+                    yield self._bad(block, row, None, (
+                        f"row {first_row + row}: column {by!r} is empty, so the row belongs to no release; "
+                        f"fix: give every row its release's {by}"
+                    ), FieldProblem(by, None, "empty", f"give every row its release's {by}"))
                 continue
             if self.pending is not None and self.pending.key == key:
-                self.pending.append(row)
+                self.pending.segments += ((block, start, stop),)
                 continue
             if self.pending is not None:
                 closed.add(self.pending.key)
                 yield self.pending
-            if key in closed:
-                yield BadRows(ItemError(
-                    id=key,
-                    message=(
-                        f"release {key}: its rows are not contiguous (row {number} comes after another "
-                        f"release's rows); fix: order the stream by {self.group_by} (ORDER BY in the query)"
-                    ),
-                    stage="records",
-                    problems=(FieldProblem(self.group_by, key, "rows not contiguous",
-                                           f"order the rows by {self.group_by}"),),
-                ), [row])
                 self.pending = None
+            if key in closed:
+                for row in range(start, stop):
+                    yield self._bad(block, row, key, (
+                        f"release {key}: its rows are not contiguous (row {first_row + row} comes after another "
+                        f"release's rows); fix: order the stream by {by} (ORDER BY in the query)"
+                    ), FieldProblem(by, key, "rows not contiguous", f"order the rows by {by}"))
                 continue
-            self.pending = RowGroup(key, [row])
+            self.pending = RowGroup(key, ((block, start, stop),))
 
     def end(self) -> Iterator[RowGroup]:
         if self.pending is not None:

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ConfigError, OutputError
-from .batch import _ROWS, BuiltItem, DDEXBuilder, ItemError, _build_chunk, _classify, _Spec
-from .batch_frames import BadRows, RowGroup, aexpand_frames, expand_frames, is_frame
+from .batch import _FRAME, BuiltItem, DDEXBuilder, ItemError, _build_chunk, _classify, _Spec
+from .batch_frames import BadRows, aexpand_frames, expand_frames, is_frame
+from .frame_rows import RowGroup, data_of
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +234,12 @@ class _Run:
         positions: list[int] = []
         preset: dict[int, ItemError] = {}
         for i, item in enumerate(originals):
-            if isinstance(item, RowGroup):  # a release's rows out of a DataFrame
-                work.append((_ROWS, list(item), item.key))
-                positions.append(i)
-                continue
             if isinstance(item, BadRows):
                 preset[i] = item.error
+                continue
+            if isinstance(item, RowGroup):  # a release's rows out of a DataFrame
+                work.append((_FRAME, item.segments, item.key))
+                positions.append(i)
                 continue
             classified = _classify(item, self.read + i)
             if isinstance(classified, ItemError):
@@ -264,7 +265,8 @@ class _Run:
                 ordered.append(outcome)
                 ok += 1
             else:
-                ordered.append((replace(outcome, data=chunk.originals[i]), chunk.originals[i]))
+                data = data_of(chunk.originals[i])
+                ordered.append((replace(outcome, data=data), data))
                 bad += 1
         self.processed += ok + bad
         self.succeeded += ok
@@ -346,6 +348,8 @@ class StreamingBatchProcessor:
       default: ``DDEXBuilder()``.
     - ``parallel``: build in the builder's worker processes (False: in this
       thread for ``process_stream``, in a helper thread for ``aprocess_stream``).
+    - ``executor``/``scheduler``: for the builder this processor makes itself
+      (``"dask"`` and a scheduler address: build on that Dask cluster).
 
     In ``aprocess_stream`` callbacks and a callable sink may be coroutine
     functions; they are awaited.
@@ -363,6 +367,8 @@ class StreamingBatchProcessor:
         builder: DDEXBuilder | None = None,
         *,
         parallel: bool = True,
+        executor: str = "local",
+        scheduler: str | None = None,
     ) -> None:
         problems = []
         if batch_size < 1:
@@ -382,7 +388,9 @@ class StreamingBatchProcessor:
         self.on_complete = on_complete
         self.parallel = parallel
         self._own_builder = builder is None
-        self.builder = builder if builder is not None else DDEXBuilder()
+        if builder is not None and (executor != "local" or scheduler is not None):
+            raise ConfigError("executor/scheduler: give them to the builder (DDEXBuilder(executor=...)), not beside it")
+        self.builder = builder if builder is not None else DDEXBuilder(executor=executor, scheduler=scheduler)
 
     def close(self) -> None:
         """Stop the worker processes of a builder this processor created itself."""
@@ -400,7 +408,7 @@ class StreamingBatchProcessor:
 
     @property
     def _use_pool(self) -> bool:
-        return self.parallel and self.builder.workers > 1
+        return self.parallel and self.builder._parallel_capable
 
     # -- synchronous --------------------------------------------------------
 
