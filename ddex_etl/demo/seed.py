@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from .. import data_dir
 from ..db import map_db_error
+from ..dpid import mod37_36_check_character
 from ..errors import EtlError, RefusedError
 from . import media as demo_media
 
@@ -442,7 +443,10 @@ class _Generator:
             name = f"{rng.choice(_LABEL_A)} {rng.choice(_LABEL_B)}"
             if i >= len(_LABEL_A):
                 name += f" {label_id}"
-            dpid = f"PADPIDA{2010 + rng.randrange(15)}{rng.randrange(10**6):06d}{_b36(label_id, 1)}" if rng.random() < 0.85 else None
+            dpid = None
+            if rng.random() < 0.85:  # a real-looking DPID: its last character is the MOD 37,36 check character
+                body = f"PADPIDA{2010 + rng.randrange(15)}{rng.randrange(10**6):06d}"
+                dpid = body + mod37_36_check_character(body)
             prefix = "".join(ch for ch in name.upper() if ch.isalpha())[:3].ljust(3, "X")
             self.labels.append((label_id, name, dpid, prefix))
             self.label_lines.append(f"{label_id}\t{_t(name)}\t{_t(dpid)}\t{self._stamp()}\n")

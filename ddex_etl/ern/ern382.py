@@ -337,27 +337,41 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     out.append("</ReleaseList>")
 
     if p.deals:
-        refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in ("0", *nums)])
-        out.append("<DealList>")
-        for d in p.deals:
-            # Territories and models/use types come from a small vocabulary:
-            # their elements are written once per distinct value.
-            key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
-            terms = _DEALS.get(key)
-            if terms is None:
-                usage = (
-                    "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
-                    + "<Usage>"
-                    + "".join([f"<UseType>{u}</UseType>" for u in d.use_types])
-                    + "</Usage>"
-                )
-                terms = usage + "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories])
-                if len(_DEALS) < _CACHE_LIMIT:
-                    _DEALS[key] = terms
-            start = f"<StartDate>{d.start}</StartDate>" if d.start else ""
-            end = f"<EndDate>{d.end}</EndDate>" if d.end else ""
-            out.append(
-                f"<ReleaseDeal>{refs}<Deal><DealTerms>{terms}<ValidityPeriod>{start}{end}</ValidityPeriod></DealTerms></Deal></ReleaseDeal>"
-            )
-        out.append("</DealList>")
+        _deals(out, p, nums, attr(sender_dpid))
     return out
+
+
+def _deals(out: list[str], p: Prepared, nums: list[str], ns: str) -> None:
+    """The DealList: downloads on the main release and every track release, streaming on the track releases only."""
+    track_refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in nums])
+    groups: tuple[list[str], list[str]] = ([], [])  # (every release, tracks only)
+    for d in p.deals:
+        # Territories and models/use types come from a small vocabulary:
+        # their elements are written once per distinct value.
+        key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
+        terms = _DEALS.get(key)
+        if terms is None:
+            usage = (
+                "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
+                + "<Usage>"
+                + "".join([f"<UseType>{u}</UseType>" for u in d.use_types])
+                + "</Usage>"
+            )
+            terms = usage + "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories])
+            if len(_DEALS) < _CACHE_LIMIT:
+                _DEALS[key] = terms
+        if d.price is not None:
+            price = f'<PriceInformation><WholesalePricePerUnit CurrencyCode="{d.currency}">{d.price}</WholesalePricePerUnit></PriceInformation>'
+        elif d.price_code is not None:
+            price = f'<PriceInformation><PriceType Namespace="{ns}">{esc(d.price_code)}</PriceType></PriceInformation>'
+        else:
+            price = ""
+        start = f"<StartDate>{d.start}</StartDate>" if d.start else ""
+        end = f"<EndDate>{d.end}</EndDate>" if d.end else ""
+        groups[d.tracks_only].append(f"<Deal><DealTerms>{terms}{price}<ValidityPeriod>{start}{end}</ValidityPeriod></DealTerms></Deal>")
+    out.append("<DealList>")
+    if groups[0]:
+        out.append(f"<ReleaseDeal><DealReleaseReference>R0</DealReleaseReference>{track_refs}{''.join(groups[0])}</ReleaseDeal>")
+    if groups[1]:
+        out.append(f"<ReleaseDeal>{track_refs}{''.join(groups[1])}</ReleaseDeal>")
+    out.append("</DealList>")

@@ -120,7 +120,6 @@ def test_composer_and_lyricist_are_one_contributor_with_two_roles(version: str, 
     [
         ("icpn", album(icpn="0094631432058"), "check digit of 009463143205 is 7"),  # EAN-13
         ("icpn", album(icpn="036000291453"), "check digit of 03600029145 is 2"),  # UPC-A
-        ("grid", album(grid="A10302B0001234567X"), "check character of A10302B0001234567 is I"),
     ],
 )
 def test_a_wrong_check_digit_rejects_the_release_naming_the_expected_one(field: str, release: Release, expected: str) -> None:
@@ -128,12 +127,34 @@ def test_a_wrong_check_digit_rejects_the_release_naming_the_expected_one(field: 
     assert where == field and expected in problem and "correct" in fix
 
 
-def test_a_wrong_isni_check_character_names_the_artist_and_the_expected_character() -> None:
-    bad = Contributor(1, "Saeko Shu", "MainArtist", 1, "0000000121032684")
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("isni", ["0000000121032684", "12"])
+def test_a_bad_isni_is_dropped_with_a_warning_naming_the_artist_and_the_fix(version: str, isni: str, schema_dir: Path) -> None:
+    """An ISNI is optional: a wrong one leaves the message, the release still ships (ISRC and ICPN still reject)."""
+    bad = Contributor(1, "Saeko Shu", "MainArtist", 1, isni)
     base = album()
     release = dataclasses.replace(base, artists=(bad,), tracks=tuple(dataclasses.replace(t, contributors=()) for t in base.tracks))
-    found = problems(release)
-    assert any(f == "artists[0].isni" and "is 3" in p and "artist 1" in p for f, p, _ in found), found
+    doc = build(release, BuildContext(ern_version=version))
+    assert validate_bytes(doc.xml, schema_dir) == []
+    assert f">{isni}<".encode() not in doc.xml and b"Saeko Shu" in doc.xml
+    [warning] = [w for w in doc.warnings if ".isni" in w]
+    assert "artist 1 (Saeko Shu)" in warning and "fix: correct artists.isni" in warning
+    if len(isni) == 16:
+        assert "check character of 000000012103268 is 3" in warning and "0000000121032683" in warning
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_bad_grid_or_label_dpid_is_dropped_with_a_warning(version: str, schema_dir: Path) -> None:
+    from ddex_etl.models import Label
+
+    release = album(grid="A10302B0001234567X", label=Label(7, "Nimbus & Sons Records", "PADPIDA2014021301W"))
+    doc = build(release, BuildContext(ern_version=version))
+    assert validate_bytes(doc.xml, schema_dir) == []
+    assert b"A10302B0001234567" not in doc.xml and b"PADPIDA2014021301W" not in doc.xml
+    assert any("grid:" in w and "check character of A10302B0001234567 is I" in w for w in doc.warnings), doc.warnings
+    assert any("label.dpid:" in w and "label 7" in w and "PADPIDA2014021301J" in w for w in doc.warnings), doc.warnings
+    good = build(album(label=Label(7, "Nimbus & Sons Records", "PADPIDA2014021301J")), BuildContext(ern_version=version))
+    assert (b"PADPIDA2014021301J" in good.xml) == (version != "3.8.2")  # ERN 3 has no label party id
 
 
 def test_an_isrc_needs_a_country_or_agency_prefix() -> None:
@@ -207,7 +228,9 @@ def test_a_release_without_usable_cover_art_is_rejected(cover: CoverImage | None
 
 
 def test_ern382_profiles_follow_the_release_type_and_the_deals() -> None:
-    root = parse(build(album(), BuildContext(ern_version="3.8.2")).xml)
+    # Business profiles only for a recipient that asks for them (the attribute is optional).
+    assert parse(build(album(), BuildContext(ern_version="3.8.2")).xml).get("BusinessProfileVersionId") is None
+    root = parse(build(album(), BuildContext(ern_version="3.8.2", business_profiles=True)).xml)
     assert root.get("ReleaseProfileVersionId") == "CommonReleaseTypes/14/AudioAlbum"
     business = root.get("BusinessProfileVersionId").split()
     assert "CommonDealTypes/14/InteractiveSubscriptionStreamingService" in business
@@ -226,10 +249,21 @@ def test_ern382_profiles_follow_the_release_type_and_the_deals() -> None:
     assert root.find("ResourceList/SoundRecording/SoundRecordingDetailsByTerritory/DisplayArtistName") is None
 
 
-def test_ern382_needs_a_c_line() -> None:
-    [(where, problem, _)] = problems(album(c_line_text=None), "3.8.2")
-    assert where == "c_line_text" and "3.8.2" in problem
-    build(album(c_line_text=None))  # ERN 4 does not insist
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_release_without_a_c_line_ships_alike_in_every_version(version: str, schema_dir: Path) -> None:
+    """One policy: the configured default C line (else "<year> <label>"), with a warning, in every version."""
+    release = album(c_line_text=None, c_line_year=None)
+    doc = build(release, BuildContext(ern_version=version))
+    assert validate_bytes(doc.xml, schema_dir) == []
+    assert b"<CLineText>2024 Nimbus &amp; Sons Records</CLineText>" in doc.xml
+    [warning] = [w for w in doc.warnings if "c_line_text" in w]
+    assert "no C line" in warning and "transform.default_c_line" in warning
+    configured = build(release, BuildContext(ern_version=version, default_c_line="2024 Aurora Group"))
+    assert b"<CLineText>2024 Aurora Group</CLineText>" in configured.xml
+    assert any("from transform.default_c_line" in w for w in configured.warnings)
+    # A release with its own C line is left alone, and not warned about.
+    own = build(album(), BuildContext(ern_version=version, default_c_line="2024 Aurora Group"))
+    assert b"Aurora Group" not in own.xml and not any("c_line" in w for w in own.warnings)
 
 
 # ----------------------------------------------------------------- deals: warnings, not refusals
@@ -265,7 +299,7 @@ def test_the_header_says_when_and_which_delivery() -> None:
     ctx = BuildContext(message_control="TestMessage").for_delivery("run17", started)
     doc = build(album(), ctx)
     h = header(doc.xml)
-    assert h == {"MessageId": "PADPIDA0000000001X-4242-run17", "MessageCreatedDateTime": "2025-05-01T02:30:00Z",
+    assert h == {"MessageId": "PADPIDA0000000001O-4242-run17", "MessageCreatedDateTime": "2025-05-01T02:30:00Z",
                  "MessageControlType": "TestMessage"}
     # Same content, another delivery: a new id and time, the same body checksum.
     again = build(album(), BuildContext(message_control="TestMessage").for_delivery("run18", started + dt.timedelta(days=1)))

@@ -50,7 +50,7 @@ def write_config(folder: Path, db_url: str, stores: list[dict[str, Any]], run: s
 
 
 def store(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "dpid": "PADPIDA0000000010A", **extra}
+    return {"name": name, "dpid": "PADPIDA0000000010M", **extra}
 
 
 def label_names(engine: sa.Engine) -> dict[int, str]:

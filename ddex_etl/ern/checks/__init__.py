@@ -38,7 +38,7 @@ from .checker import Checker
 from .cover import check_cover
 from .deals import check_deals
 from .parties import Credits, check_label
-from .release import check_details, check_ern3_lines, check_identity, date_message
+from .release import check_c_line, check_details, check_ern3_lines, check_identity, date_message
 from .tracks import check_tracks
 from .vocabulary import VOCABULARIES
 
@@ -52,6 +52,7 @@ def prepare(
     default_created: dt.datetime,
     need_deals: bool = True,
     created: dt.datetime | None = None,
+    default_c_line: str | None = None,
 ) -> tuple[Prepared, Checker]:
     """Check and map one release; the caller raises if ``checker.problems``.
 
@@ -68,6 +69,7 @@ def prepare(
     p.artists, p.display_name = people.display, people.display_name
     label = check_label(ck, release, p)
     check_details(ck, voc, release, p)
+    check_c_line(ck, release, p, default_c_line)
     check_tracks(ck, voc, release, p, people)
     if version == "3.8.2":
         check_ern3_lines(ck, release, p)
