@@ -10,10 +10,21 @@ The message header says what DDEX means by it:
   build without it (the library API) dates the message by the release's
   latest ``updated_at``, else ``ctx.default_created``.
 - ``MessageThreadId`` is ``<sender DPID>-<release id>``. ``MessageId`` is
-  never reused for another delivery: with ``ctx.delivery_id`` (the pipeline
-  passes its run id) it is ``<thread>-<delivery id>``, so a new run or a
-  ``--force`` redelivery gets a new id and a resumed run the same one;
-  without it, it derives from the creation time and the content.
+  never reused for another delivery: with ``ctx.delivery_id`` it is
+  ``<thread>-<delivery id>``. The pipeline passes ``run<run id>-<uuid>``, the
+  uuid drawn once when the run is created and kept in its run row, so a new
+  run, a ``--force`` redelivery, another recipient's job, a run after the
+  state schema was dropped and recreated, on a second machine or from a
+  restored backup all get new ids, and a resumed run the same ones. Without
+  a delivery id (the library API), it derives from the creation time and the
+  content, recipient and control type included: two equal ids are the same
+  message.
+
+"Same input, same bytes" means: the same release records and the same
+``BuildContext``, the delivery id and creation time included. Within one run
+(or its resumes) a release is always written the same; two runs never write
+the same MessageId, even for the same content (``Document.body_checksum``
+tells that the content is unchanged).
 - ``MessageControlType`` is ``ctx.message_control`` (``LiveMessage``, or
   ``TestMessage`` for a store's test channel).
 - ``Document.body_checksum`` hashes the message without its header, so "is

@@ -167,6 +167,14 @@ def _line_xml(kind: str, year: int | None, text: str | None) -> str:
     return "".join(out)
 
 
+def file_name_path(path: str) -> str:
+    """FileName and FilePath of a file: ``resources/01-01.wav`` -> ``resources/`` and ``01-01.wav``, as stores parse them."""
+    folder, sep, name = path.rpartition("/")
+    if not sep or not name:
+        return f"<FileName>{esc(path)}</FileName>"
+    return f"<FileName>{esc(name)}</FileName><FilePath>{esc(folder)}/</FilePath>"
+
+
 COVER_REF = "A0"  # the front cover's ResourceReference (tracks are A1, A2, ...)
 
 
@@ -177,7 +185,7 @@ def _image(cover: PCover, icpn: str, sender_dpid: str) -> str:
         f"{icpn}_FrontCoverImage</ProprietaryId></ImageId><ResourceReference>{COVER_REF}</ResourceReference>"
         "<ImageDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode><TechnicalImageDetails>"
         f"<TechnicalResourceDetailsReference>T0</TechnicalResourceDetailsReference><ImageCodecType>{cover.codec}</ImageCodecType>{sizes}"
-        f"<File><FileName>{esc(cover.file)}</FileName><HashSum><HashSum>{cover.md5}</HashSum>"
+        f"<File>{file_name_path(cover.file)}<HashSum><HashSum>{cover.md5}</HashSum>"
         "<HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum></File></TechnicalImageDetails></ImageDetailsByTerritory></Image>"
     )
 
@@ -232,7 +240,7 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
             )
         tech = (
             f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>"
-            f"<File><FileName>{esc(t.audio_file)}</FileName>"
+            f"<File>{file_name_path(t.audio_file)}"
             + (f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>" if t.audio_md5 else "")
             + "</File></TechnicalSoundRecordingDetails>"
             if t.audio_file

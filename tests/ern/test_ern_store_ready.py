@@ -322,3 +322,115 @@ def test_without_a_delivery_the_id_follows_the_content() -> None:
 def test_a_takedown_never_invents_a_deal() -> None:
     doc = build_takedown(album(deals=(), deleted_at=dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)))
     assert b"<DealList>" not in doc.xml and b"Worldwide" not in doc.xml.split(b"</ReleaseList>")[1]
+
+
+# ----------------------------------------------------------------- style-guide warnings (nothing rejected)
+
+
+def _warned(release: Release, words: str, version: str = "4.3") -> list[str]:
+    doc = build(release, BuildContext(ern_version=version))
+    return [w for w in doc.warnings if words in w]
+
+
+def test_various_artists_as_a_track_artist_is_warned_about() -> None:
+    va = Contributor(99, "Various Artists", "MainArtist", 1)
+    base = album(release_type="Compilation")
+    release = dataclasses.replace(base, artists=(va,), tracks=tuple(dataclasses.replace(t, contributors=()) for t in base.tracks))
+    [w] = _warned(release, "Various Artists")
+    assert "track(s) 1, 2, 3" in w and "fix: credit each track's own performers" in w
+    assert _warned(album(), "Various Artists") == []
+
+
+def test_an_explicit_release_without_an_explicit_track_is_warned_about() -> None:
+    base = album(parental_warning="Explicit")
+    clean = dataclasses.replace(base, tracks=tuple(dataclasses.replace(t, parental_warning="NotExplicit") for t in base.tracks))
+    [w] = _warned(clean, "marked Explicit")
+    assert "fix:" in w
+    assert _warned(base, "marked Explicit") == []  # track 3 of the album is explicit
+
+
+def test_a_p_line_year_after_first_publication_is_warned_about() -> None:
+    [w] = _warned(album(original_release_date=dt.date(1990, 5, 1)), "P line year")
+    assert "1994" in w and "1990-05-01" in w
+    assert _warned(album(), "P line year") == []
+
+
+@pytest.mark.parametrize(
+    ("release_type", "tracks", "seconds", "warned"),
+    [("Single", 4, 200, True), ("Single", 3, 200, False), ("EP", 3, 200, True), ("EP", 3, 700, False),
+     ("EP", 5, 200, False), ("EP", 7, 200, True), ("Album", 1, 200, False)],
+)
+def test_singles_and_eps_outside_their_track_count_are_warned_about(release_type: str, tracks: int, seconds: int, warned: bool) -> None:
+    base = full_album(n_tracks=tracks, discs=1)
+    release = dataclasses.replace(
+        base, release_type=release_type, tracks=tuple(dataclasses.replace(t, duration_seconds=seconds) for t in base.tracks)
+    )
+    assert bool(_warned(release, "stores expect")) == warned
+
+
+def test_a_subscription_deal_with_permanent_downloads_is_warned_about() -> None:
+    release = album(deals=(Deal(1, ("GB",), "SubscriptionModel", ("OnDemandStream", "PermanentDownload"), dt.date(2024, 2, 2)),))
+    [w] = _warned(release, "PermanentDownload under SubscriptionModel")
+    assert "deal 1" in w and "fix:" in w
+
+
+# ----------------------------------------------------------------- prices and file paths
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_download_deals_carry_their_price_streaming_deals_none(version: str, schema_dir: Path) -> None:
+    deals = (
+        Deal(1, ("GB",), "PayAsYouGoModel", ("PermanentDownload",), dt.date(2024, 2, 2), price_code="FRONTLINE"),
+        Deal(2, ("US",), "PayAsYouGoModel", ("PermanentDownload",), dt.date(2024, 2, 2), wholesale_price="0.69", currency="USD"),
+        Deal(3, ("DE",), "SubscriptionModel", ("OnDemandStream",), dt.date(2024, 2, 2), price_code="IGNORED"),
+    )
+    doc = build(album(deals=deals), BuildContext(ern_version=version))
+    assert validate_bytes(doc.xml, schema_dir) == []
+    root = parse(doc.xml)
+    [downloads, streams] = root.findall("DealList/ReleaseDeal")
+    prices = downloads.findall("Deal/DealTerms/PriceInformation")
+    assert len(prices) == 2 and streams.find(".//PriceInformation") is None
+    code = "PriceType" if version == "3.8.2" else "PriceCode"
+    assert prices[0].findtext(code) == "FRONTLINE" and prices[0].find(code).get("Namespace")
+    wholesale = prices[1].find("WholesalePricePerUnit")
+    assert wholesale.text == "0.69" and wholesale.get("CurrencyCode") == "USD"
+    assert any("deal 3 has a price but grants no download" in w for w in doc.warnings)
+
+
+@pytest.mark.parametrize(
+    ("deal", "field"),
+    [(Deal(1, ("GB",), "PayAsYouGoModel", ("PermanentDownload",), wholesale_price="0.69"), "deals[0].currency"),
+     (Deal(1, ("GB",), "PayAsYouGoModel", ("PermanentDownload",), wholesale_price="-1", currency="EUR"), "deals[0].wholesale_price"),
+     (Deal(1, ("GB",), "PayAsYouGoModel", ("PermanentDownload",), wholesale_price="cheap", currency="EUR"), "deals[0].wholesale_price"),
+     (Deal(1, ("GB",), "PayAsYouGoModel", ("PermanentDownload",), wholesale_price="0.69", currency="euro"), "deals[0].currency")],
+)
+def test_a_bad_price_rejects_the_release_naming_the_deal(deal: Deal, field: str) -> None:
+    [(where, problem, fix)] = problems(album(deals=(deal,)))
+    assert where == field and "deal 1" in problem and "deals." in fix
+
+
+def test_ern382_splits_file_path_and_name(schema_dir: Path) -> None:
+    base = album(cover_image=CoverImage("resources/cover.jpg", "5d41402abc4b2a76b9719d911017c592", 3000, 3000, "image/jpeg"))
+    release = dataclasses.replace(base, tracks=(dataclasses.replace(base.tracks[0], audio_file="resources/01-01.wav"),) + base.tracks[1:])
+    doc = build(release, BuildContext(ern_version="3.8.2"))
+    assert validate_bytes(doc.xml, schema_dir) == []
+    root = parse(doc.xml)
+    files = [(f.findtext("FileName"), f.findtext("FilePath")) for f in root.iter("File")]
+    assert ("01-01.wav", "resources/") in files and ("cover.jpg", "resources/") in files
+    assert ("4242_01_002.flac", None) in files  # no folder: no FilePath
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_one_isni_on_two_artists_is_kept_for_the_first_only(version: str, schema_dir: Path) -> None:
+    """Hypothesis found it (ERN 3.8.2 rules 1028-1, 1101-1: one PartyId twice among a recording's contributors)."""
+    from ddex_etl.ern.identifiers import isni_check_character
+
+    base = album()
+    isni = "000000012345678" + isni_check_character("000000012345678")
+    composer = Contributor(3, "Ana Compositora", "Composer", 1, isni)
+    producer = Contributor(9, "Prod Person", "Producer", 2, isni)
+    release = dataclasses.replace(base, tracks=tuple(dataclasses.replace(t, contributors=(composer, producer)) for t in base.tracks))
+    doc = build(release, BuildContext(ern_version=version))
+    assert validate_bytes(doc.xml, schema_dir) == []
+    [w] = [w for w in doc.warnings if "also the ISNI" in w]
+    assert "artist 9 (Prod Person)" in w and "fix:" in w

@@ -167,11 +167,10 @@ def _price(ck: Checker, d: Any, where: str) -> tuple[str | None, str | None, str
     currency = ck.text(f"{where}.currency", d.currency)
     text = None
     if amount is not None:
-        if isinstance(amount, (int, float, Decimal)) and not isinstance(amount, bool):
-            number = Decimal(str(amount))
-            text = format(number.normalize(), "f") if number.is_finite() else ""
-        elif isinstance(amount, str):
-            text = amount.strip()
+        if isinstance(amount, (int, float, Decimal, str)) and not isinstance(amount, bool):
+            raw = str(amount).strip()
+            if _PRICE.fullmatch(raw):  # plain digits only: no exponent, sign, NaN or infinity
+                text = format(Decimal(raw).normalize(), "f")
         if not text or not _PRICE.fullmatch(text) or Decimal(text) <= 0:
             ck.problem(f"{where}.wholesale_price", amount, f"deal {d.deal_id}: is not a positive price (up to 4 decimals)", "set deals.wholesale_price to e.g. 0.69, or leave it empty")
             return None

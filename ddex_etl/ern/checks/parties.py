@@ -110,7 +110,7 @@ class Credits:
     """
 
     __slots__ = (
-        "_by_credits", "_by_ids", "_by_tuple", "_resolved", "_resolved_ids",
+        "_by_credits", "_by_ids", "_by_tuple", "_isnis", "_resolved", "_resolved_ids",
         "ck", "display", "display_name", "other", "parties", "voc",
     )
 
@@ -118,6 +118,7 @@ class Credits:
         self.ck = ck
         self.voc = voc
         self.parties: dict[str, PParty] = {}
+        self._isnis: dict[str, str] = {}  # ISNI -> the party ref that has it
         self.display: list[PCredit] = []  # the release's display artists
         self.display_name = ""
         self.other: list[tuple[str, str]] = []  # (ref, role) of the release's other roles
@@ -155,7 +156,7 @@ class Credits:
             if hit is not None:
                 ref, role, is_display, name, isni = hit
                 if ref not in parties:
-                    parties[ref] = PParty(ref, name, isni)
+                    parties[ref] = PParty(ref, name, self._own_isni(isni, ref, c, where, j) if isni else None)
                 out = resolved[key] = resolved_ids[id(c)] = (ref, role, is_display)
                 return out
         ck = self.ck
@@ -176,6 +177,8 @@ class Credits:
         if ref not in parties:
             name = ck.text(f"{where}.name", c.name, True, "set the artist's name (artists.name)")
             isni = self._isni(c, where) if c.isni is not None else None
+            if isni is not None:
+                isni = self._own_isni(isni, ref, c, where)
             if name is None:
                 ok = False
             else:
@@ -188,6 +191,21 @@ class Credits:
             return (ref, disp, True) if ok else None
         found = ck.choice(f"{where}.role", role_text, self.voc.roles, "contributor role")
         return (ref, found, False) if ok and found else None
+
+    def _own_isni(self, isni: str, ref: str, c: Contributor, where: str, j: int | None = None) -> str | None:
+        """``isni``, unless another artist of the release has it: one ISNI is one person, so the later
+        artist is sent without it (with a warning); two contributors with one PartyId break ERN 3's
+        profiles (rules 1028-1, 1101-1) and would merge two people at the store."""
+        owner = self._isnis.setdefault(isni, ref)
+        if owner == ref:
+            return isni
+        at = where if j is None else f"{where}[{j}]"
+        self.ck.warnings.append(
+            f"release {self.ck.release_id}: {at}.isni: {isni!r} of artist {c.artist_id} ({c.name}) is also the ISNI of "
+            f"another artist of the release ({owner[2:]}); the artist is sent without it; fix: correct artists.isni "
+            "(one ISNI per person), or merge the two artists"
+        )
+        return None
 
     def _isni(self, c: Contributor, where: str) -> str | None:
         """The artist's ISNI, or None: a bad one is dropped from the message with a warning (it is optional)."""
