@@ -240,6 +240,8 @@ def build(release: Release, ctx: BuildContext = BuildContext()) -> Document:
     if ck.problems:
         raise ReleaseDataError(release.release_id, ck.problems)
     if ctx.ern_version == "3.8.2":
+        if ctx.business_profiles:
+            _no_prices_for_streaming_profiles(p, ck.warnings)
         parts = ern382.body(p, ctx.sender.dpid)
     else:
         parts = ern4.body(p, ctx.sender.dpid)
@@ -247,6 +249,22 @@ def build(release: Release, ctx: BuildContext = BuildContext()) -> Document:
     if ck.warnings:
         doc = _with_warnings(doc, ck.warnings)
     return doc
+
+
+def _no_prices_for_streaming_profiles(p: Prepared, warnings: list[str]) -> None:
+    """ERN 3.8.2 with declared business profiles: a streaming service's profile forbids any
+    PriceInformation in the message (rule 2301-1 and its siblings), so prices are left out, said once."""
+    if not any(d.price is not None or d.price_code is not None for d in p.deals):
+        return
+    business = ern382.profiles(p)[1] or ""
+    if "StreamingService" not in business:
+        return
+    p.deals = [replace(d, price_code=None, price=None, currency=None) for d in p.deals]
+    warnings.append(
+        f"release {p.release_id}: its download prices are left out: the message declares a streaming business "
+        "profile, which forbids PriceInformation (ERN 3.8.2 Business Profile 1.4, rule 2301-1); fix: none needed, "
+        "or set business_profiles = false for this recipient to send them"
+    )
 
 
 def _with_warnings(doc: Document, warnings: list[str]) -> Document:
@@ -280,6 +298,8 @@ def build_takedown(release: Release, ctx: BuildContext = BuildContext()) -> Docu
         ended.append(replace(d, start=start, end=end))
     p.deals = ended
     if ctx.ern_version == "3.8.2":
+        if ctx.business_profiles:
+            _no_prices_for_streaming_profiles(p, ck.warnings)
         parts = ern382.body(p, ctx.sender.dpid)
     else:
         parts = ern4.body(p, ctx.sender.dpid)

@@ -428,9 +428,23 @@ def test_one_isni_on_two_artists_is_kept_for_the_first_only(version: str, schema
     base = album()
     isni = "000000012345678" + isni_check_character("000000012345678")
     composer = Contributor(3, "Ana Compositora", "Composer", 1, isni)
-    producer = Contributor(9, "Prod Person", "Producer", 2, isni)
+    producer = Contributor(77, "Other Person", "Producer", 2, isni)
     release = dataclasses.replace(base, tracks=tuple(dataclasses.replace(t, contributors=(composer, producer)) for t in base.tracks))
     doc = build(release, BuildContext(ern_version=version))
     assert validate_bytes(doc.xml, schema_dir) == []
     [w] = [w for w in doc.warnings if "also the ISNI" in w]
-    assert "artist 9 (Prod Person)" in w and "fix:" in w
+    assert "artist 77 (Other Person)" in w and "fix:" in w
+
+
+def test_ern382_streaming_business_profiles_leave_prices_out() -> None:
+    deals = (
+        Deal(1, ("GB",), "PayAsYouGoModel", ("PermanentDownload",), dt.date(2024, 2, 2), price_code="FRONTLINE"),
+        Deal(2, ("GB",), "SubscriptionModel", ("OnDemandStream",), dt.date(2024, 2, 2)),
+    )
+    plain = build(album(deals=deals), BuildContext(ern_version="3.8.2"))
+    assert b"<PriceInformation>" in plain.xml
+    declared = build(album(deals=deals), BuildContext(ern_version="3.8.2", business_profiles=True))
+    assert b"<PriceInformation>" not in declared.xml
+    assert any("rule 2301-1" in w for w in declared.warnings)
+    downloads_only = build(album(deals=deals[:1]), BuildContext(ern_version="3.8.2", business_profiles=True))
+    assert b"<PriceInformation>" in downloads_only.xml
