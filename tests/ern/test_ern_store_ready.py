@@ -448,3 +448,18 @@ def test_ern382_streaming_business_profiles_leave_prices_out() -> None:
     assert any("rule 2301-1" in w for w in declared.warnings)
     downloads_only = build(album(deals=deals[:1]), BuildContext(ern_version="3.8.2", business_profiles=True))
     assert b"<PriceInformation>" in downloads_only.xml
+
+
+def test_the_dpid_check_character_reproduces_every_dpid_in_ddex_samples() -> None:
+    import re
+
+    from ddex_etl.dpid import dpid_problem
+
+    samples = Path(__file__).resolve().parents[2].parent / "shared" / "ddex" / "samples"
+    if not samples.is_dir():
+        pytest.skip(f"DDEX's samples are not in {samples} (DDEX's files are never copied into the repo)")
+    found = {m for f in samples.rglob("*.xml") for m in re.findall(r"PADPIDA[A-Za-z0-9]+", f.read_text(encoding="utf-8"))}
+    real = {d for d in found if len(d) == 18}  # the samples' 16- and 17-character ids are placeholders
+    assert len(real) >= 30
+    assert {d: dpid_problem(d) for d in real if dpid_problem(d)} == {}
+    assert dpid_problem("PADPIDA0000000001X") is not None  # the old shipped default
