@@ -125,6 +125,12 @@ class RecipientConfig:
     business_profiles: bool | None = None  # ERN 3.8.2: declare DDEX business profiles; None: transform's (off)
     territories: tuple[str, ...] = ()  # only releases with a deal in one of these (or Worldwide)
     labels: tuple[str, ...] = ()  # only releases of these labels (by name)
+    # The batch folder's name on the target: "{batch_id}" (ERN choreography up to 1.5) or with the
+    # priority indicator of 1.6+ ("N_{batch_id}": no release is a priority delivery; "P_{batch_id}").
+    batch_naming: str = "{batch_id}"
+    ack_folder: str | None = None  # where the store puts acknowledgements, if not in the batch folders
+    keep_batches: int = 5  # local batches (and upload journals) kept; older settled ones are removed; 0 keeps all
+    keep_unacknowledged: bool = True  # false: remove old complete batches the store never acknowledged too
 
     @property
     def control_type(self) -> str | None:
@@ -175,8 +181,12 @@ class Config:
             "load": load,
         }
         if self.recipient is not None:
+            # Where a batch lands on the target is part of it (a resumed run must not switch folders);
+            # what is kept locally and where acknowledgements are read is not.
             data["recipient"] = {k: v for k, v in _plain(self.recipient).items()
-                                 if k != "target_options" and not (k in ("allow_unverified_media", "business_profiles") and v is None)}
+                                 if k not in _NOT_FINGERPRINTED
+                                 and not (k in ("allow_unverified_media", "business_profiles") and v is None)
+                                 and not (k == "batch_naming" and v == DEFAULT_BATCH_NAMING)}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -351,6 +361,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 
 _RECIPIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_BATCH_NAMING = "{batch_id}"
+# A plain folder name around the batch id, e.g. "N_{batch_id}" (the choreography's priority indicator).
+BATCH_NAMING = re.compile(r"[A-Za-z0-9_.-]{0,16}\{batch_id\}[A-Za-z0-9_.-]{0,16}")
+_NOT_FINGERPRINTED = {"target_options", "ack_folder", "keep_batches", "keep_unacknowledged"}
 _TERRITORY = re.compile(r"[A-Z]{2}|Worldwide")
 
 
@@ -414,6 +428,20 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
         for t in r.territories:
             if not _TERRITORY.fullmatch(t):
                 problems.append(f"{where}.territories: {t!r} is not an ISO 3166 country code (FR, DE, ...) or Worldwide")
+        if not isinstance(r.batch_naming, str) or not BATCH_NAMING.fullmatch(r.batch_naming):
+            problems.append(
+                f"{where}.batch_naming: {r.batch_naming!r} must be a folder name holding {{batch_id}} once, e.g. "
+                "\"{batch_id}\" (choreography up to 1.5) or \"N_{batch_id}\" (1.6 and later: priority indicator N)"
+            )
+        if r.ack_folder is not None and (not isinstance(r.ack_folder, str) or not _plain_relpath(r.ack_folder)):
+            problems.append(
+                f"{where}.ack_folder: {r.ack_folder!r} must be a folder relative to the target (plain names "
+                "separated by '/', no '..'), e.g. \"acknowledgements\""
+            )
+        if isinstance(r.keep_batches, bool) or not isinstance(r.keep_batches, int) or r.keep_batches < 0:
+            problems.append(
+                f"{where}.keep_batches: must be a whole number of batches (0 keeps every batch), got {r.keep_batches!r}"
+            )
         if r.target is not None:
             _check_target(f"{where}.target", r.target, r.target_options, problems)
             if cfg.transform.sender_dpid == DEMO_SENDER_DPID and (r.control_type or cfg.transform.message_control_type) == "LiveMessage":
@@ -427,6 +455,11 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
                     f"{where}.target: delivering to a store needs DDEX batches; fix: set load.target = \"files\" "
                     "and load.layout = \"ddex-batch\""
                 )
+
+
+def _plain_relpath(value: str) -> bool:
+    parts = value.split("/")
+    return bool(value) and all(re.fullmatch(r"[A-Za-z0-9_.-]+", p) and p not in (".", "..") for p in parts)
 
 
 def _check_target(where: str, url: str, options: Mapping[str, Any], problems: list[str]) -> None:

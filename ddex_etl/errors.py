@@ -6,8 +6,29 @@ exceptions or message text to decide what to do.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+
+# C0 and C1 controls, DEL, and the characters terminals and log viewers take for a line break.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """Text from outside (a store's acknowledgement, a file name it listed) as one visible line.
+
+    Control characters are escaped the way Python writes them (``\\n``,
+    ``\\x1b``, ``\\u2028``), so a store's text can
+    never start a line of its own in our log or output (a fake ``ERROR
+    pipeline ...``) nor steer the terminal. Every place that shows or logs text
+    a store wrote goes through this one function.
+    """
+    s = str(text)
+    if not _UNPRINTABLE.search(s):
+        return s
+    return _UNPRINTABLE.sub(lambda m: _NAMED.get(m.group(0)) or (
+        f"\\x{ord(m.group(0)):02x}" if ord(m.group(0)) < 0x100 else f"\\u{ord(m.group(0)):04x}"), s)
 
 
 class ExitCode:

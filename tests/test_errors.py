@@ -40,3 +40,21 @@ def test_a_release_error_keeps_its_release_and_problems() -> None:
     assert back.release_id == 12
     assert back.problems == (PROBLEM,)
     assert str(back) == f"release 12: {PROBLEM}"
+
+
+PRINTABLE_CASES = [
+    ("plain text, kept as it is", "plain text, kept as it is"),
+    ("line one\nERROR pipeline forged", "line one\\nERROR pipeline forged"),
+    ("tab\tcarriage\rreturn", "tab\\tcarriage\\rreturn"),
+    ("bell\x07 escape\x1b[2J CSI\x9b2J", "bell\\x07 escape\\x1b[2J CSI\\x9b2J"),
+    ("line\u2028separator\u2029paragraph", "line\\u2028separator\\u2029paragraph"),
+    ("ünïcödé and a back\\slash", "ünïcödé and a back\\slash"),
+]
+
+
+@pytest.mark.parametrize(("text", "shown"), PRINTABLE_CASES)
+def test_store_text_is_shown_on_one_line_with_control_characters_escaped(text: str, shown: str) -> None:
+    from ddex_etl.errors import printable
+
+    assert printable(text) == shown
+    assert len(printable(text).splitlines()) == 1

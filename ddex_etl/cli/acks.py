@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, EtlError, ExitCode
+from ..errors import ConfigError, EtlError, ExitCode, printable
 from .app import _example, _print_json, _say, _state, _to_stderr
 from .run import _check_recipient_names
 
@@ -47,12 +47,21 @@ def acks(ctx: click.Context, recipient_names: tuple[str, ...], as_json: bool) ->
         codes.append(ExitCode.REJECTED if summary.rejected else ExitCode.OK)
         if not as_json:
             _say(state, f"recipient {r.name} ({summary.target}): {summary.read} acknowledgements in "
-                        f"{summary.batches} batches ({summary.new} new): {summary.accepted} accepted, "
+                        f"{summary.batches} batches ({summary.new} new; {summary.settled} batches answered in full "
+                        f"earlier, not listed; {summary.listings} listings): {summary.accepted} accepted, "
                         f"{len(summary.rejected)} releases rejected" +
                         (f", {len(summary.problems)} unreadable" if summary.problems else ""))
             for a in summary.rejected:
-                _say(state, f"  {a.release or a.message_file} (release {a.release_id}): {a.status}: "
-                            f"{a.error_text or 'no error text'}")
+                # Everything after the release id is the store's own text: one line each, whatever it holds.
+                _say(state, f"  {printable(a.release or a.message_file)} (release {a.release_id}): "
+                            f"{printable(a.status)}: {printable(a.error_text or 'no error text')}")
+            for f, why in summary.problems:
+                _say(state, f"  unreadable: {printable(f)}: {printable(why)}")
+            if summary.pruned:
+                _say(state, f"  removed {len(summary.pruned)} old local batches (keep_batches)")
+            if summary.kept_unacknowledged:
+                _say(state, f"  kept {len(summary.kept_unacknowledged)} old local batches the store has not answered "
+                            "for in full (keep_unacknowledged)")
     code = recipients.worst_exit_code(codes)
     if as_json:
         _print_json({"exit_code": code, "recipients": results})

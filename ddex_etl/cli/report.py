@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..errors import printable
 from .app import _console, _echo, _example, _print_json, _state
 
 
@@ -133,12 +134,14 @@ def _print_rejects(rows: Sequence[Any], acks: Sequence[Any], indent: str = "") -
         _echo(f"{indent}no rejected releases")
         return
     for a in acks:
-        what = f"release {a.release_id}" if a.release_id is not None else f"release folder {a.release}"
-        action = f"; the store proposes: {a.proposed_action}" if a.proposed_action else ""
+        # The store's text (status, error, proposed action, names) is shown escaped: one line each, always.
+        what = f"release {a.release_id}" if a.release_id is not None else f"release folder {printable(a.release)}"
+        action = f"; the store proposes: {printable(a.proposed_action)}" if a.proposed_action else ""
         manual = "; manual check required before re-delivery" if a.manual_check_required else ""
-        _echo(f"{indent}{what} (batch {a.batch_id}, run {a.run_id}, rejected by the store: {a.status}){action}{manual}")
-        _echo(f"{indent}  {a.error_text or 'no error text'} ({a.message_file}); fix what the store names, then "
-              "`etl run --release-id ID --force` delivers it again")
+        _echo(f"{indent}{what} (batch {a.batch_id}, run {a.run_id}, rejected by the store: "
+              f"{printable(a.status)}){action}{manual}")
+        _echo(f"{indent}  {printable(a.error_text or 'no error text')} ({printable(a.message_file)}); fix what the "
+              "store names, then `etl run --release-id ID --force` delivers it again")
     for r in rows:
         retry = "a retry may help" if r.retryable else "fix the data, then `etl retry-failed`"
         resolved = f", resolved by run {r.resolved_by_run}" if r.resolved_at else ""

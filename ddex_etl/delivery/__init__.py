@@ -10,7 +10,8 @@ The pieces, and the one call per release or batch ``etl run`` makes:
 ``targets``   ``open_target(url, **options) -> Target``: ``file://`` or a path,
               ``sftp://user@host[:port]/path``, ``s3://bucket/prefix``, any fsspec
               URL. ``put_bytes``/``put_file`` (whole or nothing), ``exists``,
-              ``list``, ``read_bytes``, ``md5``, ``remove``, ``describe()``.
+              ``list``, ``list_folder`` (one folder, one request), ``read_bytes``,
+              ``read_head`` (bounded), ``md5``, ``remove``, ``describe()``.
               (``target_base``: the interface, retries and error mapping;
               ``target_kinds``: the local, SFTP and object-store kinds.)
 ``resources`` per release, before its message is written::
@@ -26,7 +27,8 @@ The pieces, and the one call per release or batch ``etl run`` makes:
 
 ``acks``      per recipient, before a run and for ``etl acks``::
 
-                  for record in read_acks(target, batch_id).records: ...  # accepted / rejected, why
+                  for record in read_acks(target, batch_folder).records: ...  # accepted / rejected, why
+                  # both FtpAcknowledgementMessage and AcknowledgementMessage (parse_acks); bounded listings
 
 Errors are ``DeliveryTransientError`` (retry or resume later),
 ``DeliveryTerminalError`` (fix first) and ``MediaError`` (one release is
@@ -35,7 +37,7 @@ rejected; a ``ReleaseDataError`` like any other bad data), all in
 """
 from __future__ import annotations
 
-from .acks import AckRecord, AckReport, parse_ack, read_acks
+from .acks import AckRecord, AckReport, parse_ack, parse_acks, read_acks
 from .paths import UnsafePathError, safe_relpath
 from .resources import (
     CopiedResource,
@@ -68,6 +70,7 @@ __all__ = [
     "mask_url",
     "open_target",
     "parse_ack",
+    "parse_acks",
     "plan_resources",
     "read_acks",
     "release_media",

@@ -20,6 +20,7 @@ from typing import Any
 from ..config import RecipientConfig
 from ..errors import DeliveryTerminalError
 from . import open_target, upload_batch
+from .paths import batch_folder
 
 log = logging.getLogger("ddex_etl.deliver")
 
@@ -55,7 +56,9 @@ def deliver_batch(recipient: RecipientConfig, batch_dir: Path, *, run_id: int) -
         def on_file(event: str, path: str) -> None:
             log.debug("upload %s: %s", event, path)
 
-        report = upload_batch(batch_dir, target, on_file=on_file)
+        # The choreography version the store follows names the folder (N_<batch id> from 1.6 on).
+        remote_dir = batch_folder(recipient.batch_naming, batch_dir.name)
+        report = upload_batch(batch_dir, target, remote_dir=remote_dir, on_file=on_file)
     finally:
         target.close()
     if report.failed:

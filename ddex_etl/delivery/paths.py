@@ -67,3 +67,15 @@ def is_safe_relpath(relpath: object) -> bool:
 def join(*parts: str) -> str:
     """Join already-checked relative parts with '/', skipping empty ones."""
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+DEFAULT_BATCH_NAMING = "{batch_id}"
+# Every name the choreography has given a batch folder: plain, then with each priority indicator (1.6+).
+KNOWN_BATCH_NAMINGS = ("{batch_id}", "N_{batch_id}", "P_{batch_id}", "M_{batch_id}")
+
+
+def batch_folder(naming: str, batch_id: str) -> str:
+    """The batch's folder on a target: ``naming`` (e.g. ``"N_{batch_id}"``) with the batch id in it, checked."""
+    if naming.count("{batch_id}") != 1:
+        raise DeliveryTerminalError(f"batch folder naming {naming!r} must hold {{batch_id}} exactly once")
+    return safe_relpath(naming.replace("{batch_id}", batch_id), what="batch folder")

@@ -38,6 +38,15 @@ class RemoteObject:
     md5: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Folder:
+    """One folder on a target, listed with a single request: its files (by name) and sub-folder names."""
+
+    exists: bool
+    files: dict[str, RemoteObject]
+    folders: tuple[str, ...] = ()
+
+
 class Target(ABC):
     """A place batches go to. Paths are relative to the URL's folder or prefix; see the module docstring."""
 
@@ -98,6 +107,29 @@ class Target(ABC):
         found = self._retrying(f"listing {rel or '/'}", lambda: self._list(rel))
         return {k: v for k, v in found.items() if not k.startswith(TEMP_DIR + "/")}
 
+    def list_folder(self, folder: str = "") -> Folder:
+        """The files and sub-folders directly in ``folder`` (not below): one listing request, whatever lies deeper.
+
+        ``Folder(exists=False, ...)`` when there is no such folder. Only regular
+        files count as files; links and special files are left out.
+        """
+        rel = safe_relpath(folder) if folder else ""
+        found = self._retrying(f"listing {rel or '/'}", lambda: self._list_folder(rel))
+        if not rel and TEMP_DIR in found.folders:
+            found = Folder(found.exists, found.files, tuple(f for f in found.folders if f != TEMP_DIR))
+        return found
+
+    def read_head(self, relpath: str, limit: int) -> bytes:
+        """At most ``limit`` bytes from the start of the file at ``relpath``: memory stays bounded, whatever its size."""
+        rel = safe_relpath(relpath)
+
+        def read() -> bytes:
+            with self._open_read(rel) as f:  # one read call: each kind reads until ``limit`` or the end
+                data: bytes = f.read(limit)
+                return data
+
+        return self._retrying(f"reading {rel}", read)
+
     def clean_temp(self, under: str = "") -> int:
         """Remove temp files a killed upload left (for batch ``under``, or all); returns how many."""
         if not self.renames:
@@ -147,6 +179,9 @@ class Target(ABC):
 
     @abstractmethod
     def _list(self, rel: str) -> dict[str, RemoteObject]: ...
+
+    @abstractmethod
+    def _list_folder(self, rel: str) -> Folder: ...
 
     def _clean(self, rel: str) -> int:
         return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeliveryTerminalError
-from .target_base import TEMP_DIR, RemoteObject, Target
+from .target_base import TEMP_DIR, Folder, RemoteObject, Target
 
 DEFAULT_SINGLE_PUT_MAX = 64 * 2**20
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
@@ -110,6 +110,20 @@ class LocalTarget(Target):
                 full = Path(folder) / name
                 out[full.relative_to(self.root).as_posix()] = RemoteObject(full.stat().st_size)
         return out
+
+    def _list_folder(self, rel: str) -> Folder:
+        files: dict[str, RemoteObject] = {}
+        folders: list[str] = []
+        try:
+            with os.scandir(self._path(rel) if rel else self.root) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.name)
+                    elif entry.is_file(follow_symlinks=False):
+                        files[entry.name] = RemoteObject(entry.stat(follow_symlinks=False).st_size)
+        except (FileNotFoundError, NotADirectoryError):
+            return Folder(False, {})
+        return Folder(True, files, tuple(sorted(folders)))
 
     def _clean(self, rel: str) -> int:
         top = self._path(rel)
@@ -226,6 +240,17 @@ class SFTPTarget(_FsTarget):
                     out[self._rel(full)] = RemoteObject(entry.st_size or 0)
         return out
 
+    def _list_folder(self, rel: str) -> Folder:
+        from stat import S_ISDIR, S_ISREG
+
+        try:
+            entries = self.fs.ftp.listdir_attr(self._full(rel))
+        except FileNotFoundError:
+            return Folder(False, {})
+        files = {e.filename: RemoteObject(e.st_size or 0) for e in entries if S_ISREG(e.st_mode or 0)}
+        folders = tuple(sorted(e.filename for e in entries if S_ISDIR(e.st_mode or 0)))
+        return Folder(True, files, folders)
+
     def _clean(self, rel: str) -> int:
         from stat import S_ISDIR
 
@@ -308,3 +333,21 @@ class ObjectTarget(_FsTarget):
                     md5 = None
             out[self._rel(full)] = RemoteObject(int(info.get("size") or 0), md5)
         return out
+
+    def _list_folder(self, rel: str) -> Folder:
+        # One delimited listing (S3: ListObjectsV2 with Delimiter "/", a page per 1,000 keys).
+        try:
+            entries = self.fs.ls(self._full(rel), detail=True)
+        except FileNotFoundError:
+            return Folder(False, {})
+        files: dict[str, RemoteObject] = {}
+        folders: list[str] = []
+        for info in entries:
+            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if info.get("type") == "directory":
+                folders.append(name)
+            else:
+                files[name] = RemoteObject(int(info.get("size") or 0))
+        if not files and not folders:
+            return Folder(False, {})  # an object store has no empty folders
+        return Folder(True, files, tuple(sorted(folders)))

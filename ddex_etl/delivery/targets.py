@@ -8,7 +8,9 @@ catalog data can never write outside it. The interface::
     target.put_bytes("20260101120000000/0602445790001/0602445790001.xml", xml)   # atomic
     target.put_file("20260101120000000/0602445790001/resources/01.flac", local_path)
     target.exists(rel) / target.read_bytes(rel) / target.remove(rel)
-    target.list("20260101120000000")   # {relative path: RemoteObject(size, md5 or None)}
+    target.list("20260101120000000")   # {relative path: RemoteObject(size, md5 or None)}, recursively
+    target.list_folder("20260101120000000")  # Folder(exists, files by name, sub-folders): one request
+    target.read_head(rel, limit)       # at most limit bytes (acknowledgements: bounded memory)
     target.describe()                  # the URL for messages and logs, password masked
     target.close()
 
@@ -53,10 +55,10 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
 from .paths import join
-from .target_base import TEMP_DIR, RemoteObject, Target, classify_error
+from .target_base import TEMP_DIR, Folder, RemoteObject, Target, classify_error
 from .target_kinds import DEFAULT_SINGLE_PUT_MAX, LocalTarget, ObjectTarget, SFTPTarget
 
-__all__ = ["TEMP_DIR", "LocalTarget", "ObjectTarget", "RemoteObject", "SFTPTarget", "Target", "check_options",
+__all__ = ["TEMP_DIR", "Folder", "LocalTarget", "ObjectTarget", "RemoteObject", "SFTPTarget", "Target", "check_options",
            "classify_error", "mask_url", "open_target"]
 
 _SECRET_OPTIONS = re.compile(r"(^|_)(password|passwd|passphrase|secret|token|key|credentials?)$", re.I)

@@ -47,7 +47,19 @@ from .runs import (  # noqa: F401
 )
 from .schema import HEAD, _t, current, database_now, downgrade, ensure_current, head, migrations_dir, upgrade  # noqa: F401
 from .storable import NUL_STAND_IN, SURROGATE_STAND_IN, UNSTORABLE_NOTE, storable_json, storable_text  # noqa: F401
-from .store_acks import StoreAck, delivered_batches, record_acks, releases_by_identifier, store_rejections  # noqa: F401
+from .store_acks import (  # noqa: F401
+    AckBatch,
+    StoreAck,
+    ack_batches,
+    acks_of_batches,
+    batch_runs,
+    delivered_batches,
+    record_ack_batch,
+    record_acks,
+    releases_by_identifier,
+    settled_batches,
+    store_rejections,
+)
 
 __all__ = [
     "Checkpoint",

@@ -99,7 +99,7 @@ def _current(conn: Connection, schema: str) -> str | None:
 # The newest revision under migrations/versions. Every run compares the
 # schema with it; asking alembic instead costs ~0.1 s of imports and script
 # parsing per run. tests/state/test_state.py checks it against alembic's head.
-HEAD = "0005"
+HEAD = "0006"
 
 
 def head() -> str:

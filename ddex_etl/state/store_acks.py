@@ -33,15 +33,91 @@ class StoreAck:
 
 
 def delivered_batches(conn: Connection, schema: str, job: str, limit: int = 50) -> list[tuple[int, str]]:
-    """(run id, batch id) of the job's newest runs that wrote a batch, newest first."""
+    """(run id, batch id) of the job's newest finished runs that wrote a batch, newest first.
+
+    A run still running, failed or interrupted has not sent ``BatchComplete``:
+    the store does not ingest (nor acknowledge) that batch yet.
+    """
     rows = conn.execute(
         sa.text(
             f"""SELECT id, batch_id FROM {_t(schema, 'runs')}
-            WHERE job = :job AND batch_id IS NOT NULL ORDER BY id DESC LIMIT :n"""
+            WHERE job = :job AND batch_id IS NOT NULL AND status = 'succeeded' ORDER BY id DESC LIMIT :n"""
         ),
         {"job": job, "n": limit},
     )
     return [(int(r[0]), str(r[1])) for r in rows]
+
+
+@dataclass(frozen=True)
+class AckBatch:
+    """What is known of a store's answers for one delivered batch (a row of ``ack_batches``)."""
+
+    batch_id: str
+    folder: str  # the batch's folder on the target
+    releases: int  # release folders the batch holds there
+    acknowledged: int  # of them, answered with a final status
+    settled: bool  # every release answered: never listed again
+
+
+def ack_batches(conn: Connection, schema: str, job: str, batch_ids: Sequence[str]) -> dict[str, AckBatch]:
+    """The ``ack_batches`` rows of these batches."""
+    if not batch_ids:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT batch_id, folder, releases, acknowledged, settled FROM {_t(schema, 'ack_batches')}
+            WHERE job = :job AND batch_id = ANY(:ids)"""
+        ),
+        {"job": job, "ids": list(batch_ids)},
+    )
+    return {str(r[0]): AckBatch(str(r[0]), str(r[1]), int(r[2]), int(r[3]), bool(r[4])) for r in rows}
+
+
+def record_ack_batch(conn: Connection, schema: str, job: str, batch: AckBatch) -> None:
+    """Insert or refresh one batch's row."""
+    conn.execute(
+        sa.text(
+            f"""INSERT INTO {_t(schema, 'ack_batches')} (job, batch_id, folder, releases, acknowledged, settled, checked_at)
+            VALUES (:job, :batch, :folder, :releases, :acknowledged, :settled, now())
+            ON CONFLICT (job, batch_id) DO UPDATE
+            SET folder = EXCLUDED.folder, releases = EXCLUDED.releases, acknowledged = EXCLUDED.acknowledged,
+                settled = EXCLUDED.settled, checked_at = now()"""
+        ),
+        {"job": job, "batch": batch.batch_id, "folder": batch.folder, "releases": batch.releases,
+         "acknowledged": batch.acknowledged, "settled": batch.settled},
+    )
+
+
+def settled_batches(conn: Connection, schema: str, job: str) -> set[str]:
+    """The job's batches every release of which the store has answered for."""
+    rows = conn.execute(
+        sa.text(f"SELECT batch_id FROM {_t(schema, 'ack_batches')} WHERE job = :job AND settled"), {"job": job}
+    )
+    return {str(r[0]) for r in rows}
+
+
+def acks_of_batches(conn: Connection, schema: str, job: str, batch_ids: Sequence[str]) -> list[StoreAck]:
+    """Every acknowledgement recorded for these batches."""
+    if not batch_ids:
+        return []
+    rows = conn.execute(
+        sa.text(f"SELECT * FROM {_t(schema, 'store_acks')} WHERE job = :job AND batch_id = ANY(:ids)"),
+        {"job": job, "ids": list(batch_ids)},
+    ).mappings()
+    fields = set(StoreAck.__dataclass_fields__)
+    return [StoreAck(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+
+
+def batch_runs(conn: Connection, schema: str, job: str) -> list[tuple[int, str, str]]:
+    """(run id, batch id, status) of every run of the job that wrote a batch, newest first."""
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT id, batch_id, status FROM {_t(schema, 'runs')}
+            WHERE job = :job AND batch_id IS NOT NULL ORDER BY id DESC"""
+        ),
+        {"job": job},
+    )
+    return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
 def releases_by_identifier(conn: Connection, schema: str, job: str, identifiers: Sequence[str]) -> dict[str, int]:

@@ -259,6 +259,7 @@ class S3Proxy:
         self.slowdowns = slowdowns
         self.refused = 0
         self.forwarded_puts = 0
+        self.requests: list[tuple[str, str]] = []  # (method, path with query) of every request, in order
         self.hook: Any = None
         self.lock = threading.Lock()
         proxy = self
@@ -283,6 +284,8 @@ class S3Proxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                with proxy.lock:
+                    proxy.requests.append((self.command, self.path))
                 if self.command == "PUT":
                     with proxy.lock:
                         refuse = proxy.slowdowns > 0

@@ -31,6 +31,7 @@ def _tables(engine: sa.Engine, schema: str) -> set[str]:
 
 STATE_TABLES = {
     "alembic_version", "runs", "checkpoints", "rejected_releases", "documents", "delivered", "claimed_identifiers", "release_isrcs", "store_acks",
+    "ack_batches",
 }
 
 
@@ -76,20 +77,23 @@ def test_downgrade_step_by_step_from_head(engine: sa.Engine) -> None:
     state.upgrade(engine, "ddex_etl")
     assert {"ahead", "skip", "claims_through"} <= _columns(engine, "checkpoints")
     assert {"recipient"} <= _columns(engine, "documents") and "identifier" in _columns(engine, "delivered")
+    state.downgrade(engine, "ddex_etl")  # 0006 -> 0005: the acknowledged batches go
+    assert state.current(engine, "ddex_etl") == "0005"
+    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"ack_batches"}
     state.downgrade(engine, "ddex_etl")  # 0005 -> 0004: recipients and store acknowledgements go
     assert state.current(engine, "ddex_etl") == "0004"
     assert "recipient" not in _columns(engine, "documents") and "identifier" not in _columns(engine, "delivered")
-    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"store_acks"}
+    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"store_acks", "ack_batches"}
     state.downgrade(engine, "ddex_etl")  # 0004 -> 0003: the identifier claims go
     assert state.current(engine, "ddex_etl") == "0003"
     assert "claims_through" not in _columns(engine, "checkpoints")
-    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"claimed_identifiers", "release_isrcs", "store_acks"}
+    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"claimed_identifiers", "release_isrcs", "store_acks", "ack_batches"}
     state.downgrade(engine, "ddex_etl")  # 0003 -> 0002: the out-of-order chunk lists go
     assert state.current(engine, "ddex_etl") == "0002"
     assert not {"ahead", "skip"} & _columns(engine, "checkpoints")
     state.downgrade(engine, "ddex_etl")  # 0002 -> 0001: the incremental-sync additions go
     assert state.current(engine, "ddex_etl") == "0001"
-    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"delivered", "claimed_identifiers", "release_isrcs", "store_acks"}
+    assert _tables(engine, "ddex_etl") == STATE_TABLES - {"delivered", "claimed_identifiers", "release_isrcs", "store_acks", "ack_batches"}
 
 
 @pytest.mark.parametrize(
