@@ -98,6 +98,9 @@ def main() -> None:
             (work / "etl.toml").write_text(f"""
 [database]
 url = "{url}"
+[transform]
+sender_dpid = "PADPIDA2014040101Z"
+sender_name = "Bench Records"
 [load]
 directory = "out"
 layout = "ddex-batch"
