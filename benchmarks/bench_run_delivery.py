@@ -98,6 +98,9 @@ def main() -> None:
             (work / "etl.toml").write_text(f"""
 [database]
 url = "{url}"
+[transform]
+sender_dpid = "PADPIDA2014040101Z"
+sender_name = "Bench Records"
 [load]
 directory = "out"
 layout = "ddex-batch"
@@ -106,10 +109,10 @@ media_root = "media"
 workers = {args.workers}
 [[recipients]]
 name = "files"
-dpid = "PADPIDA0000000010A"
+dpid = "PADPIDA0000000010M"
 [[recipients]]
 name = "sftp"
-dpid = "PADPIDA0000000010A"
+dpid = "PADPIDA0000000010M"
 target = "sftp://bench@127.0.0.1:{sftp_port}/in"
 [recipients.target_options]
 key_file = "{work / 'key'}"
@@ -117,7 +120,7 @@ known_hosts = "{work / 'known_hosts'}"
 allow_agent = false
 [[recipients]]
 name = "s3"
-dpid = "PADPIDA0000000010A"
+dpid = "PADPIDA0000000010M"
 target = "s3://bench/in"
 [recipients.target_options]
 endpoint_url = "{endpoint}"

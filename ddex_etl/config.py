@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import masking
+from .dpid import DEMO_RECIPIENT_DPID, DEMO_SENDER_DPID, dpid_fix, dpid_problem
 from .errors import ConfigError
 
 ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
@@ -54,15 +55,21 @@ class ExtractConfig:
 @dataclass(frozen=True)
 class TransformConfig:
     ern_version: str = "4.3"
-    sender_dpid: str = "PADPIDA0000000001X"
+    # The demo parties: valid DPIDs that belong to nobody. A LiveMessage from the demo
+    # sender to a recipient with a target is refused: configure your own.
+    sender_dpid: str = DEMO_SENDER_DPID
     sender_name: str = "Demo Label Group"
-    recipient_dpid: str = "PADPIDA0000000002X"
+    recipient_dpid: str = DEMO_RECIPIENT_DPID
     recipient_name: str = "Demo Store"
     language: str = "en"
     repair: bool = True  # strip XML-illegal control chars and surrounding whitespace, with a warning
     schema_dir: Path | None = None  # DDEX XSDs, for `etl validate` and validate_each
     rules_dir: Path | None = None  # DDEX's compiled release-profile rules, for `etl validate --profile`
     message_control_type: str = "LiveMessage"  # MessageControlType: LiveMessage | TestMessage
+    # The C line of a release without one, in every ERN version (None: "<year> <label name>"), with a warning.
+    default_c_line: str | None = None
+    # ERN 3.8.2: declare BusinessProfileVersionId (a recipient's business_profiles overrides it).
+    business_profiles: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class RecipientConfig:
     allow_unverified_media: bool | None = None  # send media without a catalog MD5 (logged); None: load's
     require_media: bool | None = None  # reject releases without audio; None: true with a target, else load's
     min_cover_px: int | None = None  # smallest cover side accepted; None: load's (1400)
+    business_profiles: bool | None = None  # ERN 3.8.2: declare DDEX business profiles; None: transform's (off)
     territories: tuple[str, ...] = ()  # only releases with a deal in one of these (or Worldwide)
     labels: tuple[str, ...] = ()  # only releases of these labels (by name)
     # The batch folder's name on the target: "{batch_id}" (ERN choreography up to 1.5) or with the
@@ -155,7 +163,7 @@ class RecipientConfig:
 
 
 # Recipient keys added after fingerprints were first stored: left out while unset, so old fingerprints hold.
-_NEWER_RECIPIENT_KEYS = ("allow_unverified_media", "require_media", "min_cover_px")
+_NEWER_RECIPIENT_KEYS = ("allow_unverified_media", "require_media", "min_cover_px", "business_profiles")
 
 
 @dataclass(frozen=True)
@@ -178,9 +186,13 @@ class Config:
                              ("min_cover_px", MIN_COVER_PX)):
             if load[key] == default:
                 del load[key]
+        transform = _plain(self.transform)
+        for key, default in (("default_c_line", None), ("business_profiles", False)):
+            if transform[key] == default:
+                del transform[key]
         data: dict[str, Any] = {
             "extract": _plain(self.extract),
-            "transform": _plain(self.transform),
+            "transform": transform,
             "load": load,
         }
         if self.recipient is not None:
@@ -203,6 +215,7 @@ class Config:
                 recipient_dpid=recipient.dpid,
                 recipient_name=recipient.party_name or recipient.name,
                 message_control_type=recipient.control_type or tr.message_control_type,
+                business_profiles=tr.business_profiles if recipient.business_profiles is None else recipient.business_profiles,
             ),
             load=dataclasses.replace(
                 self.load,
@@ -423,6 +436,8 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
         seen.add(r.name)
         if not _DPID.fullmatch(r.dpid):
             problems.append(f"{where}.dpid: {r.dpid!r} is not a DDEX party id (PADPIDA...); fix: the store's DPID")
+        elif (wrong := dpid_problem(r.dpid)) is not None:
+            problems.append(f"{where}.dpid: {r.dpid!r} {wrong}; fix: {dpid_fix(r.dpid)} (the store's DPID)")
         if r.ern_version is not None and r.ern_version not in ERN_VERSIONS:
             problems.append(f"{where}.ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {r.ern_version!r}")
         if r.message_control is not None and r.message_control not in ("Live", "Test", "LiveMessage", "TestMessage"):
@@ -453,6 +468,12 @@ def _check_recipients(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{where} ({r.name}): " + _no_media_root(why, recipient=True))
         if r.target is not None:
             _check_target(f"{where}.target", r.target, r.target_options, problems)
+            if cfg.transform.sender_dpid == DEMO_SENDER_DPID and (r.control_type or cfg.transform.message_control_type) == "LiveMessage":
+                problems.append(
+                    f"{where}: a LiveMessage to {r.name!r} would name the demo sender {DEMO_SENDER_DPID} ({cfg.transform.sender_name}) "
+                    "as MessageSender; fix: set transform.sender_dpid and transform.sender_name to your own DDEX party, "
+                    "or message_control = \"Test\" for this recipient"
+                )
             if cfg.load.target != "files" or cfg.load.layout != "ddex-batch":
                 problems.append(
                     f"{where}.target: delivering to a store needs DDEX batches; fix: set load.target = \"files\" "
@@ -600,8 +621,14 @@ def _check(cfg: Config, problems: list[str]) -> None:
     if tr.ern_version not in ERN_VERSIONS:
         problems.append(f"transform.ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {tr.ern_version!r}")
     for key in ("sender_dpid", "recipient_dpid"):
-        if not _DPID.fullmatch(getattr(tr, key)):
-            problems.append(f"transform.{key}: {getattr(tr, key)!r} is not a DDEX party id (PADPIDA...)")
+        value = getattr(tr, key)
+        if not _DPID.fullmatch(value):
+            problems.append(f"transform.{key}: {value!r} is not a DDEX party id (PADPIDA...)")
+        elif (wrong := dpid_problem(value)) is not None:
+            problems.append(f"transform.{key}: {value!r} {wrong}; fix: {dpid_fix(value)}")
+    if tr.default_c_line is not None and (not tr.default_c_line.strip() or tr.default_c_line != tr.default_c_line.strip()):
+        problems.append(f"transform.default_c_line: {tr.default_c_line!r} must be non-empty text without surrounding spaces, "
+                        "e.g. \"2025 Aurora Records\"")
     for key in ("sender_name", "recipient_name", "language"):
         if not getattr(tr, key).strip():
             problems.append(f"transform.{key}: must not be empty")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,11 @@ class Deal:
     start_date: dt.date | None = None
     end_date: dt.date | None = None
     updated_at: dt.datetime | None = None
+    # A download deal's price (optional): a price tier code the store's rate
+    # card knows, or a wholesale price per unit with its ISO 4217 currency.
+    price_code: str | None = None
+    wholesale_price: Decimal | float | str | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

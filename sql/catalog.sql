@@ -93,8 +93,18 @@ CREATE TABLE IF NOT EXISTS deals (
     use_types         text[] NOT NULL,      -- OnDemandStream | PermanentDownload | ...
     start_date        date,
     end_date          date,
-    updated_at        timestamptz NOT NULL DEFAULT now()
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    -- A download deal's price (optional; sent as PriceInformation): a price
+    -- tier code the store's rate card knows, or a wholesale price per unit
+    -- and its ISO 4217 currency.
+    price_code        text,
+    wholesale_price   numeric(13, 4),
+    currency          text
 );
+-- Catalogs created before the price columns existed gain them.
+ALTER TABLE deals ADD COLUMN IF NOT EXISTS price_code text;
+ALTER TABLE deals ADD COLUMN IF NOT EXISTS wholesale_price numeric(13, 4);
+ALTER TABLE deals ADD COLUMN IF NOT EXISTS currency text;
 
 -- The release's front cover (DDEX's audio release profiles require exactly
 -- one). One row per release; the file is delivered with the message.

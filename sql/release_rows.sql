@@ -66,7 +66,12 @@ deals_json AS (
                || ',"use_types":' || to_json(d.use_types)
                || ',"start_date":' || coalesce(to_json(d.start_date)::text, 'null')
                || ',"end_date":' || coalesce(to_json(d.end_date)::text, 'null')
-               || ',"updated_at":' || to_json(d.updated_at) || '}', ',' ORDER BY d.deal_id) || ']' AS deals,
+               || ',"updated_at":' || to_json(d.updated_at)
+               -- optional price columns, read through the row's JSON (absent columns read as no price)
+               || coalesce(',"price_code":' || to_json(to_jsonb(d) ->> 'price_code'), '')
+               || coalesce(',"wholesale_price":' || to_json(to_jsonb(d) ->> 'wholesale_price'), '')
+               || coalesce(',"currency":' || to_json(to_jsonb(d) ->> 'currency'), '')
+               || '}', ',' ORDER BY d.deal_id) || ']' AS deals,
            max(d.updated_at) AS changed_at
     FROM deals d
     WHERE d.release_id = ANY (CAST(:release_ids AS bigint[]))

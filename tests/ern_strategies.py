@@ -168,7 +168,7 @@ def releases(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> Release:
         grid=draw(st.none() | grids),
         catalog_number=draw(st.none() | txt),
         version_title=draw(st.none() | txt),
-        label=Label(draw(st.integers(1, 10)), draw(txt), draw(st.none() | st.just("PADPIDA2014021301W"))),
+        label=Label(draw(st.integers(1, 10)), draw(txt), draw(st.none() | st.just("PADPIDA2014021301J"))),
         genre=genre,
         subgenre=draw(st.none() | txt),
         release_date=release_date,
@@ -189,7 +189,7 @@ def releases(draw: st.DrawFn, txt: st.SearchStrategy[str] = text) -> Release:
 
 def full_album(n_tracks: int = 12, release_id: int = 4242, discs: int = 2) -> Release:
     """A complete, realistic album: every optional field set, two discs, features and composers."""
-    label = Label(7, "Nimbus & Sons Records", "PADPIDA2014021301W")
+    label = Label(7, "Nimbus & Sons Records", "PADPIDA2014021301J")
     artists = (
         Contributor(1, "Saeko Shu", "MainArtist", 1, "0000000121032683"),
         Contributor(2, "Les Étoiles", "MainArtist", 2),

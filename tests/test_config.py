@@ -374,3 +374,55 @@ def test_worker_database_url_from_the_environment_is_checked_and_masked(tmp_path
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={"ETL_WORKER_DATABASE_URL": "mysql://etl@db/catalog"})
     assert caught.value.problems[0].startswith("database.worker_url (from ETL_WORKER_DATABASE_URL): driver 'mysql'")
+
+
+# ----------------------------------------------------------------- party ids, demo sender, message settings
+
+
+def test_dpid_check_characters_are_checked_for_sender_recipient_and_stores(tmp_path: Path) -> None:
+    path = write(tmp_path, (
+        '[transform]\nsender_dpid = "PADPIDA2014040101R"\nrecipient_dpid = "PADPIDA2014040101Z"\n'
+        '[[recipients]]\nname = "store-a"\ndpid = "PADPIDA2015050701U"\n'
+    ))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = caught.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("transform.sender_dpid:") and "check character of PADPIDA2014040101 is Z" in problems[0]
+    assert "PADPIDA2014040101Z" in problems[0]  # the fix names the right id
+    assert problems[1].startswith("recipients[0].dpid:") and "PADPIDA20150507019" in problems[1]
+
+
+def test_the_shipped_defaults_are_valid_demo_parties(tmp_path: Path) -> None:
+    from ddex_etl.dpid import DEMO_SENDER_DPID, dpid_problem
+
+    cfg = load_config(write(tmp_path, "[run]\nworkers = 1\n"))
+    assert cfg.transform.sender_dpid == DEMO_SENDER_DPID and dpid_problem(DEMO_SENDER_DPID) is None
+    assert dpid_problem(cfg.transform.recipient_dpid) is None
+    shipped = load_config(Path(__file__).resolve().parents[1] / "etl.toml", env={})
+    assert dpid_problem(shipped.transform.sender_dpid) is None and dpid_problem(shipped.transform.recipient_dpid) is None
+
+
+def test_a_live_message_to_a_store_from_the_demo_sender_is_refused(tmp_path: Path) -> None:
+    store = f'[load]\nlayout = "ddex-batch"\n[[recipients]]\nname = "store-a"\ndpid = "PADPIDA2014120301L"\ntarget = "{tmp_path}"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, store))
+    [problem] = caught.value.problems
+    assert problem.startswith("recipients[0]:") and "demo sender" in problem and "transform.sender_dpid" in problem
+    # A test message to the store, or a message from a real sender, is fine.
+    load_config(write(tmp_path, store + 'message_control = "Test"\n'))
+    load_config(write(tmp_path, '[transform]\nsender_dpid = "PADPIDA2014040101Z"\nsender_name = "Aurora Records"\n' + store))
+
+
+def test_business_profiles_and_default_c_line_reach_the_builder(tmp_path: Path) -> None:
+    from ddex_etl.ern import context_from_config
+
+    cfg = load_config(write(tmp_path, (
+        '[transform]\ndefault_c_line = "2025 Aurora Records"\n'
+        '[[recipients]]\nname = "a"\ndpid = "PADPIDA2014120301L"\nbusiness_profiles = true\n'
+        '[[recipients]]\nname = "b"\ndpid = "PADPIDA20150507019"\n'
+    )))
+    a, b = (context_from_config(cfg.for_recipient(r).transform) for r in cfg.recipients)
+    assert a.business_profiles is True and b.business_profiles is False  # per recipient, off by default
+    assert a.default_c_line == b.default_c_line == "2025 Aurora Records"
+    assert cfg.for_recipient(cfg.recipients[0]).fingerprint() != cfg.for_recipient(cfg.recipients[1]).fingerprint()

@@ -20,15 +20,15 @@ from ddex_etl.errors import ConfigError, EtlError, ExitCode
 
 # --------------------------------------------------------------------------- the configuration
 
-RECIPIENT = '[[recipients]]\nname = "store-a"\ndpid = "PADPIDA0000000010A"\n'
+RECIPIENT = '[[recipients]]\nname = "store-a"\ndpid = "PADPIDA0000000010M"\n'
 
 # key path -> an etl.toml whose value at that key ends in a newline (TOML's "\n" escape)
 CONFIG_CASES = {
-    "recipients[0].name": '[[recipients]]\nname = "store\\n"\ndpid = "PADPIDA0000000010A"\n',
-    "recipients[0].dpid": '[[recipients]]\nname = "store-a"\ndpid = "PADPIDA0000000010A\\n"\n',
+    "recipients[0].name": '[[recipients]]\nname = "store\\n"\ndpid = "PADPIDA0000000010M"\n',
+    "recipients[0].dpid": '[[recipients]]\nname = "store-a"\ndpid = "PADPIDA0000000010M\\n"\n',
     "recipients[0].territories": RECIPIENT + 'territories = ["FR\\n"]\n',
-    "transform.sender_dpid": '[transform]\nsender_dpid = "PADPIDA0000000001X\\n"\n',
-    "transform.recipient_dpid": '[transform]\nrecipient_dpid = "PADPIDA0000000002X\\n"\n',
+    "transform.sender_dpid": '[transform]\nsender_dpid = "PADPIDA0000000001O\\n"\n',
+    "transform.recipient_dpid": '[transform]\nrecipient_dpid = "PADPIDA0000000002M\\n"\n',
     "database.state_schema": '[database]\nstate_schema = "ddex_etl\\n"\n',
     "load.table": '[load]\ntable = "documents\\n"\n',
     "run.scheduler": '[run]\nexecutor = "dask"\nscheduler = "tcp://127.0.0.1:8786\\n"\n',
@@ -120,14 +120,14 @@ def _language() -> bool:
 def _sender_dpid() -> bool:
     from ddex_etl.ern import BuildContext, Party
 
-    return not _refused(lambda: BuildContext(sender=Party("PADPIDA0000000001X\n", "Demo Label Group")))
+    return not _refused(lambda: BuildContext(sender=Party("PADPIDA0000000001O\n", "Demo Label Group")))
 
 
 def _api_party() -> bool:
     from ddex_etl import DDEXBuilder
 
-    return not _refused(lambda: DDEXBuilder(sender=("PADPIDA0000000001X\n", "Label"),
-                                            recipient=("PADPIDA0000000002X", "Store")))
+    return not _refused(lambda: DDEXBuilder(sender=("PADPIDA0000000001O\n", "Label"),
+                                            recipient=("PADPIDA0000000002M", "Store")))
 
 
 def _duration() -> bool:
@@ -184,7 +184,7 @@ def test_a_batch_id_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
 
 RELEASE = {
     "release_id": 1, "icpn": "0602445790005", "title": "Northern Lights", "release_type": "Single",
-    "label": {"label_id": 1, "name": "Aurora Records", "dpid": "PADPIDA2014021301W"}, "genre": "Electronic",
+    "label": {"label_id": 1, "name": "Aurora Records", "dpid": "PADPIDA2014021301J"}, "genre": "Electronic",
     "release_date": "2025-03-01", "p_line_text": "2025 Aurora Records", "c_line_text": "2025 Aurora Records",
     "grid": "A10302B0001234567I",
     "cover_image": {"file": "covers/1.jpg", "md5": "5d41402abc4b2a76b9719d911017c592", "width": 3000,
@@ -213,7 +213,7 @@ DATA_CASES = {
     "tracks[0].isrc": ("tracks.isrc", "GBAYE2500001"),
     "tracks[0].audio_md5": ("tracks.audio_md5", "9e107d9d372bb6826bd81d3542a419d6"),
     "cover_image.md5": ("cover_image.md5", "5d41402abc4b2a76b9719d911017c592"),
-    "label.dpid": ("label.dpid", "PADPIDA2014021301W"),
+    "label.dpid": ("label.dpid", "PADPIDA2014021301J"),
     "artists[0].isni": ("artists.isni", "0000000121032683"),
 }
 
@@ -226,7 +226,7 @@ def test_an_identifier_with_a_trailing_newline_is_repaired_with_a_warning_or_rej
 
     path, good = DATA_CASES[field]
     release = _with(path, good + "\n")
-    parties = {"sender": ("PADPIDA2014040101R", "Aurora Records"), "recipient": ("PADPIDA2011072101T", "Store")}
+    parties = {"sender": ("PADPIDA2014040101Z", "Aurora Records"), "recipient": ("PADPIDA2011072101T", "Store")}
     with DDEXBuilder(version="4.3", **parties) as builder:
         result = builder.build_batch([release])
     assert not result.errors, result.errors

@@ -18,7 +18,7 @@ import pytest
 import ddex_etl
 
 PACKAGE = Path(ddex_etl.__file__).parent
-GROUND = {"config", "db", "errors", "models", "logs", "masking", "progress", "retry", "procs", "__init__"}
+GROUND = {"config", "db", "errors", "models", "logs", "masking", "progress", "retry", "procs", "dpid", "__init__"}
 # executors (floor 1): the engines that run chunks (local worker processes, Dask), shared by run and api,
 # so it sits below both; it needs only the ground floor.
 FLOOR = {"__main__": 6, "cli": 5, "run": 4, "delivery": 3, "api": 2, "state": 2, "extract": 1, "ern": 1, "load": 1, "demo": 1,

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..dpid import DEMO_RECIPIENT_DPID, DEMO_SENDER_DPID
 from ..errors import ConfigError, EtlError, FieldProblem, ReleaseDataError
 from ..executors.pool import ProcessPool
 from ..models import Document, Party, Release
@@ -53,8 +54,8 @@ ERN_VERSIONS = ("4.3", "4.2", "3.8.2")
 _VERSION_ALIASES = {"43": "4.3", "42": "4.2", "382": "3.8.2", "ern43": "4.3", "ern42": "4.2", "ern382": "3.8.2"}
 _DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")  # the XSD's DdexPartyId pattern
 # Used when the caller names no sender/recipient: the same demo parties as etl.toml's defaults.
-DEFAULT_SENDER = Party("PADPIDA0000000001X", "Demo Label Group")
-DEFAULT_RECIPIENT = Party("PADPIDA0000000002X", "Demo Store")
+DEFAULT_SENDER = Party(DEMO_SENDER_DPID, "Demo Label Group")
+DEFAULT_RECIPIENT = Party(DEMO_RECIPIENT_DPID, "Demo Store")
 
 T = TypeVar("T")
 

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from .. import data_dir
 from ..db import map_db_error
+from ..dpid import mod37_36_check_character
 from ..errors import EtlError, RefusedError
 from . import media as demo_media
 
@@ -57,7 +58,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "track_contributors": ("track_id", "artist_id", "role", "sequence", "updated_at"),
     "deals": (
         "deal_id", "release_id", "territories", "commercial_model", "use_types", "start_date", "end_date",
-        "updated_at",
+        "updated_at", "price_code", "wholesale_price", "currency",
     ),
     "release_images": ("release_id", "file", "md5", "width", "height", "mime_type", "updated_at"),
 }
@@ -352,6 +353,17 @@ _DEAL_KINDS = (
     ("SubscriptionModel", ("ConditionalDownload",)),
     ("AdvertisementSupportedModel", ("NonInteractiveStream",)),
 )
+# Download prices (price_code, wholesale_price, currency as COPY text): a price
+# tier, a wholesale price, or none, by deal id (no random draw: adding prices
+# left every other seeded value as it was).
+_PRICES = ("FRONTLINE\t\\N\t\\N", "\\N\t0.99\tEUR", "\\N\t\\N\t\\N", "MIDPRICE\t\\N\t\\N", "\\N\t1.29\tUSD")
+_NO_PRICE = "\\N\t\\N\t\\N"
+
+
+def _price(deal_id: int, uses: tuple[str, ...]) -> str:
+    return _PRICES[deal_id % len(_PRICES)] if "PermanentDownload" in uses else _NO_PRICE
+
+
 # Cover art: (MIME type, file extension, square sizes in pixels).
 _COVER_KINDS = (("image/jpeg", "jpg", (1400, 3000, 3000, 1600)), ("image/png", "png", (3000,)))
 # Release kinds: (weight, kind). Weights give about 12 tracks per release on average.
@@ -442,7 +454,10 @@ class _Generator:
             name = f"{rng.choice(_LABEL_A)} {rng.choice(_LABEL_B)}"
             if i >= len(_LABEL_A):
                 name += f" {label_id}"
-            dpid = f"PADPIDA{2010 + rng.randrange(15)}{rng.randrange(10**6):06d}{_b36(label_id, 1)}" if rng.random() < 0.85 else None
+            dpid = None
+            if rng.random() < 0.85:  # a real-looking DPID: its last character is the MOD 37,36 check character
+                body = f"PADPIDA{2010 + rng.randrange(15)}{rng.randrange(10**6):06d}"
+                dpid = body + mod37_36_check_character(body)
             prefix = "".join(ch for ch in name.upper() if ch.isalpha())[:3].ljust(3, "X")
             self.labels.append((label_id, name, dpid, prefix))
             self.label_lines.append(f"{label_id}\t{_t(name)}\t{_t(dpid)}\t{self._stamp()}\n")
@@ -659,7 +674,8 @@ class _Generator:
             start = release_date - dt.timedelta(days=rng.randrange(30) if rng.random() < 0.005 else 0)
             end = (start + dt.timedelta(days=365 * (1 + rng.randrange(5)))).isoformat() if rng.random() < 0.15 else "\\N"
             deals.append(
-                f"{self.next_deal}\t{rid}\t{_arr(territories)}\t{model}\t{_arr(uses)}\t{start.isoformat()}\t{end}\t{stamp}\n"
+                f"{self.next_deal}\t{rid}\t{_arr(territories)}\t{model}\t{_arr(uses)}\t{start.isoformat()}\t{end}\t{stamp}\t"
+                f"{_price(self.next_deal, uses)}\n"
             )
             self.next_deal += 1
             self.deals += 1

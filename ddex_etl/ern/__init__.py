@@ -10,10 +10,21 @@ The message header says what DDEX means by it:
   build without it (the library API) dates the message by the release's
   latest ``updated_at``, else ``ctx.default_created``.
 - ``MessageThreadId`` is ``<sender DPID>-<release id>``. ``MessageId`` is
-  never reused for another delivery: with ``ctx.delivery_id`` (the pipeline
-  passes its run id) it is ``<thread>-<delivery id>``, so a new run or a
-  ``--force`` redelivery gets a new id and a resumed run the same one;
-  without it, it derives from the creation time and the content.
+  never reused for another delivery: with ``ctx.delivery_id`` it is
+  ``<thread>-<delivery id>``. The pipeline passes ``run<run id>-<uuid>``, the
+  uuid drawn once when the run is created and kept in its run row, so a new
+  run, a ``--force`` redelivery, another recipient's job, a run after the
+  state schema was dropped and recreated, on a second machine or from a
+  restored backup all get new ids, and a resumed run the same ones. Without
+  a delivery id (the library API), it derives from the creation time and the
+  content, recipient and control type included: two equal ids are the same
+  message.
+
+"Same input, same bytes" means: the same release records and the same
+``BuildContext``, the delivery id and creation time included. Within one run
+(or its resumes) a release is always written the same; two runs never write
+the same MessageId, even for the same content (``Document.body_checksum``
+tells that the content is unchanged).
 - ``MessageControlType`` is ``ctx.message_control`` (``LiveMessage``, or
   ``TestMessage`` for a store's test channel).
 - ``Document.body_checksum`` hashes the message without its header, so "is
@@ -51,6 +62,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from ..dpid import DEMO_RECIPIENT_DPID, DEMO_SENDER_DPID, dpid_fix, dpid_problem
 from ..errors import ConfigError, ReleaseDataError
 from ..models import Document, Party, Release
 from . import ern4, ern382
@@ -77,8 +89,8 @@ class BuildContext:
     """Everything besides the release that shapes the message (from ``[transform]``)."""
 
     ern_version: str = "4.3"
-    sender: Party = field(default_factory=lambda: Party("PADPIDA0000000001X", "Demo Label Group"))
-    recipient: Party = field(default_factory=lambda: Party("PADPIDA0000000002X", "Demo Store"))
+    sender: Party = field(default_factory=lambda: Party(DEMO_SENDER_DPID, "Demo Label Group"))
+    recipient: Party = field(default_factory=lambda: Party(DEMO_RECIPIENT_DPID, "Demo Store"))
     language: str = "en"
     # Strip XML-illegal control characters and surrounding whitespace with a
     # warning, instead of rejecting the release.
@@ -88,6 +100,11 @@ class BuildContext:
     # Per delivery (a run): what makes MessageId unique, and the creation time.
     delivery_id: str | None = None
     created: dt.datetime | None = None
+    # ERN 3.8.2: declare the DDEX business profiles the deals follow
+    # (BusinessProfileVersionId); only for a store that asks for them.
+    business_profiles: bool = False
+    # The C line of a release that has none (every version); None: such a release is rejected.
+    default_c_line: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -97,14 +114,21 @@ class BuildContext:
             problems.append(f"delivery_id: {self.delivery_id!r} must be 1 to 64 letters, digits or _.:-")
         if self.created is not None and not isinstance(self.created, dt.datetime):
             problems.append(f"created: {self.created!r} must be a datetime")
+        if self.default_c_line is not None and (
+            not isinstance(self.default_c_line, str) or not self.default_c_line.strip()
+            or self.default_c_line != self.default_c_line.strip() or ILLEGAL_XML.search(self.default_c_line)
+        ):
+            problems.append(f"default_c_line: {self.default_c_line!r} must be non-empty text without surrounding spaces or control characters")
         if self.ern_version not in ERN_VERSIONS:
             problems.append(f"ern_version: must be one of {', '.join(ERN_VERSIONS)}, got {self.ern_version!r}")
         if not _LANG.fullmatch(self.language or ""):
             problems.append(f"language: {self.language!r} is not an RFC 5646 language code such as 'en' or 'ja-Jpan'")
         for role in ("sender", "recipient"):
             party = getattr(self, role)
-            if not isinstance(party, Party) or not _DPID.fullmatch(party.dpid or ""):
+            if not isinstance(party, Party) or not isinstance(party.dpid, str) or not _DPID.fullmatch(party.dpid):
                 problems.append(f"{role}: {party!r} needs a DDEX party id (PADPIDA...)")
+            elif (wrong := dpid_problem(party.dpid)) is not None:
+                problems.append(f"{role}: DPID {party.dpid!r} {wrong}; fix: {dpid_fix(party.dpid)}")
             elif (
                 not isinstance(party.name, str)
                 or not party.name.strip()
@@ -131,6 +155,8 @@ def context_from_config(tc: TransformConfig) -> BuildContext:
         language=tc.language,
         repair=tc.repair,
         message_control=tc.message_control_type,
+        business_profiles=tc.business_profiles,
+        default_c_line=tc.default_c_line,
     )
 
 
@@ -160,7 +186,8 @@ def _frame(ctx: BuildContext) -> tuple[str, str]:
 
 def _root(p: Prepared, ctx: BuildContext) -> str:
     if ctx.ern_version == "3.8.2":
-        return _XML_DECL + ern382.root_open(ctx.language, *ern382.profiles(p))
+        release_profile, business = ern382.profiles(p)
+        return _XML_DECL + ern382.root_open(ctx.language, release_profile, business if ctx.business_profiles else None)
     return _XML_DECL + ern4.root_open(ctx.ern_version, ctx.language)
 
 
@@ -209,10 +236,12 @@ def build(release: Release, ctx: BuildContext = BuildContext()) -> Document:
     fix) when the data cannot make a store-ready message. Repairs made (with
     ``ctx.repair``) and deal warnings are listed in ``Document.warnings``.
     """
-    p, ck = prepare(release, ctx.ern_version, ctx.repair, ctx.default_created, created=ctx.created)
+    p, ck = prepare(release, ctx.ern_version, ctx.repair, ctx.default_created, created=ctx.created, default_c_line=ctx.default_c_line)
     if ck.problems:
         raise ReleaseDataError(release.release_id, ck.problems)
     if ctx.ern_version == "3.8.2":
+        if ctx.business_profiles:
+            _no_prices_for_streaming_profiles(p, ck.warnings)
         parts = ern382.body(p, ctx.sender.dpid)
     else:
         parts = ern4.body(p, ctx.sender.dpid)
@@ -220,6 +249,22 @@ def build(release: Release, ctx: BuildContext = BuildContext()) -> Document:
     if ck.warnings:
         doc = _with_warnings(doc, ck.warnings)
     return doc
+
+
+def _no_prices_for_streaming_profiles(p: Prepared, warnings: list[str]) -> None:
+    """ERN 3.8.2 with declared business profiles: a streaming service's profile forbids any
+    PriceInformation in the message (rule 2301-1 and its siblings), so prices are left out, said once."""
+    if not any(d.price is not None or d.price_code is not None for d in p.deals):
+        return
+    business = ern382.profiles(p)[1] or ""
+    if "StreamingService" not in business:
+        return
+    p.deals = [replace(d, price_code=None, price=None, currency=None) for d in p.deals]
+    warnings.append(
+        f"release {p.release_id}: its download prices are left out: the message declares a streaming business "
+        "profile, which forbids PriceInformation (ERN 3.8.2 Business Profile 1.4, rule 2301-1); fix: none needed, "
+        "or set business_profiles = false for this recipient to send them"
+    )
 
 
 def _with_warnings(doc: Document, warnings: list[str]) -> Document:
@@ -237,7 +282,9 @@ def build_takedown(release: Release, ctx: BuildContext = BuildContext()) -> Docu
     date): from that day on, no deal of the message is live. The release
     still needs its tracks, identifiers and cover; deals are optional.
     """
-    p, ck = prepare(release, ctx.ern_version, ctx.repair, ctx.default_created, need_deals=False, created=ctx.created)
+    p, ck = prepare(
+        release, ctx.ern_version, ctx.repair, ctx.default_created, need_deals=False, created=ctx.created, default_c_line=ctx.default_c_line
+    )
     if ck.problems:
         raise ReleaseDataError(release.release_id, ck.problems)
     day = p.deleted or p.created[:10]
@@ -248,9 +295,11 @@ def build_takedown(release: Release, ctx: BuildContext = BuildContext()) -> Docu
         if start is None or start > last:
             continue  # never live before the takedown: cancelled, so not sent
         end = d.end if d.end and d.end <= last else last
-        ended.append(PDeal(d.deal_id, d.territories, d.models, d.use_types, start, end))
+        ended.append(replace(d, start=start, end=end))
     p.deals = ended
     if ctx.ern_version == "3.8.2":
+        if ctx.business_profiles:
+            _no_prices_for_streaming_profiles(p, ck.warnings)
         parts = ern382.body(p, ctx.sender.dpid)
     else:
         parts = ern4.body(p, ctx.sender.dpid)

@@ -168,6 +168,14 @@ def _line_xml(kind: str, year: int | None, text: str | None) -> str:
     return "".join(out)
 
 
+def file_name_path(path: str) -> str:
+    """FileName and FilePath of a file: ``resources/01-01.wav`` -> ``resources/`` and ``01-01.wav``, as stores parse them."""
+    folder, sep, name = path.rpartition("/")
+    if not sep or not name:
+        return f"<FileName>{esc(path)}</FileName>"
+    return f"<FileName>{esc(name)}</FileName><FilePath>{esc(folder)}/</FilePath>"
+
+
 COVER_REF = "A0"  # the front cover's ResourceReference (tracks are A1, A2, ...)
 
 
@@ -178,7 +186,7 @@ def _image(cover: PCover, icpn: str, sender_dpid: str) -> str:
         f"{icpn}_FrontCoverImage</ProprietaryId></ImageId><ResourceReference>{COVER_REF}</ResourceReference>"
         "<ImageDetailsByTerritory><TerritoryCode>Worldwide</TerritoryCode><TechnicalImageDetails>"
         f"<TechnicalResourceDetailsReference>T0</TechnicalResourceDetailsReference><ImageCodecType>{cover.codec}</ImageCodecType>{sizes}{color_depth(cover.color_depth)}"
-        f"<File><FileName>{esc(cover.file)}</FileName><HashSum><HashSum>{cover.md5}</HashSum>"
+        f"<File>{file_name_path(cover.file)}<HashSum><HashSum>{cover.md5}</HashSum>"
         "<HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum></File></TechnicalImageDetails></ImageDetailsByTerritory></Image>"
     )
 
@@ -233,7 +241,7 @@ def _sound_recordings(out: list[str], p: Prepared, nums: list[str], parties: dic
             )
         tech = (
             f"<TechnicalSoundRecordingDetails><TechnicalResourceDetailsReference>T{n}</TechnicalResourceDetailsReference>"
-            f"{audio_details_xml('3.8.2', t.audio)}<File><FileName>{esc(t.audio_file)}</FileName>"
+            f"{audio_details_xml('3.8.2', t.audio)}<File>{file_name_path(t.audio_file)}"
             + (f"<HashSum><HashSum>{t.audio_md5}</HashSum><HashSumAlgorithmType>MD5</HashSumAlgorithmType></HashSum>" if t.audio_md5 else "")
             + "</File></TechnicalSoundRecordingDetails>"
             if t.audio_file
@@ -338,27 +346,41 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     out.append("</ReleaseList>")
 
     if p.deals:
-        refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in ("0", *nums)])
-        out.append("<DealList>")
-        for d in p.deals:
-            # Territories and models/use types come from a small vocabulary:
-            # their elements are written once per distinct value.
-            key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
-            terms = _DEALS.get(key)
-            if terms is None:
-                usage = (
-                    "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
-                    + "<Usage>"
-                    + "".join([f"<UseType>{u}</UseType>" for u in d.use_types])
-                    + "</Usage>"
-                )
-                terms = usage + "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories])
-                if len(_DEALS) < _CACHE_LIMIT:
-                    _DEALS[key] = terms
-            start = f"<StartDate>{d.start}</StartDate>" if d.start else ""
-            end = f"<EndDate>{d.end}</EndDate>" if d.end else ""
-            out.append(
-                f"<ReleaseDeal>{refs}<Deal><DealTerms>{terms}<ValidityPeriod>{start}{end}</ValidityPeriod></DealTerms></Deal></ReleaseDeal>"
-            )
-        out.append("</DealList>")
+        _deals(out, p, nums, attr(sender_dpid))
     return out
+
+
+def _deals(out: list[str], p: Prepared, nums: list[str], ns: str) -> None:
+    """The DealList: downloads on the main release and every track release, streaming on the track releases only."""
+    track_refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in nums])
+    groups: tuple[list[str], list[str]] = ([], [])  # (every release, tracks only)
+    for d in p.deals:
+        # Territories and models/use types come from a small vocabulary:
+        # their elements are written once per distinct value.
+        key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
+        terms = _DEALS.get(key)
+        if terms is None:
+            usage = (
+                "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
+                + "<Usage>"
+                + "".join([f"<UseType>{u}</UseType>" for u in d.use_types])
+                + "</Usage>"
+            )
+            terms = usage + "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories])
+            if len(_DEALS) < _CACHE_LIMIT:
+                _DEALS[key] = terms
+        if d.price is not None:
+            price = f'<PriceInformation><WholesalePricePerUnit CurrencyCode="{d.currency}">{d.price}</WholesalePricePerUnit></PriceInformation>'
+        elif d.price_code is not None:
+            price = f'<PriceInformation><PriceType Namespace="{ns}">{esc(d.price_code)}</PriceType></PriceInformation>'
+        else:
+            price = ""
+        start = f"<StartDate>{d.start}</StartDate>" if d.start else ""
+        end = f"<EndDate>{d.end}</EndDate>" if d.end else ""
+        groups[d.tracks_only].append(f"<Deal><DealTerms>{terms}{price}<ValidityPeriod>{start}{end}</ValidityPeriod></DealTerms></Deal>")
+    out.append("<DealList>")
+    if groups[0]:
+        out.append(f"<ReleaseDeal><DealReleaseReference>R0</DealReleaseReference>{track_refs}{''.join(groups[0])}</ReleaseDeal>")
+    if groups[1]:
+        out.append(f"<ReleaseDeal>{track_refs}{''.join(groups[1])}</ReleaseDeal>")
+    out.append("</DealList>")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ._media import audio_details_xml, color_depth
 from ._text import attr, esc, image_sizes
-from .prepared import PCover, PCredit, Prepared, PTrack
+from .prepared import PCover, PCredit, PDeal, Prepared, PTrack
 
 NS = {"4.3": "http://ddex.net/xml/ern/43", "4.2": "http://ddex.net/xml/ern/42"}
 AVS_VERSION = "3"  # AvsVersionId of the allowed-value-sets.xsd that ERN 4.3 ships with
@@ -268,25 +268,52 @@ def body(p: Prepared, sender_dpid: str) -> list[str]:
     out.append("</ReleaseList>")
 
     if p.deals:
-        refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in ("0", *nums)])
-        out.append("<DealList>")
-        for d in p.deals:
-            # Territories and models/use types come from a small vocabulary:
-            # their elements are written once per distinct value.
-            key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
-            terms = _DEALS.get(key)
-            if terms is None:
-                terms = (
-                    "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories]),
-                    "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
-                    + "".join([f"<UseType>{u}</UseType>" for u in d.use_types]),
-                )
-                if len(_DEALS) < _CACHE_LIMIT:
-                    _DEALS[key] = terms
-            end = f"<EndDate>{d.end}</EndDate>" if d.end else ""
-            out.append(
-                f"<ReleaseDeal>{refs}<Deal><DealTerms>{terms[0]}<ValidityPeriod><StartDate>{d.start}</StartDate>{end}"
-                f"</ValidityPeriod>{terms[1]}</DealTerms></Deal></ReleaseDeal>"
-            )
-        out.append("</DealList>")
+        _deals(out, p, nums, v43, ns)
     return out
+
+
+def _price_xml(d: PDeal, ns: str) -> str:
+    """A download deal's PriceInformation (after the use types), or ''."""
+    if d.price is not None:
+        return f'<PriceInformation><WholesalePricePerUnit CurrencyCode="{d.currency}">{d.price}</WholesalePricePerUnit></PriceInformation>'
+    if d.price_code is not None:
+        return f'<PriceInformation><PriceCode Namespace="{ns}">{esc(d.price_code)}</PriceCode></PriceInformation>'
+    return ""
+
+
+def _deals(out: list[str], p: Prepared, nums: list[str], v43: bool, ns: str) -> None:
+    """The DealList: downloads on the main release and every track release, streaming on the track releases only.
+
+    ERN 4.3 deprecates StartDate/EndDate for StartDateTime/EndDateTime: a deal
+    starts at the start of its first day and ends at the end of its last
+    (DDEX dates are inclusive), in the territory's local time.
+    """
+    track_refs = "".join([f"<DealReleaseReference>R{n}</DealReleaseReference>" for n in nums])
+    groups: tuple[list[str], list[str]] = ([], [])  # (every release, tracks only)
+    for d in p.deals:
+        # Territories and models/use types come from a small vocabulary:
+        # their elements are written once per distinct value.
+        key = (tuple(d.territories), tuple(d.models), tuple(d.use_types))
+        terms = _DEALS.get(key)
+        if terms is None:
+            terms = (
+                "".join([f"<TerritoryCode>{code}</TerritoryCode>" for code in d.territories]),
+                "".join([f"<CommercialModelType>{m}</CommercialModelType>" for m in d.models])
+                + "".join([f"<UseType>{u}</UseType>" for u in d.use_types]),
+            )
+            if len(_DEALS) < _CACHE_LIMIT:
+                _DEALS[key] = terms
+        if v43:
+            period = f"<StartDateTime>{d.start}T00:00:00</StartDateTime>" + (f"<EndDateTime>{d.end}T23:59:59</EndDateTime>" if d.end else "")
+        else:
+            period = f"<StartDate>{d.start}</StartDate>" + (f"<EndDate>{d.end}</EndDate>" if d.end else "")
+        price = _price_xml(d, ns) if d.price is not None or d.price_code is not None else ""
+        groups[d.tracks_only].append(
+            f"<Deal><DealTerms>{terms[0]}<ValidityPeriod>{period}</ValidityPeriod>{terms[1]}{price}</DealTerms></Deal>"
+        )
+    out.append("<DealList>")
+    if groups[0]:
+        out.append(f"<ReleaseDeal><DealReleaseReference>R0</DealReleaseReference>{track_refs}{''.join(groups[0])}</ReleaseDeal>")
+    if groups[1]:
+        out.append(f"<ReleaseDeal>{track_refs}{''.join(groups[1])}</ReleaseDeal>")
+    out.append("</DealList>")

@@ -1,4 +1,4 @@
-"""Check characters of the identifiers a store verifies: ICPN, ISNI, GRid, ISRC.
+"""Check characters of the identifiers a store verifies: ICPN, ISNI, GRid, DPID, ISRC.
 
 Each ``*_problem`` function takes a value that already has the right shape
 (``checks`` matches the pattern first) and returns ``None`` when it is a real
@@ -7,15 +7,21 @@ character, for the release's ``FieldProblem``.
 
 The algorithms are public standards: GS1's mod-10 for barcodes (UPC-A,
 EAN-13, GTIN-14), ISO 7064 MOD 11-2 for the ISNI, ISO 7064 MOD 37,36 for
-the GRid. An ISRC has no check character; its first two letters must be a
+the GRid and for the DDEX party id (DPID: ``PADPIDA`` + 10 characters + the
+check character; the algorithm reproduces every 18-character DPID in DDEX's
+own samples). An ISRC has no check character; its first two letters must be a
 country code (ISO 3166-1 alpha-2) or one of the prefixes the ISRC agency
 hands out beyond them.
 """
 from __future__ import annotations
 
+from ..dpid import DEMO_RECIPIENT_DPID, DEMO_SENDER_DPID, dpid_fix, dpid_problem, mod37_36_check_character
 from . import avs
 
-_B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+__all__ = [
+    "DEMO_RECIPIENT_DPID", "DEMO_SENDER_DPID", "ISRC_PREFIXES", "dpid_fix", "dpid_problem", "grid_check_character", "grid_problem",
+    "gs1_check_digit", "icpn_problem", "isni_check_character", "isni_problem", "isrc_problem",
+]
 
 # ISO 3166-1 alpha-2 codes (the ERN 4.3 territory list minus its regions and
 # 4-letter historic codes) plus the prefixes the International ISRC Agency
@@ -61,12 +67,8 @@ def isni_problem(code: str) -> str | None:
 
 
 def grid_check_character(body17: str) -> str:
-    """ISO 7064 MOD 37,36 check character of 17 letters and digits."""
-    p = 36
-    for ch in body17.upper():
-        s = (p + _B36.index(ch)) % 36 or 36
-        p = (s * 2) % 37
-    return _B36[(1 - p) % 36]
+    """ISO 7064 MOD 37,36 check character of 17 letters and digits (a GRid's, as a DPID's)."""
+    return mod37_36_check_character(body17)
 
 
 def grid_problem(code: str) -> str | None:
@@ -82,3 +84,4 @@ def isrc_problem(code: str) -> str | None:
     if code[:2] not in ISRC_PREFIXES:
         return f"starts with {code[:2]!r}, which is neither an ISO 3166 country code nor an ISRC agency prefix"
     return None
+

@@ -78,6 +78,13 @@ class PDeal:
     use_types: list[str]
     start: str | None
     end: str | None
+    # Streaming (and a streaming service's tethered downloads): linked to the
+    # track releases only, never the main release (albums are not streamed).
+    tracks_only: bool = False
+    # A download deal's price: a price tier code, or a wholesale price per unit and its currency.
+    price_code: str | None = None
+    price: str | None = None
+    currency: str | None = None
 
 
 @dataclass(slots=True)

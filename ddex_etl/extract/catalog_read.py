@@ -159,16 +159,17 @@ def fetch_chunk(
             entry[2] = False
 
     deals: dict[int, list[Any]] = {}
-    for rid, deal_id, territories, model, use_types, start, end, upd in deal_rows:
+    for rid, deal_id, territories, model, use_types, start, end, upd, price_code, price, currency in deal_rows:
         entry = deals.get(rid)
         if entry is None:
             entry = deals[rid] = [[], None, True]
         if model and _clean_codes(territories) and _clean_codes(use_types):
-            entry[0].append(Deal(deal_id, tuple(territories), model, tuple(use_types), start, end, upd))
+            entry[0].append(Deal(deal_id, tuple(territories), model, tuple(use_types), start, end, upd, price_code, price, currency))
         else:
             entry[0].append({
                 "deal_id": deal_id, "territories": territories, "commercial_model": model,
                 "use_types": use_types, "start_date": start, "end_date": end, "updated_at": upd,
+                "price_code": price_code, "wholesale_price": price, "currency": currency,
             })
             entry[2] = False
         entry[1] = _later(entry[1], upd)

@@ -378,9 +378,22 @@ def _deals(v: Any, where: str, problems: list[FieldProblem]) -> tuple[Deal, ...]
                 start_date=_date(item.get("start_date"), f"{w}.start_date", problems),
                 end_date=_date(item.get("end_date"), f"{w}.end_date", problems),
                 updated_at=_datetime(item.get("updated_at"), f"{w}.updated_at", problems),
+                # Optional prices: checked by the builder, which names the deal.
+                price_code=_text(item.get("price_code"), f"{w}.price_code", problems),
+                wholesale_price=_price(item.get("wholesale_price")),
+                currency=_text(item.get("currency"), f"{w}.currency", problems),
             )
         )
     return tuple(out)
+
+
+def _price(v: Any) -> Any:
+    """A wholesale price as given (number or text; the builder checks it), or None."""
+    if _absent(v) or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, float):
+        return str(v)  # its shortest text: 0.69, not 0.68999999999999994671
+    return v
 
 
 def _label(label_id: Any, name: Any, dpid: Any, problems: list[FieldProblem]) -> Label | None:

@@ -40,6 +40,7 @@ class Task:
     # writes the same bytes and a new run (or --force) gets new message ids.
     run_id: int = 0
     run_started: dt.datetime | None = None
+    delivery_id: str | None = None  # the run's RunRow.delivery_id: MessageIds end with it
     # identifiers are claimed per run, in chunk order (see ddex_etl.state.claims); a
     # retry run claims in the scope of the run it retries
     claim_scope: int = 0

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -155,7 +156,10 @@ def execute_run(
             watermark_from = previous.watermark_to if previous is not None else None
         elif mode == "targeted":
             watermark_from = since
-        options: dict[str, Any] = {"force": bool(force)}
+        # What makes this run's MessageIds unique for ever (``RunRow.delivery_id``):
+        # run ids restart with a fresh state schema, on a second machine or
+        # from a restored backup; a random id of the run does not.
+        options: dict[str, Any] = {"force": bool(force), "delivery_uid": uuid.uuid4().hex}
         if release_ids:
             options["release_ids"] = sorted({int(i) for i in release_ids})
         if since is not None:

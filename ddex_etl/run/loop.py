@@ -478,6 +478,7 @@ class Runner:
             state_schema=self.schema,
             run_id=int(self.run.id),
             run_started=self.run.started_at,
+            delivery_id=self.run.delivery_id,
             claim_scope=self.claim_scope,
             report_missing=self.run.mode == "retry"
             or (self.run.mode == "targeted" and bool(self.run.options.get("release_ids"))),

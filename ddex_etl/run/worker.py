@@ -165,7 +165,7 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
     t_fetched = time.perf_counter()
     c_fetched = time.process_time()
     if task.run_started is not None:
-        ctx = ctx.for_delivery(f"run{task.run_id}", task.run_started)
+        ctx = ctx.for_delivery(task.delivery_id or f"run{task.run_id}", task.run_started)
     outputs: list[Output] = []
     # Files: each document goes to its temp file as soon as it is built, so a
     # worker never holds a whole chunk of XML; they all appear at commit().

@@ -48,6 +48,19 @@ class RunRow:
     takedowns: int = 0
     unchanged: int = 0
 
+    @property
+    def delivery_id(self) -> str:
+        """What this run's MessageIds end with: ``run<id>-<a random id of the run>``.
+
+        The random part is drawn once, when the run is created, and kept in
+        the run row, so a resumed run writes the same MessageIds (the same
+        bytes) and no other run ever does: not after the state schema was
+        dropped and recreated, nor on a second machine, nor from a restored
+        backup. Runs created before it existed keep ``run<id>``.
+        """
+        uid = self.options.get("delivery_uid") if isinstance(self.options, dict) else None
+        return f"run{self.id}-{uid}" if isinstance(uid, str) and uid else f"run{self.id}"
+
 
 @dataclass(frozen=True)
 class Checkpoint:

@@ -25,7 +25,7 @@ from ddex_etl.errors import ConfigError, ReleaseDataError, TransientError
 from ddex_etl.extract.records import release_from_dict
 from ddex_etl.models import Party, Release
 
-SENDER = ("PADPIDA2014040101R", "Example Label Group")
+SENDER = ("PADPIDA2014040101Z", "Example Label Group")
 RECIPIENT = {"dpid": "PADPIDA2011072101T", "name": "Example Store"}
 
 
@@ -145,13 +145,13 @@ def test_build_raises_a_data_error_naming_release_and_field(builder: DDEXBuilder
 @pytest.mark.parametrize(
     "sender, ok",
     [
-        (Party("PADPIDA2014040101R", "Label"), True),
-        (("PADPIDA2014040101R", "Label"), True),
-        ({"dpid": "PADPIDA2014040101R", "name": "Label"}, True),
+        (Party("PADPIDA2014040101Z", "Label"), True),
+        (("PADPIDA2014040101Z", "Label"), True),
+        ({"dpid": "PADPIDA2014040101Z", "name": "Label"}, True),
         (None, True),  # the demo sender of etl.toml
         (("not-a-dpid", "Label"), False),
         ({"name": "Label"}, False),
-        ("PADPIDA2014040101R", False),
+        ("PADPIDA2014040101Z", False),
     ],
 )
 def test_sender_may_be_a_party_a_tuple_or_a_dict(sender: Any, ok: bool) -> None:

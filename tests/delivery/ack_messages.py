@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 STORE = "PADPIDA2011072101T"
-LABEL = "PADPIDA2014040101R"
+LABEL = "PADPIDA2014040101Z"
 
 
 def _header(message_id: str) -> str:

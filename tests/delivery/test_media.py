@@ -113,7 +113,7 @@ def test_recipients_problems_are_reported_together(tmp_path: Path) -> None:
     path.write_text(
         '[[recipients]]\nname = "a b"\ndpid = "nope"\nmessage_control = "Maybe"\nterritories = ["fr"]\n'
         'target = "sftp://u:secret@host/in"\n'
-        '[[recipients]]\nname = "b"\ndpid = "PADPIDA0000000003Y"\nern_version = "5"\ntarget = "s3://bucket/x"\n'
+        '[[recipients]]\nname = "b"\ndpid = "PADPIDA0000000003K"\nern_version = "5"\ntarget = "s3://bucket/x"\n'
         '[recipients.target_options]\naws_secret_access_key = "x"\n'
     )
     with pytest.raises(ConfigError) as caught:

@@ -426,7 +426,7 @@ def test_etl_run_rejects_linked_special_empty_and_unverified_media_and_ships_the
     expected = expected_resources(catalog)  # before the sabotage: what the good releases must hold
     why = sabotage(catalog, tmp_path / "media")
     (tmp_path / "store").mkdir()
-    path = write_config(tmp_path, db_url, [{"name": "store", "dpid": "PADPIDA0000000010A",
+    path = write_config(tmp_path, db_url, [{"name": "store", "dpid": "PADPIDA0000000010M",
                                             "target": str(tmp_path / "store")}])
     proc = etl(tmp_path, "--config", str(path), "run", "--no-progress")
     assert proc.returncode == ExitCode.REJECTED, proc.stderr[-3000:]
@@ -455,7 +455,7 @@ def test_the_dry_run_applies_the_same_rules_and_does_not_block_on_a_fifo(
     catalog: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
     why = sabotage(catalog, tmp_path / "media")
-    path = write_config(tmp_path, db_url, [{"name": "store", "dpid": "PADPIDA0000000010A"}])
+    path = write_config(tmp_path, db_url, [{"name": "store", "dpid": "PADPIDA0000000010M"}])
     proc = etl(tmp_path, "--config", str(path), "run", "--dry-run", "--json", timeout=120)
     assert proc.returncode == ExitCode.REJECTED, proc.stderr[-3000:]
     [plan_] = json.loads(proc.stdout)["recipients"]
@@ -473,8 +473,8 @@ def test_unverified_media_go_only_to_a_recipient_that_allows_them_and_are_logged
     with catalog.begin() as conn:
         _first_track(conn, 3, "audio/01-01.wav", None)
     path = write_config(tmp_path, db_url, [
-        {"name": "strict", "dpid": "PADPIDA0000000010A"},
-        {"name": "lenient", "dpid": "PADPIDA0000000020B", "allow_unverified_media": True},
+        {"name": "strict", "dpid": "PADPIDA0000000010M"},
+        {"name": "lenient", "dpid": "PADPIDA0000000020I", "allow_unverified_media": True},
     ])
     proc = etl(tmp_path, "--config", str(path), "run", "--no-progress")
     assert proc.returncode == ExitCode.REJECTED, proc.stderr[-3000:]
@@ -489,7 +489,7 @@ def test_unverified_media_go_only_to_a_recipient_that_allows_them_and_are_logged
 def test_max_media_bytes_is_a_setting_and_rejects_larger_files(
     catalog: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
-    path = write_config(tmp_path, db_url, [{"name": "store", "dpid": "PADPIDA0000000010A"}])
+    path = write_config(tmp_path, db_url, [{"name": "store", "dpid": "PADPIDA0000000010M"}])
     path.write_text(path.read_text().replace('media_root = "media"', 'media_root = "media"\nmax_media_bytes = 1000'))
     proc = etl(tmp_path, "--config", str(path), "run", "--no-progress")
     assert proc.returncode == ExitCode.REJECTED, proc.stderr[-3000:]
@@ -499,7 +499,7 @@ def test_max_media_bytes_is_a_setting_and_rejects_larger_files(
 @pytest.mark.parametrize(("text", "where"), [
     ("[load]\nmax_media_bytes = 0\n", "load.max_media_bytes: must be at least 1"),
     ("[load]\nallow_unverified_media = \"maybe\"\n", "load.allow_unverified_media: expected true or false"),
-    ('[[recipients]]\nname = "a"\ndpid = "PADPIDA0000000010A"\nallow_unverified_media = 3\n',
+    ('[[recipients]]\nname = "a"\ndpid = "PADPIDA0000000010M"\nallow_unverified_media = 3\n',
      "recipients[0].allow_unverified_media: expected true or false"),
 ])
 def test_media_settings_are_validated(tmp_path: Path, text: str, where: str) -> None:
@@ -516,8 +516,8 @@ def test_the_seam_and_the_setting_share_their_default() -> None:
 def test_a_recipient_inherits_or_overrides_the_unverified_media_policy(tmp_path: Path) -> None:
     (tmp_path / "etl.toml").write_text(
         "[load]\nallow_unverified_media = true\n"
-        '[[recipients]]\nname = "a"\ndpid = "PADPIDA0000000010A"\n'
-        '[[recipients]]\nname = "b"\ndpid = "PADPIDA0000000020B"\nallow_unverified_media = false\n'
+        '[[recipients]]\nname = "a"\ndpid = "PADPIDA0000000010M"\n'
+        '[[recipients]]\nname = "b"\ndpid = "PADPIDA0000000020I"\nallow_unverified_media = false\n'
     )
     cfg = load_config(tmp_path / "etl.toml", env={})
     a, b = (cfg.for_recipient(r) for r in cfg.recipients)

@@ -55,6 +55,8 @@ def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, t
     lines = [
         "[database]", f"url = {json.dumps(db_url)}",
         "[extract]", "chunk_size = 3",
+        # A LiveMessage to a store may not name the demo sender.
+        "[transform]", 'sender_dpid = "PADPIDA2014040101Z"', 'sender_name = "Aurora Records"',
         "[load]", f'target = "{target}"', 'directory = "out"', 'layout = "ddex-batch"', 'media_root = "media"',
         "[run]", "workers = 2", "retry_for = 2.0", "retry_delay = 0.1",
     ]
@@ -74,12 +76,12 @@ def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, t
 
 
 def sftp_store(server: SFTPServer | OpenSSHServer, name: str, folder: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "dpid": "PADPIDA0000000010A", "target": server.url(folder), "options": server.options(),
+    return {"name": name, "dpid": "PADPIDA0000000010M", "target": server.url(folder), "options": server.options(),
             **extra}
 
 
 def s3_store(server: S3Server, name: str, bucket: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "dpid": "PADPIDA0000000020B", "target": f"s3://{bucket}/in",
+    return {"name": name, "dpid": "PADPIDA0000000020I", "target": f"s3://{bucket}/in",
             "options": server.options(), **extra}
 
 
@@ -156,8 +158,8 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
     one = sorted(folders)[0]
     msg_a = (a / one / f"{one}.xml").read_bytes()
     msg_b = (b / one / f"{one}.xml").read_bytes()
-    assert b"http://ddex.net/xml/ern/43" in msg_a and b"PADPIDA0000000010A" in msg_a
-    assert b"http://ddex.net/xml/ern/382" in msg_b and b"PADPIDA0000000020B" in msg_b
+    assert b"http://ddex.net/xml/ern/43" in msg_a and b"PADPIDA0000000010M" in msg_a
+    assert b"http://ddex.net/xml/ern/382" in msg_b and b"PADPIDA0000000020I" in msg_b
     assert b"<MessageControlType>TestMessage</MessageControlType>" in msg_b
     uris = set(re.findall(rb"<URI>([^<]+)</URI>", msg_a))
     assert uris and all(u.startswith(b"resources/") for u in uris)
@@ -184,8 +186,8 @@ def test_a_run_delivers_to_a_real_openssh_server(
 
 def test_the_output_table_keeps_one_row_per_recipient_and_release(catalog: sa.Engine, db_url: str, tmp_path: Path) -> None:
     path = write_config(tmp_path, db_url, [
-        {"name": "one", "dpid": "PADPIDA0000000010A", "ern_version": "4.3"},
-        {"name": "two", "dpid": "PADPIDA0000000020B", "ern_version": "4.2"},
+        {"name": "one", "dpid": "PADPIDA0000000010M", "ern_version": "4.3"},
+        {"name": "two", "dpid": "PADPIDA0000000020I", "ern_version": "4.2"},
     ], target="table")
     report = recipients.run(load_config(path, env={}), progress=False)
     assert report.exit_code == 0, report.summary()
@@ -406,7 +408,7 @@ def test_dry_run_reports_per_recipient_and_writes_nothing(
         )).scalar()
     path = write_config(tmp_path, db_url, [
         sftp_store(sftp_server, "all", folder),
-        {"name": "fr-only", "dpid": "PADPIDA0000000030C", "territories": ["FR"], "ern_version": "3.8.2"},
+        {"name": "fr-only", "dpid": "PADPIDA0000000030E", "territories": ["FR"], "ern_version": "3.8.2"},
     ])
     for name in list(os.environ):
         if name.startswith("ETL_"):
@@ -428,4 +430,6 @@ def test_dry_run_reports_per_recipient_and_writes_nothing(
 
 def test_config_objects_for_recipients_keep_the_shorthand_fingerprint() -> None:
     # A configuration without [[recipients]] hashes as before recipients existed: its unfinished runs resume.
-    assert Config().fingerprint() == "9d94a9e81cb89e5f"
+    # (The shipped demo parties became valid DPIDs in issue 23: with the old ones, the old fingerprint.)
+    old_demo = Config().with_overrides(transform={"sender_dpid": "PADPIDA0000000001X", "recipient_dpid": "PADPIDA0000000002X"})
+    assert old_demo.fingerprint() == "9d94a9e81cb89e5f"

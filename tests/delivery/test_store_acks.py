@@ -37,7 +37,9 @@ def write_config(tmp_path: Path, db_url: str, target: str, **recipient: Any) -> 
     lines = [
         "[database]", f"url = {json.dumps(db_url)}",
         "[load]", 'target = "files"', 'directory = "out"', 'layout = "ddex-batch"',
-        "[[recipients]]", 'name = "store-a"', 'dpid = "PADPIDA0000000010A"', f"target = {json.dumps(target)}",
+        # A LiveMessage to a store may not name the demo sender.
+        "[transform]", 'sender_dpid = "PADPIDA2014040101Z"', 'sender_name = "Aurora Records"',
+        "[[recipients]]", 'name = "store-a"', 'dpid = "PADPIDA0000000010M"', f"target = {json.dumps(target)}",
         *(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}" for k, v in recipient.items()),
     ]
     if options:

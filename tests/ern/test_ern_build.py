@@ -43,7 +43,7 @@ def test_full_album_is_valid(version: str, schema_dir: Path) -> None:
     assert root.tag == f"{{{NS[version]}}}NewReleaseMessage"
     assert texts(root, "MessageHeader/MessageId") == [doc.message_id]
     assert texts(root, "MessageHeader/MessageCreatedDateTime") == ["2024-06-01T10:30:15Z"]
-    assert texts(root, "MessageHeader/MessageSender/PartyId") == ["PADPIDA0000000001X"]
+    assert texts(root, "MessageHeader/MessageSender/PartyId") == ["PADPIDA0000000001O"]
     assert texts(root, "MessageHeader/MessageRecipient/PartyName/FullName") == ["Demo Store"]
 
 
@@ -62,7 +62,7 @@ def test_ern43_root_and_parties() -> None:
     used |= set(texts(root, ".//ReleaseLabelReference"))
     assert used == refs
     assert texts(root, "PartyList/Party[PartyReference='PA1']/PartyId/ISNI") == ["0000000121032683"]
-    assert texts(root, "PartyList/Party[PartyReference='PL7']/PartyId/DPID") == ["PADPIDA2014021301W"]
+    assert texts(root, "PartyList/Party[PartyReference='PL7']/PartyId/DPID") == ["PADPIDA2014021301J"]
 
 
 def test_ern43_sound_recordings() -> None:
@@ -114,15 +114,21 @@ def test_ern43_release_and_deals() -> None:
     tr = root.findall("ReleaseList/TrackRelease")
     assert len(tr) == 12
     assert texts(tr[1], "Genre/GenreText") == ["J-Pop"] and texts(tr[0], "Genre/GenreText") == ["Pop"]
-    deals = root.findall("DealList/ReleaseDeal")
-    assert len(deals) == 3
-    assert texts(deals[0], "DealReleaseReference") == ["R0"] + [f"R{i}" for i in range(1, 13)]
-    assert texts(deals[0], ".//TerritoryCode") == ["GB", "JP", "US"]
-    assert texts(deals[0], ".//UseType") == ["OnDemandStream", "NonInteractiveStream"]
-    assert texts(deals[1], ".//EndDate") == ["2030-12-31"]
+    # Downloads on the main release and the track releases; streaming on the track releases only.
+    downloads, streams = root.findall("DealList/ReleaseDeal")
+    assert texts(downloads, "DealReleaseReference") == ["R0"] + [f"R{i}" for i in range(1, 13)]
+    assert texts(downloads, ".//UseType") == ["PermanentDownload"]
+    # ERN 4.3 deprecates StartDate/EndDate: DDEX's inclusive days as date-times.
+    assert texts(downloads, ".//StartDateTime") == ["2024-02-02T00:00:00"]
+    assert texts(downloads, ".//EndDateTime") == ["2030-12-31T23:59:59"]
+    assert downloads.find(".//StartDate") is None and downloads.find(".//EndDate") is None
+    assert texts(streams, "DealReleaseReference") == [f"R{i}" for i in range(1, 13)]
+    first, third = streams.findall("Deal")
+    assert texts(first, ".//TerritoryCode") == ["GB", "JP", "US"]
+    assert texts(first, ".//UseType") == ["OnDemandStream", "NonInteractiveStream"]
     # A deal without a start date starts on the release date.
-    assert texts(deals[2], ".//StartDate") == ["2024-02-02"]
-    assert texts(deals[2], ".//CommercialModelType") == ["AdvertisementSupportedModel"]
+    assert texts(third, ".//StartDateTime") == ["2024-02-02T00:00:00"]
+    assert texts(third, ".//CommercialModelType") == ["AdvertisementSupportedModel"]
 
 
 def test_ern42_differs_where_the_schema_does() -> None:
@@ -148,7 +154,10 @@ def test_ern382_structure() -> None:
     releases = root.findall("ReleaseList/Release")
     assert len(releases) == 13 and releases[0].get("IsMainRelease") == "true"
     assert texts(releases[1], "ReleaseType") == ["TrackRelease"]
-    assert texts(root, "DealList/ReleaseDeal/Deal/DealTerms/Usage/UseType")[:2] == ["OnDemandStream", "NonInteractiveStream"]
+    downloads, streams = root.findall("DealList/ReleaseDeal")
+    assert texts(downloads, "DealReleaseReference")[0] == "R0" and texts(downloads, ".//UseType") == ["PermanentDownload"]
+    assert "R0" not in texts(streams, "DealReleaseReference")
+    assert texts(streams, "Deal/DealTerms/Usage/UseType")[:2] == ["OnDemandStream", "NonInteractiveStream"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -197,7 +206,7 @@ def test_message_id_follows_content_and_created_time_follows_data() -> None:
     a = build(album)
     b = build(dataclasses.replace(album, title="Another Title"))
     assert a.message_id != b.message_id
-    assert a.message_id.startswith("PADPIDA0000000001X-4242-")
+    assert a.message_id.startswith("PADPIDA0000000001O-4242-")
     later = dataclasses.replace(album, deals=album.deals + (dataclasses.replace(album.deals[0], deal_id=9, updated_at=dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))),))
     assert b"<MessageCreatedDateTime>2025-01-02T01:04:05Z</MessageCreatedDateTime>" in build(later).xml
     undated = dataclasses.replace(
@@ -225,13 +234,20 @@ def test_repair_strips_control_characters_and_whitespace_with_warnings(version: 
 
 
 def test_context_from_config_and_bad_context() -> None:
-    tc = TransformConfig(ern_version="3.8.2", sender_dpid="PADPIDA1X", sender_name="Me", language="fr", repair=False)
+    tc = TransformConfig(ern_version="3.8.2", sender_dpid="PADPIDA2014021301J", sender_name="Me", language="fr", repair=False,
+                         business_profiles=True, default_c_line="2025 Me")
     ctx = context_from_config(tc)
-    assert ctx == BuildContext(ern_version="3.8.2", sender=Party("PADPIDA1X", "Me"), language="fr", repair=False)
+    assert ctx == BuildContext(ern_version="3.8.2", sender=Party("PADPIDA2014021301J", "Me"), language="fr", repair=False,
+                               business_profiles=True, default_c_line="2025 Me")
     with pytest.raises(ConfigError) as err:
-        BuildContext(ern_version="4.1", language="english!", sender=Party("nope", "x"), recipient=Party("PADPIDA2X", "Store\x00"))
+        BuildContext(ern_version="4.1", language="english!", sender=Party("nope", "x"), recipient=Party("PADPIDA2014021301J", "Store\x00"))
     assert len(err.value.problems) == 4
     assert "recipient" in err.value.problems[3] and "control characters" in err.value.problems[3]
+    # A DPID's last character is its ISO 7064 MOD 37,36 check character.
+    with pytest.raises(ConfigError) as err:
+        BuildContext(sender=Party("PADPIDA2014021301W", "Me"), recipient=Party("PADPIDA2X", "Store"))
+    assert "check character W" in err.value.problems[0] and "PADPIDA2014021301J" in err.value.problems[0]
+    assert "18 characters" in err.value.problems[1]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -244,10 +260,14 @@ def test_takedown_is_valid(version: str, schema_dir: Path) -> None:
     # Every version: a plain NewReleaseMessage (no UpdateIndicator, no TakeDown
     # flag) whose deals end the day before the takedown: DDEX dates are inclusive.
     assert texts(root, "UpdateIndicator") == [] and texts(root, ".//DealTerms/TakeDown") == []
-    assert set(texts(root, ".//DealTerms/ValidityPeriod/EndDate")) == {"2025-02-28"}
+    if version == "4.3":
+        assert set(texts(root, ".//DealTerms/ValidityPeriod/EndDateTime")) == {"2025-02-28T23:59:59"}
+        assert "2024-02-02T00:00:00" in texts(root, ".//DealTerms/ValidityPeriod/StartDateTime")
+    else:
+        assert set(texts(root, ".//DealTerms/ValidityPeriod/EndDate")) == {"2025-02-28"}
+        assert "2024-02-02" in texts(root, ".//DealTerms/ValidityPeriod/StartDate")
     # The catalog's deals only: three deals, none invented, their own starts kept.
-    assert len(root.findall("DealList/ReleaseDeal")) == 3
-    assert "2024-02-02" in texts(root, ".//DealTerms/ValidityPeriod/StartDate")
+    assert len(root.findall("DealList/ReleaseDeal/Deal")) == 3
     # Without any deal on record, nothing is invented: no DealList at all ("no deal = no deal").
     no_deals = build_takedown(dataclasses.replace(album, deals=()), BuildContext(ern_version=version))
     assert validate_bytes(no_deals.xml, schema_dir) == []
@@ -283,5 +303,5 @@ def test_values_cached_from_earlier_releases_never_leak_into_later_ones(version:
     xml = build(changed, ctx).xml
     assert b"Saeko S." in xml and b"Saeko Shu" not in xml and b"0000000121032683" not in xml
     root = parse(xml)
-    assert set(texts(root, ".//StartDate")) == {"2019-05-06"}
+    assert set(texts(root, ".//StartDate")) | {d[:10] for d in texts(root, ".//StartDateTime")} == {"2019-05-06"}
     assert build(album, ctx).xml == before

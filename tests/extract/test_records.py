@@ -36,7 +36,7 @@ def row(release_id: Any = 1, track_id: Any = 10, track_number: Any = 1, **over: 
     r: dict[str, Any] = {
         "release_id": release_id, "icpn": "4006381333931", "grid": None, "catalog_number": "AUR-1",
         "title": "夜明けの歌", "version_title": None, "release_type": "Album", "label_id": 2,
-        "label_name": "Aurora Records", "label_dpid": "PADPIDA2014120301U", "genre": "Pop", "subgenre": None,
+        "label_name": "Aurora Records", "label_dpid": "PADPIDA2014120301L", "genre": "Pop", "subgenre": None,
         "release_date": dt.date(2024, 1, 5), "original_release_date": None, "p_line_year": 2024,
         "p_line_text": "2024 Aurora Records", "c_line_year": 2024, "c_line_text": "2024 Aurora Records",
         "parental_warning": "NotExplicit", "language": "ja", "release_artists": ARTISTS, "deals": DEALS,
@@ -59,7 +59,7 @@ def test_rows_group_into_releases_with_typed_records() -> None:
     assert [r.release_id for r in releases] == [1, 2]
     first = releases[0]
     assert first.title == "夜明けの歌"
-    assert first.label == Label(2, "Aurora Records", "PADPIDA2014120301U")
+    assert first.label == Label(2, "Aurora Records", "PADPIDA2014120301L")
     assert first.artists == (Contributor(7, "Zoë Lindqvist", "MainArtist", 1, None),)
     assert first.deals == (
         Deal(3, ("Worldwide",), "SubscriptionModel", ("OnDemandStream", "NonInteractiveStream"),
@@ -185,7 +185,7 @@ def test_sequences_with_a_column_list_in_any_order() -> None:
 def test_release_from_dict_equals_the_rows_path() -> None:
     nested = {
         "release_id": 1, "icpn": "4006381333931", "catalog_number": "AUR-1", "title": "夜明けの歌",
-        "release_type": "Album", "label": {"label_id": 2, "name": "Aurora Records", "dpid": "PADPIDA2014120301U"},
+        "release_type": "Album", "label": {"label_id": 2, "name": "Aurora Records", "dpid": "PADPIDA2014120301L"},
         "genre": "Pop", "release_date": "2024-01-05", "p_line_year": 2024, "p_line_text": "2024 Aurora Records",
         "c_line_year": "2024", "c_line_text": "2024 Aurora Records", "parental_warning": "NotExplicit",
         "language": "ja", "artists": ARTISTS, "deals": json.dumps(DEALS), "updated_at": "2024-03-01T12:00:00+00:00",

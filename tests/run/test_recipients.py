@@ -50,7 +50,7 @@ def write_config(folder: Path, db_url: str, stores: list[dict[str, Any]], run: s
 
 
 def store(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "dpid": "PADPIDA0000000010A", **extra}
+    return {"name": name, "dpid": "PADPIDA0000000010M", **extra}
 
 
 def label_names(engine: sa.Engine) -> dict[int, str]:
@@ -155,7 +155,8 @@ def territory_deals(xml: bytes) -> list[tuple[list[str], str | None]]:
     for deal in re.findall(rb"<ReleaseDeal>.*?</ReleaseDeal>", xml, re.S):
         for terms in re.findall(rb"<DealTerms>.*?</DealTerms>", deal, re.S):
             codes = [c.decode() for c in re.findall(rb"<TerritoryCode>([^<]+)</TerritoryCode>", terms)]
-            end = re.search(rb"<EndDate>([^<]+)</EndDate>", terms)
+            # ERN 4.3 writes EndDateTime (the last day, to its end); 4.2 and 3.8.2 EndDate.
+            end = re.search(rb"<EndDate(?:Time)?>([0-9-]{10})[^<]*</EndDate(?:Time)?>", terms)
             out.append((codes, end.group(1).decode() if end else None))
     return out
 

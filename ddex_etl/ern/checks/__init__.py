@@ -16,6 +16,8 @@ One module per concern, each stating the rules that decide what is rejected:
 - ``deals``: territories, commercial models, use types, dates; warnings about
   deals a store would question.
 - ``cover``: the front cover image.
+- ``sanity``: warnings stores' style guides ask for (Various Artists on a
+  track, Explicit without an explicit track, a late P line, track counts).
 - ``vocabulary``: catalog spellings -> each ERN version's allowed values.
 - ``checker``: the field checks they all use (text, identifiers, choices, years, dates).
 
@@ -38,7 +40,8 @@ from .checker import Checker
 from .cover import check_cover
 from .deals import check_deals
 from .parties import Credits, check_label
-from .release import check_details, check_ern3_lines, check_identity, date_message
+from .release import check_c_line, check_details, check_ern3_lines, check_identity, date_message
+from .sanity import check_sanity
 from .tracks import check_tracks
 from .vocabulary import VOCABULARIES
 
@@ -52,6 +55,7 @@ def prepare(
     default_created: dt.datetime,
     need_deals: bool = True,
     created: dt.datetime | None = None,
+    default_c_line: str | None = None,
 ) -> tuple[Prepared, Checker]:
     """Check and map one release; the caller raises if ``checker.problems``.
 
@@ -68,6 +72,7 @@ def prepare(
     p.artists, p.display_name = people.display, people.display_name
     label = check_label(ck, release, p)
     check_details(ck, voc, release, p)
+    check_c_line(ck, release, p, default_c_line)
     check_tracks(ck, voc, release, p, people)
     if version == "3.8.2":
         check_ern3_lines(ck, release, p)
@@ -80,4 +85,6 @@ def prepare(
     if label is not None:
         p.parties.append(label)
     date_message(ck, release, p, created, default_created)
+    if not ck.problems:
+        check_sanity(ck, p)
     return p, ck

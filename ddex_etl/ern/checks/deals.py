@@ -1,21 +1,58 @@
-"""Deals: territories, commercial models and use types mapped per ERN version, dates, and sanity warnings.
+"""Deals: territories, commercial models and use types mapped per ERN version, dates, prices, and sanity warnings.
 
 Each deal needs territories, a commercial model, use types and a start date
 (the release date is used when the deal has none); the end may not precede
-the start. Deals that start before the release date, and deals that overlap
-another deal with the same commercial model, use type and territory, are
-warned about (``Document.warnings``), not rejected. Deals are listed in
-deal-id order.
+the start. Deals that start before the release date, deals that overlap
+another deal with the same commercial model, use type and territory, and a
+subscription deal granting permanent downloads are warned about
+(``Document.warnings``), not rejected. Deals are listed in deal-id order.
+
+Where a deal goes: streaming use types (and a subscription or ad-supported
+service's tethered downloads) are linked to the track releases only, never
+to the main release: DDEX's guidance is that an album is not streamed (ERN 4
+Part 1, 6.14.2; its own ``1 Audio.xml`` sample does so) and stores such as
+YouTube read streaming deals from track releases only. Everything else
+(downloads) is linked to the main release and the track releases. A deal
+granting both is written as two deals, one per scope (``PDeal.tracks_only``).
+
+ERN 3.8.2's business profiles forbid a generic use type beside specific ones
+of its kind (rules 2272-2 and siblings), and name services by specific ones:
+there ``Stream`` is written as ``OnDemandStream`` and ``NonInteractiveStream``,
+and ``Download`` listed beside specific downloads as ``PermanentDownload``
+and ``ConditionalDownload``.
+
+A price (``price_code``, or ``wholesale_price`` with ``currency``) is sent on
+the download part of a deal only: streaming is paid per the store's contract,
+not per unit.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
+from decimal import Decimal
 from typing import Any
 
 from ...models import Release
 from ..prepared import PDeal, Prepared
 from .checker import CACHE_LIMIT, ISO_DATES, Checker
 from .vocabulary import Vocabulary
+
+# Use types of a streaming service: linked to track releases only.
+STREAMING = frozenset({
+    "Stream", "OnDemandStream", "NonInteractiveStream", "ContentInfluencedStream", "TimeInfluencedStream",
+    "Simulcast", "Webcast",
+})
+# Downloads that live only inside a subscription or ad-supported streaming
+# service (offline listening): linked like the streams they come with.
+_TETHERED = frozenset({"ConditionalDownload", "TetheredDownload"})
+_SERVICE_MODELS = frozenset({"SubscriptionModel", "AdvertisementSupportedModel"})
+# ERN 3.8.2: the generic Stream, as the specific use types its business profiles name.
+_STREAM_382 = ("OnDemandStream", "NonInteractiveStream")
+# ... and the generic Download, where a deal lists it beside specific downloads.
+_DOWNLOAD_382 = ("PermanentDownload", "ConditionalDownload")
+_DOWNLOADS = frozenset({"PermanentDownload", "Download", "ConditionalDownload", "TetheredDownload", "KioskDownload"})
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_PRICE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,4})?")
 
 # Deal terms recur across a catalog; clean results are memoised per process
 # (pure functions of their key and the ERN version).
@@ -50,7 +87,25 @@ def check_deals(ck: Checker, voc: Vocabulary, release: Release, p: Prepared, nee
                 ck.problem(f"{where}.start_date", None, f"deal {d.deal_id} has no start date and the release has no release date", "set deals.start_date or releases.release_date")
         if start and end and end < start:
             ck.problem(f"{where}.end_date", d.end_date, f"deal {d.deal_id} ends before it starts ({start})", "correct deals.end_date or deals.start_date")
-        p.deals.append(PDeal(d.deal_id, terrs, models, uses, start, end))
+        price = _price(ck, d, where) if (d.price_code is not None or d.wholesale_price is not None or d.currency is not None) else None
+        model = models[0] if models else ""
+        streams = [u for u in uses if u in STREAMING or (u in _TETHERED and model in _SERVICE_MODELS)]
+        if not streams:
+            rest = uses
+        elif len(streams) == len(uses):
+            rest = []
+        else:  # one deal granting both: a download part for every release, a streaming part for the tracks
+            rest = [u for u in uses if u not in streams]
+        if price is not None and not any(u in _DOWNLOADS for u in rest):
+            ck.warnings.append(
+                f"release {ck.release_id}: deal {d.deal_id} has a price but grants no download; the price is not sent "
+                "(streams are paid per the store's contract); fix: clear the deal's price columns"
+            )
+            price = None
+        if rest or not uses:
+            p.deals.append(PDeal(d.deal_id, terrs, models, rest, start, end, False, *(price or (None, None, None))))
+        if streams:
+            p.deals.append(PDeal(d.deal_id, terrs, models, streams, start, end, True))
 
     if p.deals:
         _deal_sanity(ck, p)
@@ -92,9 +147,41 @@ def _deal_terms(ck: Checker, voc: Vocabulary, d: Any, where: str) -> tuple[list[
         found = voc.use_types.get(u) if type(u) is str else None
         if found is None:
             found = ck.choice(f"{where}.use_types[{j}]", u, voc.use_types, "use type")
-        if found and found not in uses:
+        if found == "Stream" and voc.version == "3.8.2":
+            for specific in _STREAM_382:
+                if specific not in uses:
+                    uses.append(specific)
+        elif found and found not in uses:
             uses.append(found)
+    if voc.version == "3.8.2" and "Download" in uses and any(u != "Download" and u.endswith("Download") for u in uses):
+        # The generic Download beside specific ones: written as the downloads it stands for.
+        at = uses.index("Download")
+        uses[at:at + 1] = [u for u in _DOWNLOAD_382 if u not in uses]
     return terrs, [model] if model else [], uses
+
+
+def _price(ck: Checker, d: Any, where: str) -> tuple[str | None, str | None, str | None] | None:
+    """(price tier code, wholesale price, currency) of a deal, or None (no price, or a bad one: a problem)."""
+    code = ck.text(f"{where}.price_code", d.price_code)
+    amount = d.wholesale_price
+    currency = ck.text(f"{where}.currency", d.currency)
+    text = None
+    if amount is not None:
+        if isinstance(amount, (int, float, Decimal, str)) and not isinstance(amount, bool):
+            raw = str(amount).strip()
+            if _PRICE.fullmatch(raw):  # plain digits only: no exponent, sign, NaN or infinity
+                text = format(Decimal(raw).normalize(), "f")
+        if not text or not _PRICE.fullmatch(text) or Decimal(text) <= 0:
+            ck.problem(f"{where}.wholesale_price", amount, f"deal {d.deal_id}: is not a positive price (up to 4 decimals)", "set deals.wholesale_price to e.g. 0.69, or leave it empty")
+            return None
+        if currency is None or not _CURRENCY.fullmatch(currency):
+            ck.problem(f"{where}.currency", d.currency, f"deal {d.deal_id}: a wholesale price needs an ISO 4217 currency", "set deals.currency to e.g. EUR, USD or GBP")
+            return None
+    elif currency is not None and code is None:
+        ck.warnings.append(f"release {ck.release_id}: deal {d.deal_id} has a currency ({currency}) but no price; fix: set deals.wholesale_price, or clear deals.currency")
+    if code is None and text is None:
+        return None
+    return code, text, currency if text is not None else None
 
 
 def _deal_sanity(ck: Checker, p: Prepared) -> None:
@@ -115,6 +202,13 @@ def _deal_sanity(ck: Checker, p: Prepared) -> None:
                     f"release {rid}: deal {d.deal_id} starts {d.start}, before the release date {p.release_date}, "
                     "and is not a pre-order: the release goes on sale early; fix: start the deal on the release date"
                 )
+    for d in p.deals:
+        if "SubscriptionModel" in d.models and "PermanentDownload" in d.use_types:
+            ck.warnings.append(
+                f"release {rid}: deal {d.deal_id} grants PermanentDownload under SubscriptionModel: a subscription service "
+                "lends tracks (streams, tethered downloads), it does not sell them; fix: use ConditionalDownload, or a "
+                "PayAsYouGoModel deal for permanent downloads"
+            )
     uses = {u for d in p.deals for u in d.use_types}
     for generic in ("Stream", "Download"):
         specific = sorted(u for u in uses if u != generic and u.endswith(generic))

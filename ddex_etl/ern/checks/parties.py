@@ -1,8 +1,10 @@
 """Parties: the release's and its tracks' artists and contributors, and the label.
 
 A release needs a label with a name and at least one display artist
-(MainArtist, FeaturedArtist or Artist); an artist's ISNI check character is
-verified. Each person is checked once per release (and clean results once
+(MainArtist, FeaturedArtist or Artist). An artist's ISNI and the label's
+DPID are optional: one with a wrong check character (or shape) is left out
+of the message with a warning naming the artist or label, the field and
+the fix, and the release still ships. Each person is checked once per release (and clean results once
 per process), declared once as a party, and referenced from every credit:
 
 - Display artists are ordered by the catalog's sequence; ties go to
@@ -22,6 +24,7 @@ import operator
 import re
 from typing import Any
 
+from ...dpid import dpid_fix, dpid_problem
 from ...models import Contributor, Release
 from .. import identifiers
 from ..prepared import PContributor, PCredit, PParty, Prepared
@@ -29,7 +32,6 @@ from .checker import CACHE_LIMIT, Checker
 from .vocabulary import DISPLAY_ROLES, Vocabulary
 
 _ISNI = re.compile(r"[0-9]{15}[0-9X]")
-_DPID = re.compile(r"PADPIDA[a-zA-Z0-9]+")
 _REF_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 # Artists recur across a catalog; clean results are memoised per process
 # (pure functions of their key and the ERN version).
@@ -108,7 +110,7 @@ class Credits:
     """
 
     __slots__ = (
-        "_by_credits", "_by_ids", "_by_tuple", "_resolved", "_resolved_ids",
+        "_by_credits", "_by_ids", "_by_tuple", "_isnis", "_resolved", "_resolved_ids",
         "ck", "display", "display_name", "other", "parties", "voc",
     )
 
@@ -116,6 +118,7 @@ class Credits:
         self.ck = ck
         self.voc = voc
         self.parties: dict[str, PParty] = {}
+        self._isnis: dict[str, str] = {}  # ISNI -> the party ref that has it
         self.display: list[PCredit] = []  # the release's display artists
         self.display_name = ""
         self.other: list[tuple[str, str]] = []  # (ref, role) of the release's other roles
@@ -153,7 +156,7 @@ class Credits:
             if hit is not None:
                 ref, role, is_display, name, isni = hit
                 if ref not in parties:
-                    parties[ref] = PParty(ref, name, isni)
+                    parties[ref] = PParty(ref, name, self._own_isni(isni, ref, c, where, j) if isni else None)
                 out = resolved[key] = resolved_ids[id(c)] = (ref, role, is_display)
                 return out
         ck = self.ck
@@ -173,13 +176,9 @@ class Credits:
         ok = True
         if ref not in parties:
             name = ck.text(f"{where}.name", c.name, True, "set the artist's name (artists.name)")
-            isni = ck.ident(f"{where}.isni", c.isni, _ISNI, "an ISNI (16 characters)", False, "0000000121032683")
-            if isni:
-                wrong = identifiers.isni_problem(isni)
-                if wrong:
-                    expected = identifiers.isni_check_character(isni[:15])
-                    ck.problem(f"{where}.isni", c.isni, f"{wrong} (artist {c.artist_id})", f"correct artists.isni (with check character {expected}: {isni[:15]}{expected}, if the rest is right), or leave it empty")
-                    isni = None
+            isni = self._isni(c, where) if c.isni is not None else None
+            if isni is not None:
+                isni = self._own_isni(isni, ref, c, where)
             if name is None:
                 ok = False
             else:
@@ -192,6 +191,50 @@ class Credits:
             return (ref, disp, True) if ok else None
         found = ck.choice(f"{where}.role", role_text, self.voc.roles, "contributor role")
         return (ref, found, False) if ok and found else None
+
+    def _own_isni(self, isni: str, ref: str, c: Contributor, where: str, j: int | None = None) -> str | None:
+        """``isni``, unless another artist of the release has it: one ISNI is one person, so the later
+        artist is sent without it (with a warning); two contributors with one PartyId break ERN 3's
+        profiles (rules 1028-1, 1101-1) and would merge two people at the store."""
+        owner = self._isnis.setdefault(isni, ref)
+        if owner == ref:
+            return isni
+        at = where if j is None else f"{where}[{j}]"
+        self.ck.warnings.append(
+            f"release {self.ck.release_id}: {at}.isni: {isni!r} of artist {c.artist_id} ({c.name}) is also the ISNI of "
+            f"another artist of the release ({owner[2:]}); the artist is sent without it; fix: correct artists.isni "
+            "(one ISNI per person), or merge the two artists"
+        )
+        return None
+
+    def _isni(self, c: Contributor, where: str) -> str | None:
+        """The artist's ISNI, or None: a bad one is dropped from the message with a warning (it is optional)."""
+        value = c.isni
+        isni = value if type(value) is str and _ISNI.fullmatch(value) else None
+        if isni is None:
+            # Whitespace and control characters follow the repair setting, as for any text.
+            text = self.ck.text(f"{where}.isni", value)
+            if text is None:
+                return None
+            isni = text if _ISNI.fullmatch(text) else None
+        if isni is None:
+            hint = re.sub(r"[\s-]", "", text).upper()
+            fix = f"correct artists.isni to 16 characters, e.g. {hint!r}" if _ISNI.fullmatch(hint) else "correct artists.isni (16 characters: 15 digits and a check character), or leave it empty"
+            self.ck.warnings.append(
+                f"release {self.ck.release_id}: {where}.isni: {value!r} of artist {c.artist_id} ({c.name}) is not an ISNI; "
+                f"the artist is sent without it; fix: {fix}"
+            )
+            return None
+        wrong = identifiers.isni_problem(isni)
+        if wrong:
+            expected = identifiers.isni_check_character(isni[:15])
+            self.ck.warnings.append(
+                f"release {self.ck.release_id}: {where}.isni: {isni!r} of artist {c.artist_id} ({c.name}) {wrong}; "
+                f"the artist is sent without it; fix: correct artists.isni (with check character {expected}: "
+                f"{isni[:15]}{expected}, if the rest is right), or leave it empty"
+            )
+            return None
+        return isni
 
     def release_artists(self, release: Release) -> None:
         """The release's credits: display artists on the release; other roles go on every recording."""
@@ -301,7 +344,32 @@ def check_label(ck: Checker, release: Release, p: Prepared) -> PParty | None:
         return None
     p.label_name = ck.text("label.name", label.name, True, "set labels.name") or ""
     p.label_ref = party_ref("PL", label.label_id)
-    dpid = ck.ident("label.dpid", label.dpid, _DPID, "a DDEX party id", False, "PADPIDA2014021301W")
+    dpid = _label_dpid(ck, label.dpid, label.label_id)
     if p.label_name:
         return PParty(p.label_ref, p.label_name, None, dpid)
     return None
+
+
+_GOOD_DPIDS: set[str] = set()  # label DPIDs seen valid in this process (a handful per catalog)
+
+
+def _label_dpid(ck: Checker, value: object, label_id: object) -> str | None:
+    """The label's DPID, or None. A bad one is left out with a warning: the label
+    is still named, and its DPID is optional, so the release is not rejected."""
+    if type(value) is str and value in _GOOD_DPIDS:
+        return value
+    if value is None:
+        return None
+    text = ck.text("label.dpid", value)
+    if text is None:
+        return None
+    wrong = dpid_problem(text)
+    if wrong is not None:
+        ck.warnings.append(
+            f"release {ck.release_id}: label.dpid: {text!r} of label {label_id} {wrong}; the label is sent without it; "
+            f"fix: correct labels.dpid ({dpid_fix(text)}), or leave it empty"
+        )
+        return None
+    if len(_GOOD_DPIDS) < CACHE_LIMIT:
+        _GOOD_DPIDS.add(text)
+    return text

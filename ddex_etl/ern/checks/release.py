@@ -1,9 +1,11 @@
 """Release fields: what the message says about the release itself, and when the message was made.
 
 Required: title, release type, ICPN (UPC-A, EAN-13 or GTIN-14 with a right
-GS1 check digit). A GRid's check character is verified too; a wrong one
-names the expected character. ERN 3.8.2's release profiles also want a P
-line and a C line on every release.
+GS1 check digit): a bad one rejects the release. The GRid is optional: a bad
+one (shape or check character) is left out with a warning naming the
+expected character. ERN 3.8.2's release profiles also want a P
+line and a C line on every release; a missing C line is filled in every
+version alike (``check_c_line``).
 """
 from __future__ import annotations
 
@@ -36,13 +38,7 @@ def check_identity(ck: Checker, voc: Vocabulary, release: Release, p: Prepared) 
             expected = identifiers.gs1_check_digit(p.icpn[:-1])
             ck.problem("icpn", release.icpn, wrong, f"correct the barcode in releases.icpn (with check digit {expected}: {p.icpn[:-1]}{expected}, if the other digits are right)")
             p.icpn = ""
-    p.grid = ck.ident("grid", release.grid, _GRID, "a GRid (18 letters and digits)", False, "A10302B0001234567X")
-    if p.grid:
-        wrong = identifiers.grid_problem(p.grid)
-        if wrong:
-            expected = identifiers.grid_check_character(p.grid[:17])
-            ck.problem("grid", release.grid, wrong, f"correct releases.grid (with check character {expected}: {p.grid[:17]}{expected}, if the rest is right), or leave it empty")
-            p.grid = None
+    p.grid = _grid(ck, release.grid) if release.grid is not None else None
     if release.language is not None:
         lang = ck.text("language", release.language)
         if lang is not None and not _LANG.fullmatch(lang):
@@ -50,6 +46,33 @@ def check_identity(ck: Checker, voc: Vocabulary, release: Release, p: Prepared) 
             lang = None
         p.language = lang
     p.catalog_number = ck.text("catalog_number", release.catalog_number)
+
+
+def _grid(ck: Checker, value: object) -> str | None:
+    """The release's GRid, or None: optional, so a bad one is left out with a warning (the ICPN identifies the release)."""
+    if type(value) is str and _GRID.fullmatch(value):
+        grid = value
+    else:
+        # Whitespace and control characters follow the repair setting, as for any text.
+        text = ck.text("grid", value)
+        if text is None:
+            return None
+        if not _GRID.fullmatch(text):
+            ck.warnings.append(
+                f"release {ck.release_id}: grid: {value!r} is not a GRid (18 letters and digits); the release is sent "
+                "without it; fix: correct releases.grid, e.g. A10302B0001234567I, or leave it empty"
+            )
+            return None
+        grid = text
+    wrong = identifiers.grid_problem(grid)
+    if wrong:
+        expected = identifiers.grid_check_character(grid[:17])
+        ck.warnings.append(
+            f"release {ck.release_id}: grid: {grid!r} {wrong}; the release is sent without it; fix: correct releases.grid "
+            f"(with check character {expected}: {grid[:17]}{expected}, if the rest is right), or leave it empty"
+        )
+        return None
+    return grid
 
 
 def check_details(ck: Checker, voc: Vocabulary, release: Release, p: Prepared) -> None:
@@ -66,12 +89,39 @@ def check_details(ck: Checker, voc: Vocabulary, release: Release, p: Prepared) -
         p.parental = ck.choice("parental_warning", release.parental_warning, voc.parental, "parental warning")
 
 
+def check_c_line(ck: Checker, release: Release, p: Prepared, default: str | None) -> None:
+    """Every version: a release without a C line gets the default one, with a warning.
+
+    One policy whatever the ERN version, so the same releases ship everywhere:
+    ERN 3.8.2's release profiles need a C line on every release (a Fatal
+    Error without one) and stores show it beside the P line. The default is
+    ``default`` (``transform.default_c_line``) when configured, else the
+    label's: "<year> <label name>", the year being the C line's, else the
+    release date's. A release with neither a C line, a default nor a label
+    is rejected (the label check says so already).
+    """
+    if p.c_text or any(pr.field == "c_line_text" for pr in ck.problems):
+        return
+    if default is not None:
+        p.c_text = default
+        source = "transform.default_c_line"
+    elif p.label_name:
+        year = p.c_year or (int(p.release_date[:4]) if p.release_date else None)
+        p.c_text = f"{year} {p.label_name}" if year else p.label_name
+        source = "the label (no transform.default_c_line is configured)"
+    else:
+        return
+    ck.warnings.append(
+        f"release {ck.release_id}: c_line_text: the release has no C line; sent {p.c_text!r} from {source}; "
+        "fix: set releases.c_line_text (or transform.default_c_line)"
+    )
+
+
 def check_ern3_lines(ck: Checker, release: Release, p: Prepared) -> None:
-    """ERN 3.8.2: a P line and a C line on every release (after the tracks, which may carry the P line)."""
+    """ERN 3.8.2: a P line on every release (after the tracks, which may carry the P line)."""
     # ERN 3's release profiles want a P line and a C line on every release,
-    # track releases included (rule 1017-1 and its C line twin).
-    if not p.c_text and not any(pr.field == "c_line_text" for pr in ck.problems):
-        ck.problem("c_line_text", release.c_line_text, "is missing (ERN 3.8.2's release profiles need a C line on every release)", "set releases.c_line_text, e.g. '2024 Aurora Records'")
+    # track releases included (rule 1017-1 and its C line twin); the C line
+    # is check_c_line's, for every version.
     missing = [t.number for t in p.tracks if not t.p_text]
     if missing and not any(pr.field.endswith("p_line_text") for pr in ck.problems):
         ck.problem("p_line_text", release.p_line_text, f"is missing for {len(missing)} track(s) (ERN 3.8.2's release profiles need a P line on every release)", "set releases.p_line_text (or tracks.p_line_text)")
