@@ -404,7 +404,7 @@ def test_the_shipped_defaults_are_valid_demo_parties(tmp_path: Path) -> None:
 
 
 def test_a_live_message_to_a_store_from_the_demo_sender_is_refused(tmp_path: Path) -> None:
-    store = f'[load]\nlayout = "ddex-batch"\n[[recipients]]\nname = "store-a"\ndpid = "PADPIDA2014120301L"\ntarget = "{tmp_path}"\n'
+    store = f'[load]\nlayout = "ddex-batch"\n[[recipients]]\nname = "store-a"\ndpid = "PADPIDA2014120301L"\ntarget = "{tmp_path}"\nrequire_media = false\n'
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, store))
     [problem] = caught.value.problems

@@ -94,9 +94,9 @@ def test_a_recipient_with_a_target_requires_media_and_one_without_is_warned(
     finally:
         engine.dispose()
     path = write_config(tmp_path, db_url, [
-        {"name": "store", "dpid": "PADPIDA0000000010A", "target": (tmp_path / "store").as_uri()},
-        {"name": "archive", "dpid": "PADPIDA0000000020B"},
-        {"name": "small", "dpid": "PADPIDA0000000030C", "min_cover_px": 3000, "require_media": False},
+        {"name": "store", "dpid": "PADPIDA0000000010M", "target": (tmp_path / "store").as_uri()},
+        {"name": "archive", "dpid": "PADPIDA0000000020I"},
+        {"name": "small", "dpid": "PADPIDA0000000030E", "min_cover_px": 3000, "require_media": False},
     ])
     (tmp_path / "store").mkdir()
     cfg = load_config(path, env={})
@@ -128,11 +128,11 @@ def test_a_recipient_with_a_target_requires_media_and_one_without_is_warned(
 
 
 @pytest.mark.parametrize(("toml", "words"), [
-    ('[load]\nlayout = "ddex-batch"\n[[recipients]]\nname = "s"\ndpid = "PADPIDA0000000010A"\ntarget = "s3://b/in"\n',
+    ('[load]\nlayout = "ddex-batch"\n[[recipients]]\nname = "s"\ndpid = "PADPIDA0000000010M"\ntarget = "s3://b/in"\n',
      "recipients[0] (s): it has a target, so require_media is true, but no media root is set"),
     ('[load]\nlayout = "ddex-batch"\nrequire_media = true\n', "load.require_media = true, but no media root is set"),
     ('[load]\nmin_cover_px = 0\n', "load.min_cover_px: must be at least 1"),
-    ('[[recipients]]\nname = "s"\ndpid = "PADPIDA0000000010A"\nmin_cover_px = -3\n', "recipients[0].min_cover_px"),
+    ('[[recipients]]\nname = "s"\ndpid = "PADPIDA0000000010M"\nmin_cover_px = -3\n', "recipients[0].min_cover_px"),
 ])
 def test_media_settings_are_checked_up_front(tmp_path: Path, toml: str, words: str) -> None:
     (tmp_path / "etl.toml").write_text(toml)
@@ -143,10 +143,13 @@ def test_media_settings_are_checked_up_front(tmp_path: Path, toml: str, words: s
 
 def test_new_media_settings_keep_old_fingerprints() -> None:
     """Configurations that leave the new keys at their defaults resume runs started before them."""
+    # The demo parties of those runs (the shipped defaults have since become valid DPIDs).
+    old = {"sender_dpid": "PADPIDA0000000001X", "recipient_dpid": "PADPIDA0000000002X"}
     plain = RecipientConfig(name="a", dpid="PADPIDA0000000010A")
-    assert Config().fingerprint() == "9d94a9e81cb89e5f"
-    assert Config().for_recipient(plain).fingerprint() == "b74ed4838be7449c"
-    batch = Config(load=LoadConfig(layout="ddex-batch", media_root="/m"))
+    assert Config().with_overrides(transform=old).fingerprint() == "9d94a9e81cb89e5f"
+    assert Config().with_overrides(transform=old).for_recipient(plain).fingerprint() == "b74ed4838be7449c"
+    batch = Config(load=LoadConfig(layout="ddex-batch", media_root="/m")).with_overrides(transform=old)
     assert (batch.fingerprint(), batch.for_recipient(plain).fingerprint()) == ("23f56a9daa5f4ba0", "94fd47f886d860d9")
-    assert Config().for_recipient(RecipientConfig(name="a", dpid="PADPIDA0000000010A", min_cover_px=3000)).fingerprint() \
+    assert Config().with_overrides(transform=old).for_recipient(
+        RecipientConfig(name="a", dpid="PADPIDA0000000010A", min_cover_px=3000)).fingerprint() \
         != "b74ed4838be7449c"
