@@ -1,19 +1,29 @@
 """The kinds of target: a local folder, an SFTP folder, an object store (see ``targets`` for the semantics)."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import Any
 
 from ..errors import DeliveryTerminalError
-from .target_base import TEMP_DIR, RemoteObject, Target
+from .target_base import STREAM_BLOCK, TEMP_DIR, HashingReader, RemoteObject, Target
 
 DEFAULT_SINGLE_PUT_MAX = 64 * 2**20
+#: Object-store files above this go up as a multipart upload whose parts travel side by side (the aws CLI's is 8 MB).
+DEFAULT_MULTIPART_THRESHOLD = 16 * 2**20
+DEFAULT_PART_SIZE = 8 * 2**20
+#: Parts of one multipart upload in flight at once (each held in memory while it travels).
+PARTS_IN_FLIGHT = 4
+_SFTP_BLOCK = 256 * 2**10
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
 
 
@@ -77,12 +87,16 @@ class LocalTarget(Target):
         self._commit(self._write_temp(rel, write), rel)
 
     def _put_file(self, rel: str, local: Path) -> None:
+        with open(local, "rb") as src:
+            self._put_stream(rel, HashingReader(src, str(local), self.throttle), local.stat().st_size, None)
+
+    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> None:
         def write(fd: int) -> None:
-            with open(local, "rb") as src:
-                while block := src.read(1 << 20):
-                    view = memoryview(block)
-                    while view:
-                        view = view[os.write(fd, view):]
+            while block := src.read(STREAM_BLOCK):
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view):]
+            src.verify(size, md5)
 
         self._commit(self._write_temp(rel, write), rel)
 
@@ -166,105 +180,238 @@ class _FsTarget(Target):
 
 
 class SFTPTarget(_FsTarget):
-    """An SFTP folder: upload to ``.etl-partial``, then ``posix-rename`` into place (atomic replace)."""
+    """An SFTP folder: upload to ``.etl-partial``, then ``posix-rename`` into place (atomic replace).
+
+    One SSH connection carries up to ``transfers`` SFTP sessions (channels),
+    one per file in flight; each file's writes are pipelined (requests sent
+    without waiting for each reply, the SSH window bounding what is in
+    flight), so a file costs three round trips (open, close, rename) whatever
+    its size. A server that refuses more sessions (OpenSSH's ``MaxSessions``,
+    10 by default) caps the count at what it accepted.
+    """
 
     scheme = "sftp"
     renames = True
 
-    def __init__(self, fs: Any, root: str, display: str, **kw: Any) -> None:
+    def __init__(self, fs: Any, root: str, display: str, *, timeout: float | None = None, **kw: Any) -> None:
         super().__init__(fs, root, display, **kw)
+        self.timeout = timeout
         self._made: set[str] = set()
+        self._cond = threading.Condition()
+        self._idle: list[Any] = [fs.ftp]
+        self._open = 1  # sessions open (idle or in use)
+        self._cap = self.transfers
+        self._generation = 0  # bumped by a reconnect: sessions of an older connection are dropped
+        self._settimeout(fs.ftp)
 
-    def _makedirs(self, full_dir: str) -> None:
-        if full_dir in self._made or not full_dir:
-            return
-        self.fs.makedirs(full_dir, exist_ok=True)
-        self._made.add(full_dir)
+    # ------------------------------------------------------------------ sessions
 
-    def _upload_then_rename(self, rel: str, upload: Callable[[str], None]) -> None:
-        tmp = self._full(self._temp_name(rel))
-        final = self._full(rel)
-        self._makedirs(tmp.rsplit("/", 1)[0])
-        self._makedirs(final.rsplit("/", 1)[0])
+    def _settimeout(self, sftp: Any) -> None:
+        if self.timeout:
+            sftp.get_channel().settimeout(self.timeout)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
+        """An SFTP session of its own for the calling thread, returned to the pool afterwards."""
+        sftp, generation = self._acquire()
+        ok = False
         try:
-            upload(tmp)
-            self.fs.ftp.posix_rename(tmp, final)
-        except BaseException:
+            yield sftp
+            ok = True
+        finally:
+            with self._cond:
+                if ok and generation == self._generation:
+                    self._idle.append(sftp)
+                else:  # a session that saw a fault is not trusted again
+                    if generation == self._generation:
+                        self._open -= 1
+                    with contextlib.suppress(Exception):
+                        sftp.close()
+                self._cond.notify()
+
+    def _acquire(self) -> tuple[Any, int]:
+        import paramiko
+
+        while True:
+            with self._cond:
+                while not self._idle and self._open >= self._cap:
+                    self._cond.wait()
+                generation = self._generation
+                if self._idle:
+                    return self._idle.pop(), generation
+                self._open += 1
+                client = self.fs.client
             try:
-                self.fs.ftp.remove(tmp)
-            except Exception:  # noqa: BLE001 - the temp may not exist or the session may be gone
-                pass
-            raise
+                sftp = client.open_sftp()
+                self._settimeout(sftp)
+                return sftp, generation
+            except paramiko.ChannelException:
+                with self._cond:
+                    if generation == self._generation:
+                        self._open -= 1
+                    if self._open <= 0:
+                        raise
+                    self._cap = max(1, self._open)  # the server allows no more sessions: use those it gave
+            except BaseException:
+                with self._cond:
+                    if generation == self._generation:
+                        self._open -= 1
+                    self._cond.notify()
+                raise
+
+    def _reconnect(self) -> None:
+        with self._cond:
+            transport = self.fs.client.get_transport() if self.fs.client is not None else None
+            if transport is not None and transport.is_active():
+                return  # the connection is up (another thread reconnected, or one session failed): new sessions do
+            with contextlib.suppress(Exception):  # closing a dead connection may fail; a new one follows
+                self.fs.client.close()
+            self.fs._connect()
+            self._generation += 1
+            self._idle = [self.fs.ftp]
+            self._open = 1
+            self._settimeout(self.fs.ftp)
+            self._made.clear()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            for sftp in self._idle:
+                with contextlib.suppress(Exception):
+                    sftp.close()
+            self._idle = []
+            self._generation += 1
+        with contextlib.suppress(Exception):
+            self.fs.client.close()
+
+    # ------------------------------------------------------------------ folders
+
+    def _ensure_dir(self, sftp: Any, folder: str) -> None:
+        if not folder or folder in (".", "/") or folder in self._made:
+            return
+        try:
+            sftp.mkdir(folder)
+        except OSError:
+            try:
+                attrs = sftp.stat(folder)
+            except FileNotFoundError:  # the parent is missing: make it, then this one
+                self._ensure_dir(sftp, folder.rsplit("/", 1)[0] if "/" in folder else "")
+                try:
+                    sftp.mkdir(folder)
+                except OSError:
+                    attrs = sftp.stat(folder)  # another session made it meanwhile
+                    if not S_ISDIR(attrs.st_mode or 0):
+                        raise
+            else:
+                if not S_ISDIR(attrs.st_mode or 0):
+                    raise
+        self._made.add(folder)
+
+    # ------------------------------------------------------------------ files
 
     def _put_bytes(self, rel: str, data: bytes) -> None:
-        self._upload_then_rename(rel, lambda tmp: self.fs.ftp.putfo(io.BytesIO(data), tmp, file_size=len(data)))
+        self._put_stream(rel, HashingReader(io.BytesIO(data), rel, self.throttle), len(data), None)
 
     def _put_file(self, rel: str, local: Path) -> None:
-        self._upload_then_rename(rel, lambda tmp: self.fs.ftp.put(str(local), tmp))
+        with open(local, "rb") as src:
+            self._put_stream(rel, HashingReader(src, str(local), self.throttle), local.stat().st_size, None)
+
+    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> None:
+        tmp = self._full(self._temp_name(rel))
+        final = self._full(rel)
+        with self._session() as sftp:
+            self._ensure_dir(sftp, tmp.rsplit("/", 1)[0])
+            self._ensure_dir(sftp, final.rsplit("/", 1)[0])
+            try:
+                with sftp.open(tmp, "wb") as f:
+                    f.set_pipelined(True)
+                    while block := src.read(_SFTP_BLOCK):
+                        f.write(block)
+                src.verify(size, md5)  # closed (every write acknowledged) and whole: only now may it appear
+                sftp.posix_rename(tmp, final)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the temp may not exist or the session may be gone
+                    sftp.remove(tmp)
+                raise
+
+    def _exists(self, rel: str) -> bool:
+        with self._session() as sftp:
+            try:
+                return S_ISREG(sftp.stat(self._full(rel)).st_mode or 0)
+            except FileNotFoundError:
+                return False
+
+    def _read_bytes(self, rel: str) -> bytes:
+        with self._session() as sftp, sftp.open(self._full(rel), "rb") as f:
+            f.prefetch()
+            data: bytes = f.read()
+            return data
+
+    def _open_read(self, rel: str) -> Any:
+        return self.fs.open(self._full(rel), "rb")
+
+    def _md5(self, rel: str) -> str:
+        digest = hashlib.md5()
+        with self._session() as sftp, sftp.open(self._full(rel), "rb") as f:
+            f.prefetch()
+            while block := f.read(STREAM_BLOCK):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def _remove(self, rel: str) -> None:
+        with self._session() as sftp:
+            try:
+                sftp.remove(self._full(rel))
+            except FileNotFoundError:
+                pass
 
     def _list(self, rel: str) -> dict[str, RemoteObject]:
-        from stat import S_ISDIR
-
         top = self._full(rel)
         out: dict[str, RemoteObject] = {}
-        try:
-            attrs = self.fs.ftp.stat(top)
-        except FileNotFoundError:
-            return out
-        if not S_ISDIR(attrs.st_mode or 0):
-            return {rel: RemoteObject(attrs.st_size or 0)}
-        stack = [top]
-        while stack:
-            folder = stack.pop()
-            for entry in self.fs.ftp.listdir_attr(folder):
-                full = f"{folder}/{entry.filename}"
-                if S_ISDIR(entry.st_mode or 0):
-                    if folder == self.root and entry.filename == TEMP_DIR:
-                        continue
-                    stack.append(full)
-                else:
-                    out[self._rel(full)] = RemoteObject(entry.st_size or 0)
+        with self._session() as sftp:
+            try:
+                attrs = sftp.stat(top)
+            except FileNotFoundError:
+                return out
+            if not S_ISDIR(attrs.st_mode or 0):
+                return {rel: RemoteObject(attrs.st_size or 0)}
+            stack = [top]
+            while stack:
+                folder = stack.pop()
+                for entry in sftp.listdir_attr(folder):
+                    full = f"{folder}/{entry.filename}"
+                    if S_ISDIR(entry.st_mode or 0):
+                        if folder == self.root and entry.filename == TEMP_DIR:
+                            continue
+                        stack.append(full)
+                    else:
+                        out[self._rel(full)] = RemoteObject(entry.st_size or 0)
         return out
 
     def _clean(self, rel: str) -> int:
-        from stat import S_ISDIR
-
         top = self._full(rel)
         removed = 0
-        try:
-            self.fs.ftp.stat(top)
-        except FileNotFoundError:
-            return 0
-        folders = [top]
-        stack = [top]
-        while stack:
-            folder = stack.pop()
-            for entry in self.fs.ftp.listdir_attr(folder):
-                full = f"{folder}/{entry.filename}"
-                if S_ISDIR(entry.st_mode or 0):
-                    stack.append(full)
-                    folders.append(full)
-                else:
-                    self.fs.ftp.remove(full)
-                    removed += 1
-        for folder in reversed(folders):
-            self.fs.ftp.rmdir(folder)
-            self._made.discard(folder)
+        with self._session() as sftp:
+            try:
+                sftp.stat(top)
+            except FileNotFoundError:
+                return 0
+            folders = [top]
+            stack = [top]
+            while stack:
+                folder = stack.pop()
+                for entry in sftp.listdir_attr(folder):
+                    full = f"{folder}/{entry.filename}"
+                    if S_ISDIR(entry.st_mode or 0):
+                        stack.append(full)
+                        folders.append(full)
+                    else:
+                        sftp.remove(full)
+                        removed += 1
+            for folder in reversed(folders):
+                sftp.rmdir(folder)
+                self._made.discard(folder)
         return removed
-
-    def _reconnect(self) -> None:
-        try:
-            self.fs.client.close()
-        except Exception:  # noqa: BLE001 - closing a dead session may fail; a new one follows
-            pass
-        self.fs._connect()
-        self._made.clear()
-
-    def close(self) -> None:
-        try:
-            self.fs.client.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 class ObjectTarget(_FsTarget):
@@ -274,24 +421,88 @@ class ObjectTarget(_FsTarget):
     renames = False
 
     def __init__(self, fs: Any, root: str, display: str, *, content_md5: bool = False,
-                 single_put_max: int = DEFAULT_SINGLE_PUT_MAX, **kw: Any) -> None:
+                 single_put_max: int = DEFAULT_SINGLE_PUT_MAX, multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 part_size: int = DEFAULT_PART_SIZE, **kw: Any) -> None:
         super().__init__(fs, root, display, **kw)
         self.content_md5 = content_md5
         self.single_put_max = single_put_max
+        # Multipart needs the S3 API (s3fs); other stores take one PUT up to single_put_max.
+        self.multipart = hasattr(fs, "_call_s3")
+        self.multipart_threshold = min(multipart_threshold, single_put_max) if self.multipart else single_put_max
+        self.part_size = max(part_size, 5 * 2**20)  # S3's smallest part (but the last)
 
-    def _put_bytes(self, rel: str, data: bytes) -> None:
+    def _put_bytes(self, rel: str, data: bytes, md5: str | None = None) -> None:
         extra: dict[str, str] = {}
         if self.content_md5:
-            extra["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+            digest = bytes.fromhex(md5) if md5 else hashlib.md5(data).digest()
+            # the store refuses a body whose MD5 is not this one: nothing else is ever committed
+            extra["ContentMD5"] = base64.b64encode(digest).decode("ascii")
         self.fs.pipe_file(self._full(rel), data, **extra)
 
     def _put_file(self, rel: str, local: Path) -> None:
-        if local.stat().st_size <= self.single_put_max:
-            self._put_bytes(rel, local.read_bytes())
-        else:
-            # The library sends parts and commits them with one final request; an
-            # error aborts the upload, a kill leaves parts the lifecycle rule removes.
-            self.fs.put_file(str(local), self._full(rel))
+        with open(local, "rb") as src:
+            self._put_stream(rel, HashingReader(src, str(local), self.throttle), local.stat().st_size, None)
+
+    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> None:
+        if size > self.single_put_max and not self.multipart:
+            # another fsspec store: its own large-file upload, from a local spool checked first
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(prefix="etl-spool-") as spool:
+                while block := src.read(STREAM_BLOCK):
+                    spool.write(block)
+                spool.flush()
+                src.verify(size, md5)
+                self.fs.put_file(spool.name, self._full(rel))
+            return
+        if size <= self.multipart_threshold or not self.multipart:
+            data = src.read_exact(size + 1)
+            src.verify(size, md5)
+            self._put_bytes(rel, data, src.md5)
+            return
+        self._put_multipart(rel, src, size, md5)
+
+    def _put_multipart(self, rel: str, src: HashingReader, size: int, md5: str | None) -> None:
+        """Parts side by side (``PARTS_IN_FLIGHT``, each with its Content-MD5); completed only when the whole MD5 is right.
+
+        A kill leaves an incomplete upload that no listing shows (the lifecycle
+        rule in docs/delivery.md removes its parts); any error aborts it.
+        """
+        bucket, key = self._full(rel).split("/", 1)
+        fs = self.fs
+        created = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+        upload_id = created["UploadId"]
+        in_flight: list[tuple[int, Any]] = []
+        done: list[dict[str, Any]] = []
+        try:
+            number = 0
+            while True:
+                block = src.read_exact(self.part_size)
+                if not block:
+                    break
+                number += 1
+                digest = base64.b64encode(hashlib.md5(block).digest()).decode("ascii")
+                coro = fs._call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                   Body=block, ContentMD5=digest)
+                in_flight.append((number, asyncio.run_coroutine_threadsafe(coro, fs.loop)))
+                del block
+                while len(in_flight) >= PARTS_IN_FLIGHT:
+                    n, future = in_flight.pop(0)
+                    done.append({"PartNumber": n, "ETag": future.result()["ETag"]})
+            for n, future in in_flight:
+                done.append({"PartNumber": n, "ETag": future.result()["ETag"]})
+            in_flight = []
+            src.verify(size, md5)
+            fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
+                       MultipartUpload={"Parts": done})
+        except BaseException:
+            for _n, future in in_flight:
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    future.result()
+            with contextlib.suppress(Exception):
+                fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
 
     def _list(self, rel: str) -> dict[str, RemoteObject]:
         found = self.fs.find(self._full(rel), detail=True)

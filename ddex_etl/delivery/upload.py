@@ -46,17 +46,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import DeliveryError, DeliveryTerminalError
 from .acks import is_ack_file
+from .media_source import MAX_MEDIA_BYTES, MediaRoot
 from .paths import join, safe_relpath
 from .targets import RemoteObject, Target
 
 JOURNAL_DIR = ".etl-delivery"
+#: In a release's ``resources/`` folder: the media the batch sends straight from the media root (no local copy).
+MEDIA_LIST = ".etl-media.json"
 _BLOCK = 1 << 20
 
 RESOURCE, MESSAGE, BATCH_COMPLETE = "resource", "message", "batch-complete"
@@ -71,6 +77,8 @@ class ManifestEntry:
     size: int
     md5: str
     kind: str  # RESOURCE, MESSAGE or BATCH_COMPLETE
+    source: str | None = None  # a path under the media root (streamed from there), or None: the local file
+    media_root: str | None = None  # the media root ``source`` is under
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
@@ -104,17 +112,64 @@ def batch_manifest(local_batch_dir: str | os.PathLike[str], under: str = "") -> 
     batch_id = root.name
     top = root / safe_relpath(under, what="release folder") if under else root
     entries = []
+    listed: list[ManifestEntry] = []
     for folder, dirs, files in os.walk(top):
         dirs[:] = sorted(d for d in dirs if _visible(d))
         for name in files:
+            full = Path(folder) / name
+            if name == MEDIA_LIST and Path(folder).name == "resources":
+                listed.extend(read_media_list(full, Path(folder).relative_to(root).as_posix()))
             if not _visible(name):
                 continue
-            full = Path(folder) / name
             rel = full.relative_to(root).as_posix()
             safe_relpath(rel, what="batch file")
             entries.append(ManifestEntry(rel, full.stat().st_size, file_md5(full), _kind(rel, batch_id)))
+    local = {e.relpath for e in entries}
+    entries.extend(e for e in listed if e.relpath not in local)  # a local copy, when there is one, wins
     entries.sort(key=lambda e: (_ORDER[e.kind], e.relpath))
     return entries
+
+
+def write_media_list(resources_dir_fd: int, media_root: str, files: Iterable[tuple[str, str, int, str]]) -> None:
+    """Note, in a release's ``resources/`` (by descriptor), the media to send from the media root.
+
+    ``files``: (URI ``resources/<name>``, path under the media root, size, MD5).
+    Written to a temp name and renamed, so a reader sees the whole list or none.
+    """
+    rows = [{"uri": uri, "source": source, "size": size, "md5": md5} for uri, source, size, md5 in files]
+    blob = json.dumps({"media_root": media_root, "files": rows}, separators=(",", ":")).encode("utf-8")
+    tmp = f".{MEDIA_LIST}.{os.getpid()}.{threading.get_ident()}.etl-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                 dir_fd=resources_dir_fd)
+    try:
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, MEDIA_LIST, src_dir_fd=resources_dir_fd, dst_dir_fd=resources_dir_fd)
+
+
+def read_media_list(path: Path, resources_rel: str) -> list[ManifestEntry]:
+    """The entries a ``.etl-media.json`` lists (``resources_rel``: its folder, relative to the batch)."""
+    try:
+        data = json.loads(path.read_bytes())
+        media_root = str(data["media_root"])
+        out = []
+        for row in data["files"]:
+            uri, source = str(row["uri"]), str(row["source"])
+            if not uri.startswith("resources/"):
+                raise ValueError(f"URI {uri!r} is not under resources/")
+            rel = f"{resources_rel.rsplit('/', 1)[0]}/{uri}" if "/" in resources_rel else uri
+            safe_relpath(rel, what="batch file")
+            safe_relpath(source, what="media path")
+            out.append(ManifestEntry(rel, int(row["size"]), str(row["md5"]).lower(), RESOURCE, source, media_root))
+        return out
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeliveryTerminalError(
+            f"{path} (the list of media this release sends from the media root) cannot be read: {exc}; fix: "
+            "`etl resume` the run that wrote the batch (it writes the list again), or run again"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- journal
@@ -216,7 +271,8 @@ class BatchUpload:
 
     def __init__(self, target: Target, local_batch_dir: str | os.PathLike[str], *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, max_media_bytes: int = MAX_MEDIA_BYTES,
+                 media_root: str | None = None) -> None:
         self.target = target
         self.local = Path(local_batch_dir)
         if not self.local.is_dir():
@@ -232,6 +288,12 @@ class BatchUpload:
         self._marker = f"BatchComplete_{self.batch_id}.xml"
         self._committed = self.journal.committed()
         self._sent: dict[str, str] = {}  # batch-relative path -> md5, this session's confirmed files
+        self.max_media_bytes = max_media_bytes
+        self.media_root = media_root  # overrides the media root the batch's media lists name
+        self._roots: dict[str, MediaRoot] = {}
+        self._lock = threading.RLock()  # the report, journal and maps are shared by the transfers in flight
+        self._stop = threading.Event()  # set when a transfer hit a fault that stops the upload
+        self.t0 = time.monotonic()
         if not dry_run:
             target.clean_temp(self.remote_dir)  # what a killed upload of this batch left
         self._remote: dict[str, RemoteObject] = target.list(self.remote_dir)
@@ -300,9 +362,32 @@ class BatchUpload:
                             [], r.bytes_uploaded - before[3], r.complete, r.dry_run)
 
     def _send_all(self, entries: Iterable[ManifestEntry]) -> None:
-        for entry in entries:
-            if entry.relpath not in self._sent:
+        """Send each entry not confirmed yet, ``target.transfers`` at a time, resources wholly before messages.
+
+        The first fault that stops the upload (a transient one: the target is
+        unwell) lets the transfers in flight finish, starts no more, and is
+        raised; what was confirmed is journaled, so a resume sends the rest.
+        """
+        todo = [e for e in entries if e.relpath not in self._sent]
+        for kind in (RESOURCE, MESSAGE, BATCH_COMPLETE):
+            self._send_many([e for e in todo if e.kind == kind])
+
+    def _send_many(self, entries: list[ManifestEntry]) -> None:
+        workers = min(self.target.transfers, len(entries))
+        if workers <= 1 or self.dry_run:
+            for entry in entries:
                 self._send(entry)
+            return
+        self._stop.clear()
+        with ThreadPoolExecutor(workers, thread_name_prefix="etl-upload") as pool:
+            futures = [pool.submit(self._send, e) for e in entries]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            first = next((f.exception() for f in futures if f in done and f.exception() is not None), None)
+            if first is not None:
+                self._stop.set()  # queued transfers return at once; those in flight finish
+            wait(futures)
+        if first is not None:
+            raise first
 
     def _already_there(self, remote: str, entry: ManifestEntry) -> bool:
         found = self._remote.get(remote)
@@ -316,14 +401,17 @@ class BatchUpload:
         return self.target.md5(remote) == entry.md5
 
     def _send(self, entry: ManifestEntry) -> None:
+        if self._stop.is_set():
+            return
         remote = join(self.remote_dir, entry.relpath)
         if self._already_there(remote, entry):
-            self._sent[entry.relpath] = entry.md5
-            self.report.skipped.append(remote)
-            if not self.dry_run and self._committed.get(remote) != entry.md5:
-                self.journal.record(remote, entry.md5, entry.size)
-                self._committed[remote] = entry.md5
-            self._event("skipped", remote)
+            with self._lock:
+                self._sent[entry.relpath] = entry.md5
+                self.report.skipped.append(remote)
+                if not self.dry_run and self._committed.get(remote) != entry.md5:
+                    self.journal.record(remote, entry.md5, entry.size)
+                    self._committed[remote] = entry.md5
+                self._event("skipped", remote)
             return
         if self._closed:
             raise DeliveryTerminalError(
@@ -332,14 +420,20 @@ class BatchUpload:
                 "(a new run), never into a batch the store may have ingested"
             )
         if self.dry_run:
-            self._sent[entry.relpath] = entry.md5
-            self.report.uploaded.append(remote)
-            self.report.bytes_uploaded += entry.size
-            self._event("uploaded", remote)
+            with self._lock:
+                self._sent[entry.relpath] = entry.md5
+                self.report.uploaded.append(remote)
+                self.report.bytes_uploaded += entry.size
+                self._event("uploaded", remote)
             return
         local = self.local / entry.relpath
         try:
-            if entry.size <= 4 * _BLOCK:
+            if entry.source is not None:  # straight from the media root, hashed on the way
+                root = self._media_root(entry)
+                source = entry.source
+                self.target.put_stream(remote, lambda: root.open(source, max_bytes=self.max_media_bytes),
+                                       size=entry.size, md5=entry.md5, what=root.path(source))
+            elif entry.size <= 4 * _BLOCK:
                 data = local.read_bytes()
                 if hashlib.md5(data).hexdigest() != entry.md5:
                     raise DeliveryTerminalError(
@@ -348,19 +442,33 @@ class BatchUpload:
                     )
                 self.target.put_bytes(remote, data)
             else:
-                self.target.put_file(remote, local)
+                self.target.put_stream(remote, lambda: open(local, "rb"), size=entry.size, md5=entry.md5,
+                                       what=str(local))
         except DeliveryError as exc:
             if exc.retryable:
                 raise  # the target is unwell: stop here; an upload started again resumes
-            self.report.failed.append((remote, str(exc)))
-            self._event("failed", remote)
+            with self._lock:
+                self.report.failed.append((remote, str(exc)))
+                self._event("failed", remote)
             return
-        self.journal.record(remote, entry.md5, entry.size)
-        self._committed[remote] = entry.md5
-        self._sent[entry.relpath] = entry.md5
-        self.report.uploaded.append(remote)
-        self.report.bytes_uploaded += entry.size
-        self._event("uploaded", remote)
+        with self._lock:
+            self.journal.record(remote, entry.md5, entry.size)
+            self._committed[remote] = entry.md5
+            self._sent[entry.relpath] = entry.md5
+            self.report.uploaded.append(remote)
+            self.report.bytes_uploaded += entry.size
+            self._event("uploaded", remote)
+
+    def _media_root(self, entry: ManifestEntry) -> MediaRoot:
+        url = self.media_root or entry.media_root
+        if not url:
+            raise DeliveryTerminalError(f"{entry.relpath}: no media root to read {entry.source} from; fix: set "
+                                        "load.media_root (or the recipient's media_root) as the run had it")
+        with self._lock:
+            root = self._roots.get(url)
+            if root is None:
+                root = self._roots[url] = MediaRoot(url)
+            return root
 
     def _event(self, what: str, remote: str) -> None:
         if self.on_file is not None:
@@ -369,7 +477,7 @@ class BatchUpload:
 
 def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
-                 dry_run: bool = False) -> UploadReport:
+                 dry_run: bool = False, **options: Any) -> UploadReport:
     """Upload a whole local batch folder: resources, messages, then ``BatchComplete`` last. Resumable.
 
     Returns the report (uploaded, skipped as already there, failed). Raises
@@ -377,6 +485,6 @@ def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, rem
     resume) and ``DeliveryTerminalError`` for what needs a fix first.
     """
     upload = BatchUpload(target, local_batch_dir, remote_dir=remote_dir, journal=journal, on_file=on_file,
-                         dry_run=dry_run)
+                         dry_run=dry_run, **options)
     upload.send_all()
     return upload.complete()
