@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,6 +136,22 @@ class Target(ABC):
         rel = safe_relpath(under) if under else ""
         found = self._retrying(f"listing {rel or '/'}", lambda: self._list(rel))
         return {k: v for k, v in found.items() if not k.startswith(TEMP_DIR + "/")}
+
+    def prepare_folders(self, relpaths: Iterable[str]) -> None:
+        """Make sure the folders that will hold these files exist (many at once), before they are sent.
+
+        Only a hint: a put makes what is missing anyway. Targets where a folder
+        costs a round trip (SFTP) make them side by side here instead of one
+        by one in front of each file.
+        """
+        rels = [safe_relpath(r) for r in relpaths if "/" in r]
+        folders = {r.rsplit("/", 1)[0] for r in rels}
+        if folders and self.renames:
+            folders |= {self._temp_name(r).rsplit("/", 1)[0] for r in rels}  # where their temp files go
+            self._retrying("making folders", lambda: self._prepare(sorted(folders)))
+
+    def _prepare(self, folders: list[str]) -> None:
+        return None
 
     def clean_temp(self, under: str = "") -> int:
         """Remove temp files a killed upload left (for batch ``under``, or all); returns how many."""

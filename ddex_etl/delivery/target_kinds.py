@@ -307,6 +307,31 @@ class SFTPTarget(_FsTarget):
                     raise
         self._made.add(folder)
 
+    def _prepare(self, folders: list[str]) -> None:
+        """Every folder (and its parents), a level at a time, the folders of a level side by side."""
+        wanted: set[str] = set()
+        for rel in folders:
+            parts = rel.split("/")
+            wanted.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        levels: dict[int, list[str]] = {}
+        for rel in wanted:
+            full = self._full(rel)
+            if full not in self._made:
+                levels.setdefault(rel.count("/"), []).append(full)
+
+        def make(batch: list[str]) -> None:
+            with self._session() as sftp:
+                for full in batch:
+                    self._ensure_dir(sftp, full)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.transfers, thread_name_prefix="etl-mkdir") as pool:
+            for depth in sorted(levels):
+                names = sorted(levels[depth])
+                n = min(self.transfers, len(names))
+                list(pool.map(make, [names[i::n] for i in range(n)]))
+
     # ------------------------------------------------------------------ files
 
     def _put_bytes(self, rel: str, data: bytes) -> None:

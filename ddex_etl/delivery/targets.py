@@ -222,17 +222,41 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
         client_kwargs=client_kwargs,
         # one connection per transfer, and room for the parts of a multipart upload beside them
         config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"},
-                       "max_pool_connections": max(10, 2 * int(retry.get("transfers", DEFAULT_TRANSFERS)))},
+                       "max_pool_connections": max(10, 2 * int(retry.get("transfers", DEFAULT_TRANSFERS))),
+                       # Content-MD5 already guards every body; a CRC32 on top costs CPU and nothing more
+                       "request_checksum_calculation": "when_required",
+                       "response_checksum_validation": "when_required"},
         use_listings_cache=False,
         skip_instance_cache=True,
         **session,
     )
     fs.retries = 1  # one retry policy, ours: neither s3fs nor botocore retries a request itself
+    try:
+        fs.connect()
+    except Exception as exc:  # noqa: BLE001 - classified like any operation's fault
+        raise classify_error(exc, f"connecting to s3://{bucket}") from exc
+    # botocore asks every PUT to wait for "100 Continue" before its body: a round trip more per file. A small
+    # body goes at once (a refused one costs only itself); large ones keep asking.
+    fs.s3.meta.events.register("before-send.s3", _no_expect_for_small_bodies)
     display = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     if endpoint:
         display += f" (endpoint {endpoint})"
     return ObjectTarget(fs, join(bucket, prefix), display, content_md5=True, single_put_max=single_put_max, **sizes,
                         **retry)
+
+
+_EXPECT_MIN_BODY = 1 << 20
+
+
+def _no_expect_for_small_bodies(request: Any, **_: Any) -> None:
+    headers = request.headers
+    if "Expect" in headers:
+        try:
+            size = int(headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if size <= _EXPECT_MIN_BODY:
+            del headers["Expect"]
 
 
 def _open_fsspec(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any]) -> Target:

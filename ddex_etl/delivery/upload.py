@@ -130,7 +130,8 @@ def batch_manifest(local_batch_dir: str | os.PathLike[str], under: str = "") -> 
     return entries
 
 
-def write_media_list(resources_dir_fd: int, media_root: str, files: Iterable[tuple[str, str, int, str]]) -> None:
+def write_media_list(resources_dir_fd: int, media_root: str, files: Iterable[tuple[str, str, int, str]], *,
+                     durable: bool = True) -> None:
     """Note, in a release's ``resources/`` (by descriptor), the media to send from the media root.
 
     ``files``: (URI ``resources/<name>``, path under the media root, size, MD5).
@@ -145,6 +146,8 @@ def write_media_list(resources_dir_fd: int, media_root: str, files: Iterable[tup
         view = memoryview(blob)
         while view:
             view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, MEDIA_LIST, src_dir_fd=resources_dir_fd, dst_dir_fd=resources_dir_fd)
@@ -327,7 +330,7 @@ class BatchUpload:
             if missing:  # cannot happen unless a send failed silently; never close a partial batch
                 raise DeliveryTerminalError(f"batch {self.batch_id}: {len(missing)} files not confirmed on "
                                             f"{self.target.describe()}: {missing[:5]}; BatchComplete not sent")
-            if not self._closed:
+            if not self._closed and self._remote:
                 self._remove_extras({join(self.remote_dir, e.relpath) for e in manifest})
             self._send(marker[0])
             self.report.complete = self.dry_run or marker[0].relpath in self._sent
@@ -344,7 +347,8 @@ class BatchUpload:
         run then rejected (its media changed, say); the store must not find it
         in a batch declared complete. The store's own ACK files stay.
         """
-        for remote in sorted(set(self.target.list(self.remote_dir)) - wanted):
+        # Only a file that was there when this upload started can be extra: everything this upload sent is wanted.
+        for remote in sorted(set(self._remote) - wanted):
             if is_ack_file(remote):
                 continue
             if not self.dry_run:
@@ -369,6 +373,9 @@ class BatchUpload:
         raised; what was confirmed is journaled, so a resume sends the rest.
         """
         todo = [e for e in entries if e.relpath not in self._sent]
+        if not self.dry_run and not self._closed:
+            missing = [join(self.remote_dir, e.relpath) for e in todo]
+            self.target.prepare_folders(r for r in missing if r not in self._remote)
         for kind in (RESOURCE, MESSAGE, BATCH_COMPLETE):
             self._send_many([e for e in todo if e.kind == kind])
 

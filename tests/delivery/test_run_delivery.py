@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import S3Proxy, S3Server, SFTPServer, s3_tree_md5, tree_md5
+from conftest import S3Proxy, S3Server, SFTPServer, batch_tree, s3_tree_md5, tree_md5
 from messages import without_header
 from sshd_server import OpenSSHServer
 
@@ -142,13 +142,13 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
 
     a = batch_of(tmp_path, "store-a")
     remote_a = sftp_tree(sftp_server, folder, a.name)
-    assert remote_a == tree_md5(a)  # byte for byte what the run wrote locally
+    assert remote_a == batch_tree(a)  # byte for byte what the run wrote locally, media from the media root
     check_batch(remote_a, a.name, expected, folders)
     assert not visible_temp_names(sftp_server.root / folder / a.name)
 
     b = batch_of(tmp_path, "store-b")
     remote_b = s3_tree_md5(s3_server.client(), bucket, f"in/{b.name}")
-    assert remote_b == tree_md5(b)
+    assert remote_b == batch_tree(b)
     check_batch(remote_b, b.name, expected, folders)
     assert a.name != b.name
 
@@ -163,6 +163,9 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
     assert uris and all(u.startswith(b"resources/") for u in uris)
     assert {u.decode() for u in uris} == set(expected[one])
     assert report.outcomes[0].report is not None and report.outcomes[0].report.delivery["complete"]
+    # Remote stores: the media went from the media root to each store; neither local batch holds a copy.
+    for local in (a, b):
+        assert not [p for p in local.rglob("resources/*") if not p.name.startswith(".")]
 
 
 def test_a_run_delivers_to_a_real_openssh_server(
@@ -174,7 +177,7 @@ def test_a_run_delivers_to_a_real_openssh_server(
     assert report.exit_code == 0, report.summary()
     batch = batch_of(tmp_path, "store-a")
     remote = tree_md5(openssh_server.root / folder / batch.name)
-    assert remote == tree_md5(batch)  # byte for byte what the run wrote locally
+    assert remote == batch_tree(batch)  # byte for byte what the run wrote locally, media from the media root
     expected = expected_resources(catalog)
     check_batch(remote, batch.name, expected, set(expected))
     assert not visible_temp_names(openssh_server.root / folder / batch.name)
@@ -278,7 +281,7 @@ def test_a_failed_upload_fails_the_run_and_the_next_run_delivers_what_is_missing
     report = second.outcomes[0].report
     assert report is not None and report.run_id == run_id and report.resumed  # the same run, continued
     batch = batch_of(tmp_path, "store-b")
-    assert s3_tree_md5(s3_server.client(), bucket, f"in/{batch.name}") == tree_md5(batch)
+    assert s3_tree_md5(s3_server.client(), bucket, f"in/{batch.name}") == batch_tree(batch)
 
 
 # --------------------------------------------------------------------------- SIGKILL during the upload
@@ -370,7 +373,7 @@ def test_sigkill_during_the_upload_then_resume_ends_like_an_undisturbed_delivery
     assert resumed is not None and resumed.resumed and resumed.delivery and resumed.delivery["complete"]
 
     final = remote()
-    assert final == tree_md5(batch)  # every file, byte for byte
+    assert final == batch_tree(batch)  # every file, byte for byte
     check_batch(final, batch.name, expected_resources(catalog), set(expected_resources(catalog)))
     if kind == "sftp":
         assert not visible_temp_names(sftp_server.root / folder / batch.name)
@@ -387,6 +390,8 @@ def test_sigkill_during_the_upload_then_resume_ends_like_an_undisturbed_delivery
         theirs = ref_root / rel
         if rel.endswith(".xml") and "/" in rel:
             assert without_header(mine.read_bytes()) == without_header(theirs.read_bytes()), rel
+        elif "/resources/" in rel:  # sent from the media root: the local batch holds no copy
+            assert final[rel.replace(ref_batch.name, batch.name)] == ref_tree[rel], rel
         else:
             assert mine.read_bytes() == theirs.read_bytes(), rel
 
