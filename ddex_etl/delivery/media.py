@@ -36,8 +36,7 @@ from ..errors import FieldProblem, MediaError, OutputError
 from ..load import RESOURCES, FileChunk, output_error, remove_resources
 from ..models import Release
 from .media_source import MAX_MEDIA_BYTES, MediaRoot
-from .resources import (CopiedResource, PlannedResource, ResourceWriteError, copy_resources, hash_resources,
-                        plan_resources, release_media)
+from .resources import CopiedResource, PlannedResource, ResourceWriteError, copy_resources, hash_resources, plan_resources, release_media
 from .upload import write_media_list
 
 _ROOTS: dict[str, MediaRoot] = {}  # per process: one fsspec filesystem per media root

@@ -18,8 +18,8 @@ import json
 import os
 import signal
 import subprocess
-import time
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path

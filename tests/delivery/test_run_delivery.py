@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,42 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
     # Remote stores: the media went from the media root to each store; neither local batch holds a copy.
     for local in (a, b):
         assert not [p for p in local.rglob("resources/*") if not p.name.startswith(".")]
+
+
+def test_recipients_go_side_by_side_and_a_stalled_store_holds_back_no_other(
+    catalog: sa.Engine, db_url: str, tmp_path: Path, s3_server: S3Server
+) -> None:
+    # Store "slow" does not answer its first PUT until store "quick" holds a complete batch. One after the
+    # other (the old way) "quick" would never start: the hook gives up after 60 s and "slow" fails.
+    proxy = S3Proxy(s3_server.endpoint)
+    bucket = s3_server.bucket()
+    slow = s3_store(s3_server, "slow", bucket)
+    slow["options"] = {**slow["options"], "endpoint_url": proxy.url}
+    (tmp_path / "quick-store").mkdir()
+    quick = {"name": "quick", "dpid": "PADPIDA0000000010A", "target": str(tmp_path / "quick-store")}
+    path = write_config(tmp_path, db_url, [slow, quick])
+    waited: list[float] = []
+
+    def hold_until_quick_is_done(event: str, key: str) -> str | None:
+        if event != "put" or waited:
+            return None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            if list((tmp_path / "quick-store").glob("*/BatchComplete_*.xml")):
+                waited.append(time.monotonic() - t0)
+                return None
+            time.sleep(0.05)
+        waited.append(-1.0)
+        return "drop"
+
+    proxy.hook = hold_until_quick_is_done
+    try:
+        report = recipients.run(load_config(path, env={}), progress=False)
+    finally:
+        proxy.close()
+    assert waited and waited[0] >= 0, "store quick never finished while store slow was stalled"
+    assert report.exit_code == 0, report.summary()
+    assert [(o.recipient, o.status) for o in report.outcomes] == [("slow", "succeeded"), ("quick", "succeeded")]
 
 
 def test_a_run_delivers_to_a_real_openssh_server(
