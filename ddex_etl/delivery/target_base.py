@@ -79,6 +79,8 @@ class Target(ABC):
     def put_bytes(self, relpath: str, data: bytes) -> None:
         """Store ``data`` at ``relpath``, whole or not at all (replacing what was there)."""
         rel = safe_relpath(relpath)
+        if self.throttle is not None:
+            self.throttle.take(len(data))
         self._retrying(f"uploading {rel}", lambda: self._put_bytes(rel, data))
 
     def put_file(self, relpath: str, local_path: str | os.PathLike[str]) -> None:

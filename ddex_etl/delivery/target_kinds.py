@@ -335,7 +335,7 @@ class SFTPTarget(_FsTarget):
     # ------------------------------------------------------------------ files
 
     def _put_bytes(self, rel: str, data: bytes) -> None:
-        self._put_stream(rel, HashingReader(io.BytesIO(data), rel, self.throttle), len(data), None)
+        self._put_stream(rel, HashingReader(io.BytesIO(data), rel), len(data), None)  # put_bytes throttled it
 
     def _put_file(self, rel: str, local: Path) -> None:
         with open(local, "rb") as src:

@@ -262,6 +262,44 @@ class UploadReport:
                 f"{len(self.failed)} failed{removed}; batch {state}")
 
 
+# --------------------------------------------------------------------------- progress
+
+
+@dataclass
+class UploadProgress:
+    """Where an upload stands: files and bytes done of those it set out to send (already there counts as done)."""
+
+    started: float = field(default_factory=time.monotonic)
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second so far."""
+        return self.bytes_done / self.seconds
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far (None before the first byte)."""
+        if self.bytes_done <= 0:
+            return None
+        return max(self.bytes_total - self.bytes_done, 0) / self.rate
+
+    def line(self) -> str:
+        """``120/457 files, 1.2/3.0 MB, 0.35 MB/s, ETA 6 s`` (MB = 2^20 bytes)."""
+        mb = 2**20
+        eta = self.eta
+        left = "ETA ?" if eta is None else f"ETA {eta:.0f} s"
+        return (f"{self.files_done}/{self.files_total} files, {self.bytes_done / mb:.1f}/{self.bytes_total / mb:.1f} MB, "
+                f"{self.rate / mb:.2f} MB/s, {left}")
+
+
 # --------------------------------------------------------------------------- upload
 
 
@@ -275,7 +313,7 @@ class BatchUpload:
     def __init__(self, target: Target, local_batch_dir: str | os.PathLike[str], *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
                  dry_run: bool = False, max_media_bytes: int = MAX_MEDIA_BYTES,
-                 media_root: str | None = None) -> None:
+                 media_root: str | None = None, on_progress: Callable[[UploadProgress], None] | None = None) -> None:
         self.target = target
         self.local = Path(local_batch_dir)
         if not self.local.is_dir():
@@ -296,7 +334,9 @@ class BatchUpload:
         self._roots: dict[str, MediaRoot] = {}
         self._lock = threading.RLock()  # the report, journal and maps are shared by the transfers in flight
         self._stop = threading.Event()  # set when a transfer hit a fault that stops the upload
-        self.t0 = time.monotonic()
+        self.progress = UploadProgress()
+        self.on_progress = on_progress
+        self._queued: set[str] = set()  # counted in the progress totals
         if not dry_run:
             target.clean_temp(self.remote_dir)  # what a killed upload of this batch left
         self._remote: dict[str, RemoteObject] = target.list(self.remote_dir)
@@ -332,6 +372,7 @@ class BatchUpload:
                                             f"{self.target.describe()}: {missing[:5]}; BatchComplete not sent")
             if not self._closed and self._remote:
                 self._remove_extras({join(self.remote_dir, e.relpath) for e in manifest})
+            self._count(marker)
             self._send(marker[0])
             self.report.complete = self.dry_run or marker[0].relpath in self._sent
             if not self.dry_run:
@@ -372,12 +413,22 @@ class BatchUpload:
         unwell) lets the transfers in flight finish, starts no more, and is
         raised; what was confirmed is journaled, so a resume sends the rest.
         """
-        todo = [e for e in entries if e.relpath not in self._sent]
+        failed = {r for r, _ in self.report.failed}  # tried once in this upload: reported once
+        todo = [e for e in entries if e.relpath not in self._sent and join(self.remote_dir, e.relpath) not in failed]
+        self._count(todo)
         if not self.dry_run and not self._closed:
             missing = [join(self.remote_dir, e.relpath) for e in todo]
             self.target.prepare_folders(r for r in missing if r not in self._remote)
         for kind in (RESOURCE, MESSAGE, BATCH_COMPLETE):
             self._send_many([e for e in todo if e.kind == kind])
+
+    def _count(self, entries: list[ManifestEntry]) -> None:
+        """Add entries not counted yet to the progress totals."""
+        with self._lock:
+            fresh = [e for e in entries if e.relpath not in self._queued]
+            self._queued.update(e.relpath for e in fresh)
+            self.progress.files_total += len(fresh)
+            self.progress.bytes_total += sum(e.size for e in fresh)
 
     def _send_many(self, entries: list[ManifestEntry]) -> None:
         workers = min(self.target.transfers, len(entries))
@@ -418,7 +469,7 @@ class BatchUpload:
                 if not self.dry_run and self._committed.get(remote) != entry.md5:
                     self.journal.record(remote, entry.md5, entry.size)
                     self._committed[remote] = entry.md5
-                self._event("skipped", remote)
+                self._event("skipped", remote, entry.size)
             return
         if self._closed:
             raise DeliveryTerminalError(
@@ -431,7 +482,7 @@ class BatchUpload:
                 self._sent[entry.relpath] = entry.md5
                 self.report.uploaded.append(remote)
                 self.report.bytes_uploaded += entry.size
-                self._event("uploaded", remote)
+                self._event("uploaded", remote, entry.size)
             return
         local = self.local / entry.relpath
         try:
@@ -464,7 +515,7 @@ class BatchUpload:
             self._sent[entry.relpath] = entry.md5
             self.report.uploaded.append(remote)
             self.report.bytes_uploaded += entry.size
-            self._event("uploaded", remote)
+            self._event("uploaded", remote, entry.size)
 
     def _media_root(self, entry: ManifestEntry) -> MediaRoot:
         url = self.media_root or entry.media_root
@@ -477,7 +528,12 @@ class BatchUpload:
                 root = self._roots[url] = MediaRoot(url)
             return root
 
-    def _event(self, what: str, remote: str) -> None:
+    def _event(self, what: str, remote: str, size: int = 0) -> None:
+        if what in ("uploaded", "skipped"):
+            self.progress.files_done += 1
+            self.progress.bytes_done += size
+            if self.on_progress is not None:
+                self.on_progress(self.progress)
         if self.on_file is not None:
             self.on_file(what, remote)
 

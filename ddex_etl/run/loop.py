@@ -143,7 +143,10 @@ class Runner:
             return
         from ..delivery.deliver import deliver_batch
 
-        self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id).as_dict()
+        self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id,
+                                      progress_interval=self.cfg.run.progress_interval,
+                                      media_root=self.cfg.load.media_root,
+                                      max_media_bytes=self.cfg.load.max_media_bytes).as_dict()
 
     def _report_orphans(self) -> None:
         """Releases this job delivered that the catalog lost without a takedown: rejected in every run (see orphans)."""
