@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -471,3 +473,118 @@ def test_dry_run_reports_per_recipient_and_writes_nothing(
 def test_config_objects_for_recipients_keep_the_shorthand_fingerprint() -> None:
     # A configuration without [[recipients]] hashes as before recipients existed: its unfinished runs resume.
     assert Config().fingerprint() == "9d94a9e81cb89e5f"
+
+
+# --------------------------------------------------------------------------- kill -9 at random moments
+
+
+def _journaled(out: Path) -> set[str]:
+    """Every remote path the upload journals under ``out`` record as committed."""
+    found: set[str] = set()
+    for journal in out.rglob("*.jsonl"):
+        for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                found.add(str(json.loads(line)["path"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sftp", "s3"])
+def test_sigkill_at_random_moments_of_a_concurrent_upload_then_resume(
+    catalog: sa.Engine, db_url: str, tmp_path: Path, sftp_server: SFTPServer, s3_server: S3Server, kind: str,
+) -> None:
+    """`etl run`, then `etl resume` again and again, each killed (-9) at a random instant of its upload.
+
+    In the end the store holds exactly the batch, BatchComplete last; no partial file or object was ever
+    visible; and no file was committed again once a journal line said it was there.
+    """
+    rnd = random.Random(f"issue22-{kind}")
+    media_bytes = sum(p.stat().st_size for p in (tmp_path / "media").rglob("*") if p.is_file())
+    # the upload lasts about 3 s: room for many kills, each landing somewhere else in it
+    throttle = {"transfers": 8, "max_bandwidth": max(media_bytes // 3, 4096)}
+    commits: list[str] = []
+    started = threading.Event()
+    seen_complete: list[bool] = []
+    proxy: S3Proxy | None = None
+    batch_path = re.compile(r"(\d{17}/.+)$")
+
+    def hook(event: str, path: str) -> str | None:
+        if event == "put" or (event == "write" and ".etl-partial" in path):
+            started.set()
+        if event in ("put-done", "renamed"):
+            found = batch_path.search(path)
+            if found:
+                commits.append(found.group(1))
+        return None
+
+    if kind == "sftp":
+        folder = sftp_server.folder()
+        store = sftp_store(sftp_server, "store", folder)
+        sftp_server.hook[0] = hook
+    else:
+        proxy = S3Proxy(s3_server.endpoint)
+        bucket = s3_server.bucket()
+        store = s3_store(s3_server, "store", bucket)
+        store["options"] = {**store["options"], "endpoint_url": proxy.url}
+        proxy.hook = hook
+    store["options"] = {**store["options"], **throttle}
+    path = write_config(tmp_path, db_url, [store])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    out = tmp_path / "out" / "store"
+    kills = 0
+    try:
+        for attempt in range(40):
+            started.clear()
+            command = "run" if attempt == 0 else "resume"
+            proc = subprocess.Popen([sys.executable, "-m", "ddex_etl", "--config", str(path), command, "--no-progress"],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            while not started.wait(0.02) and proc.poll() is None:
+                pass
+            if proc.poll() is None and kills < 12:
+                time.sleep(rnd.uniform(0.0, 0.3))
+                proc.kill()
+            out_text, err_text = proc.communicate(timeout=240)
+            if proc.returncode != -signal.SIGKILL:
+                assert proc.returncode == 0, (out_text + err_text).decode(errors="replace")[-3000:]
+                break
+            kills += 1
+            time.sleep(0.3)  # what the dead client left in flight settles
+            seen_complete.append(any("BatchComplete_" in c for c in commits))
+            if kind == "sftp":
+                batch_dirs = [p for p in (sftp_server.root / folder).iterdir() if p.is_dir() and p.name[0] != "."]
+                for b in batch_dirs:  # nothing half-written is visible in a batch folder
+                    assert not [p for p in b.rglob("*") if p.name.startswith(".") or p.name.endswith(".part")]
+            else:
+                uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+                assert all("BatchComplete_" not in u["Key"] for u in uploads)
+            # from here on, no journaled file may be committed again (checked at the end)
+            commits.append("--journal " + json.dumps(sorted(_journaled(out))))
+    finally:
+        sftp_server.hook[0] = None
+        if proxy is not None:
+            proxy.close()
+    assert kills >= 10, f"only {kills} kills landed during the upload"
+    assert not any(seen_complete[:-1]), "BatchComplete was committed before the last attempt"
+
+    # nothing journaled as committed was committed again afterwards
+    journaled_so_far: set[str] = set()
+    for entry in commits:
+        if entry.startswith("--journal "):
+            journaled_so_far |= {p.split("/", 1)[1] if p.startswith("in/") else p
+                                 for p in json.loads(entry.removeprefix("--journal "))}
+            journaled_so_far = {batch_path.search(p).group(1) for p in journaled_so_far if batch_path.search(p)}
+        elif not entry.startswith("--"):
+            assert entry not in journaled_so_far, f"{entry} was sent again after its commit was journaled"
+
+    batch = batch_of(tmp_path, "store")
+    final = sftp_tree(sftp_server, folder, batch.name) if kind == "sftp" else \
+        s3_tree_md5(s3_server.client(), bucket, f"in/{batch.name}")
+    assert final == batch_tree(batch)
+    check_batch(final, batch.name, expected_resources(catalog), set(expected_resources(catalog)))
+    assert commits[-1].endswith(f"BatchComplete_{batch.name}.xml")  # last of all
+    if kind == "sftp":
+        assert not visible_temp_names(sftp_server.root / folder / batch.name)
+    else:
+        assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
