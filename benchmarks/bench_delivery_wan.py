@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -101,6 +102,8 @@ class Payload:
     name: str
     batch: Path  # the local batch folder; its name is the remote folder's
     files: dict[str, tuple[int, str]]  # batch-relative path -> (size, md5), every visible file
+    # what ddex-etl uploads: the same batch as a remote-only recipient's run leaves it, media listed, not copied
+    streamed: Path | None = None
 
     @property
     def nbytes(self) -> int:
@@ -152,7 +155,37 @@ def _payload(name: str, batch: Path) -> Payload:
     hidden = [p for p in batch.rglob(".*")]
     if hidden:  # `sftp put -r` would send them and ddex-etl would not: the two would not carry the same files
         raise SystemExit(f"the {name} batch {batch} holds hidden files {hidden[:3]}; remove them first")
-    return Payload(name, batch, _visible_files(batch))
+    files = _visible_files(batch)
+    return Payload(name, batch, files, streamed_batch(batch, files))
+
+
+def streamed_batch(batch: Path, files: dict[str, tuple[int, str]]) -> Path:
+    """The batch as ddex-etl keeps it for a remote-only recipient: messages, and per release a
+    ``resources/.etl-media.json`` listing its media, read from the media root at upload (here the full
+    batch folder plays the media root, so every tool sends the same bytes from the same disk)."""
+    from ddex_etl.delivery.upload import MEDIA_LIST
+
+    out = batch.parent.parent / f"{batch.parent.name}-streamed" / batch.name
+    lists: dict[Path, list[dict[str, Any]]] = {}
+    for rel, (size, md5) in files.items():
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[1] == "resources":
+            lists.setdefault(out / parts[0] / "resources", []).append(
+                {"uri": f"resources/{parts[2]}", "source": rel, "size": size, "md5": md5})
+        else:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(batch / rel, out / rel)
+    for folder, rows in lists.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MEDIA_LIST).write_text(json.dumps({"media_root": str(batch), "files": rows}), encoding="utf-8")
+    return out
+
+
+def local_share(payload: Payload) -> float:
+    """Bytes the remote-only recipient's local batch holds, as a share of the bytes it delivers."""
+    assert payload.streamed is not None
+    held = sum(p.stat().st_size for p in payload.streamed.rglob("*") if p.is_file())
+    return held / payload.nbytes
 
 
 def demo_payload(work: Path, releases: int, seed: int) -> Payload:
@@ -292,7 +325,7 @@ def _run_tool(args: list[str], env: dict[str, str], what: str) -> None:
 def ddex_sftp(link: Link, payload: Payload, folder: str) -> None:
     options = {"key_file": str(link.sshd.key_file), "known_hosts": str(link.sshd.known_hosts), "allow_agent": False}
     with open_target(link.sshd.url(folder, port=link.sftp_port), **options) as target:
-        report = upload_batch(payload.batch, target)
+        report = upload_batch(payload.streamed or payload.batch, target)
     if not (report.ok and report.complete):
         raise SystemExit(f"ddex-etl sftp: {report.summary()}")
 
@@ -315,7 +348,7 @@ def rclone_sftp(link: Link, payload: Payload, folder: str) -> None:
 
 def ddex_s3(link: Link, payload: Payload, prefix: str) -> None:
     with open_target(f"s3://{BUCKET}/{prefix}", endpoint_url=link.s3_endpoint) as target:
-        report = upload_batch(payload.batch, target)
+        report = upload_batch(payload.streamed or payload.batch, target)
     if not (report.ok and report.complete):
         raise SystemExit(f"ddex-etl s3: {report.summary()}")
 
@@ -455,6 +488,9 @@ def main() -> None:
         if "big" in args.payload:
             payloads.append(big_payload(work, args.big_files, args.big_mb))
         print(f"payloads ready in {time.perf_counter() - t0:.1f} s: {'; '.join(p.describe() for p in payloads)}")
+        for p in payloads:
+            print(f"  {p.name}: ddex-etl sends the media from the media root; its local batch holds "
+                  f"{local_share(p):.1%} of the bytes it delivers (messages and bookkeeping)")
         versions = [f"sftp: {_version('ssh', '-V')}",
                     f"s3: {_version(aws, '--version')}" if aws else
                     "s3: the aws CLI is not installed: boto3's transfer manager instead",
