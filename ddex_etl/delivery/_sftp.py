@@ -32,6 +32,12 @@ class CheckedSFTPFileSystem(SFTPFileSystem):
         client.connect(self.host, **self.ssh_kwargs)
         self.client = client
         self.ftp = client.open_sftp()
+        timeout = self.ssh_kwargs.get("timeout")
+        if timeout:
+            # paramiko's own timeouts cover only the login: a server that stops answering without closing
+            # would hang every later request for ever. The channel's timeout bounds each read and each wait
+            # for window space (socket.timeout, classified transient: the retry reconnects).
+            self.ftp.get_channel().settimeout(timeout)
 
 
 def connect(host: str, *, port: int, username: str | None, key_filename: str | None, password: str | None,

@@ -35,13 +35,19 @@ STREAM_BLOCK = 1 << 20
 
 T = TypeVar("T")
 
+_EREMOTEIO = getattr(errno, "EREMOTEIO", 121)
+# What paramiko raises (a bare OSError, no errno) when the connection dropped under a transfer.
+_DROPPED_TEXTS = frozenset({"Socket is closed"})
+
 
 @dataclass(frozen=True, slots=True)
 class RemoteObject:
-    """One object on a target: its size, and its MD5 when the store reports one (S3 single-part ETag)."""
+    """One object on a target: its size, its MD5 when the store reports one (S3 single-part ETag), and its
+    modification time as the store reports it (seconds; SFTP: whole seconds), when it does."""
 
     size: int
     md5: str | None = None
+    mtime: float | None = None
 
 
 class Target(ABC):
@@ -76,32 +82,40 @@ class Target(ABC):
         """The target's URL for messages and logs; never holds a password."""
         return self._display
 
-    def put_bytes(self, relpath: str, data: bytes) -> None:
-        """Store ``data`` at ``relpath``, whole or not at all (replacing what was there)."""
+    def put_bytes(self, relpath: str, data: bytes) -> RemoteObject | None:
+        """Store ``data`` at ``relpath``, whole or not at all (replacing what was there).
+
+        Returns what the store said it now holds when it said so at no extra cost (SFTP, local: size and
+        modification time), else None.
+        """
         rel = safe_relpath(relpath)
         if self.throttle is not None:
             self.throttle.take(len(data))
-        self._retrying(f"uploading {rel}", lambda: self._put_bytes(rel, data))
+        return self._retrying(f"uploading {rel}", lambda: self._put_bytes(rel, data))
 
-    def put_file(self, relpath: str, local_path: str | os.PathLike[str]) -> None:
-        """Store the local file at ``relpath``, whole or not at all; large files are never read into memory whole."""
+    def put_file(self, relpath: str, local_path: str | os.PathLike[str]) -> RemoteObject | None:
+        """Store the local file at ``relpath``, whole or not at all; large files are never read into memory whole.
+
+        Returns what the store said it now holds, as ``put_bytes`` does.
+        """
         rel = safe_relpath(relpath)
-        self._retrying(f"uploading {rel}", lambda: self._put_file(rel, Path(local_path)))
+        return self._retrying(f"uploading {rel}", lambda: self._put_file(rel, Path(local_path)))
 
     def put_stream(self, relpath: str, open_source: Callable[[], Any], *, size: int, md5: str | None,
-                   what: str = "") -> None:
+                   what: str = "") -> RemoteObject | None:
         """Store what ``open_source()`` reads at ``relpath``, committed only when its MD5 and size are the expected ones.
 
         The source is read in blocks and hashed on the way (bounded memory);
         each attempt opens it again. When the bytes read are not ``size``
         bytes with MD5 ``md5`` (when given), nothing is committed and
         ``SourceMismatch`` is raised (``what`` names the source in it). A fault
-        reading the source is a ``SourceError``, never retried.
+        reading the source is a ``SourceError``, never retried. Returns what
+        the store said it now holds, as ``put_bytes`` does.
         """
         rel = safe_relpath(relpath)
         shown = what or rel
 
-        def attempt() -> None:
+        def attempt() -> RemoteObject | None:
             try:
                 raw = open_source()
             except DeliveryError:
@@ -109,9 +123,9 @@ class Target(ABC):
             except Exception as exc:  # noqa: BLE001 - the source's fault, not the target's
                 raise SourceError(f"cannot read {shown}: {exc}") from exc
             with raw:
-                self._put_stream(rel, HashingReader(raw, shown, self.throttle), size, md5)
+                return self._put_stream(rel, HashingReader(raw, shown, self.throttle), size, md5)
 
-        self._retrying(f"uploading {rel}", attempt)
+        return self._retrying(f"uploading {rel}", attempt)
 
     def exists(self, relpath: str) -> bool:
         """Whether a file is at ``relpath``."""
@@ -178,13 +192,13 @@ class Target(ABC):
     # ------------------------------------------------------------------ what each kind implements
 
     @abstractmethod
-    def _put_bytes(self, rel: str, data: bytes) -> None: ...
+    def _put_bytes(self, rel: str, data: bytes) -> RemoteObject | None: ...
 
     @abstractmethod
-    def _put_file(self, rel: str, local: Path) -> None: ...
+    def _put_file(self, rel: str, local: Path) -> RemoteObject | None: ...
 
     @abstractmethod
-    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> None:
+    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> RemoteObject | None:
         """Send ``src`` to ``rel``; call ``src.verify(size, md5)`` after the last block and before the commit."""
 
     @abstractmethod
@@ -352,6 +366,16 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
     code = getattr(exc, "errno", None)
     if code in (errno.ENOSPC, errno.EDQUOT):
         return DeliveryTerminalError(f"{where}: the server's disk is full ({text}); fix: ask the store to free space")
+    if "size mismatch in put" in text:
+        # paramiko's check after a put: the server kept fewer bytes than were sent, and said nothing
+        return DeliveryTerminalError(
+            f"{where}: the server kept fewer bytes than were sent ({text}): the store's disk may be full (or its "
+            "quota reached), or the file was truncated on the server; nothing was renamed into place; fix: ask "
+            "the store to check its free space, then resume (`etl resume`) to send only what is missing"
+        )
+    if code == _EREMOTEIO:
+        # s3fs's translation of a store's 500 InternalError (and of other 5xx without a code of their own)
+        return DeliveryTransientError(f"{where}: the store failed ({text}); resume the upload later")
     if code == errno.EBUSY or any(s in text for s in ("SlowDown", "503", "reduce your request rate", "ServiceUnavailable")):
         return DeliveryTransientError(f"{where}: the store asks to slow down ({text}); resume the upload later")
     transient_names = {
@@ -359,7 +383,8 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
         "ReadTimeoutError", "ClientConnectorError", "ServerDisconnectedError", "ClientOSError",
         "ClientPayloadError", "IncompleteRead", "ConnectionClosedError", "ProtocolError",
     }
-    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | EOFError) or name in transient_names:
+    dropped = isinstance(exc, OSError) and code is None and str(exc) in _DROPPED_TEXTS
+    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | EOFError) or name in transient_names or dropped:
         return DeliveryTransientError(
             f"{where}: the connection failed ({text}); fix: check the network and the server, then resume"
         )

@@ -19,11 +19,14 @@ from .target_base import STREAM_BLOCK, TEMP_DIR, HashingReader, RemoteObject, Ta
 
 DEFAULT_SINGLE_PUT_MAX = 64 * 2**20
 #: Object-store files above this go up as a multipart upload whose parts travel side by side (the aws CLI's is 8 MB).
-DEFAULT_MULTIPART_THRESHOLD = 16 * 2**20
+DEFAULT_MULTIPART_THRESHOLD = 32 * 2**20
 DEFAULT_PART_SIZE = 8 * 2**20
 #: Parts of one multipart upload in flight at once (each held in memory while it travels).
 PARTS_IN_FLIGHT = 4
 _SFTP_BLOCK = 256 * 2**10
+# The slowest transfer an object store's request may make before it counts as stalled: its deadline is the
+# target's ``timeout`` plus the bytes it moves at this rate (a 64 MiB PUT: timeout + 1024 s).
+MIN_RATE = 64 * 1024
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
 
 
@@ -63,7 +66,7 @@ class LocalTarget(Target):
         os.close(fd)
         return tmp
 
-    def _commit(self, tmp: Path, rel: str) -> None:
+    def _commit(self, tmp: Path, rel: str) -> RemoteObject:
         final = self._path(rel)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -77,20 +80,22 @@ class LocalTarget(Target):
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+        st = os.stat(final)
+        return RemoteObject(st.st_size, None, st.st_mtime)
 
-    def _put_bytes(self, rel: str, data: bytes) -> None:
+    def _put_bytes(self, rel: str, data: bytes) -> RemoteObject:
         def write(fd: int) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
 
-        self._commit(self._write_temp(rel, write), rel)
+        return self._commit(self._write_temp(rel, write), rel)
 
-    def _put_file(self, rel: str, local: Path) -> None:
+    def _put_file(self, rel: str, local: Path) -> RemoteObject:
         with open(local, "rb") as src:
-            self._put_stream(rel, HashingReader(src, str(local), self.throttle), local.stat().st_size, None)
+            return self._put_stream(rel, HashingReader(src, str(local), self.throttle), local.stat().st_size, None)
 
-    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> None:
+    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> RemoteObject:
         def write(fd: int) -> None:
             while block := src.read(STREAM_BLOCK):
                 view = memoryview(block)
@@ -98,7 +103,7 @@ class LocalTarget(Target):
                     view = view[os.write(fd, view):]
             src.verify(size, md5)
 
-        self._commit(self._write_temp(rel, write), rel)
+        return self._commit(self._write_temp(rel, write), rel)
 
     def _exists(self, rel: str) -> bool:
         return self._path(rel).is_file()
@@ -116,13 +121,15 @@ class LocalTarget(Target):
         top = self._path(rel) if rel else self.root
         out: dict[str, RemoteObject] = {}
         if top.is_file():
-            return {rel: RemoteObject(top.stat().st_size)}
+            st = top.stat()
+            return {rel: RemoteObject(st.st_size, None, st.st_mtime)}
         for folder, dirs, files in os.walk(top):
             if Path(folder) == self.root and TEMP_DIR in dirs:
                 dirs.remove(TEMP_DIR)
             for name in files:
                 full = Path(folder) / name
-                out[full.relative_to(self.root).as_posix()] = RemoteObject(full.stat().st_size)
+                st = full.stat()
+                out[full.relative_to(self.root).as_posix()] = RemoteObject(st.st_size, None, st.st_mtime)
         return out
 
     def _clean(self, rel: str) -> int:
@@ -179,6 +186,49 @@ class _FsTarget(Target):
             pass
 
 
+def _write_pipelined(sftp: Any, path: str, src: HashingReader) -> Any:
+    """Write ``src`` to a new file ``path``; its attributes (size, modification time) once it is closed.
+
+    Writes go out without waiting for answers (paramiko's pipelining); then
+    FSTAT and CLOSE go out behind them, and only then are the answers read:
+    every write's (paramiko alone drops those of the last ones), the file's
+    attributes, the close's. One round trip for all of it. A refused write
+    (a full disk, a quota) fails the file.
+    """
+    from paramiko.sftp import CMD_ATTRS, CMD_CLOSE, CMD_FSTAT
+    from paramiko.sftp_attr import SFTPAttributes
+
+    f = sftp.open(path, "wb")
+    try:
+        f.set_pipelined(True)
+        while block := src.read(_SFTP_BLOCK):
+            f.write(block)
+        f.flush()
+        writes = list(f._reqs)
+        f._reqs.clear()
+        asked = sftp._async_request(type(None), CMD_FSTAT, f.handle)
+        closing = sftp._async_request(type(None), CMD_CLOSE, f.handle)
+        f._closed = True  # its CLOSE is on the way: paramiko must never send another for this handle
+        for request in writes:
+            try:
+                sftp._read_response(request)
+            except OSError as exc:
+                raise OSError(f"size mismatch in put: the server refused a write ({exc}), so it kept fewer "
+                              "bytes than were sent") from exc
+        kind, msg = sftp._read_response(asked)
+        attrs = SFTPAttributes._from_msg(msg) if kind == CMD_ATTRS else SFTPAttributes()
+        sftp._read_response(closing)
+        return attrs
+    finally:
+        if not f._closed:
+            f.close()
+
+
+def _mtime(attrs: Any) -> float | None:
+    value = getattr(attrs, "st_mtime", None)
+    return float(value) if value is not None else None
+
+
 class SFTPTarget(_FsTarget):
     """An SFTP folder: upload to ``.etl-partial``, then ``posix-rename`` into place (atomic replace).
 
@@ -202,6 +252,7 @@ class SFTPTarget(_FsTarget):
         self._open = 1  # sessions open (idle or in use)
         self._cap = self.transfers
         self._generation = 0  # bumped by a reconnect: sessions of an older connection are dropped
+        self._local = threading.local()  # per thread: the generation of the session that last failed
         self._settimeout(fs.ftp)
 
     # ------------------------------------------------------------------ sessions
@@ -223,6 +274,7 @@ class SFTPTarget(_FsTarget):
                 if ok and generation == self._generation:
                     self._idle.append(sftp)
                 else:  # a session that saw a fault is not trusted again
+                    self._local.failed = generation
                     if generation == self._generation:
                         self._open -= 1
                     with contextlib.suppress(Exception):
@@ -242,8 +294,14 @@ class SFTPTarget(_FsTarget):
                 self._open += 1
                 client = self.fs.client
             try:
-                sftp = client.open_sftp()
-                self._settimeout(sftp)
+                transport = client.get_transport() if client is not None else None
+                if transport is None or not transport.is_active():
+                    raise ConnectionError("the SSH connection is gone")
+                channel = transport.open_session(timeout=self.timeout)
+                if self.timeout:
+                    channel.settimeout(self.timeout)
+                channel.invoke_subsystem("sftp")
+                sftp = paramiko.SFTPClient(channel)
                 return sftp, generation
             except paramiko.ChannelException:
                 with self._cond:
@@ -260,18 +318,21 @@ class SFTPTarget(_FsTarget):
                 raise
 
     def _reconnect(self) -> None:
+        """A new SSH connection, unless another thread made one since this thread's session failed."""
         with self._cond:
-            transport = self.fs.client.get_transport() if self.fs.client is not None else None
-            if transport is not None and transport.is_active():
-                return  # the connection is up (another thread reconnected, or one session failed): new sessions do
+            if getattr(self._local, "failed", self._generation) != self._generation:
+                return  # the connection this thread saw fail was replaced already
+            self._generation += 1  # sessions of the old connection are dropped, whatever happens next
+            self._idle = []
+            self._open = 0
+            self._made.clear()
             with contextlib.suppress(Exception):  # closing a dead connection may fail; a new one follows
-                self.fs.client.close()
+                self.fs.client.close()  # also wakes every thread waiting on the old connection
+            self._cond.notify_all()
             self.fs._connect()
-            self._generation += 1
             self._idle = [self.fs.ftp]
             self._open = 1
             self._settimeout(self.fs.ftp)
-            self._made.clear()
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -334,30 +395,30 @@ class SFTPTarget(_FsTarget):
 
     # ------------------------------------------------------------------ files
 
-    def _put_bytes(self, rel: str, data: bytes) -> None:
-        self._put_stream(rel, HashingReader(io.BytesIO(data), rel), len(data), None)  # put_bytes throttled it
+    def _put_bytes(self, rel: str, data: bytes) -> RemoteObject | None:
+        return self._put_stream(rel, HashingReader(io.BytesIO(data), rel), len(data), None)  # put_bytes throttled it
 
-    def _put_file(self, rel: str, local: Path) -> None:
+    def _put_file(self, rel: str, local: Path) -> RemoteObject | None:
         with open(local, "rb") as src:
-            self._put_stream(rel, HashingReader(src, str(local), self.throttle), local.stat().st_size, None)
+            return self._put_stream(rel, HashingReader(src, str(local), self.throttle), local.stat().st_size, None)
 
-    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> None:
+    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> RemoteObject | None:
         tmp = self._full(self._temp_name(rel))
         final = self._full(rel)
         with self._session() as sftp:
             self._ensure_dir(sftp, tmp.rsplit("/", 1)[0])
             self._ensure_dir(sftp, final.rsplit("/", 1)[0])
             try:
-                with sftp.open(tmp, "wb") as f:
-                    f.set_pipelined(True)
-                    while block := src.read(_SFTP_BLOCK):
-                        f.write(block)
+                attrs = _write_pipelined(sftp, tmp, src)
                 src.verify(size, md5)  # closed (every write acknowledged) and whole: only now may it appear
+                if attrs.st_size is not None and attrs.st_size != size:
+                    raise OSError(f"size mismatch in put: {attrs.st_size} != {size}")
                 sftp.posix_rename(tmp, final)
             except BaseException:
                 with contextlib.suppress(Exception):  # the temp may not exist or the session may be gone
                     sftp.remove(tmp)
                 raise
+        return RemoteObject(size, None, _mtime(attrs))
 
     def _exists(self, rel: str) -> bool:
         with self._session() as sftp:
@@ -399,7 +460,7 @@ class SFTPTarget(_FsTarget):
             except FileNotFoundError:
                 return out
             if not S_ISDIR(attrs.st_mode or 0):
-                return {rel: RemoteObject(attrs.st_size or 0)}
+                return {rel: RemoteObject(attrs.st_size or 0, None, _mtime(attrs))}
             stack = [top]
             while stack:
                 folder = stack.pop()
@@ -410,7 +471,7 @@ class SFTPTarget(_FsTarget):
                             continue
                         stack.append(full)
                     else:
-                        out[self._rel(full)] = RemoteObject(entry.st_size or 0)
+                        out[self._rel(full)] = RemoteObject(entry.st_size or 0, None, _mtime(entry))
         return out
 
     def _clean(self, rel: str) -> int:
@@ -447,17 +508,42 @@ class ObjectTarget(_FsTarget):
 
     def __init__(self, fs: Any, root: str, display: str, *, content_md5: bool = False,
                  single_put_max: int = DEFAULT_SINGLE_PUT_MAX, multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
-                 part_size: int = DEFAULT_PART_SIZE, **kw: Any) -> None:
+                 part_size: int = DEFAULT_PART_SIZE, timeout: float | None = None, **kw: Any) -> None:
         super().__init__(fs, root, display, **kw)
         self.content_md5 = content_md5
         self.single_put_max = single_put_max
+        self.timeout = timeout
         # Multipart needs the S3 API (s3fs); other stores take one PUT up to single_put_max.
         self.multipart = hasattr(fs, "_call_s3")
         self.multipart_threshold = min(multipart_threshold, single_put_max) if self.multipart else single_put_max
         self.part_size = max(part_size, 5 * 2**20)  # S3's smallest part (but the last)
 
+    def _deadline(self, size: int = 0) -> dict[str, float]:
+        """The whole-call deadline fsspec's async filesystems take (``timeout=``): a store that stops answering
+        mid-request (an HTTP client waits for "100 Continue" or for room to write with no limit of its own)
+        fails as a timeout, transient, instead of hanging. Bytes to move get ``MIN_RATE`` on top."""
+        if not self.timeout or not getattr(self.fs, "async_impl", False):
+            return {}
+        return {"timeout": self.timeout + size / MIN_RATE}
+
+    def _exists(self, rel: str) -> bool:
+        try:
+            return bool(self.fs.isfile(self._full(rel), **self._deadline()))
+        except FileNotFoundError:
+            return False
+
+    def _read_bytes(self, rel: str) -> bytes:
+        data: bytes = self.fs.cat_file(self._full(rel), **self._deadline(self.single_put_max))
+        return data
+
+    def _remove(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self._full(rel), **self._deadline())
+        except FileNotFoundError:
+            pass
+
     def _put_bytes(self, rel: str, data: bytes, md5: str | None = None) -> None:
-        extra: dict[str, str] = {}
+        extra: dict[str, Any] = self._deadline(len(data))
         if self.content_md5:
             digest = bytes.fromhex(md5) if md5 else hashlib.md5(data).digest()
             # the store refuses a body whose MD5 is not this one: nothing else is ever committed
@@ -478,7 +564,7 @@ class ObjectTarget(_FsTarget):
                     spool.write(block)
                 spool.flush()
                 src.verify(size, md5)
-                self.fs.put_file(spool.name, self._full(rel))
+                self.fs.put_file(spool.name, self._full(rel), **self._deadline(size))
             return
         if size <= self.multipart_threshold or not self.multipart:
             data = src.read_exact(size + 1)
@@ -495,7 +581,7 @@ class ObjectTarget(_FsTarget):
         """
         bucket, key = self._full(rel).split("/", 1)
         fs = self.fs
-        created = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+        created = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key, **self._deadline())
         upload_id = created["UploadId"]
         in_flight: list[tuple[int, Any]] = []
         done: list[dict[str, Any]] = []
@@ -513,13 +599,13 @@ class ObjectTarget(_FsTarget):
                 del block
                 while len(in_flight) >= PARTS_IN_FLIGHT:
                     n, future = in_flight.pop(0)
-                    done.append({"PartNumber": n, "ETag": future.result()["ETag"]})
+                    done.append({"PartNumber": n, "ETag": future.result(self._wait(self.part_size))["ETag"]})
             for n, future in in_flight:
-                done.append({"PartNumber": n, "ETag": future.result()["ETag"]})
+                done.append({"PartNumber": n, "ETag": future.result(self._wait(self.part_size))["ETag"]})
             in_flight = []
             src.verify(size, md5)
             fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
-                       MultipartUpload={"Parts": done})
+                       MultipartUpload={"Parts": done}, **self._deadline())
         except BaseException:
             for _n, future in in_flight:
                 future.cancel()
@@ -529,8 +615,12 @@ class ObjectTarget(_FsTarget):
                 fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
             raise
 
+    def _wait(self, size: int) -> float | None:
+        """How long a part may take (its whole-call deadline), or None: no limit."""
+        return self._deadline(size).get("timeout")
+
     def _list(self, rel: str) -> dict[str, RemoteObject]:
-        found = self.fs.find(self._full(rel), detail=True)
+        found = self.fs.find(self._full(rel), detail=True, **self._deadline())
         out: dict[str, RemoteObject] = {}
         for full, info in found.items():
             if info.get("type", "file") != "file":
@@ -542,5 +632,7 @@ class ObjectTarget(_FsTarget):
                     md5 = base64.b64decode(info["md5Hash"]).hex()
                 except ValueError:
                     md5 = None
-            out[self._rel(full)] = RemoteObject(int(info.get("size") or 0), md5)
+            modified = info.get("LastModified") or info.get("mtime")
+            mtime = modified.timestamp() if hasattr(modified, "timestamp") else None
+            out[self._rel(full)] = RemoteObject(int(info.get("size") or 0), md5, mtime)
         return out

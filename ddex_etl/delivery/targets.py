@@ -117,9 +117,11 @@ def open_target(url: str, **options: Any) -> Target:
     true). ``sftp``: ``key_file``, ``password_env`` (name of the environment
     variable holding the password), ``known_hosts`` (default
     ``~/.ssh/known_hosts``), ``host_key_policy`` (``reject``, the default, or
-    ``auto_add``), ``timeout``, ``allow_agent``. ``s3``: ``endpoint_url``,
-    ``region``, ``profile``, ``single_put_max``,
-    ``multipart_threshold`` (16 MiB), ``part_size`` (8 MiB). Other protocols: options go to
+    ``auto_add``), ``timeout`` (seconds, default 30: the connection and every
+    request), ``allow_agent``. ``s3``: ``endpoint_url``,
+    ``region``, ``profile``, ``single_put_max``, ``timeout`` (seconds, default
+    30, for every request), ``multipart_threshold`` (32 MiB), ``part_size``
+    (8 MiB). Other protocols: options go to
     the fsspec filesystem. Raises ``ConfigError`` for a bad URL or option.
     """
     check_options(url, options)
@@ -209,6 +211,7 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     profile = options.pop("profile", None)
     single_put_max = int(options.pop("single_put_max", DEFAULT_SINGLE_PUT_MAX))
     sizes = {k: int(options.pop(k)) for k in ("multipart_threshold", "part_size") if k in options}
+    timeout = float(options.pop("timeout", 30))
     _no_more(url, options)
     import s3fs
 
@@ -220,8 +223,10 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     session = {"profile": profile} if profile else {}
     fs = s3fs.S3FileSystem(
         client_kwargs=client_kwargs,
+        # every request has a deadline: a store that stops answering is a transient fault, never a hang;
         # one connection per transfer, and room for the parts of a multipart upload beside them
         config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"},
+                       "connect_timeout": timeout, "read_timeout": timeout,
                        "max_pool_connections": max(10, 2 * int(retry.get("transfers", DEFAULT_TRANSFERS))),
                        # Content-MD5 already guards every body; a CRC32 on top costs CPU and nothing more
                        "request_checksum_calculation": "when_required",
@@ -241,8 +246,8 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     display = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     if endpoint:
         display += f" (endpoint {endpoint})"
-    return ObjectTarget(fs, join(bucket, prefix), display, content_md5=True, single_put_max=single_put_max, **sizes,
-                        **retry)
+    return ObjectTarget(fs, join(bucket, prefix), display, content_md5=True, single_put_max=single_put_max,
+                        timeout=timeout, **sizes, **retry)
 
 
 _EXPECT_MIN_BODY = 1 << 20

@@ -22,9 +22,11 @@ not on the target yet and nothing that is, so the target ends with the same
 bytes as an upload never interrupted. A file counts as already there when the
 target lists it with the local file's size and its MD5 is known to match:
 from the store's ETag (S3 single-part objects), else from the upload journal
-(a line per committed file, written right after the rename or PUT returned),
-else by reading it back and hashing it (a file committed in the instant
-between the rename and the journal line). A half-sent file is never visible:
+(a line per committed file, written right after the rename or PUT returned,
+with the modification time the store reported for it) as long as the store
+still lists that time, else by reading it back and hashing it (a file
+committed in the instant between the rename and the journal line, or altered
+on the store since at the same size). A half-sent file is never visible:
 targets rename temp files or PUT whole objects (``targets``), and the temp
 files of a killed upload are removed when the batch upload starts again.
 
@@ -43,9 +45,11 @@ would change raises ``DeliveryTerminalError`` (deliver changes in a new batch).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -90,6 +94,15 @@ def file_md5(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _fd_md5(fd: int) -> str:
+    digest = hashlib.md5()
+    offset = 0
+    while block := os.pread(fd, _BLOCK, offset):
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest()
+
+
 def _kind(relpath: str, batch_id: str) -> str:
     if relpath == f"BatchComplete_{batch_id}.xml":
         return BATCH_COMPLETE
@@ -103,29 +116,119 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and not name.endswith(".etl-tmp")
 
 
+# Every name inside the local batch is opened without following a link: nothing but the regular files the
+# run wrote leaves this machine (a message or resource replaced by a link to /etc/shadow is refused).
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO never blocks the open
+
+
+def _not_ours(batch: Path, rel: str, what: str) -> DeliveryTerminalError:
+    return DeliveryTerminalError(
+        f"local batch {batch}: {rel} is {what}, not a regular file the run wrote; links and special files in a "
+        "batch folder are never followed or sent, so nothing more of this batch is uploaded; fix: find out who "
+        f"put it there, delete it, and rebuild the batch (`etl run --new --force`) rather than deliver it"
+    )
+
+
+def _open_dir(parent: int, name: str, batch: Path, rel: str) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _not_ours(batch, rel, "a symbolic link or not a folder") from None
+        raise DeliveryTerminalError(f"local batch {batch}: cannot open {rel}: {exc}") from exc
+
+
+def _open_file(parent: int, name: str, batch: Path, rel: str) -> int:
+    """A descriptor of the regular file ``name`` in folder ``parent``, or ``DeliveryTerminalError`` naming why not."""
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_ours(batch, rel, "a symbolic link") from None
+        raise DeliveryTerminalError(f"local batch {batch}: cannot open {rel}: {exc}; fix: rebuild the batch "
+                                    "(`etl run --new --force`)") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _not_ours(batch, rel, "a special file (FIFO, device or socket)")
+    if st.st_nlink > 1:
+        os.close(fd)
+        raise _not_ours(batch, rel, f"a hard link shared with {st.st_nlink - 1} other name(s)")
+    return fd
+
+
+def open_batch_file(local_batch_dir: str | os.PathLike[str], relpath: str) -> int:
+    """A read-only descriptor of ``relpath`` inside the batch folder, no component followed through a link."""
+    root = Path(local_batch_dir)
+    parts = safe_relpath(relpath, what="batch file").split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, part in enumerate(parts[:-1]):
+            nxt = _open_dir(fd, part, root, "/".join(parts[: i + 1]))
+            os.close(fd)
+            fd = nxt
+        return _open_file(fd, parts[-1], root, relpath)
+    finally:
+        os.close(fd)
+
+
 def batch_manifest(local_batch_dir: str | os.PathLike[str], under: str = "") -> list[ManifestEntry]:
     """The files of a local batch folder (or of its sub-folder ``under``), in upload order.
 
     Order: resources, then messages, then ``BatchComplete_<batch id>.xml``; by path within each kind.
+    A link (to a file or a folder) or a special file anywhere in it raises ``DeliveryTerminalError``.
     """
     root = Path(local_batch_dir)
     batch_id = root.name
-    top = root / safe_relpath(under, what="release folder") if under else root
-    entries = []
-    listed: list[ManifestEntry] = []
-    for folder, dirs, files in os.walk(top):
-        dirs[:] = sorted(d for d in dirs if _visible(d))
-        for name in files:
-            full = Path(folder) / name
-            if name == MEDIA_LIST and Path(folder).name == "resources":
-                listed.extend(read_media_list(full, Path(folder).relative_to(root).as_posix()))
-            if not _visible(name):
-                continue
-            rel = full.relative_to(root).as_posix()
-            safe_relpath(rel, what="batch file")
-            entries.append(ManifestEntry(rel, full.stat().st_size, file_md5(full), _kind(rel, batch_id)))
+    entries: list[ManifestEntry] = []
+    media: list[ManifestEntry] = []
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack: list[tuple[int, str]] = []
+    try:
+        start, prefix = top, ""
+        for part in safe_relpath(under, what="release folder").split("/") if under else []:
+            prefix = f"{prefix}{part}"
+            nxt = _open_dir(start, part, root, prefix)
+            if start != top:
+                os.close(start)
+            start, prefix = nxt, prefix + "/"
+        stack.append((start if start != top else os.dup(top), prefix))
+        while stack:
+            folder, prefix = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    listed = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it)
+                for name, is_dir, is_link in listed:
+                    if name == MEDIA_LIST and prefix.endswith("/resources/") and not is_dir and not is_link:
+                        fd = _open_file(folder, name, root, f"{prefix}{name}")
+                        try:
+                            blob = _fd_read(fd)
+                        finally:
+                            os.close(fd)
+                        media.extend(read_media_list(blob, f"{root / prefix}{name}", prefix.rstrip("/")))
+                    if not _visible(name):
+                        continue
+                    rel = f"{prefix}{name}"
+                    safe_relpath(rel, what="batch file")
+                    if is_link:
+                        raise _not_ours(root, rel, "a symbolic link")
+                    if is_dir:
+                        stack.append((_open_dir(folder, name, root, rel), rel + "/"))
+                        continue
+                    fd = _open_file(folder, name, root, rel)
+                    try:
+                        entries.append(ManifestEntry(rel, os.fstat(fd).st_size, _fd_md5(fd), _kind(rel, batch_id)))
+                    finally:
+                        os.close(fd)
+            finally:
+                os.close(folder)
+    finally:
+        for folder, _ in stack:
+            os.close(folder)
+        os.close(top)
     local = {e.relpath for e in entries}
-    entries.extend(e for e in listed if e.relpath not in local)  # a local copy, when there is one, wins
+    entries.extend(e for e in media if e.relpath not in local)  # a local copy, when there is one, wins
     entries.sort(key=lambda e: (_ORDER[e.kind], e.relpath))
     return entries
 
@@ -153,10 +256,18 @@ def write_media_list(resources_dir_fd: int, media_root: str, files: Iterable[tup
     os.replace(tmp, MEDIA_LIST, src_dir_fd=resources_dir_fd, dst_dir_fd=resources_dir_fd)
 
 
-def read_media_list(path: Path, resources_rel: str) -> list[ManifestEntry]:
-    """The entries a ``.etl-media.json`` lists (``resources_rel``: its folder, relative to the batch)."""
+def _fd_read(fd: int) -> bytes:
+    parts, offset = [], 0
+    while block := os.pread(fd, _BLOCK, offset):
+        parts.append(block)
+        offset += len(block)
+    return b"".join(parts)
+
+
+def read_media_list(blob: bytes, path: str, resources_rel: str) -> list[ManifestEntry]:
+    """The entries a ``.etl-media.json`` (``blob``, read from ``path``) lists; ``resources_rel``: its folder."""
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(blob)
         media_root = str(data["media_root"])
         out = []
         for row in data["files"]:
@@ -184,8 +295,13 @@ class UploadJournal(Protocol):
     def committed(self) -> dict[str, str]:
         """Remote path (relative to the target) -> MD5 of every file recorded as committed."""
 
-    def record(self, relpath: str, md5: str, size: int) -> None:
-        """Remember that ``relpath`` is committed with this content (a record may be lost, never wrong)."""
+    def record(self, relpath: str, md5: str, size: int, mtime: float | None = None) -> None:
+        """Remember that ``relpath`` is committed with this content (a record may be lost, never wrong).
+
+        ``mtime``: the modification time the store reported for it then, when it did. A journal may also
+        offer ``stamps()`` (remote path -> that mtime): a file is trusted on the journal's word only while the
+        store still reports that time; without one it is read back and hashed before ``BatchComplete``.
+        """
 
 
 class FileJournal:
@@ -199,23 +315,42 @@ class FileJournal:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
-    def committed(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def _rows(self) -> list[dict[str, Any]]:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
-            return out
+            return []
+        rows = []
         for line in lines:
             try:
                 row = json.loads(line)
-                out[str(row["path"])] = str(row["md5"])
+                str(row["path"]), str(row["md5"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a kill: that file is checked on the target instead
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    def committed(self) -> dict[str, str]:
+        return {str(row["path"]): str(row["md5"]) for row in self._rows()}
+
+    def stamps(self) -> dict[str, float]:
+        """Remote path -> the modification time the store reported when the file was last recorded."""
+        out: dict[str, float] = {}
+        for row in self._rows():
+            mtime = row.get("mtime")
+            if isinstance(mtime, int | float) and not isinstance(mtime, bool):
+                out[str(row["path"])] = float(mtime)
+            else:
+                out.pop(str(row["path"]), None)  # a later line without a time: unverified again
         return out
 
-    def record(self, relpath: str, md5: str, size: int) -> None:
+    def record(self, relpath: str, md5: str, size: int, mtime: float | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"path": relpath, "md5": md5, "size": size}, separators=(",", ":")) + "\n"
+        row: dict[str, Any] = {"path": relpath, "md5": md5, "size": size}
+        if mtime is not None:
+            row["mtime"] = mtime
+        line = json.dumps(row, separators=(",", ":")) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line.encode("utf-8"))
@@ -328,7 +463,10 @@ class BatchUpload:
         self.report = UploadReport(target.describe(), self.batch_id, dry_run=dry_run)
         self._marker = f"BatchComplete_{self.batch_id}.xml"
         self._committed = self.journal.committed()
+        stamps = getattr(self.journal, "stamps", None)
+        self._stamps: dict[str, float] = stamps() if callable(stamps) else {}
         self._sent: dict[str, str] = {}  # batch-relative path -> md5, this session's confirmed files
+        self._failed: set[str] = set()  # batch-relative paths that failed in this session: counted once, not retried
         self.max_media_bytes = max_media_bytes
         self.media_root = media_root  # overrides the media root the batch's media lists name
         self._roots: dict[str, MediaRoot] = {}
@@ -413,8 +551,8 @@ class BatchUpload:
         unwell) lets the transfers in flight finish, starts no more, and is
         raised; what was confirmed is journaled, so a resume sends the rest.
         """
-        failed = {r for r, _ in self.report.failed}  # tried once in this upload: reported once
-        todo = [e for e in entries if e.relpath not in self._sent and join(self.remote_dir, e.relpath) not in failed]
+        # a file that failed in this upload is not tried (nor reported) again
+        todo = [e for e in entries if e.relpath not in self._sent and e.relpath not in self._failed]
         self._count(todo)
         if not self.dry_run and not self._closed:
             missing = [join(self.remote_dir, e.relpath) for e in todo]
@@ -454,8 +592,12 @@ class BatchUpload:
         if found.md5 is not None:
             return found.md5 == entry.md5
         if self._committed.get(remote) == entry.md5:
-            return True
-        # committed just before a kill, before its journal line: hash what is there
+            stamp = self._stamps.get(remote)
+            if self._closed or (stamp is not None and stamp == found.mtime):
+                return True
+            # The journal says we sent it, but the store no longer reports the time it did then (or never
+            # did): the file may have been altered at the same size since. Before BatchComplete, read it back.
+        # committed just before a kill, before its journal line, or altered since: hash what is there
         return self.target.md5(remote) == entry.md5
 
     def _send(self, entry: ManifestEntry) -> None:
@@ -466,9 +608,9 @@ class BatchUpload:
             with self._lock:
                 self._sent[entry.relpath] = entry.md5
                 self.report.skipped.append(remote)
-                if not self.dry_run and self._committed.get(remote) != entry.md5:
-                    self.journal.record(remote, entry.md5, entry.size)
-                    self._committed[remote] = entry.md5
+                mtime = self._remote[remote].mtime
+                if not self.dry_run and (self._committed.get(remote) != entry.md5 or self._stamps.get(remote) != mtime):
+                    self._record(remote, entry, mtime)
                 self._event("skipped", remote, entry.size)
             return
         if self._closed:
@@ -485,37 +627,54 @@ class BatchUpload:
                 self._event("uploaded", remote, entry.size)
             return
         local = self.local / entry.relpath
+        # checked again now: a link planted since is refused (media from the media root go through its own seam)
+        fd = -1 if entry.source is not None else open_batch_file(self.local, entry.relpath)
         try:
             if entry.source is not None:  # straight from the media root, hashed on the way
                 root = self._media_root(entry)
                 source = entry.source
-                self.target.put_stream(remote, lambda: root.open(source, max_bytes=self.max_media_bytes),
-                                       size=entry.size, md5=entry.md5, what=root.path(source))
+                stored = self.target.put_stream(remote, lambda: root.open(source, max_bytes=self.max_media_bytes),
+                                                size=entry.size, md5=entry.md5, what=root.path(source))
             elif entry.size <= 4 * _BLOCK:
-                data = local.read_bytes()
+                data = os.pread(fd, entry.size + 1, 0)
                 if hashlib.md5(data).hexdigest() != entry.md5:
                     raise DeliveryTerminalError(
                         f"{local} changed while batch {self.batch_id} was being uploaded; fix: let the run that "
                         "writes the batch finish, then upload again"
                     )
-                self.target.put_bytes(remote, data)
+                stored = self.target.put_bytes(remote, data)
             else:
-                self.target.put_stream(remote, lambda: open(local, "rb"), size=entry.size, md5=entry.md5,
-                                       what=str(local))
+                # the file this descriptor holds, whatever happens to its name meanwhile (Linux: /proc/self/fd)
+                held = Path(f"/proc/self/fd/{fd}")
+                path = held if held.exists() else local
+                stored = self.target.put_stream(remote, lambda: open(path, "rb"), size=entry.size, md5=entry.md5,
+                                                what=str(local))
         except DeliveryError as exc:
             if exc.retryable:
                 raise  # the target is unwell: stop here; an upload started again resumes
             with self._lock:
                 self.report.failed.append((remote, str(exc)))
+                self._failed.add(entry.relpath)
                 self._event("failed", remote)
             return
+        finally:
+            if fd >= 0:
+                os.close(fd)
         with self._lock:
-            self.journal.record(remote, entry.md5, entry.size)
-            self._committed[remote] = entry.md5
+            self._record(remote, entry, stored.mtime if stored is not None and stored.size == entry.size else None)
             self._sent[entry.relpath] = entry.md5
             self.report.uploaded.append(remote)
             self.report.bytes_uploaded += entry.size
             self._event("uploaded", remote, entry.size)
+
+    def _record(self, remote: str, entry: ManifestEntry, mtime: float | None) -> None:
+        if mtime is None:
+            self.journal.record(remote, entry.md5, entry.size)
+            self._stamps.pop(remote, None)
+        else:
+            self.journal.record(remote, entry.md5, entry.size, mtime=mtime)
+            self._stamps[remote] = mtime
+        self._committed[remote] = entry.md5
 
     def _media_root(self, entry: ManifestEntry) -> MediaRoot:
         url = self.media_root or entry.media_root

@@ -260,6 +260,8 @@ class S3Proxy:
         self.refused = 0
         self.forwarded_puts = 0
         self.hook: Any = None
+        #: method -> how many more requests of that method get ``500 InternalError`` (a store's own fault)
+        self.internal_errors: dict[str, int] = {}
         self.lock = threading.Lock()
         proxy = self
 
@@ -283,6 +285,16 @@ class S3Proxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                with proxy.lock:
+                    fail = proxy.internal_errors.get(self.command, 0) > 0
+                    if fail:
+                        proxy.internal_errors[self.command] -= 1
+                if fail:
+                    payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+                               b"<Message>We encountered an internal error. Please try again.</Message></Error>")
+                    self._reply(500, [("Content-Type", "application/xml"), ("Content-Length", str(len(payload)))],
+                                payload)
+                    return
                 if self.command == "PUT":
                     with proxy.lock:
                         refuse = proxy.slowdowns > 0

@@ -14,6 +14,7 @@ from conftest import S3Proxy, S3Server, make_batch, s3_tree_md5, tree_md5
 
 from ddex_etl.delivery import open_target, upload_batch
 from ddex_etl.delivery.upload import MEDIA_LIST, UploadProgress, batch_manifest
+from ddex_etl.delivery.target_base import SourceMismatch
 from ddex_etl.errors import ConfigError
 
 BATCH = "20260101120000000"
@@ -155,3 +156,25 @@ def test_media_go_from_the_media_root_and_a_changed_file_is_never_committed(
         report = upload_batch(batch, target)  # type: ignore[arg-type]
     assert report.ok and report.complete
     assert tree() == files2  # type: ignore[operator]
+
+
+def test_s3_multipart_parts_go_side_by_side_and_complete_only_with_the_right_md5(
+        s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    client = s3_server.client()
+    data = os.urandom(12 * 2**20 + 123)  # three parts of 5 MiB
+    (tmp_path / "big.wav").write_bytes(data)
+    options = {**s3_server.options(), "multipart_threshold": 5 * 2**20, "part_size": 5 * 2**20}
+    with open_target(f"s3://{bucket}/in", **options) as target:
+        target.put_stream("B/R/resources/big.wav", lambda: open(tmp_path / "big.wav", "rb"), size=len(data),
+                          md5=hashlib.md5(data).hexdigest())
+        body = client.get_object(Bucket=bucket, Key="in/B/R/resources/big.wav")["Body"].read()
+        assert hashlib.md5(body).hexdigest() == hashlib.md5(data).hexdigest()
+        assert client.head_object(Bucket=bucket, Key="in/B/R/resources/big.wav")["ETag"].endswith('-3"')
+        # the file changed since its MD5 was taken: every part goes, the upload is aborted, nothing appears
+        with pytest.raises(SourceMismatch, match="it changed after the run checked it"):
+            target.put_stream("B/R/resources/other.wav", lambda: open(tmp_path / "big.wav", "rb"),
+                              size=len(data), md5="0" * 32)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["in/B/R/resources/big.wav"]
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

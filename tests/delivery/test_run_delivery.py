@@ -53,13 +53,14 @@ def _toml_value(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
 
 
-def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, target: str = "files") -> Path:
+def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, target: str = "files",
+                 run: str = "") -> Path:
     """An etl.toml with these [[recipients]] (each dict: keys, plus "options" for target_options)."""
     lines = [
         "[database]", f"url = {json.dumps(db_url)}",
         "[extract]", "chunk_size = 3",
         "[load]", f'target = "{target}"', 'directory = "out"', 'layout = "ddex-batch"', 'media_root = "media"',
-        "[run]", "workers = 2", "retry_for = 2.0", "retry_delay = 0.1",
+        "[run]", "workers = 2", "retry_for = 2.0", "retry_delay = 0.1", run,
     ]
     for store in stores:
         lines.append("[[recipients]]")
@@ -370,7 +371,8 @@ def test_sigkill_during_the_upload_then_resume_ends_like_an_undisturbed_delivery
     # The reference: the same store settings, delivered undisturbed to a local folder in the same runs.
     ref = {"name": "ref", "dpid": store["dpid"], "target": str(tmp_path / "ref-store")}
     (tmp_path / "ref-store").mkdir()
-    path = write_config(tmp_path, db_url, [store, ref])
+    # one after the other: the kill lands in "store"'s upload, and "ref" runs undisturbed afterwards
+    path = write_config(tmp_path, db_url, [store, ref], run="parallel_recipients = 1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     try:
         if kind == "sftp":
