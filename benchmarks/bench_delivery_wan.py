@@ -30,7 +30,12 @@ Payloads:
 For each round trip and payload, side by side in the same run:
 
 * ``ddex-etl sftp``: the real code path, ``open_target(sftp URL through the
-  proxy)``, ``upload_batch``, ``close``, into a fresh folder;
+  proxy)``, ``upload_batch``, ``close``, into a fresh folder. ddex-etl
+  uploads the batch as a remote-only recipient's run leaves it: messages,
+  and per release a ``resources/.etl-media.json`` naming its media, which
+  the upload reads from the media root (here the full batch folder, so
+  every tool reads the same files from the same disk) and hashes on the
+  way; the share of the delivered bytes its local batch holds is printed;
 * ``openssh sftp``: ``sftp -b batchfile`` with ``put -r`` (OpenSSH's
   defaults: 64 requests of 32 kB in flight), into a fresh folder;
 * ``ddex-etl s3``: ``open_target("s3://bench/<fresh>", endpoint_url=proxy)``,
@@ -459,6 +464,8 @@ def main() -> None:
     ap.add_argument("--big-files", type=int, default=36)
     ap.add_argument("--big-mb", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=1, help="uploads per tool and row; the best counts")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="also ddex-etl's SFTP and S3 uploads at once (two recipients of one run)")
     args = ap.parse_args()
     if find_sshd() is None:
         raise SystemExit("OpenSSH's sshd is not installed (/usr/sbin/sshd): apt-get install openssh-server")
@@ -516,10 +523,48 @@ def main() -> None:
                             for protocol in args.protocol:
                                 for tool, upload in tools[protocol]:
                                     results.append(timed(link, payload, protocol, tool, upload, direct, args.repeat))
+                            if args.side_by_side and set(args.protocol) == {"sftp", "s3"}:
+                                alone = {r.protocol: r.best for r in results if r.tool == "ddex-etl"
+                                         and r.rtt_ms == rtt and r.payload is payload}
+                                side_by_side(link, payload, direct, alone)
         finally:
             stop.set()
             moto.join(10)
         print_table(results)
+
+
+def side_by_side(link: Link, payload: Payload, s3: Any, alone: dict[str, float]) -> None:
+    """ddex-etl's SFTP and S3 uploads of the payload at once, in two threads (as `etl run` runs two
+    recipients): the time of both against the slower one alone (the target: at most 1.3x)."""
+    import threading
+
+    fresh = {"sftp": "r" + uuid.uuid4().hex[:10], "s3": "r" + uuid.uuid4().hex[:10]}
+    (link.sshd.root / fresh["sftp"]).mkdir()
+    errors: list[BaseException] = []
+
+    def one(fn: Upload, folder: str) -> None:
+        try:
+            fn(link, payload, folder)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(ddex_sftp, fresh["sftp"])),
+               threading.Thread(target=one, args=(ddex_s3, fresh["s3"]))]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = time.perf_counter() - start
+    if errors:
+        raise SystemExit(f"side by side: {errors[0]}")
+    check_sftp(link.sshd, fresh["sftp"], payload, "side by side")
+    shutil.rmtree(link.sshd.root / fresh["sftp"])
+    check_s3(s3, fresh["s3"], payload, "side by side")
+    empty_s3(s3, fresh["s3"])
+    slower = max(alone.values())
+    print(f"  {link.rtt_ms:>4} ms  {payload.name:<5} ddex-etl sftp + s3 side by side: {both:.2f} s, "
+          f"{both / slower:.2f}x the slower alone ({slower:.2f} s; target: at most 1.3x)", flush=True)
 
 
 def print_table(results: list[Timing]) -> None:

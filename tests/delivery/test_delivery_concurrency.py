@@ -13,8 +13,8 @@ import pytest
 from conftest import S3Proxy, S3Server, make_batch, s3_tree_md5, tree_md5
 
 from ddex_etl.delivery import open_target, upload_batch
-from ddex_etl.delivery.upload import MEDIA_LIST, UploadProgress, batch_manifest
 from ddex_etl.delivery.target_base import SourceMismatch
+from ddex_etl.delivery.upload import MEDIA_LIST, UploadProgress, batch_manifest
 from ddex_etl.errors import ConfigError
 
 BATCH = "20260101120000000"
