@@ -167,6 +167,12 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
     assert uris and all(u.startswith(b"resources/") for u in uris)
     assert {u.decode() for u in uris} == set(expected[one])
     assert report.outcomes[0].report is not None and report.outcomes[0].report.delivery["complete"]
+    # What --json gives per recipient: files, bytes, seconds, MB/s, retries (and the transfers in flight)
+    for outcome in report.outcomes:
+        delivered = outcome.as_dict()["delivery"]
+        assert delivered["files"] == len(batch_tree(a if outcome.recipient == "store-a" else b))
+        assert delivered["bytes"] > 0 and delivered["seconds"] > 0 and delivered["mb_per_s"] > 0
+        assert delivered["retries"] == 0 and delivered["transfers"] == 8
     # Remote stores: the media went from the media root to each store; neither local batch holds a copy.
     for local in (a, b):
         assert not [p for p in local.rglob("resources/*") if not p.name.startswith(".")]
