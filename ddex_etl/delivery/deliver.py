@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,15 +50,20 @@ class DeliveryReport:
 
 
 def deliver_batch(recipient: RecipientConfig, batch_dir: Path, *, run_id: int, progress_interval: float = 10.0,
-                  media_root: str | None = None, max_media_bytes: int | None = None) -> DeliveryReport:
+                  media_root: str | None = None, max_media_bytes: int | None = None,
+                  check: Callable[[], None] | None = None) -> DeliveryReport:
     """Upload the local batch folder to ``recipient.target``; raises ``DeliveryError`` when it cannot finish.
 
     Every ``progress_interval`` seconds it logs where the upload stands (files,
     bytes, rate, ETA), tagged with the recipient. ``media_root``: where the
     media the batch lists are read from (the run's; default: as the batch says).
+    ``check()`` runs before the connection opens and at every file boundary; what it raises stops the upload
+    there (see ``BatchUpload``).
     """
     assert recipient.target is not None
     t0 = time.monotonic()
+    if check is not None:
+        check()
     target = open_target(recipient.target, **dict(recipient.target_options))
     fields = {"recipient": recipient.name}
     last = [t0]
@@ -81,7 +87,7 @@ def deliver_batch(recipient: RecipientConfig, batch_dir: Path, *, run_id: int, p
         options: dict[str, Any] = {"media_root": media_root}
         if max_media_bytes is not None:
             options["max_media_bytes"] = max_media_bytes
-        report = upload_batch(batch_dir, target, on_file=on_file, on_progress=on_progress, **options)
+        report = upload_batch(batch_dir, target, on_file=on_file, on_progress=on_progress, check=check, **options)
     finally:
         target.close()
     if report.failed:

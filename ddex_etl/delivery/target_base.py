@@ -75,6 +75,9 @@ class Target(ABC):
         #: How many attempts were retried after a transient fault, for reports and benchmarks.
         self.retried = 0
         self._retried_lock = threading.Lock()
+        #: Called before each retry; what it raises ends the operation there (an upload told to stop
+        #: does not sit out every retry against a server that stopped answering).
+        self.before_retry: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ public interface
 
@@ -249,6 +252,8 @@ class Target(ABC):
                     if error.retryable:
                         error = DeliveryTransientError(f"{error} (gave up after {attempt} attempts)")
                     raise error from exc
+            if self.before_retry is not None:
+                self.before_retry()
             with self._retried_lock:
                 self.retried += 1
             delay = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)

@@ -443,13 +443,20 @@ class BatchUpload:
 
     ``on_file(event, remote_path)`` is called after each file with ``"uploaded"``,
     ``"skipped"``, ``"failed"`` or ``"removed"`` (progress bars, logs).
+    ``check()`` is called before each file is sent, before anything is removed and
+    before ``BatchComplete``: it raises to stop the upload at that file boundary (a
+    run taken over by another runner, SIGTERM); what was sent stays, resumable.
     """
 
     def __init__(self, target: Target, local_batch_dir: str | os.PathLike[str], *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
                  dry_run: bool = False, max_media_bytes: int = MAX_MEDIA_BYTES,
-                 media_root: str | None = None, on_progress: Callable[[UploadProgress], None] | None = None) -> None:
+                 media_root: str | None = None, on_progress: Callable[[UploadProgress], None] | None = None,
+                 check: Callable[[], None] | None = None) -> None:
         self.target = target
+        self.check = check
+        if check is not None:
+            target.before_retry = check  # a stop asked for mid-file ends the retries too
         self.local = Path(local_batch_dir)
         if not self.local.is_dir():
             raise DeliveryTerminalError(
@@ -530,6 +537,7 @@ class BatchUpload:
         for remote in sorted(set(self._remote) - wanted):
             if is_ack_file(remote):
                 continue
+            self._check()
             if not self.dry_run:
                 self.target.remove(remote)
             self.report.removed.append(remote)
@@ -600,9 +608,14 @@ class BatchUpload:
         # committed just before a kill, before its journal line, or altered since: hash what is there
         return self.target.md5(remote) == entry.md5
 
+    def _check(self) -> None:
+        if self.check is not None:
+            self.check()
+
     def _send(self, entry: ManifestEntry) -> None:
         if self._stop.is_set():
             return
+        self._check()
         remote = join(self.remote_dir, entry.relpath)
         if self._already_there(remote, entry):
             with self._lock:
@@ -699,7 +712,7 @@ class BatchUpload:
 
 def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
-                 dry_run: bool = False, **options: Any) -> UploadReport:
+                 dry_run: bool = False, check: Callable[[], None] | None = None, **options: Any) -> UploadReport:
     """Upload a whole local batch folder: resources, messages, then ``BatchComplete`` last. Resumable.
 
     Returns the report (uploaded, skipped as already there, failed). Raises
@@ -707,6 +720,6 @@ def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, rem
     resume) and ``DeliveryTerminalError`` for what needs a fix first.
     """
     upload = BatchUpload(target, local_batch_dir, remote_dir=remote_dir, journal=journal, on_file=on_file,
-                         dry_run=dry_run, **options)
+                         dry_run=dry_run, check=check, **options)
     upload.send_all()
     return upload.complete()

@@ -22,9 +22,11 @@ import dataclasses
 import logging
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,13 +35,14 @@ from sqlalchemy.engine import Engine
 from .. import state
 from ..config import Config
 from ..db import map_db_error
-from ..errors import EtlError, ExitCode, InterruptedRun, TerminalError, TransientError
+from ..errors import EtlError, ExitCode, InterruptedRun, LostLockError, TerminalError, TransientError
 from ..load import FileLoader, Loader
 from ..masking import mask_text
 from ..progress import Reporter, own_peak_rss_mb
 from ..retry import RetryPolicy, with_retries
 from ..state import claims
-from ..state.joblock import JobLock
+from ..state.delivered import folders_of_run
+from ..state.joblock import JobLock, host
 from .chunks import ChunkFailure, ChunkResult, Task
 from .executors.base import ChunkExecutor
 from .keys import KeySource
@@ -121,10 +124,11 @@ class Runner:
         self._old_handlers: dict[int, Any] = {}
 
     def _drop_empty_batch(self) -> bool:
-        """An incremental run that delivered nothing leaves no (empty) ddex-batch folder behind:
-        a store would otherwise receive an empty batch every quiet night."""
+        """A run that built nothing leaves no (empty) ddex-batch folder behind and sends nothing: a store
+        would otherwise receive an empty batch (a BatchComplete alone) every quiet night, or from an
+        `etl retry-failed` whose releases all failed again."""
         loader = self.loader
-        if self.run.mode not in ("incremental", "targeted") or self.tally.built + self.tally.takedowns:
+        if self.tally.built + self.tally.takedowns:
             return False
         if not isinstance(loader, FileLoader) or loader.batch_complete_path is None:
             return False
@@ -136,17 +140,68 @@ class Runner:
         shutil.rmtree(root, ignore_errors=True)
         return True
 
-    def _deliver(self) -> None:
-        """The local batch is whole: upload it to the recipient's target (resumable; see ddex_etl.delivery.deliver)."""
+    def _check_local_batch(self) -> None:
+        """Before BatchComplete (and any upload): the local batch holds every release this run recorded as built.
+
+        A resume whose batch folder was removed or emptied since (a container restart, a clean-up) would
+        otherwise declare an empty batch complete and have the upload remove from the store every file the
+        local folder lacks. Nothing is written, sent or removed; the error names the run, the folder and the fix.
+        """
+        loader = self.loader
+        if not isinstance(loader, FileLoader) or loader.batch_complete_path is None:
+            return
+
+        def read() -> list[tuple[int, str]]:
+            try:
+                with self.engine.connect() as conn:
+                    rows = folders_of_run(conn, self.schema, self.run.job, self.run.id)
+                    conn.rollback()
+                    return rows
+            except sa.exc.DBAPIError as exc:
+                raise map_db_error(exc, "reading which releases the run built") from exc
+
+        built = with_retries(read, what="reading which releases the run built", policy=self.retry)
+        missing = [(rid, ident) for rid, ident in built if not _is_our_message(loader.root, ident)]
+        if not missing:
+            return
+        from ..errors import OutputError
+
+        rid, ident = missing[0]
+        raise OutputError(
+            f"run {self.run.id}: the local batch folder {loader.root} lacks {len(missing):,} of the {len(built):,} "
+            f"message(s) this run built (first: release {rid}, {ident}/{ident}.xml); the folder was removed or "
+            "emptied after they were built. Nothing is uploaded, BatchComplete is not written and nothing on the "
+            "store is removed; fix: restore the folder and `etl resume "
+            f"{self.run.id}`, or rebuild those releases in a new batch with `etl run --new --force` (the store "
+            f"never sees batch {loader.batch_id} complete)"
+        )
+
+    def _deliver(self, beat: Heartbeat) -> bool:
+        """The local batch is whole: upload it to the recipient's target (resumable; see ddex_etl.delivery.deliver).
+
+        Stops at the next file boundary when the run was taken over (``LostLockError``) or on Ctrl-C /
+        SIGTERM (returns False: interrupted, resumable).
+        """
         recipient = self.cfg.recipient
         if recipient is None or recipient.target is None or not isinstance(self.loader, FileLoader):
-            return
+            return True
         from ..delivery.deliver import deliver_batch
 
-        self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id,
-                                      progress_interval=self.cfg.run.progress_interval,
-                                      media_root=self.cfg.load.media_root,
-                                      max_media_bytes=self.cfg.load.max_media_bytes).as_dict()
+        def check() -> None:
+            beat.raise_if_lost()
+            if self.signals:
+                raise _DeliveryStopped
+        beat.beat_now()  # the run is still this runner's before anything touches the target
+        try:
+            self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id, check=check,
+                                          progress_interval=self.cfg.run.progress_interval,
+                                          media_root=self.cfg.load.media_root,
+                                          max_media_bytes=self.cfg.load.max_media_bytes).as_dict()
+        except _DeliveryStopped:
+            log.warning("run %d: the upload stopped at a file boundary (signal); `etl resume %d` sends the rest",
+                        self.run.id, self.run.id)
+            return False
+        return True
 
     def _report_orphans(self) -> None:
         """Releases this job delivered that the catalog lost without a takedown: rejected in every run (see orphans)."""
@@ -226,12 +281,18 @@ class Runner:
             self.reporter.start(self.total, self.tally.seen())
             finished = self._loop()
             if finished:
-                self._report_orphans()
-                if not self._drop_empty_batch():
-                    self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
-                    self._deliver()
-                self._close_claims()
-                status = "succeeded"
+                # Every phase after the loop beats too (delivery may take hours): a live run never looks stalled.
+                with Heartbeat(self) as beat:
+                    self._report_orphans()
+                    delivered = True
+                    if not self._drop_empty_batch():
+                        self._check_local_batch()
+                        self.loader.finish(resumed=self.resumed or self.run.attempts > 1)
+                        delivered = self._deliver(beat)
+                    if delivered:
+                        self._close_claims()
+                beat.raise_if_lost()  # found by the last beat: the run is no longer this runner's to end
+                status = "succeeded" if delivered else "interrupted"
             else:
                 status = "interrupted"
             graceful = True
@@ -462,6 +523,27 @@ class Runner:
             policy=self.retry,
         )
 
+    def _heartbeat_owned(self) -> None:
+        """Beat, and check the run row still names this runner: ``LostLockError`` when another took it over."""
+        updated = self.lock.execute(
+            lambda c: c.execute(
+                sa.text(
+                    f"""UPDATE {state._t(self.schema, 'runs')} SET heartbeat_at = now()
+                    WHERE id = :id AND status = 'running' AND pid = :pid AND host = :host"""
+                ),
+                {"id": self.run.id, "pid": os.getpid(), "host": host()},
+            ).rowcount,
+            what="updating the run's heartbeat",
+            policy=self.retry,
+        )
+        if not updated:
+            raise LostLockError(
+                f"run {self.run.id} of job {self.run.job!r} was taken over by another runner (its row no longer "
+                "names this process as running it); this runner stops before it touches the target again, so "
+                "that two runners never deliver beside each other; fix: let the other runner finish, then "
+                f"`etl resume {self.run.id}` if it is still unfinished"
+            )
+
     def _commit(
         self,
         task: Task,
@@ -592,6 +674,67 @@ class Runner:
             delivery=self.delivery,
         )
 
+
+
+class _DeliveryStopped(Exception):
+    """Raised at a file boundary of the upload after Ctrl-C / SIGTERM."""
+
+
+class Heartbeat:
+    """Beats the run row every ``HEARTBEAT_SECONDS`` from a thread while the main thread does long work
+    (the upload, the orphan check), checking the row still names this runner.
+
+    The loop beats between chunks itself; after it, nothing else would: a delivery of more than
+    ``joblock.STALE_AFTER`` would look stalled and another host would take the run over. A takeover found
+    is kept for ``raise_if_lost`` (called at every file boundary of the upload).
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.lost: EtlError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ddex-etl-heartbeat", daemon=True)
+        self._mutex = threading.Lock()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def beat_now(self) -> None:
+        """One beat from the caller's thread (raises what it finds)."""
+        self.raise_if_lost()
+        with self._mutex:
+            self.runner._heartbeat_owned()
+
+    def raise_if_lost(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with self._mutex:  # the lock's connection is not shared by two threads at once
+                    self.runner._heartbeat_owned()
+            except EtlError as exc:
+                self.lost = exc
+                log.error("%s", mask_text(str(exc)))
+                return
+            except Exception as exc:  # noqa: BLE001 - a beat that failed is tried again at the next one
+                log.warning("could not update the run's heartbeat: %s", mask_text(str(exc)))
+
+
+def _is_our_message(root: Path, ident: str) -> bool:
+    """``<root>/<ident>/<ident>.xml`` is a regular file reached without a link."""
+    try:
+        folder = os.lstat(root / ident)
+        message = os.lstat(root / ident / f"{ident}.xml")
+    except OSError:
+        return False
+    return stat.S_ISDIR(folder.st_mode) and stat.S_ISREG(message.st_mode)
 
 
 def _id_span(ids: tuple[int, ...]) -> str:

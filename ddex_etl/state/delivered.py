@@ -94,6 +94,19 @@ def delivered_by_run(conn: Connection, schema: str, job: str, run_id: int, relea
     return {int(r[0]) for r in rows}
 
 
+def folders_of_run(conn: Connection, schema: str, job: str, run_id: int) -> list[tuple[int, str]]:
+    """``(release_id, identifier)`` of every document ``run_id`` wrote into its batch and still holds as the job's
+    latest for that release (the folders its local batch must hold), by release id."""
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT release_id, identifier FROM {_t(schema, 'delivered')}
+            WHERE job = :job AND run_id = :run AND identifier IS NOT NULL ORDER BY release_id"""
+        ),
+        {"job": job, "run": run_id},
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
 def record_delivered(
     conn: Connection, schema: str, job: str, run_id: int, delivered: Iterable[tuple[Any, ...]]
 ) -> int:

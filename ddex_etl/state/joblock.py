@@ -136,6 +136,10 @@ class JobLock:
                     self._unlock(conn)
                     who = f" ({_describe(row)})" if row is not None else ""
                     raise LostLockError(self._lost(f"run {self.run_id} was taken over by another runner{who}"))
+                row = _run_row(conn, self.schema, self.run_id)
+                if row is not None and not (row.status == "running" and row.pid == os.getpid() and row.host == host()):
+                    # Held by another, and the run row no longer names us: taken over; no point waiting.
+                    raise LostLockError(self._lost(f"run {self.run_id} was taken over by another runner ({_describe(row)})"))
                 if time.monotonic() > deadline:
                     raise LostLockError(self._lost(f"another process holds the lock now{self._holder(conn)}"))
                 time.sleep(0.2)

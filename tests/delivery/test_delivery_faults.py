@@ -270,3 +270,36 @@ def test_a_remote_file_altered_at_the_same_size_after_a_kill_is_sent_again_befor
     assert tree_md5(srv.root / folder / BATCH) == tree_md5(local)
     assert f"{BATCH}/{victim.relative_to(srv.root / folder / BATCH).as_posix()}" in report.uploaded
     assert len(report.skipped) == len(sent) - 1  # the untouched ones are trusted without a read-back
+
+
+def test_a_stop_asked_for_during_a_stall_ends_the_retries_instead_of_sitting_them_out(
+    openssh_server: OpenSSHServer, tmp_path: Path
+) -> None:
+    local = make_batch(tmp_path / "out", BATCH, releases=2, audio_size=200_000)
+    proxy = FaultProxy(openssh_server.host, openssh_server.port)
+    openssh_server.trust_port(proxy.port)
+    folder = openssh_server.folder()
+    stop = threading.Event()
+
+    class Stopped(Exception):
+        pass
+
+    def check() -> None:
+        if stop.is_set():
+            raise Stopped
+
+    def stall_then_stop(event: str, path: str) -> None:
+        if not stop.is_set():
+            proxy.stall()
+            threading.Timer(0.5, stop.set).start()  # SIGTERM arrives while the next file is stuck on the silent server
+
+    try:
+        target = open_target(openssh_server.url(folder, port=proxy.port),
+                             **{**openssh_server.options(), "timeout": 2, "retries": 5})
+        thread, out = in_thread(lambda: upload_batch(local, target, on_file=stall_then_stop, check=check))
+        thread.join(60)
+        assert not thread.is_alive()
+        assert isinstance(out.get("error"), Stopped), out
+        assert out["seconds"] < 8, out["seconds"]  # one timeout, not five of them with backoff
+    finally:
+        proxy.close()
