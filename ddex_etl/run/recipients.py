@@ -3,11 +3,13 @@
 A recipient's job is ``<run.job>/<name>`` (``Config.for_recipient``), so its
 runs, checkpoints, lock, delivered checksums, watermark, takedowns and run
 selection are its own, with no new machinery: ``ddex_etl.run.run`` does the
-work. ``etl run`` runs the recipients one after another in the order of
-``etl.toml`` (or only ``--recipient NAME``); before building, it reads each
-store's acknowledgements (``store_acks``). A recipient that fails does not
-stop the next one; an interrupted one (Ctrl-C, SIGTERM) does, and the rest
-are reported as not started.
+work. ``etl run`` runs the recipients of ``etl.toml`` (or only
+``--recipient NAME``) up to ``run.parallel_recipients`` side by side, in
+threads, reporting them in file order; before building, each reads its
+store's acknowledgements (``store_acks``). A recipient that fails stops no
+other; a signal (Ctrl-C, SIGTERM) reaches every recipient's run (the main
+thread hands it on), and those not started yet are reported as not started.
+With ``parallel_recipients = 1`` they run one after another as before.
 
 The process exit code is the worst of the recipients', in this order::
 
