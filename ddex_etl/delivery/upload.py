@@ -534,14 +534,44 @@ class BatchUpload:
         in a batch declared complete. The store's own ACK files stay.
         """
         # Only a file that was there when this upload started can be extra: everything this upload sent is wanted.
-        for remote in sorted(set(self._remote) - wanted):
-            if is_ack_file(remote):
-                continue
+        extras = sorted(r for r in set(self._remote) - wanted if not is_ack_file(r))
+        self._refuse_unproven_removals(extras)
+        for remote in extras:
             self._check()
             if not self.dry_run:
                 self.target.remove(remote)
             self.report.removed.append(remote)
             self._event("removed", remote)
+
+    def _refuse_unproven_removals(self, extras: list[str]) -> None:
+        """A remote file is removed only on the local batch's proof that it no longer belongs: never one its
+        local message still names (that resource went missing locally; the batch is not whole)."""
+        prefix = f"{self.remote_dir}/" if self.remote_dir else ""
+        messages: dict[str, bytes | None] = {}
+        for remote in extras:
+            rel = remote[len(prefix):] if remote.startswith(prefix) else remote
+            folder, _, rest = rel.partition("/")
+            if not rest or "/" not in rest:
+                continue  # not a file of a release's resources
+            if folder not in messages:
+                try:
+                    fd = open_batch_file(self.local, f"{folder}/{folder}.xml")
+                except DeliveryTerminalError:
+                    messages[folder] = None  # the release is gone locally (rejected on resume): removable
+                    continue
+                try:
+                    messages[folder] = os.pread(fd, os.fstat(fd).st_size, 0)
+                finally:
+                    os.close(fd)
+            message = messages[folder]
+            name = rest.rsplit("/", 1)[1]
+            if message is not None and name.encode("utf-8") in message:
+                raise DeliveryTerminalError(
+                    f"batch {self.batch_id}: {rel} is on {self.target.describe()} and named by the local message "
+                    f"{folder}/{folder}.xml, but missing from the local batch {self.local}; the batch is not whole "
+                    "here, so nothing is removed and BatchComplete is not sent; fix: restore the file, or rebuild "
+                    "the batch (`etl run --new --force`)"
+                )
 
     def _mark(self) -> tuple[int, int, int, int]:
         r = self.report

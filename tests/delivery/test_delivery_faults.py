@@ -303,3 +303,27 @@ def test_a_stop_asked_for_during_a_stall_ends_the_retries_instead_of_sitting_the
         assert out["seconds"] < 8, out["seconds"]  # one timeout, not five of them with backoff
     finally:
         proxy.close()
+
+
+# --------------------------------------------------------------------------- item 1: no removal without local proof
+
+
+def test_a_resource_lost_locally_but_named_by_its_message_is_never_removed_from_the_store(
+    sftp_server: SFTPServer, tmp_path: Path
+) -> None:
+    local = make_batch(tmp_path / "out", BATCH, releases=2, complete=False)
+    release = local / "0602445700001"
+    names = sorted(p.name for p in (release / "resources").iterdir())
+    (release / "0602445700001.xml").write_text(
+        "<NewReleaseMessage>" + "".join(f"<URI>resources/{n}</URI>" for n in names) + "</NewReleaseMessage>",
+        encoding="utf-8")
+    folder = sftp_server.folder()
+    with open_target(sftp_server.url(folder), **sftp_server.options()) as target:
+        upload_batch(local, target)  # interrupted before the run finished: no marker yet
+        sent = tree_md5(sftp_server.root / folder / BATCH)
+        (release / "resources" / names[0]).unlink()  # lost locally (a clean-up), still named by the message
+        (local / MARKER).write_bytes(b"")
+        with pytest.raises(DeliveryTerminalError, match="named by the local message") as err:
+            upload_batch(local, target)
+    assert names[0] in str(err.value) and "fix:" in str(err.value)
+    assert tree_md5(sftp_server.root / folder / BATCH) == sent  # nothing removed, no BatchComplete
