@@ -115,6 +115,8 @@ class RunConfig:
     # Neither is in the fingerprint: a run started locally may resume on Dask and back.
     executor: str = "local"  # local | dask
     scheduler: str | None = None  # a Dask scheduler's address, tcp://host:8786
+    # Recipients whose runs go on side by side (threads of `etl run`); 1: one after another.
+    parallel_recipients: int = 4
 
 
 @dataclass(frozen=True)
@@ -659,6 +661,9 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append(problem)
     if rn.workers < 0:
         problems.append(f"run.workers: must be 0 (one per core) or more, got {rn.workers}")
+    if rn.parallel_recipients < 1:
+        problems.append(f"run.parallel_recipients: must be 1 (one recipient after another) or more, "
+                        f"got {rn.parallel_recipients}")
     if rn.max_errors is not None and rn.max_errors < 0:
         problems.append(f"run.max_errors: must be 0 or more, got {rn.max_errors}")
     if rn.mode not in ("full", "incremental"):

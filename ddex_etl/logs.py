@@ -13,6 +13,7 @@ recipient=...)``; every line after that carries it.
 """
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -23,8 +24,9 @@ from .config import mask_secrets
 
 FORMATS = ("auto", "text", "json")
 
-# What the process is working on; the same for every line it logs.
-_context: dict[str, Any] = {}
+# What the process (or, with recipients side by side, the thread) is working on; on every line it logs.
+# A context variable: each recipient's thread binds its own, starting from a copy of the caller's.
+_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("ddex_etl_log_context")
 
 # LogRecord attributes that are not a caller's ``extra=`` values.
 _STANDARD = set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {"message", "asctime", "fields"}
@@ -32,16 +34,18 @@ _STANDARD = set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, Non
 
 def bind(**values: Any) -> None:
     """Attach ``values`` (job, run, recipient, ...) to every line logged from now on; None removes one."""
+    bound = dict(_CONTEXT.get({}))
     for key, value in values.items():
         if value is None:
-            _context.pop(key, None)
+            bound.pop(key, None)
         else:
-            _context[key] = value
+            bound[key] = value
+    _CONTEXT.set(bound)
 
 
 def context() -> dict[str, Any]:
     """A copy of what ``bind`` attached."""
-    return dict(_context)
+    return dict(_CONTEXT.get({}))
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -69,7 +73,8 @@ class TextFormatter(logging.Formatter):
         self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        where = ", ".join(f"{k} {_context[k]}" for k in ("job", "run") if k in _context)
+        bound = _CONTEXT.get({})
+        where = ", ".join(f"{k} {bound[k]}" for k in ("job", "run") if k in bound)
         head = f"{record.levelname} {_short(record.name)}" + (f" [{where}]" if where else "")
         if self.timestamps:
             head = f"{_utc(record.created)} {head}"
@@ -83,13 +88,14 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
+        bound = _CONTEXT.get({})
         data: dict[str, Any] = {
             "time": _utc(record.created),
             "level": record.levelname.lower(),
             "logger": _short(record.name),
-            "job": _context.get("job"),
-            "run": _context.get("run"),
-            "recipient": _context.get("recipient"),
+            "job": bound.get("job"),
+            "run": bound.get("run"),
+            "recipient": bound.get("recipient"),
             "message": mask_secrets(record.getMessage()),
             "fields": record_fields(record),
         }

@@ -45,16 +45,7 @@ from __future__ import annotations
 
 from .acks import AckRecord, AckReport, parse_ack, parse_acks, read_acks
 from .paths import UnsafePathError, safe_relpath
-from .resources import (
-    CopiedResource,
-    MediaItem,
-    MediaRoot,
-    PlannedResource,
-    copy_resources,
-    plan_resources,
-    release_media,
-    resource_uri,
-)
+from .resources import CopiedResource, MediaItem, MediaRoot, PlannedResource, copy_resources, plan_resources, release_media, resource_uri
 from .targets import RemoteObject, Target, mask_url, open_target
 from .upload import BatchUpload, FileJournal, UploadReport, batch_manifest, upload_batch
 

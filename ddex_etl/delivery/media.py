@@ -36,8 +36,8 @@ from ..errors import FieldProblem, MediaError, OutputError
 from ..load import RESOURCES, FileChunk, output_error, remove_resources
 from ..models import Release
 from .media_source import MAX_MEDIA_BYTES, MediaRoot
-from .resources import (CopiedResource, PlannedResource, ResourceWriteError, copy_resources, plan_resources,
-                        release_media)
+from .resources import CopiedResource, PlannedResource, ResourceWriteError, copy_resources, hash_resources, plan_resources, release_media
+from .upload import write_media_list
 
 _ROOTS: dict[str, MediaRoot] = {}  # per process: one fsspec filesystem per media root
 
@@ -119,6 +119,61 @@ def copy_media(chunk: FileChunk, folder: str, release_id: int, planned: Sequence
     finally:
         if dfd >= 0:
             os.close(dfd)
+
+
+def streams_media(target: str | None) -> bool:
+    """Whether a recipient's media go straight from the media root to its target (a remote one), never copied locally."""
+    if target is None:
+        return False
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
+    return scheme not in ("", "file")
+
+
+def note_media(chunk: FileChunk, folder: str, release_id: int, planned: Sequence[PlannedResource], root: MediaRoot,
+               root_url: str, *, max_bytes: int = MAX_MEDIA_BYTES, allow_unverified: bool = False,
+               ) -> list[CopiedResource]:
+    """A remote-only recipient's release: check its media (read and hashed) and list them for the upload, no copy.
+
+    Same checks and rejections as ``copy_media`` (``MediaError``), and the same
+    crash safety: the list (``resources/.etl-media.json``) sits where the
+    copies would, so a chunk that never committed loses it with its message.
+    The upload streams each listed file from the media root, hashing it on
+    the way, and commits it on the target only when the MD5 is still the
+    catalog's.
+    """
+    if not planned:
+        return []
+    checked = hash_resources(release_id, planned, root, allow_unverified=allow_unverified, max_bytes=max_bytes)
+    chunk.register(release_id, folder, sync=True)
+    dfd = chunk.release_folder(folder)
+    try:
+        _refuse_link(dfd, chunk, folder)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(RESOURCES, 0o755, dir_fd=dfd)
+            rfd = os.open(RESOURCES, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:
+                write_media_list(rfd, root_url, [(c.uri, c.source, c.size, c.md5) for c in checked],
+                                 durable=chunk.loader.durable)
+                if chunk.loader.durable:
+                    os.fsync(rfd)
+            finally:
+                os.close(rfd)
+        except OSError as exc:
+            remove_resources(dfd)
+            raise OutputError(
+                f"release {release_id}: cannot write the list of its media into {chunk.loader.root / folder / RESOURCES}: "
+                f"{exc}; fix: check the output folder (space, permissions), then `etl resume`"
+            ) from exc
+    except OutputError:
+        os.close(dfd)
+        dfd = -1
+        chunk.drop_folder(folder)
+        raise
+    finally:
+        if dfd >= 0:
+            os.close(dfd)
+    return checked
 
 
 def _refuse_link(dfd: int, chunk: FileChunk, folder: str) -> None:

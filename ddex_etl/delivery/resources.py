@@ -322,6 +322,56 @@ def copy_resources(release_id: object, plan: Sequence[PlannedResource], media_ro
     return done
 
 
+def hash_resources(release_id: object, plan: Sequence[PlannedResource],
+                   media_root: MediaRoot | str | os.PathLike[str], *, allow_unverified: bool = False,
+                   max_bytes: int = MAX_MEDIA_BYTES) -> list[CopiedResource]:
+    """``copy_resources``'s checks without the copy: each file is read from the media root and hashed.
+
+    For a recipient whose target is remote: the upload streams the files
+    from the media root (and hashes them again on the way, committing
+    nothing that changed meanwhile), so the batch holds no copy. Raises
+    ``MediaError`` for what the release cannot have, exactly as
+    ``copy_resources`` would. The results have ``copied`` False.
+    """
+    root = _root(media_root)
+    done: list[CopiedResource] = []
+    problems: list[FieldProblem] = []
+    for p in _distinct(plan):
+        item = p.item
+        if not is_safe_relpath(item.source) or not is_safe_relpath(p.uri) or not p.uri.startswith(RESOURCES + "/"):
+            problems.append(FieldProblem(item.field, item.source, f"is not a safe media path (URI {p.uri!r})",
+                                         "plan the release's media with plan_resources()"))
+            continue
+        expected = item.md5.lower() if item.md5 else None
+        if expected is None and not allow_unverified:
+            problems.append(_unverified(item, root))
+            continue
+        digest = hashlib.md5()
+        size = 0
+        try:
+            with root.open(item.source, max_bytes=max_bytes) as src:
+                while block := src.read(_BLOCK):
+                    digest.update(block)
+                    size += len(block)
+        except MediaRefused as exc:
+            problems.append(_refused(item, exc, expected))
+            continue
+        except OSError as exc:
+            problems.append(_unreadable(item, exc, root))
+            continue
+        actual = digest.hexdigest()
+        if expected is not None and actual != expected:
+            problems.append(FieldProblem(
+                item.field, item.source,
+                f"MD5 of {root.path(item.source)} is {actual}, the catalog says {expected} ({size:,} bytes read)",
+                "replace the file with the right one, or correct the MD5 in the catalog, then retry the release"))
+            continue
+        done.append(CopiedResource(p.uri, size, actual, expected is not None, False, item.source, item.field))
+    if problems:
+        raise MediaError(release_id, problems)
+    return done
+
+
 def _write_fault(exc: OSError, path: Path, release_id: object, item: MediaItem | None) -> ResourceWriteError:
     what = f"{item.field} of release {release_id} ({item.source})" if item else f"the media of release {release_id}"
     return ResourceWriteError(exc, path, what)

@@ -11,10 +11,11 @@ import hashlib
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,11 @@ TEMP_DIR = ".etl-partial"
 DEFAULT_RETRIES = 5
 DEFAULT_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
+#: Files in flight at once per target (rclone's is 4, the aws CLI's 10).
+DEFAULT_TRANSFERS = 8
+MAX_TRANSFERS = 64
+#: Bytes read from a source per block while streaming it to a target.
+STREAM_BLOCK = 1 << 20
 
 T = TypeVar("T")
 
@@ -60,16 +66,24 @@ class Target(ABC):
     #: True when a file is written under a temp name and renamed (local, SFTP); False for object stores.
     renames: bool = False
 
-    def __init__(self, display: str, *, retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF) -> None:
+    def __init__(self, display: str, *, retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF,
+                 transfers: int = DEFAULT_TRANSFERS, max_bandwidth: float | None = None) -> None:
         if retries < 1:
             raise ConfigError(f"target {display}: retries must be at least 1, got {retries}")
         if backoff < 0:
             raise ConfigError(f"target {display}: backoff must not be negative, got {backoff}")
+        if not 1 <= transfers <= MAX_TRANSFERS:
+            raise ConfigError(f"target {display}: transfers must be 1 to {MAX_TRANSFERS} (files in flight at once), "
+                              f"got {transfers}")
         self._display = display
         self.retries = retries
         self.backoff = backoff
+        #: How many files an upload keeps in flight at once; every method may be called from that many threads.
+        self.transfers = transfers
+        self.throttle = Throttle(max_bandwidth) if max_bandwidth else None
         #: How many attempts were retried after a transient fault, for reports and benchmarks.
         self.retried = 0
+        self._retried_lock = threading.Lock()
         #: Called before each retry; what it raises ends the operation there (an upload told to stop
         #: does not sit out every retry against a server that stopped answering).
         self.before_retry: Callable[[], None] | None = None
@@ -87,6 +101,8 @@ class Target(ABC):
         modification time), else None.
         """
         rel = safe_relpath(relpath)
+        if self.throttle is not None:
+            self.throttle.take(len(data))
         return self._retrying(f"uploading {rel}", lambda: self._put_bytes(rel, data))
 
     def put_file(self, relpath: str, local_path: str | os.PathLike[str]) -> RemoteObject | None:
@@ -96,6 +112,32 @@ class Target(ABC):
         """
         rel = safe_relpath(relpath)
         return self._retrying(f"uploading {rel}", lambda: self._put_file(rel, Path(local_path)))
+
+    def put_stream(self, relpath: str, open_source: Callable[[], Any], *, size: int, md5: str | None,
+                   what: str = "") -> RemoteObject | None:
+        """Store what ``open_source()`` reads at ``relpath``, committed only when its MD5 and size are the expected ones.
+
+        The source is read in blocks and hashed on the way (bounded memory);
+        each attempt opens it again. When the bytes read are not ``size``
+        bytes with MD5 ``md5`` (when given), nothing is committed and
+        ``SourceMismatch`` is raised (``what`` names the source in it). A fault
+        reading the source is a ``SourceError``, never retried. Returns what
+        the store said it now holds, as ``put_bytes`` does.
+        """
+        rel = safe_relpath(relpath)
+        shown = what or rel
+
+        def attempt() -> RemoteObject | None:
+            try:
+                raw = open_source()
+            except DeliveryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the source's fault, not the target's
+                raise SourceError(f"cannot read {shown}: {exc}") from exc
+            with raw:
+                return self._put_stream(rel, HashingReader(raw, shown, self.throttle), size, md5)
+
+        return self._retrying(f"uploading {rel}", attempt)
 
     def exists(self, relpath: str) -> bool:
         """Whether a file is at ``relpath``."""
@@ -146,6 +188,22 @@ class Target(ABC):
 
         return self._retrying(f"reading {rel}", read)
 
+    def prepare_folders(self, relpaths: Iterable[str]) -> None:
+        """Make sure the folders that will hold these files exist (many at once), before they are sent.
+
+        Only a hint: a put makes what is missing anyway. Targets where a folder
+        costs a round trip (SFTP) make them side by side here instead of one
+        by one in front of each file.
+        """
+        rels = [safe_relpath(r) for r in relpaths if "/" in r]
+        folders = {r.rsplit("/", 1)[0] for r in rels}
+        if folders and self.renames:
+            folders |= {self._temp_name(r).rsplit("/", 1)[0] for r in rels}  # where their temp files go
+            self._retrying("making folders", lambda: self._prepare(sorted(folders)))
+
+    def _prepare(self, folders: list[str]) -> None:
+        return None
+
     def clean_temp(self, under: str = "") -> int:
         """Remove temp files a killed upload left (for batch ``under``, or all); returns how many."""
         if not self.renames:
@@ -173,6 +231,10 @@ class Target(ABC):
 
     @abstractmethod
     def _put_file(self, rel: str, local: Path) -> RemoteObject | None: ...
+
+    @abstractmethod
+    def _put_stream(self, rel: str, src: HashingReader, size: int, md5: str | None) -> RemoteObject | None:
+        """Send ``src`` to ``rel``; call ``src.verify(size, md5)`` after the last block and before the commit."""
 
     @abstractmethod
     def _exists(self, rel: str) -> bool: ...
@@ -227,7 +289,8 @@ class Target(ABC):
                     raise error from exc
             if self.before_retry is not None:
                 self.before_retry()
-            self.retried += 1
+            with self._retried_lock:
+                self.retried += 1
             delay = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
             time.sleep(delay)
             try:
@@ -237,6 +300,82 @@ class Target(ABC):
 
     def _classify(self, exc: BaseException, what: str) -> DeliveryError:
         return classify_error(exc, f"{what} on {self.describe()}")
+
+
+class SourceError(DeliveryTerminalError):
+    """A file being sent could not be read (the media root's or the local batch's fault, not the target's)."""
+
+
+class SourceMismatch(DeliveryTerminalError):
+    """The bytes read from a source are not the ones expected (MD5 or size); nothing was committed."""
+
+
+class Throttle:
+    """A token bucket shared by every transfer of a target: at most ``rate`` bytes per second on average."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ConfigError(f"max_bandwidth must be positive (bytes per second), got {rate}")
+        self.rate = float(rate)
+        self._lock = threading.Lock()
+        self._next = time.monotonic()  # when the bytes taken so far will have gone at ``rate``
+
+    def take(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` more may go."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now - 0.25)  # a short burst after idling, not an unbounded one
+            self._next = start + nbytes / self.rate
+            wait = self._next - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class HashingReader:
+    """A source read in blocks, hashed and counted on the way (and throttled, when the target has a limit)."""
+
+    def __init__(self, raw: Any, what: str, throttle: Throttle | None = None) -> None:
+        self._raw, self.what, self._throttle = raw, what, throttle
+        self._digest = hashlib.md5()
+        self.size = 0
+
+    def read(self, n: int = STREAM_BLOCK) -> bytes:
+        try:
+            block: bytes = self._raw.read(n)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a read fault is the source's, never retried against the target
+            raise SourceError(f"cannot read {self.what}: {exc}") from exc
+        if block:
+            self._digest.update(block)
+            self.size += len(block)
+            if self._throttle is not None:
+                self._throttle.take(len(block))
+        return block
+
+    def read_exact(self, n: int) -> bytes:
+        """Up to ``n`` bytes: fewer only at the end of the source."""
+        parts, got = [], 0
+        while got < n:
+            block = self.read(min(STREAM_BLOCK, n - got))
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        return b"".join(parts)
+
+    @property
+    def md5(self) -> str:
+        return self._digest.hexdigest()
+
+    def verify(self, size: int, md5: str | None) -> None:
+        """Raise ``SourceMismatch`` unless what was read is ``size`` bytes with MD5 ``md5`` (when given)."""
+        if self.size != size or (md5 is not None and self.md5 != md5.lower()):
+            raise SourceMismatch(
+                f"{self.what} read as {self.size:,} bytes with MD5 {self.md5}, expected {size:,} bytes with MD5 "
+                f"{md5 or '(any)'}: it changed after the run checked it, so it was not committed; fix: put the "
+                "right file back (or run again to deliver the new one), then resume"
+            )
 
 
 def classify_error(exc: BaseException, where: str) -> DeliveryError:

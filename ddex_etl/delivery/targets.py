@@ -55,7 +55,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
 from .paths import join
-from .target_base import TEMP_DIR, Folder, RemoteObject, Target, classify_error
+from .target_base import DEFAULT_TRANSFERS, TEMP_DIR, Folder, RemoteObject, Target, classify_error
 from .target_kinds import DEFAULT_SINGLE_PUT_MAX, LocalTarget, ObjectTarget, SFTPTarget
 
 __all__ = ["TEMP_DIR", "Folder", "LocalTarget", "ObjectTarget", "RemoteObject", "SFTPTarget", "Target", "check_options",
@@ -78,6 +78,27 @@ def check_options(url: str, options: dict[str, Any]) -> None:
         )
 
 
+_BANDWIDTH = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)(?:i?B)?(?:/s)?\s*")
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def parse_bandwidth(value: Any, *, where: str = "max_bandwidth") -> float:
+    """Bytes per second from a number or a string like ``"512k"``, ``"10M"``, ``"10MB/s"`` (binary units)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: max_bandwidth must be bytes per second or a size like '10M', got {value!r}")
+    if isinstance(value, int | float):
+        rate = float(value)
+    else:
+        found = _BANDWIDTH.fullmatch(str(value))
+        if found is None:
+            raise ConfigError(f"{where}: max_bandwidth {value!r} is not a rate; fix: write bytes per second "
+                              "(e.g. 1048576) or a size per second like '512k', '10M' or '1G'")
+        rate = float(found.group(1)) * _UNITS[found.group(2).lower()]
+    if rate <= 0:
+        raise ConfigError(f"{where}: max_bandwidth must be more than 0, got {value!r}")
+    return rate
+
+
 def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***``."""
     parts = urlsplit(url)
@@ -92,18 +113,30 @@ def open_target(url: str, **options: Any) -> Target:
     """The target a URL names: ``file://`` or a plain path, ``sftp://``, ``s3://``, or any fsspec protocol.
 
     Common options: ``retries`` (attempts per operation, default 5), ``backoff``
-    (first wait in seconds, default 0.5). ``file``: ``durable`` (fsync, default
+    (first wait in seconds, default 0.5), ``transfers`` (files in flight at
+    once, default 8), ``max_bandwidth`` (bytes per second over all of them,
+    or ``"10M"``; default no limit). ``file``: ``durable`` (fsync, default
     true). ``sftp``: ``key_file``, ``password_env`` (name of the environment
     variable holding the password), ``known_hosts`` (default
     ``~/.ssh/known_hosts``), ``host_key_policy`` (``reject``, the default, or
     ``auto_add``), ``timeout`` (seconds, default 30: the connection and every
     request), ``allow_agent``. ``s3``: ``endpoint_url``,
     ``region``, ``profile``, ``single_put_max``, ``timeout`` (seconds, default
-    30, for every request). Other protocols: options go to
+    30, for every request), ``multipart_threshold`` (32 MiB), ``part_size``
+    (8 MiB). Other protocols: options go to
     the fsspec filesystem. Raises ``ConfigError`` for a bad URL or option.
     """
     check_options(url, options)
     retry = {k: options.pop(k) for k in ("retries", "backoff") if k in options}
+    if "transfers" in options:
+        transfers = options.pop("transfers")
+        if isinstance(transfers, bool) or not isinstance(transfers, int):
+            raise ConfigError(f"target {mask_url(url)}: transfers must be a whole number (files in flight), "
+                              f"got {transfers!r}")
+        retry["transfers"] = transfers
+    if options.get("max_bandwidth") is not None:
+        retry["max_bandwidth"] = parse_bandwidth(options.pop("max_bandwidth"), where=f"target {mask_url(url)}")
+    options.pop("max_bandwidth", None)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
@@ -167,7 +200,7 @@ def _open_sftp(url: str, parts: Any, options: dict[str, Any], retry: dict[str, A
         )
     except Exception as exc:  # noqa: BLE001 - classified like any operation's fault
         raise classify_error(exc, f"connecting to {display}") from exc
-    return SFTPTarget(fs, root, display, **retry)
+    return SFTPTarget(fs, root, display, timeout=timeout, **retry)
 
 
 def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any]) -> Target:
@@ -179,6 +212,7 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     region = options.pop("region", None)
     profile = options.pop("profile", None)
     single_put_max = int(options.pop("single_put_max", DEFAULT_SINGLE_PUT_MAX))
+    sizes = {k: int(options.pop(k)) for k in ("multipart_threshold", "part_size") if k in options}
     timeout = float(options.pop("timeout", 30))
     _no_more(url, options)
     import s3fs
@@ -191,19 +225,45 @@ def _open_s3(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any
     session = {"profile": profile} if profile else {}
     fs = s3fs.S3FileSystem(
         client_kwargs=client_kwargs,
-        # every request has a deadline: a store that stops answering is a transient fault, never a hang
+        # every request has a deadline: a store that stops answering is a transient fault, never a hang;
+        # one connection per transfer, and room for the parts of a multipart upload beside them
         config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"},
-                       "connect_timeout": timeout, "read_timeout": timeout},
+                       "connect_timeout": timeout, "read_timeout": timeout,
+                       "max_pool_connections": max(10, 2 * int(retry.get("transfers", DEFAULT_TRANSFERS))),
+                       # Content-MD5 already guards every body; a CRC32 on top costs CPU and nothing more
+                       "request_checksum_calculation": "when_required",
+                       "response_checksum_validation": "when_required"},
         use_listings_cache=False,
         skip_instance_cache=True,
         **session,
     )
     fs.retries = 1  # one retry policy, ours: neither s3fs nor botocore retries a request itself
+    try:
+        fs.connect()
+    except Exception as exc:  # noqa: BLE001 - classified like any operation's fault
+        raise classify_error(exc, f"connecting to s3://{bucket}") from exc
+    # botocore asks every PUT to wait for "100 Continue" before its body: a round trip more per file. A small
+    # body goes at once (a refused one costs only itself); large ones keep asking.
+    fs.s3.meta.events.register("before-send.s3", _no_expect_for_small_bodies)
     display = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     if endpoint:
         display += f" (endpoint {endpoint})"
     return ObjectTarget(fs, join(bucket, prefix), display, content_md5=True, single_put_max=single_put_max,
-                        timeout=timeout, **retry)
+                        timeout=timeout, **sizes, **retry)
+
+
+_EXPECT_MIN_BODY = 1 << 20
+
+
+def _no_expect_for_small_bodies(request: Any, **_: Any) -> None:
+    headers = request.headers
+    if "Expect" in headers:
+        try:
+            size = int(headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if size <= _EXPECT_MIN_BODY:
+            del headers["Expect"]
 
 
 def _open_fsspec(url: str, parts: Any, options: dict[str, Any], retry: dict[str, Any]) -> Target:

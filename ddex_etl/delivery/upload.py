@@ -50,17 +50,23 @@ import hashlib
 import json
 import os
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import DeliveryError, DeliveryTerminalError
 from .acks import is_ack_file
+from .media_source import MAX_MEDIA_BYTES, MediaRoot
 from .paths import join, safe_relpath
 from .targets import RemoteObject, Target
 
 JOURNAL_DIR = ".etl-delivery"
+#: In a release's ``resources/`` folder: the media the batch sends straight from the media root (no local copy).
+MEDIA_LIST = ".etl-media.json"
 _BLOCK = 1 << 20
 
 RESOURCE, MESSAGE, BATCH_COMPLETE = "resource", "message", "batch-complete"
@@ -75,6 +81,8 @@ class ManifestEntry:
     size: int
     md5: str
     kind: str  # RESOURCE, MESSAGE or BATCH_COMPLETE
+    source: str | None = None  # a path under the media root (streamed from there), or None: the local file
+    media_root: str | None = None  # the media root ``source`` is under
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
@@ -174,6 +182,7 @@ def batch_manifest(local_batch_dir: str | os.PathLike[str], under: str = "") -> 
     root = Path(local_batch_dir)
     batch_id = root.name
     entries: list[ManifestEntry] = []
+    media: list[ManifestEntry] = []
     top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     stack: list[tuple[int, str]] = []
     try:
@@ -191,6 +200,13 @@ def batch_manifest(local_batch_dir: str | os.PathLike[str], under: str = "") -> 
                 with os.scandir(folder) as it:
                     listed = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it)
                 for name, is_dir, is_link in listed:
+                    if name == MEDIA_LIST and prefix.endswith("/resources/") and not is_dir and not is_link:
+                        fd = _open_file(folder, name, root, f"{prefix}{name}")
+                        try:
+                            blob = _fd_read(fd)
+                        finally:
+                            os.close(fd)
+                        media.extend(read_media_list(blob, f"{root / prefix}{name}", prefix.rstrip("/")))
                     if not _visible(name):
                         continue
                     rel = f"{prefix}{name}"
@@ -211,8 +227,63 @@ def batch_manifest(local_batch_dir: str | os.PathLike[str], under: str = "") -> 
         for folder, _ in stack:
             os.close(folder)
         os.close(top)
+    local = {e.relpath for e in entries}
+    entries.extend(e for e in media if e.relpath not in local)  # a local copy, when there is one, wins
     entries.sort(key=lambda e: (_ORDER[e.kind], e.relpath))
     return entries
+
+
+def write_media_list(resources_dir_fd: int, media_root: str, files: Iterable[tuple[str, str, int, str]], *,
+                     durable: bool = True) -> None:
+    """Note, in a release's ``resources/`` (by descriptor), the media to send from the media root.
+
+    ``files``: (URI ``resources/<name>``, path under the media root, size, MD5).
+    Written to a temp name and renamed, so a reader sees the whole list or none.
+    """
+    rows = [{"uri": uri, "source": source, "size": size, "md5": md5} for uri, source, size, md5 in files]
+    blob = json.dumps({"media_root": media_root, "files": rows}, separators=(",", ":")).encode("utf-8")
+    tmp = f".{MEDIA_LIST}.{os.getpid()}.{threading.get_ident()}.etl-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                 dir_fd=resources_dir_fd)
+    try:
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, MEDIA_LIST, src_dir_fd=resources_dir_fd, dst_dir_fd=resources_dir_fd)
+
+
+def _fd_read(fd: int) -> bytes:
+    parts, offset = [], 0
+    while block := os.pread(fd, _BLOCK, offset):
+        parts.append(block)
+        offset += len(block)
+    return b"".join(parts)
+
+
+def read_media_list(blob: bytes, path: str, resources_rel: str) -> list[ManifestEntry]:
+    """The entries a ``.etl-media.json`` (``blob``, read from ``path``) lists; ``resources_rel``: its folder."""
+    try:
+        data = json.loads(blob)
+        media_root = str(data["media_root"])
+        out = []
+        for row in data["files"]:
+            uri, source = str(row["uri"]), str(row["source"])
+            if not uri.startswith("resources/"):
+                raise ValueError(f"URI {uri!r} is not under resources/")
+            rel = f"{resources_rel.rsplit('/', 1)[0]}/{uri}" if "/" in resources_rel else uri
+            safe_relpath(rel, what="batch file")
+            safe_relpath(source, what="media path")
+            out.append(ManifestEntry(rel, int(row["size"]), str(row["md5"]).lower(), RESOURCE, source, media_root))
+        return out
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeliveryTerminalError(
+            f"{path} (the list of media this release sends from the media root) cannot be read: {exc}; fix: "
+            "`etl resume` the run that wrote the batch (it writes the list again), or run again"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- journal
@@ -326,6 +397,44 @@ class UploadReport:
                 f"{len(self.failed)} failed{removed}; batch {state}")
 
 
+# --------------------------------------------------------------------------- progress
+
+
+@dataclass
+class UploadProgress:
+    """Where an upload stands: files and bytes done of those it set out to send (already there counts as done)."""
+
+    started: float = field(default_factory=time.monotonic)
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second so far."""
+        return self.bytes_done / self.seconds
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far (None before the first byte)."""
+        if self.bytes_done <= 0:
+            return None
+        return max(self.bytes_total - self.bytes_done, 0) / self.rate
+
+    def line(self) -> str:
+        """``120/457 files, 1.2/3.0 MB, 0.35 MB/s, ETA 6 s`` (MB = 2^20 bytes)."""
+        mb = 2**20
+        eta = self.eta
+        left = "ETA ?" if eta is None else f"ETA {eta:.0f} s"
+        return (f"{self.files_done}/{self.files_total} files, {self.bytes_done / mb:.1f}/{self.bytes_total / mb:.1f} MB, "
+                f"{self.rate / mb:.2f} MB/s, {left}")
+
+
 # --------------------------------------------------------------------------- upload
 
 
@@ -341,7 +450,9 @@ class BatchUpload:
 
     def __init__(self, target: Target, local_batch_dir: str | os.PathLike[str], *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
-                 dry_run: bool = False, check: Callable[[], None] | None = None) -> None:
+                 dry_run: bool = False, max_media_bytes: int = MAX_MEDIA_BYTES,
+                 media_root: str | None = None, on_progress: Callable[[UploadProgress], None] | None = None,
+                 check: Callable[[], None] | None = None) -> None:
         self.target = target
         self.check = check
         if check is not None:
@@ -363,6 +474,14 @@ class BatchUpload:
         self._stamps: dict[str, float] = stamps() if callable(stamps) else {}
         self._sent: dict[str, str] = {}  # batch-relative path -> md5, this session's confirmed files
         self._failed: set[str] = set()  # batch-relative paths that failed in this session: counted once, not retried
+        self.max_media_bytes = max_media_bytes
+        self.media_root = media_root  # overrides the media root the batch's media lists name
+        self._roots: dict[str, MediaRoot] = {}
+        self._lock = threading.RLock()  # the report, journal and maps are shared by the transfers in flight
+        self._stop = threading.Event()  # set when a transfer hit a fault that stops the upload
+        self.progress = UploadProgress()
+        self.on_progress = on_progress
+        self._queued: set[str] = set()  # counted in the progress totals
         if not dry_run:
             target.clean_temp(self.remote_dir)  # what a killed upload of this batch left
         self._remote: dict[str, RemoteObject] = target.list(self.remote_dir)
@@ -396,8 +515,9 @@ class BatchUpload:
             if missing:  # cannot happen unless a send failed silently; never close a partial batch
                 raise DeliveryTerminalError(f"batch {self.batch_id}: {len(missing)} files not confirmed on "
                                             f"{self.target.describe()}: {missing[:5]}; BatchComplete not sent")
-            if not self._closed:
+            if not self._closed and self._remote:
                 self._remove_extras({join(self.remote_dir, e.relpath) for e in manifest})
+            self._count(marker)
             self._send(marker[0])
             self.report.complete = self.dry_run or marker[0].relpath in self._sent
             if not self.dry_run:
@@ -413,7 +533,8 @@ class BatchUpload:
         run then rejected (its media changed, say); the store must not find it
         in a batch declared complete. The store's own ACK files stay.
         """
-        extras = sorted(r for r in set(self.target.list(self.remote_dir)) - wanted if not is_ack_file(r))
+        # Only a file that was there when this upload started can be extra: everything this upload sent is wanted.
+        extras = sorted(r for r in set(self._remote) - wanted if not is_ack_file(r))
         self._refuse_unproven_removals(extras)
         for remote in extras:
             self._check()
@@ -462,9 +583,45 @@ class BatchUpload:
                             [], r.bytes_uploaded - before[3], r.complete, r.dry_run)
 
     def _send_all(self, entries: Iterable[ManifestEntry]) -> None:
-        for entry in entries:
-            if entry.relpath not in self._sent and entry.relpath not in self._failed:
+        """Send each entry not confirmed yet, ``target.transfers`` at a time, resources wholly before messages.
+
+        The first fault that stops the upload (a transient one: the target is
+        unwell) lets the transfers in flight finish, starts no more, and is
+        raised; what was confirmed is journaled, so a resume sends the rest.
+        """
+        # a file that failed in this upload is not tried (nor reported) again
+        todo = [e for e in entries if e.relpath not in self._sent and e.relpath not in self._failed]
+        self._count(todo)
+        if not self.dry_run and not self._closed:
+            missing = [join(self.remote_dir, e.relpath) for e in todo]
+            self.target.prepare_folders(r for r in missing if r not in self._remote)
+        for kind in (RESOURCE, MESSAGE, BATCH_COMPLETE):
+            self._send_many([e for e in todo if e.kind == kind])
+
+    def _count(self, entries: list[ManifestEntry]) -> None:
+        """Add entries not counted yet to the progress totals."""
+        with self._lock:
+            fresh = [e for e in entries if e.relpath not in self._queued]
+            self._queued.update(e.relpath for e in fresh)
+            self.progress.files_total += len(fresh)
+            self.progress.bytes_total += sum(e.size for e in fresh)
+
+    def _send_many(self, entries: list[ManifestEntry]) -> None:
+        workers = min(self.target.transfers, len(entries))
+        if workers <= 1 or self.dry_run:
+            for entry in entries:
                 self._send(entry)
+            return
+        self._stop.clear()
+        with ThreadPoolExecutor(workers, thread_name_prefix="etl-upload") as pool:
+            futures = [pool.submit(self._send, e) for e in entries]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            first = next((f.exception() for f in futures if f in done and f.exception() is not None), None)
+            if first is not None:
+                self._stop.set()  # queued transfers return at once; those in flight finish
+            wait(futures)
+        if first is not None:
+            raise first
 
     def _already_there(self, remote: str, entry: ManifestEntry) -> bool:
         found = self._remote.get(remote)
@@ -486,15 +643,18 @@ class BatchUpload:
             self.check()
 
     def _send(self, entry: ManifestEntry) -> None:
+        if self._stop.is_set():
+            return
         self._check()
         remote = join(self.remote_dir, entry.relpath)
         if self._already_there(remote, entry):
-            self._sent[entry.relpath] = entry.md5
-            self.report.skipped.append(remote)
-            mtime = self._remote[remote].mtime
-            if not self.dry_run and (self._committed.get(remote) != entry.md5 or self._stamps.get(remote) != mtime):
-                self._record(remote, entry, mtime)
-            self._event("skipped", remote)
+            with self._lock:
+                self._sent[entry.relpath] = entry.md5
+                self.report.skipped.append(remote)
+                mtime = self._remote[remote].mtime
+                if not self.dry_run and (self._committed.get(remote) != entry.md5 or self._stamps.get(remote) != mtime):
+                    self._record(remote, entry, mtime)
+                self._event("skipped", remote, entry.size)
             return
         if self._closed:
             raise DeliveryTerminalError(
@@ -503,15 +663,22 @@ class BatchUpload:
                 "(a new run), never into a batch the store may have ingested"
             )
         if self.dry_run:
-            self._sent[entry.relpath] = entry.md5
-            self.report.uploaded.append(remote)
-            self.report.bytes_uploaded += entry.size
-            self._event("uploaded", remote)
+            with self._lock:
+                self._sent[entry.relpath] = entry.md5
+                self.report.uploaded.append(remote)
+                self.report.bytes_uploaded += entry.size
+                self._event("uploaded", remote, entry.size)
             return
         local = self.local / entry.relpath
-        fd = open_batch_file(self.local, entry.relpath)  # checked again now: a link planted since is refused
+        # checked again now: a link planted since is refused (media from the media root go through its own seam)
+        fd = -1 if entry.source is not None else open_batch_file(self.local, entry.relpath)
         try:
-            if entry.size <= 4 * _BLOCK:
+            if entry.source is not None:  # straight from the media root, hashed on the way
+                root = self._media_root(entry)
+                source = entry.source
+                stored = self.target.put_stream(remote, lambda: root.open(source, max_bytes=self.max_media_bytes),
+                                                size=entry.size, md5=entry.md5, what=root.path(source))
+            elif entry.size <= 4 * _BLOCK:
                 data = os.pread(fd, entry.size + 1, 0)
                 if hashlib.md5(data).hexdigest() != entry.md5:
                     raise DeliveryTerminalError(
@@ -522,21 +689,26 @@ class BatchUpload:
             else:
                 # the file this descriptor holds, whatever happens to its name meanwhile (Linux: /proc/self/fd)
                 held = Path(f"/proc/self/fd/{fd}")
-                stored = self.target.put_file(remote, held if held.exists() else local)
+                path = held if held.exists() else local
+                stored = self.target.put_stream(remote, lambda: open(path, "rb"), size=entry.size, md5=entry.md5,
+                                                what=str(local))
         except DeliveryError as exc:
             if exc.retryable:
                 raise  # the target is unwell: stop here; an upload started again resumes
-            self.report.failed.append((remote, str(exc)))
-            self._failed.add(entry.relpath)
-            self._event("failed", remote)
+            with self._lock:
+                self.report.failed.append((remote, str(exc)))
+                self._failed.add(entry.relpath)
+                self._event("failed", remote)
             return
         finally:
-            os.close(fd)
-        self._record(remote, entry, stored.mtime if stored is not None and stored.size == entry.size else None)
-        self._sent[entry.relpath] = entry.md5
-        self.report.uploaded.append(remote)
-        self.report.bytes_uploaded += entry.size
-        self._event("uploaded", remote)
+            if fd >= 0:
+                os.close(fd)
+        with self._lock:
+            self._record(remote, entry, stored.mtime if stored is not None and stored.size == entry.size else None)
+            self._sent[entry.relpath] = entry.md5
+            self.report.uploaded.append(remote)
+            self.report.bytes_uploaded += entry.size
+            self._event("uploaded", remote, entry.size)
 
     def _record(self, remote: str, entry: ManifestEntry, mtime: float | None) -> None:
         if mtime is None:
@@ -547,14 +719,30 @@ class BatchUpload:
             self._stamps[remote] = mtime
         self._committed[remote] = entry.md5
 
-    def _event(self, what: str, remote: str) -> None:
+    def _media_root(self, entry: ManifestEntry) -> MediaRoot:
+        url = self.media_root or entry.media_root
+        if not url:
+            raise DeliveryTerminalError(f"{entry.relpath}: no media root to read {entry.source} from; fix: set "
+                                        "load.media_root (or the recipient's media_root) as the run had it")
+        with self._lock:
+            root = self._roots.get(url)
+            if root is None:
+                root = self._roots[url] = MediaRoot(url)
+            return root
+
+    def _event(self, what: str, remote: str, size: int = 0) -> None:
+        if what in ("uploaded", "skipped"):
+            self.progress.files_done += 1
+            self.progress.bytes_done += size
+            if self.on_progress is not None:
+                self.on_progress(self.progress)
         if self.on_file is not None:
             self.on_file(what, remote)
 
 
 def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, remote_dir: str | None = None,
                  journal: UploadJournal | None = None, on_file: Callable[[str, str], None] | None = None,
-                 dry_run: bool = False, check: Callable[[], None] | None = None) -> UploadReport:
+                 dry_run: bool = False, check: Callable[[], None] | None = None, **options: Any) -> UploadReport:
     """Upload a whole local batch folder: resources, messages, then ``BatchComplete`` last. Resumable.
 
     Returns the report (uploaded, skipped as already there, failed). Raises
@@ -562,6 +750,6 @@ def upload_batch(local_batch_dir: str | os.PathLike[str], target: Target, *, rem
     resume) and ``DeliveryTerminalError`` for what needs a fix first.
     """
     upload = BatchUpload(target, local_batch_dir, remote_dir=remote_dir, journal=journal, on_file=on_file,
-                         dry_run=dry_run, check=check)
+                         dry_run=dry_run, check=check, **options)
     upload.send_all()
     return upload.complete()

@@ -193,7 +193,10 @@ class Runner:
                 raise _DeliveryStopped
         beat.beat_now()  # the run is still this runner's before anything touches the target
         try:
-            self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id, check=check).as_dict()
+            self.delivery = deliver_batch(recipient, self.loader.root, run_id=self.run.id, check=check,
+                                          progress_interval=self.cfg.run.progress_interval,
+                                          media_root=self.cfg.load.media_root,
+                                          max_media_bytes=self.cfg.load.max_media_bytes).as_dict()
         except _DeliveryStopped:
             log.warning("run %d: the upload stopped at a file boundary (signal); `etl resume %d` sends the rest",
                         self.run.id, self.run.id)
@@ -231,6 +234,10 @@ class Runner:
 
     # ---- signals
 
+    def request_stop(self, signum: int) -> None:
+        """A signal reached the process while this run went on in another thread (recipients side by side)."""
+        self._on_signal(signum, None)
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
         if self.signals == 1:
@@ -258,6 +265,15 @@ class Runner:
 
     def execute(self) -> RunReport:
         self._install_signals()
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(self)
+        try:
+            return self._execute()
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(self)
+
+    def _execute(self) -> RunReport:
         graceful = False
         status = "failed"
         error: BaseException | None = None
@@ -739,6 +755,30 @@ def set_hard_exit_reporter(reporter: Callable[[dict[str, Any]], None] | None) ->
     """Have ``reporter(data)`` called when a second Ctrl-C / SIGTERM ends the process without unwinding."""
     global _HARD_EXIT_REPORTER
     _HARD_EXIT_REPORTER = reporter
+
+
+# Runs going on in this process: with recipients side by side only the main thread gets signals, and
+# hands them to each (``stop_all``).
+_ACTIVE: set[Runner] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def stop_all(signum: int) -> None:
+    """Tell every run of this process a signal came (the first stops them after their chunks in hand).
+
+    A second signal marks every one interrupted and exits at once, as one run's second signal does.
+    """
+    with _ACTIVE_LOCK:
+        loops = list(_ACTIVE)
+    if any(loop.signals for loop in loops):
+        for loop in loops:
+            loop.executor.kill()
+            with contextlib.suppress(Exception):
+                mark_interrupted_now(loop.url, loop.schema, loop.run.id, OWN_BACKENDS)
+        first = loops[0]
+        _hard_exit({"run_id": first.run.id, "job": first.run.job, "mode": first.run.mode})
+    for loop in loops:
+        loop.request_stop(signum)
 
 
 def _hard_exit(known: dict[str, Any]) -> None:

@@ -3,11 +3,13 @@
 A recipient's job is ``<run.job>/<name>`` (``Config.for_recipient``), so its
 runs, checkpoints, lock, delivered checksums, watermark, takedowns and run
 selection are its own, with no new machinery: ``ddex_etl.run.run`` does the
-work. ``etl run`` runs the recipients one after another in the order of
-``etl.toml`` (or only ``--recipient NAME``); before building, it reads each
-store's acknowledgements (``store_acks``). A recipient that fails does not
-stop the next one; an interrupted one (Ctrl-C, SIGTERM) does, and the rest
-are reported as not started.
+work. ``etl run`` runs the recipients of ``etl.toml`` (or only
+``--recipient NAME``) up to ``run.parallel_recipients`` side by side, in
+threads, reporting them in file order; before building, each reads its
+store's acknowledgements (``store_acks``). A recipient that fails stops no
+other; a signal (Ctrl-C, SIGTERM) reaches every recipient's run (the main
+thread hands it on), and those not started yet are reported as not started.
+With ``parallel_recipients = 1`` they run one after another as before.
 
 The process exit code is the worst of the recipients', in this order::
 
@@ -153,8 +155,11 @@ def run_each(
     cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], run_api.RunReport | None], *,
     read_acks: bool = False,
 ) -> RecipientsReport:
-    """``call(recipient_config)`` for each selected recipient in turn, collecting outcomes.
+    """``call(recipient_config)`` for each selected recipient, collecting outcomes in etl.toml's order.
 
+    Up to ``run.parallel_recipients`` recipients go on side by side (threads:
+    their time is the stores' round trips, not this machine's cores), so a
+    slow or failing store holds back no other; each outcome stays its own.
     ``call`` returning None means the recipient had nothing to do (``etl resume``).
     """
     report = RecipientsReport(cfg.run.job)
@@ -163,37 +168,86 @@ def run_each(
     if cfg.load.target == "files" and not shared.exists() and shared.parent.is_dir():
         # Each recipient's folder is inside load.directory: that one is created like a single job's would be.
         shared.mkdir(exist_ok=True)
+    side_by_side = min(cfg.run.parallel_recipients, len(chosen))
+    if side_by_side > 1:
+        report.outcomes = _side_by_side(cfg, chosen, call, read_acks, side_by_side)
+        return report
     for i, r in enumerate(chosen):
-        rcfg = cfg.for_recipient(r)
-        logs.bind(recipient=r.name)
-        outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
-        try:
-            if read_acks:
-                outcome.acks = read_acks_first(rcfg)
-            result = call(rcfg)
-            if result is None:
-                outcome.status = "nothing to resume"
-            else:
-                outcome.report, outcome.status, outcome.exit_code = result, result.status, result.exit_code
-        except EtlError as exc:
-            failed: run_api.RunReport | None = getattr(exc, "report", None)
-            outcome.report = failed
-            outcome.status = failed.status if failed is not None else "not started"
-            outcome.exit_code = exc.exit_code
-            outcome.error, outcome.error_kind = str(exc), type(exc).__name__
-            log.debug("recipient %s: %s", r.name, exc)  # printed once, in the summary
-            if isinstance(exc, InterruptedRun):
-                report.outcomes.append(outcome)
-                for rest in chosen[i + 1:]:
-                    report.outcomes.append(RecipientOutcome(
-                        rest.name, cfg.for_recipient(rest).run.job, "not started", ExitCode.INTERRUPTED,
-                        error="an earlier recipient's run was interrupted", error_kind="InterruptedRun",
-                    ))
-                break
-        finally:
-            logs.bind(recipient=None)
+        outcome = _one(cfg, r, call, read_acks)
         report.outcomes.append(outcome)
+        if outcome.error_kind == InterruptedRun.__name__:
+            report.outcomes.extend(_not_started(cfg, rest) for rest in chosen[i + 1:])
+            break
     return report
+
+
+def _one(cfg: Config, r: RecipientConfig, call: Callable[[Config], run_api.RunReport | None],
+         read_acks: bool) -> RecipientOutcome:
+    """One recipient's run (acknowledgements first, when asked), as an outcome; never raises an ``EtlError``."""
+    rcfg = cfg.for_recipient(r)
+    logs.bind(recipient=r.name)
+    outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
+    try:
+        if read_acks:
+            outcome.acks = read_acks_first(rcfg)
+        result = call(rcfg)
+        if result is None:
+            outcome.status = "nothing to resume"
+        else:
+            outcome.report, outcome.status, outcome.exit_code = result, result.status, result.exit_code
+    except EtlError as exc:
+        failed: run_api.RunReport | None = getattr(exc, "report", None)
+        outcome.report = failed
+        outcome.status = failed.status if failed is not None else "not started"
+        outcome.exit_code = exc.exit_code
+        outcome.error, outcome.error_kind = str(exc), type(exc).__name__
+        log.debug("recipient %s: %s", r.name, exc)  # printed once, in the summary
+    finally:
+        logs.bind(recipient=None)
+    return outcome
+
+
+def _not_started(cfg: Config, r: RecipientConfig) -> RecipientOutcome:
+    return RecipientOutcome(r.name, cfg.for_recipient(r).run.job, "not started", ExitCode.INTERRUPTED,
+                            error="an earlier recipient's run was interrupted", error_kind="InterruptedRun")
+
+
+def _side_by_side(cfg: Config, chosen: list[RecipientConfig], call: Callable[[Config], run_api.RunReport | None],
+                  read_acks: bool, limit: int) -> list[RecipientOutcome]:
+    """The recipients' runs in ``limit`` threads; signals go from the main thread to every run (``loop.stop_all``).
+
+    After a signal, recipients not started yet are not started (exit code 130, as one after another).
+    """
+    import contextvars
+    import signal
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .loop import stop_all
+
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.set()
+        stop_all(signum)
+
+    def task(r: RecipientConfig) -> RecipientOutcome:
+        if stopped.is_set():
+            return _not_started(cfg, r)
+        return _one(cfg, r, call, read_acks)
+
+    old: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    try:
+        with ThreadPoolExecutor(limit, thread_name_prefix="etl-recipient") as pool:
+            # each thread starts from a copy of the caller's log context (job, run id of the command)
+            futures = [pool.submit(contextvars.copy_context().run, task, r) for r in chosen]
+            return [f.result() for f in futures]
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def run(cfg: Config, *, recipients: tuple[str, ...] = (), **options: Any) -> RecipientsReport:

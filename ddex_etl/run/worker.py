@@ -174,11 +174,13 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
     delivered: list[tuple[int, str, str, str]] = []
     warnings: list[str] = []
     media_root = None
+    stream_media = False  # a remote target: media go from the media root to it at upload, not into the batch
     batch = chunk is not None and chunk.loader.layout == "ddex-batch"
     if batch and cfg.load.media_root:
         from ..delivery import media
 
         media_root = media.media_root(cfg.load.media_root)
+        stream_media = cfg.recipient is not None and media.streams_media(cfg.recipient.target)
     # The recipient's media rules, and the technical details read from the files, before the build.
     from ..delivery import media_checks
 
@@ -230,9 +232,15 @@ def build_chunk(spec: WorkerSpec, wc: WorkerContext, task: Task, *, idle: Idle |
             if planned:
                 assert chunk is not None and media_root is not None
                 try:
-                    copied = media.copy_media(chunk, out_one.identifier, int(release.release_id), planned, media_root,
-                                              max_bytes=cfg.load.max_media_bytes,
-                                              allow_unverified=cfg.load.allow_unverified_media)
+                    if stream_media:
+                        assert cfg.load.media_root is not None
+                        copied = media.note_media(chunk, out_one.identifier, int(release.release_id), planned,
+                                                  media_root, cfg.load.media_root, max_bytes=cfg.load.max_media_bytes,
+                                                  allow_unverified=cfg.load.allow_unverified_media)
+                    else:
+                        copied = media.copy_media(chunk, out_one.identifier, int(release.release_id), planned,
+                                                  media_root, max_bytes=cfg.load.max_media_bytes,
+                                                  allow_unverified=cfg.load.allow_unverified_media)
                 except MediaError as exc:
                     rejects.append(_media_reject(release, exc, "load"))
                     continue

@@ -377,6 +377,18 @@ def tree_md5(root: Path) -> dict[str, str]:
     return out
 
 
+def batch_tree(root: Path) -> dict[str, str]:
+    """What a local batch delivers: its visible files, and the media its releases send from the media root."""
+    import json
+
+    out = tree_md5(root)
+    for listed in root.glob("*/resources/.etl-media.json"):
+        folder = listed.parent.parent.name
+        for row in json.loads(listed.read_bytes())["files"]:
+            out.setdefault(f"{folder}/{row['uri']}", row["md5"])
+    return dict(sorted(out.items()))
+
+
 def s3_tree_md5(client: Any, bucket: str, prefix: str) -> dict[str, str]:
     """Every object below ``prefix`` -> MD5 of its bytes (read back, not the ETag)."""
     import hashlib

@@ -258,7 +258,7 @@ def test_a_remote_file_altered_at_the_same_size_after_a_kill_is_sent_again_befor
     with open_target(srv.url(folder), **srv.options()) as target, pytest.raises(_Stop):
         upload_batch(local, target, on_file=stop_after_four)
     sent = sorted(p for p in (srv.root / folder / BATCH).rglob("*") if p.is_file())
-    assert len(sent) == 4
+    assert len(sent) >= 4  # the transfers in flight beside the fourth may have landed too
     time.sleep(1.1)  # the store's clock moves on (SFTP reports whole seconds)
     victim = sent[0]
     good = victim.read_bytes()
@@ -269,7 +269,7 @@ def test_a_remote_file_altered_at_the_same_size_after_a_kill_is_sent_again_befor
     assert victim.read_bytes() == good
     assert tree_md5(srv.root / folder / BATCH) == tree_md5(local)
     assert f"{BATCH}/{victim.relative_to(srv.root / folder / BATCH).as_posix()}" in report.uploaded
-    assert len(report.skipped) == 3  # the untouched ones are trusted without a read-back
+    assert len(report.skipped) == len(sent) - 1  # the untouched ones are trusted without a read-back
 
 
 def test_a_stop_asked_for_during_a_stall_ends_the_retries_instead_of_sitting_them_out(

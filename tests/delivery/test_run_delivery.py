@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import S3Proxy, S3Server, SFTPServer, s3_tree_md5, tree_md5
+from conftest import S3Proxy, S3Server, SFTPServer, batch_tree, s3_tree_md5, tree_md5
 from messages import without_header
 from sshd_server import OpenSSHServer
 
@@ -50,7 +53,8 @@ def _toml_value(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
 
 
-def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, target: str = "files") -> Path:
+def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, target: str = "files",
+                 run: str = "") -> Path:
     """An etl.toml with these [[recipients]] (each dict: keys, plus "options" for target_options)."""
     lines = [
         "[database]", f"url = {json.dumps(db_url)}",
@@ -58,7 +62,7 @@ def write_config(tmp_path: Path, db_url: str, stores: list[dict[str, Any]], *, t
         # A LiveMessage to a store may not name the demo sender.
         "[transform]", 'sender_dpid = "PADPIDA2014040101Z"', 'sender_name = "Aurora Records"',
         "[load]", f'target = "{target}"', 'directory = "out"', 'layout = "ddex-batch"', 'media_root = "media"',
-        "[run]", "workers = 2", "retry_for = 2.0", "retry_delay = 0.1",
+        "[run]", "workers = 2", "retry_for = 2.0", "retry_delay = 0.1", run,
     ]
     for store in stores:
         lines.append("[[recipients]]")
@@ -144,13 +148,13 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
 
     a = batch_of(tmp_path, "store-a")
     remote_a = sftp_tree(sftp_server, folder, a.name)
-    assert remote_a == tree_md5(a)  # byte for byte what the run wrote locally
+    assert remote_a == batch_tree(a)  # byte for byte what the run wrote locally, media from the media root
     check_batch(remote_a, a.name, expected, folders)
     assert not visible_temp_names(sftp_server.root / folder / a.name)
 
     b = batch_of(tmp_path, "store-b")
     remote_b = s3_tree_md5(s3_server.client(), bucket, f"in/{b.name}")
-    assert remote_b == tree_md5(b)
+    assert remote_b == batch_tree(b)
     check_batch(remote_b, b.name, expected, folders)
     assert a.name != b.name
 
@@ -165,6 +169,51 @@ def test_two_recipients_get_their_own_complete_batch_with_resources(
     assert uris and all(u.startswith(b"resources/") for u in uris)
     assert {u.decode() for u in uris} == set(expected[one])
     assert report.outcomes[0].report is not None and report.outcomes[0].report.delivery["complete"]
+    # What --json gives per recipient: files, bytes, seconds, MB/s, retries (and the transfers in flight)
+    for outcome in report.outcomes:
+        delivered = outcome.as_dict()["delivery"]
+        assert delivered["files"] == len(batch_tree(a if outcome.recipient == "store-a" else b))
+        assert delivered["bytes"] > 0 and delivered["seconds"] > 0 and delivered["mb_per_s"] > 0
+        assert delivered["retries"] == 0 and delivered["transfers"] == 8
+    # Remote stores: the media went from the media root to each store; neither local batch holds a copy.
+    for local in (a, b):
+        assert not [p for p in local.rglob("resources/*") if not p.name.startswith(".")]
+
+
+def test_recipients_go_side_by_side_and_a_stalled_store_holds_back_no_other(
+    catalog: sa.Engine, db_url: str, tmp_path: Path, s3_server: S3Server
+) -> None:
+    # Store "slow" does not answer its first PUT until store "quick" holds a complete batch. One after the
+    # other (the old way) "quick" would never start: the hook gives up after 60 s and "slow" fails.
+    proxy = S3Proxy(s3_server.endpoint)
+    bucket = s3_server.bucket()
+    slow = s3_store(s3_server, "slow", bucket)
+    slow["options"] = {**slow["options"], "endpoint_url": proxy.url}
+    (tmp_path / "quick-store").mkdir()
+    quick = {"name": "quick", "dpid": "PADPIDA0000000010A", "target": str(tmp_path / "quick-store")}
+    path = write_config(tmp_path, db_url, [slow, quick])
+    waited: list[float] = []
+
+    def hold_until_quick_is_done(event: str, key: str) -> str | None:
+        if event != "put" or waited:
+            return None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            if list((tmp_path / "quick-store").glob("*/BatchComplete_*.xml")):
+                waited.append(time.monotonic() - t0)
+                return None
+            time.sleep(0.05)
+        waited.append(-1.0)
+        return "drop"
+
+    proxy.hook = hold_until_quick_is_done
+    try:
+        report = recipients.run(load_config(path, env={}), progress=False)
+    finally:
+        proxy.close()
+    assert waited and waited[0] >= 0, "store quick never finished while store slow was stalled"
+    assert report.exit_code == 0, report.summary()
+    assert [(o.recipient, o.status) for o in report.outcomes] == [("slow", "succeeded"), ("quick", "succeeded")]
 
 
 def test_a_run_delivers_to_a_real_openssh_server(
@@ -176,7 +225,7 @@ def test_a_run_delivers_to_a_real_openssh_server(
     assert report.exit_code == 0, report.summary()
     batch = batch_of(tmp_path, "store-a")
     remote = tree_md5(openssh_server.root / folder / batch.name)
-    assert remote == tree_md5(batch)  # byte for byte what the run wrote locally
+    assert remote == batch_tree(batch)  # byte for byte what the run wrote locally, media from the media root
     expected = expected_resources(catalog)
     check_batch(remote, batch.name, expected, set(expected))
     assert not visible_temp_names(openssh_server.root / folder / batch.name)
@@ -280,7 +329,7 @@ def test_a_failed_upload_fails_the_run_and_the_next_run_delivers_what_is_missing
     report = second.outcomes[0].report
     assert report is not None and report.run_id == run_id and report.resumed  # the same run, continued
     batch = batch_of(tmp_path, "store-b")
-    assert s3_tree_md5(s3_server.client(), bucket, f"in/{batch.name}") == tree_md5(batch)
+    assert s3_tree_md5(s3_server.client(), bucket, f"in/{batch.name}") == batch_tree(batch)
 
 
 # --------------------------------------------------------------------------- SIGKILL during the upload
@@ -330,7 +379,8 @@ def test_sigkill_during_the_upload_then_resume_ends_like_an_undisturbed_delivery
     # The reference: the same store settings, delivered undisturbed to a local folder in the same runs.
     ref = {"name": "ref", "dpid": store["dpid"], "target": str(tmp_path / "ref-store")}
     (tmp_path / "ref-store").mkdir()
-    path = write_config(tmp_path, db_url, [store, ref])
+    # one after the other: the kill lands in "store"'s upload, and "ref" runs undisturbed afterwards
+    path = write_config(tmp_path, db_url, [store, ref], run="parallel_recipients = 1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     try:
         if kind == "sftp":
@@ -372,7 +422,7 @@ def test_sigkill_during_the_upload_then_resume_ends_like_an_undisturbed_delivery
     assert resumed is not None and resumed.resumed and resumed.delivery and resumed.delivery["complete"]
 
     final = remote()
-    assert final == tree_md5(batch)  # every file, byte for byte
+    assert final == batch_tree(batch)  # every file, byte for byte
     check_batch(final, batch.name, expected_resources(catalog), set(expected_resources(catalog)))
     if kind == "sftp":
         assert not visible_temp_names(sftp_server.root / folder / batch.name)
@@ -389,6 +439,8 @@ def test_sigkill_during_the_upload_then_resume_ends_like_an_undisturbed_delivery
         theirs = ref_root / rel
         if rel.endswith(".xml") and "/" in rel:
             assert without_header(mine.read_bytes()) == without_header(theirs.read_bytes()), rel
+        elif "/resources/" in rel:  # sent from the media root: the local batch holds no copy
+            assert final[rel.replace(ref_batch.name, batch.name)] == ref_tree[rel], rel
         else:
             assert mine.read_bytes() == theirs.read_bytes(), rel
 
@@ -433,3 +485,118 @@ def test_config_objects_for_recipients_keep_the_shorthand_fingerprint() -> None:
     # (The shipped demo parties became valid DPIDs in issue 23: with the old ones, the old fingerprint.)
     old_demo = Config().with_overrides(transform={"sender_dpid": "PADPIDA0000000001X", "recipient_dpid": "PADPIDA0000000002X"})
     assert old_demo.fingerprint() == "9d94a9e81cb89e5f"
+
+
+# --------------------------------------------------------------------------- kill -9 at random moments
+
+
+def _journaled(out: Path) -> set[str]:
+    """Every remote path the upload journals under ``out`` record as committed."""
+    found: set[str] = set()
+    for journal in out.rglob("*.jsonl"):
+        for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                found.add(str(json.loads(line)["path"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sftp", "s3"])
+def test_sigkill_at_random_moments_of_a_concurrent_upload_then_resume(
+    catalog: sa.Engine, db_url: str, tmp_path: Path, sftp_server: SFTPServer, s3_server: S3Server, kind: str,
+) -> None:
+    """`etl run`, then `etl resume` again and again, each killed (-9) at a random instant of its upload.
+
+    In the end the store holds exactly the batch, BatchComplete last; no partial file or object was ever
+    visible; and no file was committed again once a journal line said it was there.
+    """
+    rnd = random.Random(f"issue22-{kind}")
+    media_bytes = sum(p.stat().st_size for p in (tmp_path / "media").rglob("*") if p.is_file())
+    # the upload lasts about 3 s: room for many kills, each landing somewhere else in it
+    throttle = {"transfers": 8, "max_bandwidth": max(media_bytes // 3, 4096)}
+    commits: list[str] = []
+    started = threading.Event()
+    seen_complete: list[bool] = []
+    proxy: S3Proxy | None = None
+    batch_path = re.compile(r"(\d{17}/.+)$")
+
+    def hook(event: str, path: str) -> str | None:
+        if event == "put" or (event == "write" and ".etl-partial" in path):
+            started.set()
+        if event in ("put-done", "renamed"):
+            found = batch_path.search(path)
+            if found:
+                commits.append(found.group(1))
+        return None
+
+    if kind == "sftp":
+        folder = sftp_server.folder()
+        store = sftp_store(sftp_server, "store", folder)
+        sftp_server.hook[0] = hook
+    else:
+        proxy = S3Proxy(s3_server.endpoint)
+        bucket = s3_server.bucket()
+        store = s3_store(s3_server, "store", bucket)
+        store["options"] = {**store["options"], "endpoint_url": proxy.url}
+        proxy.hook = hook
+    store["options"] = {**store["options"], **throttle}
+    path = write_config(tmp_path, db_url, [store])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    out = tmp_path / "out" / "store"
+    kills = 0
+    try:
+        for attempt in range(40):
+            started.clear()
+            command = "run" if attempt == 0 else "resume"
+            proc = subprocess.Popen([sys.executable, "-m", "ddex_etl", "--config", str(path), command, "--no-progress"],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            while not started.wait(0.02) and proc.poll() is None:
+                pass
+            if proc.poll() is None and kills < 12:
+                time.sleep(rnd.uniform(0.0, 0.3))
+                proc.kill()
+            out_text, err_text = proc.communicate(timeout=240)
+            if proc.returncode != -signal.SIGKILL:
+                assert proc.returncode == 0, (out_text + err_text).decode(errors="replace")[-3000:]
+                break
+            kills += 1
+            time.sleep(0.3)  # what the dead client left in flight settles
+            seen_complete.append(any("BatchComplete_" in c for c in commits))
+            if kind == "sftp":
+                batch_dirs = [p for p in (sftp_server.root / folder).iterdir() if p.is_dir() and p.name[0] != "."]
+                for b in batch_dirs:  # nothing half-written is visible in a batch folder
+                    assert not [p for p in b.rglob("*") if p.name.startswith(".") or p.name.endswith(".part")]
+            else:
+                uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+                assert all("BatchComplete_" not in u["Key"] for u in uploads)
+            # from here on, no journaled file may be committed again (checked at the end)
+            commits.append("--journal " + json.dumps(sorted(_journaled(out))))
+    finally:
+        sftp_server.hook[0] = None
+        if proxy is not None:
+            proxy.close()
+    assert kills >= 10, f"only {kills} kills landed during the upload"
+    assert not any(seen_complete[:-1]), "BatchComplete was committed before the last attempt"
+
+    # nothing journaled as committed was committed again afterwards
+    journaled_so_far: set[str] = set()
+    for entry in commits:
+        if entry.startswith("--journal "):
+            journaled_so_far |= {p.split("/", 1)[1] if p.startswith("in/") else p
+                                 for p in json.loads(entry.removeprefix("--journal "))}
+            journaled_so_far = {batch_path.search(p).group(1) for p in journaled_so_far if batch_path.search(p)}
+        elif not entry.startswith("--"):
+            assert entry not in journaled_so_far, f"{entry} was sent again after its commit was journaled"
+
+    batch = batch_of(tmp_path, "store")
+    final = sftp_tree(sftp_server, folder, batch.name) if kind == "sftp" else \
+        s3_tree_md5(s3_server.client(), bucket, f"in/{batch.name}")
+    assert final == batch_tree(batch)
+    check_batch(final, batch.name, expected_resources(catalog), set(expected_resources(catalog)))
+    assert commits[-1].endswith(f"BatchComplete_{batch.name}.xml")  # last of all
+    if kind == "sftp":
+        assert not visible_temp_names(sftp_server.root / folder / batch.name)
+    else:
+        assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

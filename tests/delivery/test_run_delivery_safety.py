@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import SFTPServer, tree_md5
+from conftest import SFTPServer, batch_tree, tree_md5
 from test_run_delivery import batch_of, catalog, sftp_store, write_config  # noqa: F401 - catalog is a fixture
 
 from ddex_etl.config import load_config
@@ -179,7 +179,10 @@ def test_a_run_taken_over_during_the_upload_stops_before_touching_the_target_aga
     assert proc.returncode == ExitCode.FAILED, text[-3000:]
     assert "taken over" in text
     after = events[taken["at"]:]
-    assert not [e for e in after if e[0] in ("write", "rename")], after  # nothing more sent
+    # No file starts after the takeover; the transfers already in flight (8 at most) may finish theirs.
+    started = {p for e, p in events[:taken["at"]] if e == "write"}
+    assert len({p for e, p in after if e == "write"} - started) <= 8, after
+    assert sum(e == "rename" for e, _ in after) <= 8, after
     assert not any("BatchComplete_" in p for p in _remote(sftp_server, folder))
 
 
@@ -207,10 +210,11 @@ def test_sigterm_during_the_upload_stops_at_a_file_boundary_exit_130_and_resumes
         sftp_server.hook[0] = None
     text = (out + err).decode(errors="replace")
     assert proc_box[0].returncode == ExitCode.INTERRUPTED, text[-3000:]
-    assert renamed[0] <= 4, f"{renamed[0]} files committed after SIGTERM at the third"  # the file in flight at most
+    # the files in flight at most (8 transfers), and nothing started after
+    assert renamed[0] <= 3 + 8, f"{renamed[0]} files committed after SIGTERM at the third"
     assert not any("BatchComplete_" in p for p in _remote(sftp_server, folder))
 
     report = recipients.resume(load_config(path, env={}), progress=False)
     assert report.exit_code == 0, report.summary()
     batch = batch_of(tmp_path, "store")
-    assert tree_md5(sftp_server.root / folder / batch.name) == tree_md5(batch)
+    assert tree_md5(sftp_server.root / folder / batch.name) == batch_tree(batch)  # media from the media root
