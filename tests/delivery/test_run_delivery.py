@@ -190,7 +190,7 @@ def test_recipients_go_side_by_side_and_a_stalled_store_holds_back_no_other(
     slow = s3_store(s3_server, "slow", bucket)
     slow["options"] = {**slow["options"], "endpoint_url": proxy.url}
     (tmp_path / "quick-store").mkdir()
-    quick = {"name": "quick", "dpid": "PADPIDA0000000010A", "target": str(tmp_path / "quick-store")}
+    quick = {"name": "quick", "dpid": "PADPIDA0000000010M", "target": str(tmp_path / "quick-store")}
     path = write_config(tmp_path, db_url, [slow, quick])
     waited: list[float] = []
 
