@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError, ExitCode
-from .app import _echo, _example, _state
+from .app import _echo, _example, _print_json, _state
 
 
 def _xml_files(paths: Sequence[Path]) -> list[Path]:
@@ -48,6 +48,10 @@ def _xml_files(paths: Sequence[Path]) -> list[Path]:
 )
 @click.option("--max-errors", type=click.IntRange(min=1), default=5, show_default=True, help="Issues shown per file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar while checking profile rules.")
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print one JSON object: files, valid, invalid, exit_code and per file its issues.",
+)
 @click.pass_context
 def validate(
     ctx: click.Context,
@@ -57,6 +61,7 @@ def validate(
     rules_dir: Path | None,
     max_errors: int,
     no_progress: bool,
+    as_json: bool,
 ) -> None:
     """Validate ERN documents (files, or folders searched for *.xml).
 
@@ -75,6 +80,7 @@ def validate(
     from ..ern.validate import validate_paths
 
     state = _state(ctx)
+    state.known.update(command="validate")
     tc = state.config().transform
     if schema_dir is None:
         schema_dir = tc.schema_dir
@@ -97,28 +103,43 @@ def validate(
     if not files:
         raise ConfigError(f"no .xml files found in {', '.join(str(p) for p in paths)}")
     bad: set[Path] = set()
+    # --json: per file, what was checked and found (printed once at the end instead of the lines)
+    found: dict[Path, dict[str, Any]] = {f: {"path": str(f), "valid": True} for f in files}
+    say = (lambda text: None) if as_json else _echo
     if schema_dir is not None:
         reports = validate_paths(files, schema_dir, max_errors=max_errors)
         for r in reports:
             version = f"ERN {r.ern_version}" if r.ern_version else "ERN version unknown"
+            found[r.path].update(ern_version=r.ern_version, xsd={
+                "valid": r.ok, "issues": [{"line": i.line, "message": i.message} for i in r.issues]})
             if r.ok:
                 if state.verbosity > 0 or len(reports) == 1:
-                    _echo(f"{r.path}: valid ({version})")
+                    say(f"{r.path}: valid ({version})")
                 continue
             bad.add(r.path)
-            _echo(f"{r.path}: INVALID ({version})")
+            say(f"{r.path}: INVALID ({version})")
             for issue in r.issues:
-                _echo(f"  line {issue.line}: {issue.message}")
+                say(f"  line {issue.line}: {issue.message}")
     if profile:
         assert rules_dir is not None
-        _profile_check(state, files, rules_dir, max_errors, no_progress, bad)
-    _echo(f"{len(files):,} file{'s' if len(files) != 1 else ''}: {len(files) - len(bad):,} valid, {len(bad):,} invalid")
+        _profile_check(state, files, rules_dir, max_errors, no_progress or as_json, bad, found, say)
+    code = ExitCode.FAILED if bad else ExitCode.OK
+    if as_json:
+        for f in bad:
+            found[f]["valid"] = False
+        _print_json({"files": len(files), "valid": len(files) - len(bad), "invalid": len(bad), "exit_code": code,
+                     "results": list(found.values())})
+    else:
+        _echo(f"{len(files):,} file{'s' if len(files) != 1 else ''}: {len(files) - len(bad):,} valid, "
+              f"{len(bad):,} invalid")
     if bad:
-        ctx.exit(ExitCode.FAILED)
+        ctx.exit(code)
 
 
-def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: int, no_progress: bool, bad: set[Path]) -> None:
-    """Run DDEX's profile rules over ``files``; print each failing file's rules; add them to ``bad``."""
+def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: int, no_progress: bool, bad: set[Path],
+                   found: dict[Path, dict[str, Any]], say: Any) -> None:
+    """Run DDEX's profile rules over ``files``; ``say`` each failing file's rules; add them to ``bad``;
+    record each file's outcome in ``found`` (for --json)."""
     from collections import Counter
 
     from ..ern.profile import check_paths
@@ -141,20 +162,25 @@ def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: i
     advice: Counter[str] = Counter()
     for r in reports:
         advice.update(f.role for f in r.failures if not f.counted)
+        found[r.path]["profile"] = {
+            "passes": r.ok, "rule_sets": list(r.rule_sets), "error": r.error,
+            "failures": [{"role": f.role, "text": f.text, "location": f.location} for f in r.counted],
+            "advice": sum(not f.counted for f in r.failures),
+        }
         if r.ok:
             if state.verbosity > 0 or len(reports) == 1:
-                _echo(f"{r.path}: passes DDEX's profile rules ({', '.join(r.rule_sets)})")
+                say(f"{r.path}: passes DDEX's profile rules ({', '.join(r.rule_sets)})")
             continue
         bad.add(r.path)
         if r.error:
-            _echo(f"{r.path}: NOT CHECKED: {r.error}")
+            say(f"{r.path}: NOT CHECKED: {r.error}")
             continue
         failed = r.counted
-        _echo(f"{r.path}: FAILS {len(failed)} profile rule{'s' if len(failed) != 1 else ''} ({', '.join(r.rule_sets)})")
+        say(f"{r.path}: FAILS {len(failed)} profile rule{'s' if len(failed) != 1 else ''} ({', '.join(r.rule_sets)})")
         for f in failed[:max_errors]:
-            _echo(f"  [{f.role}] {f.text}")
-            _echo(f"    at {f.location}")
+            say(f"  [{f.role}] {f.text}")
+            say(f"    at {f.location}")
         if len(failed) > max_errors:
-            _echo(f"  ... and {len(failed) - max_errors} more")
+            say(f"  ... and {len(failed) - max_errors} more")
     if advice:
-        _echo("advice (not counted): " + ", ".join(f"{n:,} {role}" for role, n in sorted(advice.items())))
+        say("advice (not counted): " + ", ".join(f"{n:,} {role}" for role, n in sorted(advice.items())))

@@ -165,7 +165,7 @@ def run_each(
         shared.mkdir(exist_ok=True)
     for i, r in enumerate(chosen):
         rcfg = cfg.for_recipient(r)
-        logs.bind(recipient=r.name)
+        logs.bind(job=rcfg.run.job, recipient=r.name, recipient_dpid=r.dpid)  # not the previous recipient's job
         outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
         try:
             if read_acks:
@@ -191,7 +191,7 @@ def run_each(
                     ))
                 break
         finally:
-            logs.bind(recipient=None)
+            logs.bind(recipient=None, recipient_dpid=None)
         report.outcomes.append(outcome)
     return report
 
@@ -286,7 +286,10 @@ def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[st
 
 def rejected(cfg: Config, run_id: int | None = None, *,
              include_resolved: bool = False) -> list[tuple[str, list[state.RejectRow], list[Any]]]:
-    """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected."""
+    """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected
+    (``run_api.StoreRejection``: each says whether it was delivered again since)."""
+    from .reporting import store_rejections
+
     from ..db import database_url, make_engine
 
     chosen = [recipient_of_run(cfg, run_id)] if run_id is not None else list(cfg.recipients)
@@ -300,7 +303,7 @@ def rejected(cfg: Config, run_id: int | None = None, *,
                 acks: list[Any] = []
             else:
                 with engine.connect() as conn:
-                    acks = list(state.store_rejections(conn, rcfg.database.state_schema, rcfg.run.job, run_id))
+                    acks = store_rejections(conn, rcfg, run_id)
         finally:
             engine.dispose()
         out.append((r.name, rows, acks))

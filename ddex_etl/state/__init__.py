@@ -47,7 +47,7 @@ from .runs import (  # noqa: F401
 )
 from .schema import HEAD, _t, current, database_now, downgrade, ensure_current, head, migrations_dir, upgrade  # noqa: F401
 from .storable import NUL_STAND_IN, SURROGATE_STAND_IN, UNSTORABLE_NOTE, storable_json, storable_text  # noqa: F401
-from .store_acks import StoreAck, delivered_batches, record_acks, releases_by_identifier, store_rejections  # noqa: F401
+from .store_acks import StoreAck, ack_status_counts, delivered_batches, record_acks, releases_by_identifier, store_rejections  # noqa: F401,E501
 
 __all__ = [
     "Checkpoint",
@@ -63,6 +63,7 @@ __all__ = [
     "Sent",
     "SURROGATE_STAND_IN",
     "StoreAck",
+    "ack_status_counts",
     "UNSTORABLE_NOTE",
     "add_rejected",
     "advance",
