@@ -41,6 +41,8 @@ class AckSummary:
     accepted: int = 0
     rejected: list[state.StoreAck] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (ack file, why it could not be read)
+    # acknowledgements found per batch id (a scheduler's sensor waits until a batch's messages are all answered)
+    by_batch: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (``etl acks --json``)."""
@@ -53,6 +55,7 @@ class AckSummary:
                 for a in self.rejected
             ],
             "problems": [{"ack_file": f, "problem": p} for f, p in self.problems],
+            "by_batch": dict(self.by_batch),
         }
 
 
@@ -78,6 +81,7 @@ def read_store_acks(cfg: Config) -> AckSummary:
             for run_id, batch_id in batches:
                 report = read_acks(target, batch_id)
                 summary.problems.extend(report.problems)
+                summary.by_batch[batch_id] = len(report.records)
                 for rec in report.records:
                     folder = _folder(rec.message_file, batch_id)
                     rows.append(state.StoreAck(
