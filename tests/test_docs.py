@@ -52,9 +52,8 @@ def drawn(block: str) -> tuple[str, str, dict[str, list[str]], set[str], str]:
         if m := re.fullmatch(r"  ([^ /]+)/(…)?.*", line):
             current = m.group(1)
             folders[current] = []
-        elif m := re.fullmatch(r"    (\S+).*", line):
-            if current is not None and m.group(1) != "…":
-                folders[current].append(m.group(1))
+        elif (m := re.fullmatch(r"    (\S+).*", line)) and current is not None and m.group(1) != "…":
+            folders[current].append(m.group(1))
     complete = next(w for w in block.split() if w.startswith("BatchComplete_"))
     uris = set(re.findall(r"<URI>([^<]+)</URI>", block)) | set(re.findall(r'"(resources/[^"]+)"', block))
     first = next(f for f, files in folders.items() if files)

@@ -120,7 +120,7 @@ def test_the_ack_sensor_waits_for_every_message_then_passes_or_fails_on_a_reject
     _answer_every_message(tmp_path / "store-b", awaited["store-b"][0], "ACK_accepted.xml")
     assert jobs.acks_settled(summary, **label) is True
 
-    first = sorted(p for p in (tmp_path / "store-b" / awaited["store-b"][0]).iterdir() if p.is_dir())[0]
+    first = min(p for p in (tmp_path / "store-b" / awaited["store-b"][0]).iterdir() if p.is_dir())
     rejected = (FIXTURES / "ACK_rejected.xml").read_text(encoding="utf-8").replace("0602445700001", first.name)
     (first / f"ACK_{first.name}.xml").write_text(rejected, encoding="utf-8")
     with pytest.raises(jobs.StoreRejected) as exc:

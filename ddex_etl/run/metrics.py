@@ -14,7 +14,7 @@ they were, so one file always shows every recipient. The names:
 
     ddex_etl_last_run_info{job,recipient,run_id,mode,status}       1
     ddex_etl_last_run_exit_code{job,recipient}                      the recipient's exit code (see the README)
-    ddex_etl_last_run_success{job,recipient}                        1 when it succeeded (0 or 3 is not 1)
+    ddex_etl_last_run_success{job,recipient}                        1 when the run succeeded (exit 0, or 3 with rejects)
     ddex_etl_last_run_timestamp_seconds{job,recipient}              when the file was written (Unix time)
     ddex_etl_last_run_duration_seconds{job,recipient}               the run's time, all attempts
     ddex_etl_last_run_releases{job,recipient,outcome}               built, rejected, skipped, takedowns, unchanged

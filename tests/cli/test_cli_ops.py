@@ -155,7 +155,7 @@ def test_a_store_rejection_shows_as_awaiting_once_re_delivered_and_clears_when_t
     first = one_json(etl(tmp_path, "run", "--recipient", "store-a", "--no-progress", "--json", env=seeded))
     batch = first["recipients"][0]["batch_id"]
     store = tmp_path / "store-a" / batch
-    folder = sorted(p.name for p in store.iterdir() if p.is_dir())[0]
+    folder = min(p.name for p in store.iterdir() if p.is_dir())
     (store / folder / f"ACK_{folder}.xml").write_text(_ack("ACK_rejected.xml", folder), encoding="utf-8")
     acks = etl(tmp_path, "acks", "--recipient", "store-a", "--json", env=seeded)
     assert acks.returncode == 3, acks.stderr
