@@ -41,7 +41,7 @@ class AckSummary:
     accepted: int = 0
     rejected: list[state.StoreAck] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (ack file, why it could not be read)
-    # acknowledgements found per batch id (a scheduler's sensor waits until a batch's messages are all answered)
+    # per batch id, its messages with an acknowledgement recorded (a scheduler's sensor waits for all of them)
     by_batch: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,7 +81,6 @@ def read_store_acks(cfg: Config) -> AckSummary:
             for run_id, batch_id in batches:
                 report = read_acks(target, batch_id)
                 summary.problems.extend(report.problems)
-                summary.by_batch[batch_id] = len(report.records)
                 for rec in report.records:
                     folder = _folder(rec.message_file, batch_id)
                     rows.append(state.StoreAck(
@@ -99,6 +98,7 @@ def read_store_acks(cfg: Config) -> AckSummary:
             rows = [_with_id(a, ids) for a in rows]
             summary.new = state.record_acks(conn, schema, rows)
             summary.rejected = state.store_rejections(conn, schema, job)
+            summary.by_batch = state.acks_per_batch(conn, schema, job, [b for _, b in batches])
         summary.read = len(rows)
         summary.accepted = sum(a.accepted for a in rows)
         for f, why in summary.problems:

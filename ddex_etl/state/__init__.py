@@ -24,6 +24,7 @@ from __future__ import annotations
 from .delivered import TAKEDOWN, Sent, delivered_by_run, delivered_checksums, last_sent, live_sent_missing_from, record_delivered  # noqa: F401,E501
 from .records import RUN_MODES, RUN_STATUSES, STAGES, Checkpoint, RejectRecord, RejectRow, RunRow  # noqa: F401
 from .rejects import list_rejects, record_new_rejects, record_rejects, resolve_rejects  # noqa: F401
+from .store_acks import ack_status_counts, acks_per_batch  # noqa: F401  (metrics, a scheduler's ACK sensor)
 from .runs import (  # noqa: F401
     add_rejected,
     advance,
@@ -47,7 +48,7 @@ from .runs import (  # noqa: F401
 )
 from .schema import HEAD, _t, current, database_now, downgrade, ensure_current, head, migrations_dir, upgrade  # noqa: F401
 from .storable import NUL_STAND_IN, SURROGATE_STAND_IN, UNSTORABLE_NOTE, storable_json, storable_text  # noqa: F401
-from .store_acks import StoreAck, ack_status_counts, delivered_batches, record_acks, releases_by_identifier, store_rejections  # noqa: F401,E501
+from .store_acks import StoreAck, delivered_batches, record_acks, releases_by_identifier, store_rejections  # noqa: F401
 
 __all__ = [
     "Checkpoint",
@@ -63,7 +64,6 @@ __all__ = [
     "Sent",
     "SURROGATE_STAND_IN",
     "StoreAck",
-    "ack_status_counts",
     "UNSTORABLE_NOTE",
     "add_rejected",
     "advance",
@@ -106,4 +106,6 @@ __all__ = [
     "unfinished_run",
     "unfinished_runs_under",
     "upgrade",
+    "ack_status_counts",
+    "acks_per_batch",
 ]

@@ -118,3 +118,18 @@ def ack_status_counts(conn: Connection, schema: str, job: str) -> dict[str, int]
         {"job": job},
     )
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+def acks_per_batch(conn: Connection, schema: str, job: str, batch_ids: Sequence[str]) -> dict[str, int]:
+    """Per batch id: how many of its messages have an acknowledgement recorded (however it was read)."""
+    if not batch_ids:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT batch_id, count(DISTINCT message_file) FROM {_t(schema, 'store_acks')}
+            WHERE job = :job AND batch_id = ANY(:ids) GROUP BY batch_id"""
+        ),
+        {"job": job, "ids": list(batch_ids)},
+    )
+    found = {str(r[0]): int(r[1]) for r in rows}
+    return {b: found.get(b, 0) for b in batch_ids}
