@@ -140,13 +140,16 @@ def _print_rejects(rows: Sequence[Any], acks: Sequence[Any], indent: str = "") -
     if not rows and not acks:
         _echo(f"{indent}no rejected releases")
         return
-    for rejection in acks:
-        a = rejection.ack
+    # Store rejections delivered again since: one line each, until the store answers the new delivery.
+    waiting = [r for r in acks if r.redelivered_by_run is not None]
+    for r in waiting:
+        a = r.ack
+        what = f"release {a.release_id}" if a.release_id is not None else f"release folder {a.release!r}"
+        _echo(f"{indent}{what} (batch {a.batch_id}, run {a.run_id}, rejected by the store): "
+              f"re-delivered by run {r.redelivered_by_run}, awaiting acknowledgement")
+    acks = [r.ack for r in acks if r.redelivered_by_run is None]
+    for a in acks:
         what = f"release {a.release_id}" if a.release_id is not None else f"release folder {a.release}"
-        if rejection.redelivered_by_run is not None:
-            _echo(f"{indent}{what} (batch {a.batch_id}, run {a.run_id}, rejected by the store: {a.status}): "
-                  f"re-delivered by run {rejection.redelivered_by_run}, awaiting acknowledgement")
-            continue
         action = f"; the store proposes: {a.proposed_action}" if a.proposed_action else ""
         manual = "; manual check required before re-delivery" if a.manual_check_required else ""
         _echo(f"{indent}{what} (batch {a.batch_id}, run {a.run_id}, rejected by the store: {a.status}){action}{manual}")
@@ -158,7 +161,6 @@ def _print_rejects(rows: Sequence[Any], acks: Sequence[Any], indent: str = "") -
         _echo(f"{indent}release {r.release_id} (run {r.run_id}, {r.stage}, {r.error_kind}, "
               f"attempts {r.attempts}{resolved}): {retry}")
         _echo(f"{indent}  {r.message}")
-    waiting = sum(a.redelivered_by_run is not None for a in acks)
-    store = f", {len(acks) - waiting:,} rejected by the store" if len(acks) > waiting else ""
-    store += f", {waiting:,} re-delivered and awaiting the store's acknowledgement" if waiting else ""
+    store = f", {len(acks):,} rejected by the store" if acks else ""
+    store += f", {len(waiting):,} re-delivered and awaiting the store's acknowledgement" if waiting else ""
     _echo(f"{indent}{len(rows):,} rejected release{'s' if len(rows) != 1 else ''}{store}")
