@@ -39,14 +39,15 @@ class AckSummary:
     read: int = 0
     new: int = 0
     accepted: int = 0
-    rejected: list[state.StoreAck] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (ack file, why it could not be read)
     # per batch id, its messages with an acknowledgement recorded (a scheduler's sensor waits for all of them)
     by_batch: dict[str, int] = field(default_factory=dict)
+    rejected: list[state.StoreAck] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (ack file, why it could not be read)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (``etl acks --json``)."""
         return {
+            "by_batch": dict(self.by_batch),
             "recipient": self.recipient, "target": self.target, "batches": self.batches, "read": self.read,
             "new": self.new, "accepted": self.accepted,
             "rejected": [
@@ -55,7 +56,6 @@ class AckSummary:
                 for a in self.rejected
             ],
             "problems": [{"ack_file": f, "problem": p} for f, p in self.problems],
-            "by_batch": dict(self.by_batch),
         }
 
 
