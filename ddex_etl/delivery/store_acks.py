@@ -98,7 +98,8 @@ def read_store_acks(cfg: Config) -> AckSummary:
             rows = [_with_id(a, ids) for a in rows]
             summary.new = state.record_acks(conn, schema, rows)
             summary.rejected = state.store_rejections(conn, schema, job)
-            summary.by_batch = state.acks_per_batch(conn, schema, job, [b for _, b in batches])
+            summary.by_batch = state.acks_per_batch(
+                conn, schema, job, [b for _, b in state.delivered_batches(conn, schema, job, BATCHES_READ)])
         summary.read = len(rows)
         summary.accepted = sum(a.accepted for a in rows)
         for f, why in summary.problems:
