@@ -95,13 +95,13 @@ class RunConfig:
     progress_interval: float = 10.0  # seconds between plain log lines when not a terminal
     mode: str = "full"  # full | incremental (what `etl run` does without --full/--incremental)
     watermark_lag_seconds: float = 5.0  # incremental window ends this far behind the database clock
+    # A Prometheus textfile (node_exporter's textfile collector) each `etl run` rewrites; None: none
+    metrics_file: Path | None = None
     # Where chunks run: "local" worker processes on this machine, or "dask" (a Dask distributed
     # cluster: `scheduler`'s, or a LocalCluster of `workers` processes when it is not set).
     # Neither is in the fingerprint: a run started locally may resume on Dask and back.
     executor: str = "local"  # local | dask
     scheduler: str | None = None  # a Dask scheduler's address, tcp://host:8786
-    # A Prometheus textfile (node_exporter's textfile collector) each `etl run` rewrites; None: none
-    metrics_file: Path | None = None
 
 
 @dataclass(frozen=True)

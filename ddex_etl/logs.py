@@ -92,9 +92,9 @@ class JsonFormatter(logging.Formatter):
             "job": _context.get("job"),
             "run": _context.get("run"),
             "recipient": _context.get("recipient"),
-            "recipient_dpid": _context.get("recipient_dpid"),
             "message": mask_secrets(record.getMessage()),
             "fields": record_fields(record),
+            "recipient_dpid": context().get("recipient_dpid"),
         }
         if record.exc_info:
             data["exception"] = mask_secrets(self.formatException(record.exc_info))

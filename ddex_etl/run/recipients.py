@@ -142,6 +142,8 @@ def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
         return None
     from ..delivery.store_acks import read_store_acks
 
+    # Its lines name this recipient's job and DPID, not those of the recipient that ran before it.
+    logs.bind(job=rcfg.run.job, recipient_dpid=rcfg.transform.recipient_dpid)
     try:
         return read_store_acks(rcfg).as_dict()
     except EtlError as exc:
@@ -165,7 +167,7 @@ def run_each(
         shared.mkdir(exist_ok=True)
     for i, r in enumerate(chosen):
         rcfg = cfg.for_recipient(r)
-        logs.bind(job=rcfg.run.job, recipient=r.name, recipient_dpid=r.dpid)  # not the previous recipient's job
+        logs.bind(recipient=r.name)
         outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
         try:
             if read_acks:
@@ -191,7 +193,7 @@ def run_each(
                     ))
                 break
         finally:
-            logs.bind(recipient=None, recipient_dpid=None)
+            logs.bind(recipient=None)
         report.outcomes.append(outcome)
     return report
 
@@ -288,9 +290,8 @@ def rejected(cfg: Config, run_id: int | None = None, *,
              include_resolved: bool = False) -> list[tuple[str, list[state.RejectRow], list[Any]]]:
     """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected
     (``run_api.StoreRejection``: each says whether it was delivered again since)."""
-    from .reporting import store_rejections
-
     from ..db import database_url, make_engine
+    from .reporting import store_rejections
 
     chosen = [recipient_of_run(cfg, run_id)] if run_id is not None else list(cfg.recipients)
     out = []
