@@ -122,7 +122,10 @@ def validate(
                 say(f"  line {issue.line}: {issue.message}")
     if profile:
         assert rules_dir is not None
-        _profile_check(state, files, rules_dir, max_errors, no_progress or as_json, bad, found, say)
+        if as_json:
+            _profile_json(files, rules_dir, bad, found)
+        else:
+            _profile_check(state, files, rules_dir, max_errors, no_progress, bad)
     code = ExitCode.FAILED if bad else ExitCode.OK
     if as_json:
         for f in bad:
@@ -136,10 +139,8 @@ def validate(
         ctx.exit(code)
 
 
-def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: int, no_progress: bool, bad: set[Path],
-                   found: dict[Path, dict[str, Any]], say: Any) -> None:
-    """Run DDEX's profile rules over ``files``; ``say`` each failing file's rules; add them to ``bad``;
-    record each file's outcome in ``found`` (for --json)."""
+def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: int, no_progress: bool, bad: set[Path]) -> None:
+    """Run DDEX's profile rules over ``files``; print each failing file's rules; add them to ``bad``."""
     from collections import Counter
 
     from ..ern.profile import check_paths
@@ -162,25 +163,34 @@ def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: i
     advice: Counter[str] = Counter()
     for r in reports:
         advice.update(f.role for f in r.failures if not f.counted)
-        found[r.path]["profile"] = {
-            "passes": r.ok, "rule_sets": list(r.rule_sets), "error": r.error,
-            "failures": [{"role": f.role, "text": f.text, "location": f.location} for f in r.counted],
-            "advice": sum(not f.counted for f in r.failures),
-        }
         if r.ok:
             if state.verbosity > 0 or len(reports) == 1:
-                say(f"{r.path}: passes DDEX's profile rules ({', '.join(r.rule_sets)})")
+                _echo(f"{r.path}: passes DDEX's profile rules ({', '.join(r.rule_sets)})")
             continue
         bad.add(r.path)
         if r.error:
-            say(f"{r.path}: NOT CHECKED: {r.error}")
+            _echo(f"{r.path}: NOT CHECKED: {r.error}")
             continue
         failed = r.counted
-        say(f"{r.path}: FAILS {len(failed)} profile rule{'s' if len(failed) != 1 else ''} ({', '.join(r.rule_sets)})")
+        _echo(f"{r.path}: FAILS {len(failed)} profile rule{'s' if len(failed) != 1 else ''} ({', '.join(r.rule_sets)})")
         for f in failed[:max_errors]:
-            say(f"  [{f.role}] {f.text}")
-            say(f"    at {f.location}")
+            _echo(f"  [{f.role}] {f.text}")
+            _echo(f"    at {f.location}")
         if len(failed) > max_errors:
-            say(f"  ... and {len(failed) - max_errors} more")
+            _echo(f"  ... and {len(failed) - max_errors} more")
     if advice:
-        say("advice (not counted): " + ", ".join(f"{n:,} {role}" for role, n in sorted(advice.items())))
+        _echo("advice (not counted): " + ", ".join(f"{n:,} {role}" for role, n in sorted(advice.items())))
+
+
+def _profile_json(files: list[Path], rules_dir: Path, bad: set[Path], found: dict[Path, dict[str, Any]]) -> None:
+    """--json: DDEX's profile rules over ``files``, each file's outcome recorded in ``found``; failing ones in ``bad``."""
+    from ..ern.profile import check_paths
+
+    for r in check_paths(files, rules_dir):
+        found[r.path]["profile"] = {
+            "passes": r.ok, "rule_sets": list(r.rule_sets), "error": r.error,
+            "failures": [{"role": f.role, "text": f.text, "location": f.location} for f in r.counted],
+            "not_counted": sum(not f.counted for f in r.failures),
+        }
+        if not r.ok:
+            bad.add(r.path)
