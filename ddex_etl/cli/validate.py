@@ -139,6 +139,20 @@ def validate(
         ctx.exit(code)
 
 
+def _profile_json(files: list[Path], rules_dir: Path, bad: set[Path], found: dict[Path, dict[str, Any]]) -> None:
+    """--json: DDEX's profile rules over ``files``, each file's outcome recorded in ``found``; failing ones in ``bad``."""
+    from ..ern.profile import check_paths
+
+    for r in check_paths(files, rules_dir):
+        found[r.path]["profile"] = {
+            "passes": r.ok, "rule_sets": list(r.rule_sets), "error": r.error,
+            "failures": [{"role": f.role, "text": f.text, "location": f.location} for f in r.counted],
+            "not_counted": sum(not f.counted for f in r.failures),
+        }
+        if not r.ok:
+            bad.add(r.path)
+
+
 def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: int, no_progress: bool, bad: set[Path]) -> None:
     """Run DDEX's profile rules over ``files``; print each failing file's rules; add them to ``bad``."""
     from collections import Counter
@@ -180,17 +194,3 @@ def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: i
             _echo(f"  ... and {len(failed) - max_errors} more")
     if advice:
         _echo("advice (not counted): " + ", ".join(f"{n:,} {role}" for role, n in sorted(advice.items())))
-
-
-def _profile_json(files: list[Path], rules_dir: Path, bad: set[Path], found: dict[Path, dict[str, Any]]) -> None:
-    """--json: DDEX's profile rules over ``files``, each file's outcome recorded in ``found``; failing ones in ``bad``."""
-    from ..ern.profile import check_paths
-
-    for r in check_paths(files, rules_dir):
-        found[r.path]["profile"] = {
-            "passes": r.ok, "rule_sets": list(r.rule_sets), "error": r.error,
-            "failures": [{"role": f.role, "text": f.text, "location": f.location} for f in r.counted],
-            "not_counted": sum(not f.counted for f in r.failures),
-        }
-        if not r.ok:
-            bad.add(r.path)
