@@ -25,7 +25,8 @@ they were, so one file always shows every recipient. The names:
                                                                     acknowledgement from the store
 
 A recipient that did not start (a configuration error, the lock held) has
-``info``, ``exit_code``, ``success`` and ``timestamp`` only.
+``info``, ``exit_code``, ``success`` and ``timestamp`` only; one with nothing
+to do (``etl resume`` with no unfinished run) keeps its series as they were.
 """
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ def _rows(cfg: Config, report: Any) -> Iterable[tuple[str, str, int, Any]]:
         yield cfg.transform.recipient_name, report.status, report.exit_code, report
         return
     for o in outcomes:
+        if o.report is None and o.exit_code == 0:
+            continue  # nothing to resume or retry: its newest run is still the one the file shows
         yield o.recipient, o.status, o.exit_code, o.report
 
 
