@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,12 @@ def test_the_batch_a_doc_draws_is_the_one_seed_and_run_write(doc: str, db_url: s
     message = etree.parse(str(real / f"{release}.xml"))
     real_uris = {e.text for e in message.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "URI"}
     assert real_uris == uris, f"{doc}: the URIs drawn differ from the message's"
+
+
+def test_what_the_quick_start_writes_is_ignored_by_git() -> None:
+    """`etl seed` and `etl run` in the checkout write ./media, ./out and ./.etl: none of it shows in `git status`."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("media/audio/01-01.wav", "media/covers/cover-3000.jpg", "out/1.xml", ".etl/pgdata/PG_VERSION"):
+        proc = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path], check=False)
+        assert proc.returncode == 0, f"{path} is not ignored by .gitignore"
