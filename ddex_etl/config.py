@@ -110,6 +110,8 @@ class RunConfig:
     progress_interval: float = 10.0  # seconds between plain log lines when not a terminal
     mode: str = "full"  # full | incremental (what `etl run` does without --full/--incremental)
     watermark_lag_seconds: float = 5.0  # incremental window ends this far behind the database clock
+    # A Prometheus textfile (node_exporter's textfile collector) each `etl run` rewrites; None: none
+    metrics_file: Path | None = None
     # Where chunks run: "local" worker processes on this machine, or "dask" (a Dask distributed
     # cluster: `scheduler`'s, or a LocalCluster of `workers` processes when it is not set).
     # Neither is in the fingerprint: a run started locally may resume on Dask and back.
@@ -676,6 +678,9 @@ def _check(cfg: Config, problems: list[str]) -> None:
             problems.append(problem)
     if rn.watermark_lag_seconds < 0:
         problems.append(f"run.watermark_lag_seconds: must be 0 or more, got {rn.watermark_lag_seconds}")
+    if rn.metrics_file is not None and not rn.metrics_file.parent.is_dir():
+        problems.append(f"run.metrics_file: folder {rn.metrics_file.parent} not found; fix: create it (e.g. "
+                        "node_exporter's --collector.textfile.directory) or point the key at an existing folder")
     if rn.max_error_rate is not None and not 0 <= rn.max_error_rate <= 1:
         problems.append(f"run.max_error_rate: must be between 0 and 1, got {rn.max_error_rate}")
     if rn.max_retries is not None and rn.max_retries < 0:

@@ -5,8 +5,10 @@ scheduler stores it for whoever reads it at 3 a.m. So the format follows
 where it goes: on a terminal, short ``LEVEL logger: message`` lines; anywhere
 else, each line starts with a UTC timestamp. ``json`` (``--log-format json``)
 writes one object per line for log shippers: ``time``, ``level``,
-``logger``, ``job``, ``run``, ``recipient``, ``message`` and ``fields``
-(the structured values a line carries, e.g. a chunk's counts).
+``logger``, ``job``, ``run``, ``recipient`` (always the recipient's name:
+its ``[[recipients]]`` entry, else ``transform.recipient_name``),
+``recipient_dpid``, ``message`` and ``fields`` (the structured values a
+line carries, e.g. a chunk's counts).
 
 The pipeline names what it is working on with ``bind(job=..., run=...,
 recipient=...)``; every line after that carries it.
@@ -98,6 +100,7 @@ class JsonFormatter(logging.Formatter):
             "recipient": bound.get("recipient"),
             "message": mask_secrets(record.getMessage()),
             "fields": record_fields(record),
+            "recipient_dpid": context().get("recipient_dpid"),
         }
         if record.exc_info:
             data["exception"] = mask_secrets(self.formatException(record.exc_info))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .app import _echo, _example, _state, _to_stderr
+from .app import _echo, _example, _print_json, _state, _to_stderr
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -34,8 +34,10 @@ def config_group() -> None:
     "--connect", is_flag=True,
     help="Also connect, EXPLAIN the keys, rows and changed-keys queries, and try the output.",
 )
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: ok, exit_code and the resolved configuration (with --connect: checks).")
 @click.pass_context
-def check(ctx: click.Context, connect: bool) -> None:
+def check(ctx: click.Context, connect: bool, as_json: bool) -> None:
     """Validate etl.toml plus ETL_* overrides and print the resolved
     configuration, with any password masked. Exit code 2 lists every problem.
 
@@ -46,12 +48,18 @@ def check(ctx: click.Context, connect: bool) -> None:
     """
     from ..config import ENV_OVERRIDES, mask_url, unused_scheduler_notice
 
+    _state(ctx).known.update(command="config check", ok=False)
     cfg = _state(ctx).config()
     notice = unused_scheduler_notice(cfg)
     if notice is not None:
         _to_stderr(_state(ctx), f"warning: {notice}", level=logging.WARNING)
     if connect:
-        _connect_check(ctx, cfg)
+        _connect_check(ctx, cfg, as_json)
+        return
+    if as_json:
+        _print_json({"ok": True, "exit_code": 0, "source": str(cfg.source.resolve()) if cfg.source else None,
+                     "environment_overrides": [name for name in ENV_OVERRIDES if os.environ.get(name)],
+                     **resolved(cfg)})
         return
     source = str(cfg.source) if cfg.source else "(no etl.toml: defaults)"
     _echo(f"# configuration OK; read from {source}")
@@ -78,8 +86,11 @@ def check(ctx: click.Context, connect: bool) -> None:
         _echo("\n[[recipients]]")
         for f in dataclasses.fields(r):
             value = getattr(r, f.name)
-            if f.name == "target" and value:
+            if f.name == "target" and value and "://" in value:
                 value = mask_url(value)
+            if f.name == "party_name" and not value:
+                _echo(f"# party_name: not set (MessageRecipient's name is the recipient's name, {_toml_value(r.name)})")
+                continue
             if value is None:
                 _echo(f"# {f.name}: not set (from [transform] / [load])")
             elif isinstance(value, dict):
@@ -90,11 +101,51 @@ def check(ctx: click.Context, connect: bool) -> None:
                 _echo(f"{f.name} = {_toml_value(value)}")
 
 
-def _connect_check(ctx: click.Context, cfg: Config) -> None:
+def resolved(cfg: Config) -> dict[str, Any]:
+    """The configuration as `config check --json` prints it: one object per section, then ``recipients``.
+
+    Keys are the etl.toml keys; unset values are null; the database URL and
+    targets have their password masked; a recipient's ``party_name`` is the
+    name its messages carry (its ``name`` when not set).
+    """
+    from ..config import mask_url
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        return str(value)
+
+    out: dict[str, Any] = {}
+    for section in ("database", "extract", "transform", "load", "run"):
+        obj = getattr(cfg, section)
+        values = {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if section == "database" and values.get("url"):
+            values["url"] = mask_url(values["url"])
+        out[section] = values
+    recipients = []
+    for r in cfg.recipients:
+        values = {f.name: plain(getattr(r, f.name)) for f in dataclasses.fields(r)}
+        if values.get("target") and "://" in values["target"]:
+            values["target"] = mask_url(values["target"])
+        values["party_name"] = r.party_name or r.name
+        recipients.append(values)
+    out["recipients"] = recipients
+    return out
+
+
+def _connect_check(ctx: click.Context, cfg: Config, as_json: bool = False) -> None:
     from ..config import mask_secrets
     from ..run.preflight import preflight
 
     report = preflight(cfg)
+    if as_json:
+        _print_json({"ok": report.ok, "exit_code": report.exit_code,
+                     "checks": [{"name": c.name, "ok": c.ok, "detail": mask_secrets(c.detail)} for c in report.checks]})
+        ctx.exit(report.exit_code)
     for c in report.checks:
         _echo(f"{'ok' if c.ok else 'FAILED':>6}  {c.name}: {mask_secrets(c.detail)}")
     failed = sum(not c.ok for c in report.checks)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .app import _echo, _example, _say, _state
+from .app import _echo, _example, _print_json, _say, _state
+
+JSON_HELP = "Print the outcome as one JSON object on stdout."
 
 
 @click.group(short_help="Manage the state tables and the embedded server.")
@@ -22,8 +24,9 @@ def db() -> None:
 
 @db.command(short_help="Create or upgrade the state tables.", epilog=_example("etl db upgrade"))
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def upgrade(ctx: click.Context, revision: str) -> None:
+def upgrade(ctx: click.Context, revision: str, as_json: bool) -> None:
     """Create or upgrade the state tables (runs, checkpoints, rejects, documents).
 
     `etl run` does this automatically.
@@ -39,13 +42,17 @@ def upgrade(ctx: click.Context, revision: str) -> None:
         now = state_tables.current(engine, schema)
     finally:
         engine.dispose()
+    if as_json:
+        _print_json(_revision(schema, now))
+        return
     _say(_state(ctx), f"state tables in schema {schema!r} at revision {now}")
 
 
 @db.command(short_help="Downgrade the state tables.", epilog=_example("etl db downgrade", "etl db downgrade --revision base"))
 @click.option("--revision", default="-1", show_default=True, help="Target revision (base removes the tables).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def downgrade(ctx: click.Context, revision: str) -> None:
+def downgrade(ctx: click.Context, revision: str, as_json: bool) -> None:
     """Downgrade the state tables (default one revision; `base` drops them and their data)."""
     from .. import state as state_tables
     from ..db import engine_for
@@ -58,12 +65,16 @@ def downgrade(ctx: click.Context, revision: str) -> None:
         now = state_tables.current(engine, schema)
     finally:
         engine.dispose()
+    if as_json:
+        _print_json(_revision(schema, now))
+        return
     _say(_state(ctx), f"state tables in schema {schema!r} at revision {now or '(none)'}")
 
 
-@db.command(short_help="Show the applied state revision.", epilog=_example("etl db current"))
+@db.command(short_help="Show the applied state revision.", epilog=_example("etl db current", "etl db current --json"))
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def current(ctx: click.Context) -> None:
+def current(ctx: click.Context, as_json: bool) -> None:
     """Print the applied revision of the state tables and whether it is the newest."""
     from .. import state as state_tables
     from ..db import engine_for
@@ -76,6 +87,9 @@ def current(ctx: click.Context) -> None:
     finally:
         engine.dispose()
     head = state_tables.head()
+    if as_json:
+        _print_json(_revision(schema, now))
+        return
     if now is None:
         _echo(f"schema {schema!r}: no state tables yet (head is {head}); `etl db upgrade` or `etl run` creates them")
     else:
@@ -83,15 +97,28 @@ def current(ctx: click.Context) -> None:
 
 
 @db.command(short_help="Stop the embedded PostgreSQL.", epilog=_example("etl db stop"))
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def stop(ctx: click.Context) -> None:
+def stop(ctx: click.Context, as_json: bool) -> None:
     """Stop the embedded PostgreSQL (database.embedded_dir). Its data stays; the
     next command starts it again."""
     from ..db import stop_embedded
 
     cfg = _state(ctx).config()
     where = cfg.database.embedded_dir.resolve()
-    if stop_embedded(where):
+    stopped = stop_embedded(where)
+    if as_json:
+        _print_json({"embedded_dir": str(where), "stopped": stopped})
+        return
+    if stopped:
         _say(_state(ctx), f"stopped the embedded PostgreSQL in {where}")
     else:
         _say(_state(ctx), f"no embedded PostgreSQL running in {where}")
+
+
+def _revision(schema: str, now: str | None) -> dict[str, object]:
+    """The JSON of `etl db upgrade | downgrade | current --json`: schema, revision (null: no tables), head."""
+    from .. import state as state_tables
+
+    head = state_tables.head()
+    return {"schema": schema, "revision": now, "head": head, "at_head": now == head}

@@ -90,6 +90,9 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
             _num(r.rejected), _num(r.releases_per_second), _num(r.peak_memory_mb), r.output or "-",
         )
     _console().print(table)
+    for r in rows:
+        if r.note:
+            _echo(f"run {r.run_id}: {r.note}")
 
 
 @click.command(
@@ -101,9 +104,13 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the input needed to reproduce).")
 @click.pass_context
 def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_json: bool) -> None:
-    """List the releases RUN_ID rejected (default: the job's newest run; with
-    [[recipients]], each recipient's newest run), and the releases the stores
-    rejected in their acknowledgements (read by `etl acks` and `etl run`).
+    """List the releases RUN_ID rejected (default: the job's newest run, full,
+    incremental or targeted; with [[recipients]], each recipient's newest run;
+    what a retry still rejects stays with the run it retried), and the
+    releases the stores rejected in their acknowledgements (read by `etl acks`
+    and `etl run`). A store rejection delivered again since shows as
+    "re-delivered, awaiting acknowledgement" until the store answers; an
+    acceptance clears it.
     """
     from .. import run as run_api
 
@@ -114,7 +121,8 @@ def errors(ctx: click.Context, run_id: int | None, include_resolved: bool, as_js
         found = recipients.rejected(cfg, run_id, include_resolved=include_resolved)
         if as_json:
             _print_json([
-                {"recipient": name, "rejected": [r.as_dict() for r in rows], "store_rejected": acks}
+                {"recipient": name, "rejected": [r.as_dict() for r in rows],
+                 "store_rejected": [a.as_dict() for a in acks]}
                 for name, rows, acks in found
             ])
             return
@@ -133,6 +141,14 @@ def _print_rejects(rows: Sequence[Any], acks: Sequence[Any], indent: str = "") -
     if not rows and not acks:
         _echo(f"{indent}no rejected releases")
         return
+    # Store rejections delivered again since: one line each, until the store answers the new delivery.
+    waiting = [r for r in acks if r.redelivered_by_run is not None]
+    for r in waiting:
+        a = r.ack
+        what = f"release {a.release_id}" if a.release_id is not None else f"release folder {a.release!r}"
+        _echo(f"{indent}{what} (batch {a.batch_id}, run {a.run_id}, rejected by the store): "
+              f"re-delivered by run {r.redelivered_by_run}, awaiting acknowledgement")
+    acks = [r.ack for r in acks if r.redelivered_by_run is None]
     for a in acks:
         # The store's text (status, error, proposed action, names) is shown escaped: one line each, always.
         what = f"release {a.release_id}" if a.release_id is not None else f"release folder {printable(a.release)}"
@@ -149,4 +165,5 @@ def _print_rejects(rows: Sequence[Any], acks: Sequence[Any], indent: str = "") -
               f"attempts {r.attempts}{resolved}): {retry}")
         _echo(f"{indent}  {r.message}")
     store = f", {len(acks):,} rejected by the store" if acks else ""
+    store += f", {len(waiting):,} re-delivered and awaiting the store's acknowledgement" if waiting else ""
     _echo(f"{indent}{len(rows):,} rejected release{'s' if len(rows) != 1 else ''}{store}")

@@ -69,19 +69,75 @@ def _check_recipient_names(cfg: Config, names: tuple[str, ...]) -> None:
                           "fix: leave out --recipient, or list the stores as [[recipients]]")
 
 
-def _finish_recipients(ctx: click.Context, call: Any, as_json: bool) -> None:
+def _finish_recipients(ctx: click.Context, call: Any, as_json: bool, cfg: Config | None = None) -> None:
     """Several recipients: each one's summary, then exit with the worst code (see ddex_etl.run.recipients)."""
     state = _state(ctx)
     if as_json:
         _report_hard_exit_as_json(state)
     report = call()
+    _write_metrics(state, report, cfg)
     if as_json:
         _print_json_once(state, report.as_dict())
     elif report.exit_code == ExitCode.OK:
         _say(state, report.summary())
     elif not state.quiet:
         _echo(report.summary())
+    _recipient_problems_to_stderr(state, report, cfg or state.config())
     ctx.exit(report.exit_code)
+
+
+def _recipient_problems_to_stderr(state: CliState, report: Any, cfg: Config) -> None:
+    """One line per recipient that did not succeed, on stderr, whatever stdout holds (--json, -q).
+
+    A scheduler keeps stderr (``2>> nightly.log``): each line names the
+    recipient, what went wrong and the next step, so the log alone says what
+    to do in the morning.
+    """
+    from .. import logs
+
+    dpids = {r.name: r.dpid for r in cfg.recipients}
+    for o in report.outcomes:
+        line = recipient_problem(o)
+        if line is None:
+            continue
+        level = logging.WARNING if o.exit_code in (ExitCode.REJECTED, ExitCode.LOCKED) else logging.ERROR
+        logs.bind(job=o.job, run=o.report.run_id if o.report is not None else None, recipient=o.recipient,
+                  recipient_dpid=dpids.get(o.recipient))
+        try:
+            _to_stderr(state, f"etl: recipient {o.recipient}: {line}", level=level)
+        finally:
+            logs.bind(run=None, recipient=None, recipient_dpid=None)
+
+
+def recipient_problem(o: Any) -> str | None:
+    """What went wrong for one recipient and the next step, in one line (None: nothing went wrong)."""
+    from ..config import mask_secrets
+
+    if o.exit_code == ExitCode.OK:
+        return None
+    run = o.report.run_id if o.report is not None else None
+    where = f"run {run} " if run is not None else ""
+    error = " ".join((o.error or "").split())
+    if o.exit_code == ExitCode.REJECTED:
+        rejected = o.report.rejected if o.report is not None else 0
+        store = len((o.acks or {}).get("rejected") or [])
+        what = ", ".join(part for part in (
+            f"{rejected:,} release(s) rejected by the run" if rejected else "",
+            f"{store:,} release(s) rejected by the store" if store else "",
+        ) if part) or "releases rejected"
+        return f"{where}finished with {what}; fix: `etl errors{f' {run}' if run is not None else ''}` names each " \
+               "release and the fix, then `etl retry-failed` (the store's: `etl run --release-id ID --force`)"
+    if o.exit_code == ExitCode.LOCKED:
+        return f"not started: {error or 'another run of its job holds the lock'}; nothing to do if that run is " \
+               "still going (`etl status`)"
+    if o.exit_code == ExitCode.INTERRUPTED:
+        return f"{where}{o.status}: {error or 'interrupted'}; fix: `etl resume` continues it"
+    if o.exit_code == ExitCode.USAGE:
+        fix = "" if "fix:" in error else "; fix: correct etl.toml (`etl config check --connect`)"
+        return mask_secrets(f"{o.status}: {error or 'configuration error'}{fix}")
+    resume = "" if "etl resume" in error or run is None else f"; then `etl resume {run}` (or the next `etl run`) continues it"
+    fix = "" if "fix:" in error else "; fix: what the error names"
+    return mask_secrets(f"{where}{o.status}: {error or o.error_kind or 'failed'}{fix}{resume}")
 
 
 def _report_hard_exit_as_json(state: CliState) -> None:
@@ -95,7 +151,7 @@ def _report_hard_exit_as_json(state: CliState) -> None:
     run_api.set_hard_exit_reporter(report)
 
 
-def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
+def _finish_run(ctx: click.Context, call: Any, as_json: bool, cfg: Config | None = None) -> None:
     """Run ``call()``; print its summary (also when it fails); exit with the report's code.
 
     A failure's message is printed once, by the error handler: the summary
@@ -109,16 +165,27 @@ def _finish_run(ctx: click.Context, call: Any, as_json: bool) -> None:
     except EtlError as exc:
         failed: RunReport | None = getattr(exc, "report", None)
         if failed is not None:
+            _write_metrics(state, failed, cfg)
             if as_json:
                 _print_json_once(state, failed.as_dict())
             elif not state.quiet:
                 _to_stderr(state, failed.summary(with_error=False), level=logging.WARNING)
         raise
+    _write_metrics(state, report, cfg)
     if as_json:
         _print_json_once(state, report.as_dict())
     else:
         _say(state, report.summary())
     ctx.exit(report.exit_code)
+
+
+def _write_metrics(state: CliState, report: Any, cfg: Config | None) -> None:
+    """``run.metrics_file``, when set: the Prometheus textfile of what the run(s) did (never fails the run)."""
+    cfg = cfg or state.config()
+    if cfg.run.metrics_file is not None:
+        from ..run.metrics import write_metrics_file
+
+        write_metrics_file(cfg, report)
 
 
 @click.command(
@@ -203,7 +270,7 @@ def run(
         _finish_recipients(ctx, lambda: recipients.run(
             cfg, recipients=recipient_names, new=new, progress=state.progress(no_progress), mode=mode,
             since=since_at, release_ids=release_ids, force=force,
-        ), as_json)
+        ), as_json, cfg)
         return
     _finish_run(
         ctx,
@@ -212,6 +279,7 @@ def run(
             release_ids=release_ids, force=force,
         ),
         as_json,
+        cfg,
     )
 
 
@@ -254,9 +322,9 @@ def resume(
         from ..run import recipients
 
         _finish_recipients(ctx, lambda: recipients.resume(
-            cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
+            cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json, cfg)
         return
-    _finish_run(ctx, lambda: run_api.resume(cfg, run_id, progress=state.progress(no_progress)), as_json)
+    _finish_run(ctx, lambda: run_api.resume(cfg, run_id, progress=state.progress(no_progress)), as_json, cfg)
 
 
 @click.command(
@@ -285,6 +353,6 @@ def retry_failed(
         from ..run import recipients
 
         _finish_recipients(ctx, lambda: recipients.retry_failed(
-            cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json)
+            cfg, run_id, recipients=recipient_names, progress=state.progress(no_progress)), as_json, cfg)
         return
-    _finish_run(ctx, lambda: run_api.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json)
+    _finish_run(ctx, lambda: run_api.retry_failed(cfg, run_id, progress=state.progress(no_progress)), as_json, cfg)

@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
-from .app import CliState, _console, _echo, _example, _say, _state
+from .app import CliState, _console, _echo, _example, _print_json, _say, _state
 
 
 @click.command(
     short_help="Fill the reference catalog with deterministic demo releases.",
     epilog=_example("etl seed --releases 1000", "etl seed --releases 50000 --seed 7 --reset",
-                    "ETL_DATABASE_URL=postgresql://me@localhost/scratch etl seed --releases 100 --yes"),
+                    "ETL_DATABASE_URL=postgresql://me@localhost/scratch etl seed --releases 100 --yes",
+                    "etl seed --releases 100 --json"),
 )
 @click.option("--releases", "-n", type=click.IntRange(min=0), required=True, help="How many releases to add.")
 @click.option("--seed", "seed", type=int, default=1, show_default=True, help="Random seed: same seed, same rows.")
@@ -27,8 +28,10 @@ from .app import CliState, _console, _echo, _example, _say, _state
     help="Where to write the demo audio and cover files (default: load.media_root when it is a folder, "
     "else ./media beside etl.toml).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object on stdout.")
 @click.pass_context
-def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool, media_dir: Path | None) -> None:
+def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool, media_dir: Path | None,
+         as_json: bool) -> None:
     """Create the reference catalog (sql/catalog.sql) if missing and add demo releases.
 
     Albums, singles, EPs, multi-disc sets and compilations with featured
@@ -68,12 +71,23 @@ def seed(ctx: click.Context, releases: int, seed: int, reset: bool, yes: bool, m
                                   only_demo=not yes, ignore_schemas=ignore, media_dir=media_dir)
     finally:
         engine.dispose()
+    database = mask_url(cfg.database.url) if cfg.database.url else f"embedded PostgreSQL in {cfg.database.embedded_dir}"
+    if as_json:
+        _print_json({
+            "releases": report.releases, "first_release_id": report.first_release_id,
+            "last_release_id": report.last_release_id, "tracks": report.tracks, "artists": report.artists,
+            "deals": report.deals, "seconds": round(report.seconds, 3),
+            "releases_per_second": round(report.releases_per_second, 1), "database": database,
+            "media_dir": str(media_dir.resolve()), "media_files": len(report.media),
+            "media_written": report.media_written,
+        })
+        return
     _say(
         state,
         f"seeded {report.releases:,} releases (ids {report.first_release_id}..{report.last_release_id}), "
         f"{report.tracks:,} tracks, {report.artists:,} artists, {report.deals:,} deals "
         f"in {report.seconds:,.1f} s ({report.releases_per_second:,.0f} releases/s)\n"
-        f"  database: {mask_url(cfg.database.url) if cfg.database.url else f'embedded PostgreSQL in {cfg.database.embedded_dir}'}\n"
+        f"  database: {database}\n"
         f"  media: {len(report.media):,} demo audio and cover files in {media_dir} ({report.media_written:,} written now)",
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError, ExitCode
-from .app import _echo, _example, _state
+from .app import _echo, _example, _print_json, _state
 
 
 def _xml_files(paths: Sequence[Path]) -> list[Path]:
@@ -48,6 +48,10 @@ def _xml_files(paths: Sequence[Path]) -> list[Path]:
 )
 @click.option("--max-errors", type=click.IntRange(min=1), default=5, show_default=True, help="Issues shown per file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar while checking profile rules.")
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print one JSON object: files, valid, invalid, exit_code and per file its issues.",
+)
 @click.pass_context
 def validate(
     ctx: click.Context,
@@ -57,6 +61,7 @@ def validate(
     rules_dir: Path | None,
     max_errors: int,
     no_progress: bool,
+    as_json: bool,
 ) -> None:
     """Validate ERN documents (files, or folders searched for *.xml).
 
@@ -77,6 +82,7 @@ def validate(
     from ..ern.validate import validate_paths
 
     state = _state(ctx)
+    state.known.update(command="validate")
     tc = state.config().transform
     if schema_dir is None:
         schema_dir = tc.schema_dir
@@ -99,24 +105,54 @@ def validate(
     if not files:
         raise ConfigError(f"no .xml files found in {', '.join(str(p) for p in paths)}")
     bad: set[Path] = set()
+    # --json: per file, what was checked and found (printed once at the end instead of the lines)
+    found: dict[Path, dict[str, Any]] = {f: {"path": str(f), "valid": True} for f in files}
+    say = (lambda text: None) if as_json else _echo
     if schema_dir is not None:
         reports = validate_paths(files, schema_dir, max_errors=max_errors)
         for r in reports:
             version = f"ERN {r.ern_version}" if r.ern_version else "ERN version unknown"
+            found[r.path].update(ern_version=r.ern_version, xsd={
+                "valid": r.ok, "issues": [{"line": i.line, "message": i.message} for i in r.issues]})
             if r.ok:
                 if state.verbosity > 0 or len(reports) == 1:
-                    _echo(f"{r.path}: valid ({version})")
+                    say(f"{r.path}: valid ({version})")
                 continue
             bad.add(r.path)
-            _echo(f"{r.path}: INVALID ({version})")
+            say(f"{r.path}: INVALID ({version})")
             for issue in r.issues:
-                _echo(f"  line {issue.line}: {issue.message}")
+                say(f"  line {issue.line}: {issue.message}")
     if profile:
         assert rules_dir is not None
-        _profile_check(state, files, rules_dir, max_errors, no_progress, bad)
-    _echo(f"{len(files):,} file{'s' if len(files) != 1 else ''}: {len(files) - len(bad):,} valid, {len(bad):,} invalid")
+        if as_json:
+            _profile_json(files, rules_dir, bad, found)
+        else:
+            _profile_check(state, files, rules_dir, max_errors, no_progress, bad)
+    code = ExitCode.FAILED if bad else ExitCode.OK
+    if as_json:
+        for f in bad:
+            found[f]["valid"] = False
+        _print_json({"files": len(files), "valid": len(files) - len(bad), "invalid": len(bad), "exit_code": code,
+                     "results": list(found.values())})
+    else:
+        _echo(f"{len(files):,} file{'s' if len(files) != 1 else ''}: {len(files) - len(bad):,} valid, "
+              f"{len(bad):,} invalid")
     if bad:
-        ctx.exit(ExitCode.FAILED)
+        ctx.exit(code)
+
+
+def _profile_json(files: list[Path], rules_dir: Path, bad: set[Path], found: dict[Path, dict[str, Any]]) -> None:
+    """--json: DDEX's profile rules over ``files``, each file's outcome recorded in ``found``; failing ones in ``bad``."""
+    from ..ern.profile import check_paths
+
+    for r in check_paths(files, rules_dir):
+        found[r.path]["profile"] = {
+            "passes": r.ok, "rule_sets": list(r.rule_sets), "error": r.error,
+            "failures": [{"role": f.role, "text": f.text, "location": f.location} for f in r.counted],
+            "not_counted": sum(not f.counted for f in r.failures),
+        }
+        if not r.ok:
+            bad.add(r.path)
 
 
 def _profile_check(state: Any, files: list[Path], rules_dir: Path, max_errors: int, no_progress: bool, bad: set[Path]) -> None:

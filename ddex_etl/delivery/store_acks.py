@@ -66,6 +66,8 @@ class AckSummary:
     read: int = 0
     new: int = 0
     accepted: int = 0
+    # per batch id, its messages with an acknowledgement recorded (a scheduler's sensor waits for all of them)
+    by_batch: dict[str, int] = field(default_factory=dict)
     rejected: list[state.StoreAck] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (ack file, why it could not be read)
     listings: int = 0  # listing requests made on the target
@@ -76,6 +78,7 @@ class AckSummary:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (``etl acks --json``)."""
         return {
+            "by_batch": dict(self.by_batch),
             "recipient": self.recipient, "target": self.target, "batches": self.batches, "read": self.read,
             "new": self.new, "accepted": self.accepted, "listings": self.listings, "settled_batches": self.settled,
             "rejected": [
@@ -155,6 +158,8 @@ def read_store_acks(cfg: Config) -> AckSummary:
                 state.record_ack_batch(conn, schema, job, state.AckBatch(
                     b.batch_id, b.folder, len(b.releases), len(answered), settled))
             summary.rejected = state.store_rejections(conn, schema, job)
+            summary.by_batch = state.acks_per_batch(
+                conn, schema, job, [b for _, b in state.delivered_batches(conn, schema, job, BATCHES_READ)])
         summary.read = len(rows)
         summary.accepted = sum(a.accepted for a in rows)
         for f, why in summary.problems:

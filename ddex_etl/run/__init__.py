@@ -8,7 +8,8 @@ Files follow the flow of a run::
     executors/    where chunks run (local worker processes; Dask) behind ChunkExecutor
     worker.py     what a worker does with one chunk (fetch, build, write)
     chunks.py     the records that travel between them
-    reporting.py  what runs did: RunReport, etl status / runs / errors
+    reporting.py  what runs did: RunReport, etl status / runs / errors (store rejections re-delivered since)
+    metrics.py    run.metrics_file: each recipient's last run as a Prometheus textfile
 """
 from __future__ import annotations
 

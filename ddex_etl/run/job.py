@@ -221,7 +221,9 @@ def execute_run(
         if total is not None and total != run.total:
             with engine.begin() as conn:
                 state.set_total(conn, schema, run.id, total)
-        logs.bind(job=cfg.run.job, run=run.id, recipient=cfg.transform.recipient_dpid)
+        # `recipient` is always a name (the [[recipients]] entry's, else transform.recipient_name); the DPID beside it
+        logs.bind(job=cfg.run.job, run=run.id, recipient=cfg.recipient.name if cfg.recipient else cfg.transform.recipient_name,
+                  recipient_dpid=cfg.transform.recipient_dpid)
         if run.mode == "incremental":
             _warn_outdated_triggers(engine)
         window = (

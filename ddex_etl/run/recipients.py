@@ -144,6 +144,8 @@ def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
         return None
     from ..delivery.store_acks import read_store_acks
 
+    # Its lines name this recipient's job and DPID, not those of the recipient that ran before it.
+    logs.bind(job=rcfg.run.job, recipient_dpid=rcfg.transform.recipient_dpid)
     try:
         return read_store_acks(rcfg).as_dict()
     except EtlError as exc:
@@ -340,8 +342,10 @@ def retry_failed(cfg: Config, run_id: int | None = None, *, recipients: tuple[st
 
 def rejected(cfg: Config, run_id: int | None = None, *,
              include_resolved: bool = False) -> list[tuple[str, list[state.RejectRow], list[Any]]]:
-    """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected."""
+    """Per recipient: the releases its newest run (or run ``run_id``) rejected, and those its store rejected
+    (``run_api.StoreRejection``: each says whether it was delivered again since)."""
     from ..db import database_url, make_engine
+    from .reporting import store_rejections
 
     chosen = [recipient_of_run(cfg, run_id)] if run_id is not None else list(cfg.recipients)
     out = []
@@ -354,7 +358,7 @@ def rejected(cfg: Config, run_id: int | None = None, *,
                 acks: list[Any] = []
             else:
                 with engine.connect() as conn:
-                    acks = list(state.store_rejections(conn, rcfg.database.state_schema, rcfg.run.job, run_id))
+                    acks = store_rejections(conn, rcfg, run_id)
         finally:
             engine.dispose()
         out.append((r.name, rows, acks))

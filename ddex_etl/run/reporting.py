@@ -164,6 +164,15 @@ class RunInfo:
     source_run_id: int | None = None
     takedowns: int = 0
     unchanged: int = 0
+    # Why a run recorded as running is shown as "stalled": its runner is gone (see ``_stalled_note``)
+    note: str | None = None
+
+    @classmethod
+    def read(cls, conn: Connection, r: state.RunRow) -> RunInfo:
+        """The run as ``etl runs`` and ``etl status`` show it: one recorded "running" whose runner is gone is "stalled"."""
+        info = cls.from_row(r)
+        note = _stalled_note(conn, r) if r.status == "running" else None
+        return dataclasses.replace(info, status="stalled", note=note) if note else info
 
     @classmethod
     def from_row(cls, r: state.RunRow) -> RunInfo:
@@ -229,12 +238,13 @@ def status(cfg: Config) -> list[JobStatus]:
             for job in state.jobs(conn, schema):
                 runs = state.list_runs(conn, schema, job=job, limit=1)
                 success = state.last_success(conn, schema, job)
+                last = RunInfo.read(conn, runs[0]) if runs else None
                 out.append(
                     JobStatus(
                         job=job,
-                        last_run=RunInfo.from_row(runs[0]) if runs else None,
+                        last_run=last,
                         last_success=RunInfo.from_row(success) if success else None,
-                        note=_stalled_note(conn, runs[0]) if runs and runs[0].status == "running" else None,
+                        note=last.note if last is not None else None,
                     )
                 )
             return out
@@ -266,15 +276,24 @@ def recent_runs(cfg: Config, limit: int = 20) -> list[RunInfo]:
         if state.current(engine, schema) is None:
             return []
         with engine.connect() as conn:
-            return [RunInfo.from_row(r) for r in state.list_runs(conn, schema, limit=limit)]
+            return [RunInfo.read(conn, r) for r in state.list_runs(conn, schema, limit=limit)]
     except sa.exc.DBAPIError as exc:
         raise map_db_error(exc, "listing runs") from exc
     finally:
         engine.dispose()
 
 
+# The runs `etl errors` means by "the newest run": every kind but a retry (whose rejects stay with its source run).
+NEWEST_RUN_MODES = ("full", "incremental", "targeted")
+
+
 def rejected(cfg: Config, run_id: int | None = None, *, include_resolved: bool = False) -> list[state.RejectRow]:
-    """The releases run ``run_id`` rejected (default: the job's newest full or incremental run)."""
+    """The releases run ``run_id`` rejected (default: the job's newest run).
+
+    A retry run (``etl retry-failed``) records what still fails under the run
+    it retries, so the newest run here is the newest full, incremental or
+    targeted (``--release-id``, ``--since``) one.
+    """
     engine = _open(cfg)
     schema = cfg.database.state_schema
     try:
@@ -282,7 +301,7 @@ def rejected(cfg: Config, run_id: int | None = None, *, include_resolved: bool =
             return []
         with engine.connect() as conn:
             if run_id is None:
-                latest = state.latest_run(conn, schema, cfg.run.job)
+                latest = state.latest_run(conn, schema, cfg.run.job, modes=NEWEST_RUN_MODES)
                 if latest is None:
                     return []
                 run_id = latest.id
@@ -293,3 +312,44 @@ def rejected(cfg: Config, run_id: int | None = None, *, include_resolved: bool =
         raise map_db_error(exc, "listing rejected releases") from exc
     finally:
         engine.dispose()
+
+
+@dataclass(frozen=True)
+class StoreRejection:
+    """A release a store rejected in its newest acknowledgement, and whether it was delivered again since."""
+
+    ack: state.StoreAck
+    # a later run of the job delivered the release again (its batch is complete on the target): the store's
+    # answer to that delivery is awaited; an acceptance clears the rejection, another rejection replaces it
+    redelivered_by_run: int | None = None
+
+    @property
+    def state(self) -> str:
+        return "re-delivered, awaiting acknowledgement" if self.redelivered_by_run is not None else "rejected"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self.ack), "state": self.state, "redelivered_by_run": self.redelivered_by_run}
+
+
+def store_rejections(conn: Connection, cfg: Config, run_id: int | None = None) -> list[StoreRejection]:
+    """The job's releases whose newest acknowledgement is a rejection, each marked when delivered again since.
+
+    Delivered again: the state's ``delivered`` row for the release names a
+    later run than the rejected batch's, and that run succeeded (a run
+    succeeds only once its batch is on the target).
+    """
+    schema, job = cfg.database.state_schema, cfg.run.job
+    acks = state.store_rejections(conn, schema, job, run_id)
+    sent = state.last_sent(conn, schema, job, sorted({a.release_id for a in acks if a.release_id is not None}))
+    succeeded: dict[int, bool] = {}
+    out = []
+    for a in acks:
+        later = sent.get(a.release_id) if a.release_id is not None else None
+        by: int | None = None
+        if later is not None and a.run_id is not None and later.run_id > a.run_id:
+            if later.run_id not in succeeded:
+                row = state.get_run(conn, schema, later.run_id)
+                succeeded[later.run_id] = row is not None and row.status == "succeeded"
+            by = later.run_id if succeeded[later.run_id] else None
+        out.append(StoreRejection(a, by))
+    return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 from .delivered import TAKEDOWN, Sent, delivered_by_run, delivered_checksums, last_sent, live_sent_missing_from, record_delivered  # noqa: F401,E501
 from .records import RUN_MODES, RUN_STATUSES, STAGES, Checkpoint, RejectRecord, RejectRow, RunRow  # noqa: F401
 from .rejects import list_rejects, record_new_rejects, record_rejects, resolve_rejects  # noqa: F401
+from .store_acks import ack_status_counts, acks_per_batch  # noqa: F401  (metrics, a scheduler's ACK sensor)
 from .runs import (  # noqa: F401
     add_rejected,
     advance,
@@ -117,4 +118,6 @@ __all__ = [
     "unfinished_run",
     "unfinished_runs_under",
     "upgrade",
+    "ack_status_counts",
+    "acks_per_batch",
 ]

@@ -179,3 +179,33 @@ def store_rejections(conn: Connection, schema: str, job: str, run_id: int | None
     ).mappings()
     fields = {f for f in StoreAck.__dataclass_fields__}
     return [StoreAck(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+
+
+def ack_status_counts(conn: Connection, schema: str, job: str) -> dict[str, int]:
+    """The job's releases by the status of their newest acknowledgement (for the metrics file)."""
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT status, count(*) FROM (
+                SELECT DISTINCT ON (COALESCE(release_id::text, release, message_file)) status
+                FROM {_t(schema, 'store_acks')} WHERE job = :job
+                ORDER BY COALESCE(release_id::text, release, message_file), batch_id DESC, ack_file DESC
+            ) latest GROUP BY status ORDER BY status"""
+        ),
+        {"job": job},
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def acks_per_batch(conn: Connection, schema: str, job: str, batch_ids: Sequence[str]) -> dict[str, int]:
+    """Per batch id: how many of its messages have an acknowledgement recorded (however it was read)."""
+    if not batch_ids:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            f"""SELECT batch_id, count(DISTINCT message_file) FROM {_t(schema, 'store_acks')}
+            WHERE job = :job AND batch_id = ANY(:ids) GROUP BY batch_id"""
+        ),
+        {"job": job, "ids": list(batch_ids)},
+    )
+    found = {str(r[0]): int(r[1]) for r in rows}
+    return {b: found.get(b, 0) for b in batch_ids}

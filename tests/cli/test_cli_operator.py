@@ -238,8 +238,9 @@ def test_json_log_lines(catalog: dict[str, str], tmp_path: Path) -> None:
     )
     chunks = [r for r in records if r["fields"].get("chunk") is not None]
     assert [r["fields"]["chunk"] for r in chunks] == [0, 1, 2]
-    assert {(r["job"], r["run"], r["recipient"], r["level"]) for r in chunks} == {
-        ("default", 1, "PADPIDA0000000002M", "info")
+    # `recipient` is always a name (here transform.recipient_name's default), the DPID beside it
+    assert {(r["job"], r["run"], r["recipient"], r["recipient_dpid"], r["level"]) for r in chunks} == {
+        ("default", 1, "Demo Store", "PADPIDA0000000002M", "info")
     }
     assert chunks[0]["fields"]["built"] == 10 and re.fullmatch(STAMP, chunks[0]["time"])
 
