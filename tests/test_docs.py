@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = {"docs/delivery.md": (REPO / "docs" / "delivery.md").read_text(encoding="utf-8"),
         "README.md": (REPO / "README.md").read_text(encoding="utf-8")}
 TOML = """
+[transform]
+sender_dpid = "PADPIDA2014040101Z"
+sender_name = "Aurora Records"
 [load]
 directory = "out"
 layout = "ddex-batch"
@@ -24,7 +27,7 @@ media_root = "media"
 workers = 1
 [[recipients]]
 name = "store-a"
-dpid = "PADPIDA0000000010A"
+dpid = "PADPIDA0000000010M"
 """
 
 

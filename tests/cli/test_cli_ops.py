@@ -18,6 +18,9 @@ from ddex_etl.demo.seed import seed_catalog
 FIXTURES = Path(__file__).resolve().parents[1] / "delivery" / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
 RECIPIENTS = """
+[transform]
+sender_dpid = "PADPIDA2014040101Z"
+sender_name = "Aurora Records"
 [load]
 directory = "out"
 layout = "ddex-batch"
@@ -28,11 +31,11 @@ retry_for = 1.0
 retry_delay = 0.05
 [[recipients]]
 name = "store-a"
-dpid = "PADPIDA0000000010A"
+dpid = "PADPIDA0000000010M"
 target = "store-a"
 [[recipients]]
 name = "store-b"
-dpid = "PADPIDA0000000020B"
+dpid = "PADPIDA0000000020I"
 party_name = "Store B"
 target = "{b_target}"
 """
@@ -98,10 +101,10 @@ def test_each_recipient_that_did_not_succeed_gets_one_line_on_stderr_whatever_st
     records = [json.loads(line) for line in logged.stderr.splitlines() if line.startswith("{")]
     mine = [r for r in records if r["message"].startswith("etl: recipient ")]
     assert [(r["recipient"], r["recipient_dpid"], r["level"]) for r in mine] == [
-        ("store-a", "PADPIDA0000000010A", "warning"), ("store-b", "PADPIDA0000000020B", "error")]
+        ("store-a", "PADPIDA0000000010M", "warning"), ("store-b", "PADPIDA0000000020I", "error")]
     named = [r for r in records if r["recipient"] is not None]
     assert named and {r["recipient"] for r in named} == {"store-a", "store-b"}
-    assert all(r["recipient_dpid"] == {"store-a": "PADPIDA0000000010A", "store-b": "PADPIDA0000000020B"}[r["recipient"]]
+    assert all(r["recipient_dpid"] == {"store-a": "PADPIDA0000000010M", "store-b": "PADPIDA0000000020I"}[r["recipient"]]
                for r in named)
     assert all(r["job"] == f"default/{r['recipient']}" for r in named)
 

@@ -16,6 +16,9 @@ from ddex_etl.demo.seed import seed_catalog
 
 FIXTURES = Path(__file__).resolve().parents[1] / "delivery" / "fixtures"
 TOML = """
+[transform]
+sender_dpid = "PADPIDA2014040101Z"
+sender_name = "Aurora Records"
 [load]
 directory = "out"
 layout = "ddex-batch"
@@ -25,11 +28,11 @@ workers = 1
 metrics_file = "textfile/ddex_etl.prom"
 [[recipients]]
 name = "store-a"
-dpid = "PADPIDA0000000010A"
+dpid = "PADPIDA0000000010M"
 target = "store-a"
 [[recipients]]
 name = "store-b"
-dpid = "PADPIDA0000000020B"
+dpid = "PADPIDA0000000020I"
 target = "store-b"
 """
 
