@@ -23,7 +23,7 @@ from ..db import database_url, make_engine, map_db_error, worker_database_url
 from ..errors import ConfigError, EtlError
 from ..load import FileLoader, Loader, loader_for, new_batch_id
 from ..progress import reporter_for
-from ..retry import RetryPolicy, with_retries
+from ..retry import RetryPolicy, one_budget, with_retries
 from ..state import claims
 from ..state.joblock import ACTIVE_RUNS, JobLock, host
 from ..state.run_selection import Selection, select_run
@@ -59,7 +59,17 @@ def _committed_releases(engine: Engine, schema: str, run: state.RunRow) -> Calla
     return committed
 
 
-def execute_run(
+def execute_run(cfg: Config, **options: Any) -> RunReport:
+    """Open, lock, pick or create the run row, run it (``options`` as for ``_execute_run``).
+
+    Every retry loop of the run shares one outage clock (``retry.one_budget``): an unreachable
+    database costs ``run.retry_for`` once per run, not once per phase.
+    """
+    with one_budget():
+        return _execute_run(cfg, **options)
+
+
+def _execute_run(
     cfg: Config,
     *,
     new: bool,

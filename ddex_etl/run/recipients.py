@@ -29,6 +29,7 @@ from .. import logs, state
 from .. import run as run_api
 from ..config import Config, RecipientConfig
 from ..errors import ConfigError, EtlError, ExitCode, InterruptedRun
+from ..retry import one_budget
 
 log = logging.getLogger("ddex_etl.recipients")
 
@@ -157,6 +158,14 @@ def run_each(
 
     ``call`` returning None means the recipient had nothing to do (``etl resume``).
     """
+    with one_budget():  # one retry budget for every recipient and phase (see ddex_etl.retry)
+        return _run_each(cfg, names, call, read_acks=read_acks)
+
+
+def _run_each(
+    cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], run_api.RunReport | None], *,
+    read_acks: bool,
+) -> RecipientsReport:
     report = RecipientsReport(cfg.run.job)
     chosen = selected(cfg, names)
     shared = cfg.load.directory
