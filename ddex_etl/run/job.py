@@ -26,7 +26,7 @@ from ..progress import reporter_for
 from ..retry import RetryPolicy, one_budget, with_retries
 from ..state import claims
 from ..state.joblock import ACTIVE_RUNS, JobLock, host
-from ..state.run_selection import Selection, select_run
+from ..state.run_selection import CONFIG_KEYS, ConfigPrint, Selection, select_run
 from .chunks import WorkerSpec
 from .executors import ChunkExecutor, executor_for
 from .keys import retry_source, run_key_source, run_total
@@ -100,7 +100,8 @@ def _execute_run(
         )
         lock = JobLock(engine, schema, cfg.run.job)
         lock.acquire()
-        fingerprint = cfg.fingerprint()
+        printed = ConfigPrint.of(cfg)
+        fingerprint = printed.fingerprint
         with engine.connect() as conn:
             existing: state.RunRow | None = None
             if run_id is not None:
@@ -119,16 +120,16 @@ def _execute_run(
             elif retry_of is None and since is None and not release_ids:
                 selection = select_run(
                     state.unfinished_run(conn, schema, cfg.run.job),
-                    mode=mode or cfg.run.mode, fingerprint=fingerprint, new=new,
+                    mode=mode or cfg.run.mode, fingerprint=printed, new=new,
                 )
                 existing = selection.resume
             if must_exist and existing is None:
                 raise ConfigError(_nothing_to_resume(conn, cfg))
-            if existing is not None and existing.config_fingerprint != fingerprint:
+            if existing is not None and not printed.matches(existing):
                 raise ConfigError(
-                    f"run {existing.id} of job {cfg.run.job!r} was started with another configuration "
-                    f"(fingerprint {existing.config_fingerprint}, now {fingerprint}); resuming it would mix outputs; "
-                    "fix: restore the configuration it ran with, or start afresh with `etl run --new`"
+                    f"run {existing.id} of job {cfg.run.job!r} was started with {printed.difference(existing)}; "
+                    f"resuming it would mix outputs; fix: {printed.restore_hint(existing)}; or leave it as it "
+                    "stands: `etl run` starts a new run and supersedes it"
                 )
             cp = state.get_checkpoint(conn, schema, existing.id) if existing is not None else None
             retry_rows: list[state.RejectRow] = []
@@ -165,7 +166,7 @@ def _execute_run(
             watermark_from = previous.watermark_to if previous is not None else None
         elif mode == "targeted":
             watermark_from = since
-        options: dict[str, Any] = {"force": bool(force)}
+        options: dict[str, Any] = {"force": bool(force), CONFIG_KEYS: dict(printed.keys)}
         if release_ids:
             options["release_ids"] = sorted({int(i) for i in release_ids})
         if since is not None:
@@ -310,7 +311,8 @@ def _with_selection(report: RunReport, selection: Selection) -> RunReport:
         return report
     return dataclasses.replace(
         report,
-        superseded={"run_id": old.id, "mode": old.mode, "status": old.status, "reason": selection.reason},
+        superseded={"run_id": old.id, "mode": old.mode, "status": old.status, "reason": selection.reason,
+                    "next_step": selection.next_step or f"resume it with `etl resume {old.id}`"},
     )
 
 
