@@ -198,9 +198,11 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
             "load it into the SSH agent, or set the environment variable named by password_env"
         )
     if name == "BadHostKeyException" or "known_hosts" in text or "not found in known" in text:
-        return DeliveryTerminalError(
-            f"{where}: the server's host key is not trusted ({text}); fix: add it to the known_hosts file "
-            "(ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts, after checking its fingerprint with the store)"
+        from .host_keys import host_key_error
+
+        return host_key_error(exc, where, None) or DeliveryTerminalError(
+            f"{where}: the server's host key is not trusted ({text}); fix: compare its fingerprint with the one "
+            "the store gives you before adding it to the known_hosts file (target_options.known_hosts)"
         )
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
         return DeliveryTerminalError(

@@ -252,6 +252,14 @@ class SFTPTarget(_FsTarget):
             self._made.discard(folder)
         return removed
 
+    def _classify(self, exc: BaseException, what: str) -> Any:
+        from .host_keys import host_key_error
+
+        where = f"{what} on {self.describe()}"
+        refused = host_key_error(exc, where, getattr(self.fs, "_known_hosts", None), host=getattr(self.fs, "host", None),
+                                 port=getattr(self.fs, "ssh_kwargs", {}).get("port"))
+        return refused or super()._classify(exc, what)
+
     def _reconnect(self) -> None:
         try:
             self.fs.client.close()
