@@ -4,8 +4,8 @@ A recipient's job is ``<run.job>/<name>`` (``Config.for_recipient``), so its
 runs, checkpoints, lock, delivered checksums, watermark, takedowns and run
 selection are its own, with no new machinery: ``ddex_etl.run.run`` does the
 work. ``etl run`` runs the recipients one after another in the order of
-``etl.toml`` (or only ``--recipient NAME``); before building, it reads each
-store's acknowledgements (``store_acks``). A recipient that fails does not
+``etl.toml`` (or only ``--recipient NAME``); before building, it checks each
+store's target (``check_target_first``) and reads its acknowledgements (``store_acks``). A recipient that fails does not
 stop the next one; an interrupted one (Ctrl-C, SIGTERM) does, and the rest
 are reported as not started.
 
@@ -150,21 +150,42 @@ def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
         return {"error": str(exc)}
 
 
+def check_target_first(rcfg: Config) -> None:
+    """Before building anything: the recipient's target takes a file as an upload would (``delivery.probe``).
+
+    A store that refuses the login, a host key that changed, a missing
+    credential or bucket fails the recipient now, in seconds, instead of
+    after its whole batch was built; nothing is built and no run row is made.
+    """
+    r = rcfg.recipient
+    if r is None or r.target is None:
+        return
+    from ..delivery.probe import probe_target
+    from ..errors import DeliveryError
+
+    try:
+        found = probe_target(r.target, dict(r.target_options))
+    except DeliveryError as exc:
+        raise type(exc)(f"recipient {r.name}: its target failed the check made before building, so nothing was "
+                        f"built: {exc}") from exc
+    log.info("recipient %s: %s", r.name, found)
+
+
 def run_each(
     cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], run_api.RunReport | None], *,
-    read_acks: bool = False,
+    read_acks: bool = False, check_targets: bool = False,
 ) -> RecipientsReport:
     """``call(recipient_config)`` for each selected recipient in turn, collecting outcomes.
 
     ``call`` returning None means the recipient had nothing to do (``etl resume``).
     """
     with one_budget():  # one retry budget for every recipient and phase (see ddex_etl.retry)
-        return _run_each(cfg, names, call, read_acks=read_acks)
+        return _run_each(cfg, names, call, read_acks=read_acks, check_targets=check_targets)
 
 
 def _run_each(
     cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], run_api.RunReport | None], *,
-    read_acks: bool,
+    read_acks: bool, check_targets: bool,
 ) -> RecipientsReport:
     report = RecipientsReport(cfg.run.job)
     chosen = selected(cfg, names)
@@ -177,6 +198,8 @@ def _run_each(
         logs.bind(recipient=r.name)
         outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
         try:
+            if check_targets:
+                check_target_first(rcfg)
             if read_acks:
                 outcome.acks = read_acks_first(rcfg)
             result = call(rcfg)
@@ -207,7 +230,8 @@ def _run_each(
 
 def run(cfg: Config, *, recipients: tuple[str, ...] = (), **options: Any) -> RecipientsReport:
     """``ddex_etl.run.run`` for each recipient (``options`` as for it); reads acknowledgements first."""
-    return run_each(cfg, recipients, lambda rcfg: run_api.run(rcfg, **options), read_acks=True)
+    return run_each(cfg, recipients, lambda rcfg: run_api.run(rcfg, **options), read_acks=True,
+                    check_targets=True)
 
 
 def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),

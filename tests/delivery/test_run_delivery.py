@@ -262,18 +262,26 @@ def test_bad_media_rejects_the_release_and_a_store_rejection_shows_in_etl_errors
 def test_a_failed_upload_fails_the_run_and_the_next_run_delivers_what_is_missing(
     catalog: sa.Engine, db_url: str, tmp_path: Path, s3_server: S3Server
 ) -> None:
-    bucket = "b-not-yet-" + os.urandom(4).hex()
-    path = write_config(tmp_path, db_url, [s3_store(s3_server, "store-b", bucket)])
+    # The store drops the connection on BatchComplete's PUT (the target passed its check before building).
+    bucket = s3_server.bucket()
+    proxy = S3Proxy(s3_server.endpoint)
+    proxy.hook = lambda event, path: "drop" if event == "put" and "BatchComplete_" in path else None
+    store = s3_store(s3_server, "store-b", bucket)
+    store["options"] = {**store["options"], "endpoint_url": proxy.url}
+    path = write_config(tmp_path, db_url, [store])
     cfg = load_config(path, env={})
-    first = recipients.run(cfg, progress=False)
+    try:
+        first = recipients.run(cfg, progress=False)
+        proxy.hook = None
+        second = recipients.run(cfg, progress=False)
+    finally:
+        proxy.close()
     assert first.exit_code == ExitCode.FAILED
     outcome = first.outcomes[0]
-    assert outcome.status == "failed" and bucket in (outcome.error or "")
+    assert outcome.status == "failed" and "BatchComplete" in (outcome.error or ""), first.summary()
     run_id = outcome.report.run_id if outcome.report else None
     assert run_id is not None
 
-    s3_server.client().create_bucket(Bucket=bucket)
-    second = recipients.run(cfg, progress=False)
     assert second.exit_code == 0, second.summary()
     report = second.outcomes[0].report
     assert report is not None and report.run_id == run_id and report.resumed  # the same run, continued
