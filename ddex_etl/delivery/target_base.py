@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import random
 import socket
@@ -20,7 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, DeliveryError, DeliveryTerminalError, DeliveryTransientError
+from ..masking import mask_text
 from .paths import join, safe_relpath
+
+log = logging.getLogger("ddex_etl.delivery")
 
 TEMP_DIR = ".etl-partial"
 DEFAULT_RETRIES = 5
@@ -176,6 +180,11 @@ class Target(ABC):
                     raise error from exc
             self.retried += 1
             delay = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+            # One line per fault, naming the target (its host): a flaky store shows here, a slow one does not.
+            reconnects = type(self)._reconnect is not Target._reconnect
+            log.warning("%s; %s in %.1f s (attempt %d of %d)", mask_text(str(error)),
+                        "reconnecting and retrying" if reconnects else "retrying", delay, attempt + 1, self.retries,
+                        extra={"fields": {"event": "reconnect" if reconnects else "retry", "target": self.describe()}})
             time.sleep(delay)
             try:
                 self._reconnect()
@@ -204,6 +213,10 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
             f"{where}: the server's host key is not trusted ({text}); fix: compare its fingerprint with the one "
             "the store gives you before adding it to the known_hosts file (target_options.known_hosts)"
         )
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        from .probe import credentials_error
+
+        return credentials_error(exc, where)
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
         return DeliveryTerminalError(
             f"{where}: permission denied ({text}); fix: grant this user write access to that folder or bucket, "
@@ -223,7 +236,9 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
         "ReadTimeoutError", "ClientConnectorError", "ServerDisconnectedError", "ClientOSError",
         "ClientPayloadError", "IncompleteRead", "ConnectionClosedError", "ProtocolError",
     }
-    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | EOFError) or name in transient_names:
+    # paramiko's words for an SSH session that went away under an open SFTP channel (a plain OSError, no errno).
+    dropped = any(s in text for s in ("Socket is closed", "Server connection dropped", "Connection reset"))
+    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | EOFError) or name in transient_names or dropped:
         return DeliveryTransientError(
             f"{where}: the connection failed ({text}); fix: check the network and the server, then resume"
         )
