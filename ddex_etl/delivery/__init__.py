@@ -2,8 +2,8 @@
 
 This package sends what ``load`` wrote locally to a store's server or
 bucket; it never builds XML and never reads the catalog database. It imports
-only ``errors`` and ``models`` from the rest of ``ddex_etl`` (``etl run`` uses it
-through ``media``, ``deliver`` and ``store_acks``).
+only ``errors``, ``masking`` and ``models`` from the rest of ``ddex_etl`` (``etl run`` uses it
+through ``media``, ``deliver``, ``store_acks`` and ``probe``).
 
 The pieces, and the one call per release or batch ``etl run`` makes:
 
@@ -12,7 +12,11 @@ The pieces, and the one call per release or batch ``etl run`` makes:
               URL. ``put_bytes``/``put_file`` (whole or nothing), ``exists``,
               ``list``, ``read_bytes``, ``md5``, ``remove``, ``describe()``.
               (``target_base``: the interface, retries and error mapping;
-              ``target_kinds``: the local, SFTP and object-store kinds.)
+              ``target_kinds``: the local, SFTP and object-store kinds;
+              ``host_keys``: unknown versus changed SSH host keys.)
+``probe``     ``probe_target(url, options)``: credentials, login, host key and a
+              probe file written, renamed and deleted (a bucket listed), for
+              ``etl config check --connect`` and before ``etl run`` builds.
 ``resources`` per release, before its message is written::
 
                   planned, problems = plan_resources(release_media(release, cover))

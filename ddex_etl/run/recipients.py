@@ -165,6 +165,9 @@ def check_target_first(rcfg: Config) -> None:
 
     try:
         found = probe_target(r.target, dict(r.target_options))
+    except ConfigError as exc:
+        raise ConfigError([f"recipient {r.name}: its target needs a setting before anything is built: {p}"
+                           for p in exc.problems]) from exc
     except DeliveryError as exc:
         raise type(exc)(f"recipient {r.name}: its target failed the check made before building, so nothing was "
                         f"built: {exc}") from exc

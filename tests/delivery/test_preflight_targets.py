@@ -152,3 +152,20 @@ def test_etl_run_stops_before_building_and_the_dry_run_checks_the_target(
     assert "does not exist" in failed["error"]
     assert not (tmp_path / "out" / "store-b").exists() or not any((tmp_path / "out" / "store-b").iterdir())
     assert took < 120
+
+
+def test_etl_run_names_a_missing_credential_before_building(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ddex_etl.config import Config, RecipientConfig
+    from ddex_etl.run.recipients import check_target_first
+
+    store = RecipientConfig(name="store-b", dpid="PADPIDA0000000020B", target=f"s3://{s3_server.bucket()}/in",
+                            target_options=s3_server.options())
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    with pytest.raises(ConfigError) as err:
+        check_target_first(Config().for_recipient(store))
+    assert err.value.exit_code == ExitCode.USAGE
+    assert "recipient store-b: its target needs a setting before anything is built" in str(err.value)
+    assert "AWS_SECRET_ACCESS_KEY is missing from the environment" in str(err.value)
