@@ -21,6 +21,7 @@ from dask_servers import ToyFailure, ToySpec, ToyTask, toy_chunk  # noqa: E402
 from ddex_etl.run.executors.dask import DaskExecutor  # noqa: E402
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_logged_once_with_its_address(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ddex_etl.run.executors.dask")
     ex = DaskExecutor(ToySpec(str(tmp_path), delay=0.05), scheduler=None, workers=2, chunk_fn=toy_chunk,
@@ -41,7 +42,8 @@ def test_a_killed_worker_is_logged_once_with_its_address(tmp_path: Path, caplog:
             ex._workers_checked_at = 0.0  # look at the workers on every check (the run loop does every 5 s)
             ex.check()
             lost = [r for r in caplog.records if "was lost from the cluster" in r.getMessage()]
-            if len(got) >= 20 and lost:
+            joined = [r for r in caplog.records if "joined the cluster" in r.getMessage()]
+            if len(got) >= 20 and lost and joined:  # the replacement is up: the cluster closes cleanly
                 break
         assert sorted(getattr(r, "number", -1) for r in got) == list(range(20))
         assert len(lost) == 1, [r.getMessage() for r in lost]

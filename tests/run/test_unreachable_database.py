@@ -55,8 +55,9 @@ def test_a_host_that_does_not_resolve_fails_at_once(tmp_path: Path) -> None:
     assert took < 30, f"took {took:.0f} s"
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_costs_retry_for_once_per_run(tmp_path: Path) -> None:
-    retry_for = 4.0
+    retry_for = 8.0
     _config(tmp_path, f"postgresql://etl@127.0.0.1:{_closed_port()}/catalog", retry_for=retry_for)
     t0 = time.monotonic()
     proc = etl(tmp_path, "run", "--no-progress", timeout=120)
@@ -64,8 +65,10 @@ def test_an_unreachable_server_costs_retry_for_once_per_run(tmp_path: Path) -> N
     assert proc.returncode == ExitCode.FAILED, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
     assert "Connection refused" in out
-    # Two recipients x (acknowledgements, run) = 4 x retry_for = 16 s before; now retry_for once (plus start-up).
-    assert took < 2.5 * retry_for, f"took {took:.1f} s"
+    # Two recipients x (acknowledgements, run) = 4 x retry_for = 32 s before; now retry_for once, plus the
+    # process's start-up (several seconds on a loaded machine).
+    assert took < 3 * retry_for, f"took {took:.1f} s"
+    assert proc.stderr.count("retry 1 in") == 1  # one retry loop waited; the later ones gave up at once
     assert "one budget per run" in out  # the second recipient says why it did not wait again
 
 
