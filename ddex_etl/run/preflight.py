@@ -163,7 +163,7 @@ def _media(cfg: Config, engine: sa.Engine | None, root_url: str) -> str:
     check_media_root(root_url)
     root = open_media(root_url)
     if engine is None:
-        return f"media root {root_url} is a folder (no connection: the catalog's files were not looked for)"
+        return f"media root {root_url} opens (no connection: the catalog's files were not looked for)"
     first = next(iter(extract.iter_key_chunks(engine, dataclasses.replace(cfg.extract, chunk_size=SAMPLE_RELEASES))),
                  None)
     ids = [int(i) for i in first.release_ids] if first is not None else []

@@ -50,7 +50,7 @@ class ConfigPrint:
     def matches(self, run: RunRow) -> bool:
         """Whether ``run`` was started with this configuration (as far as its output goes)."""
         return run.config_fingerprint == self.fingerprint or (
-            self.legacy is not None and run.config_fingerprint == self.legacy and CONFIG_KEYS not in run.options
+            self.legacy is not None and run.config_fingerprint == self.legacy and CONFIG_KEYS not in (run.options or {})
         )
 
     def changed(self, run: RunRow) -> list[str] | None:

@@ -119,3 +119,18 @@ def test_keys_that_do_not_change_a_document_are_not_fingerprinted() -> None:
         assert not now.matches(row)
         assert now.changed(row) == [key]
         assert ConfigPrint.of(base).matches(row)
+
+
+def test_a_run_recorded_before_per_key_hashes_still_continues() -> None:
+    from ddex_etl.state import RunRow
+
+    store = RecipientConfig(name="a", dpid="PADPIDA0000000010A", target="sftp://ddex@store.example/in")
+    cfg = Config().for_recipient(store)
+    old = RunRow(**{**{f: None for f in RunRow.__dataclass_fields__}, "id": 9,
+                    "config_fingerprint": cfg.legacy_fingerprint(), "options": {"force": False}})
+    assert ConfigPrint.of(cfg).matches(old)
+    moved = Config().for_recipient(dataclasses.replace(store, target="sftp://ddex@store.example.com/in"))
+    now = ConfigPrint.of(moved)
+    assert not now.matches(old)  # the old fingerprint held the target: no way to tell which key changed
+    assert "started by an older version" in now.difference(old)
+    assert now.restore_hint(old) == "restore the configuration run 9 started with, then `etl resume 9`"
