@@ -2,7 +2,7 @@
 
 This package sends what ``load`` wrote locally to a store's server or
 bucket; it never builds XML and never reads the catalog database. It imports
-only ``errors``, ``masking`` and ``models`` from the rest of ``ddex_etl`` (``etl run`` uses it
+only ``errors`` and ``models`` from the rest of ``ddex_etl`` (``etl run`` uses it
 through ``media``, ``deliver``, ``store_acks`` and ``probe``).
 
 The pieces, and the one call per release or batch ``etl run`` makes:

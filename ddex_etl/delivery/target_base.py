@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, DeliveryError, DeliveryTerminalError, DeliveryTransientError
-from ..masking import mask_text
 from .paths import join, safe_relpath
 
 log = logging.getLogger("ddex_etl.delivery")
@@ -181,8 +180,9 @@ class Target(ABC):
             self.retried += 1
             delay = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
             # One line per fault, naming the target (its host): a flaky store shows here, a slow one does not.
+            # (Target URLs hold no password: config and open_target refuse one.)
             reconnects = type(self)._reconnect is not Target._reconnect
-            log.warning("%s; %s in %.1f s (attempt %d of %d)", mask_text(str(error)),
+            log.warning("%s; %s in %.1f s (attempt %d of %d)", error,
                         "reconnecting and retrying" if reconnects else "retrying", delay, attempt + 1, self.retries,
                         extra={"fields": {"event": "reconnect" if reconnects else "retry", "target": self.describe()}})
             time.sleep(delay)
