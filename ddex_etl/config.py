@@ -181,10 +181,40 @@ class Config:
     recipients: tuple[RecipientConfig, ...] = ()  # [[recipients]]; none: the [transform] keys are the one recipient
     recipient: RecipientConfig | None = None  # set by for_recipient(): the store this configuration builds for
 
+    def fingerprint_keys(self) -> dict[str, str]:
+        """Per key that shapes a run's output, a short hash of its value (recorded in the run row).
+
+        The rule: a key is fingerprinted when changing it mid-run would change
+        the bytes of a document, which releases a store gets, or what a resume
+        pages (extract, transform, load, and the recipient's party, version,
+        control and filters). Where documents go and how they are built is
+        not: a recipient's ``target`` and ``target_options``, the media roots
+        (the catalog's MD5 checks every file wherever it is read from), the
+        XSD and rules folders (``etl validate`` only) and ``[run]`` (executor,
+        scheduler, workers, retries). Changing those continues the run.
+        """
+        out: dict[str, str] = {}
+        for section in ("extract", "transform", "load"):
+            for key, value in _plain(getattr(self, section)).items():
+                if f"{section}.{key}" not in NOT_FINGERPRINTED:
+                    out[f"{section}.{key}"] = _value_hash(value)
+        if self.recipient is not None:
+            for key, value in _plain(self.recipient).items():
+                if f"recipients.{key}" not in NOT_FINGERPRINTED:
+                    out[f"recipients.{key}"] = _value_hash(value)
+        return out
+
     def fingerprint(self) -> str:
-        """Stable hash of what changes the output (not the secret or the file's place)."""
+        """Stable hash of what changes the output (``fingerprint_keys``; not the secret or the file's place)."""
+        blob = json.dumps(self.fingerprint_keys(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint runs recorded before ``fingerprint_keys`` (target and media root included).
+
+        A run started by an older version is still continued by this one when its configuration did not change.
+        """
         load = _plain(self.load)
-        # Configurations from before these keys existed keep their fingerprint while they hold the default.
         for key, default in (("media_root", None), ("max_media_bytes", MAX_MEDIA_BYTES),
                              ("allow_unverified_media", False), ("require_media", False),
                              ("min_cover_px", MIN_COVER_PX)):
@@ -240,6 +270,25 @@ class Config:
         """A copy with some fields replaced, e.g. ``with_overrides(run={"workers": 1})``."""
         changes = {name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()}
         return dataclasses.replace(self, **changes)
+
+
+# Keys that do not change a document's bytes, which releases go out or what a resume pages (see
+# Config.fingerprint_keys): changing one continues an unfinished run instead of superseding it.
+NOT_FINGERPRINTED = frozenset({
+    "transform.schema_dir", "transform.rules_dir", "load.media_root",
+    "recipients.target", "recipients.target_options", "recipients.media_root",
+    # where acknowledgements are read and how many local batches are kept change no document
+    "recipients.ack_folder", "recipients.keep_batches", "recipients.keep_unacknowledged",
+})
+
+
+def _value_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def changed_keys(recorded: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """The fingerprinted keys whose value differs between a run's record and the configuration now."""
+    return sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
 
 
 def _plain(obj: object) -> dict[str, Any]:

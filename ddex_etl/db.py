@@ -173,6 +173,25 @@ def _server_timeout(sqlstate: str | None, first_line: str, doing: str) -> EtlErr
     return None
 
 
+# How libpq and psycopg say that a host name does not resolve (getaddrinfo's EAI_NONAME, EAI_AGAIN, ...).
+_UNRESOLVED = re.compile(
+    r".*?(?:failed to resolve host|could not translate host name) [\"'](?P<host>[^\"']*)[\"'].*", re.S
+)
+_RESOLVER_WORDS = ("name or service not known", "nodename nor servname", "no address associated with hostname",
+                   "temporary failure in name resolution", "name does not resolve")
+
+
+def _unresolved_host(first_line: str) -> str | None:
+    """The host name a connection failure could not resolve, or None when the failure is another one."""
+    m = _UNRESOLVED.fullmatch(first_line)
+    if m is not None:
+        return repr(m["host"])
+    text = first_line.lower()
+    if any(words in text for words in _RESOLVER_WORDS):
+        return "the database host"
+    return None
+
+
 def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> EtlError:
     """Turn a driver error into a TransientError or TerminalError naming cause and fix."""
     if isinstance(exc, EtlError):
@@ -205,6 +224,14 @@ def map_db_error(exc: BaseException, doing: str = "talking to PostgreSQL") -> Et
                 f"database.url: {doing}: {first_line}; fix: correct the connection options in the URL "
                 "(ETL_DATABASE_URL or database.url; sslmode is one of disable, allow, prefer, require, "
                 "verify-ca, verify-full)"
+            )
+        unresolved = _unresolved_host(first_line)
+        if unresolved is not None:
+            # A mistyped host never starts resolving while we wait: fail at once instead of retrying for
+            # run.retry_for (per recipient, per phase) as if the server were restarting.
+            return TerminalError(
+                f"{doing}: host not found: {unresolved} ({first_line}); fix: check the host name in "
+                "ETL_DATABASE_URL or database.url (and the machine's DNS settings)"
             )
         # Connection failures carry no SQLSTATE, so the text tells a missing role from a missing database.
         if text.rstrip().endswith("does not exist") and "role " in text:

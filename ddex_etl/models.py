@@ -31,7 +31,7 @@ class Contributor:
 
 @dataclass(frozen=True, slots=True)
 class AudioDetails:
-    """What an audio file's own headers say (``ddex_etl.delivery.probe`` reads them; the builder only writes them).
+    """What an audio file's own headers say (``ddex_etl.delivery.media_probe`` reads them; the builder only writes them).
 
     Values are DDEX's: ``codec`` an AudioCodecType (PCM, FLAC, MP3, AAC,
     Vorbis, ALaw, MuLaw; None when DDEX has no value for it), ``container``

@@ -6,13 +6,22 @@ a few retries (seconds) pages someone for it; a budget in *time*
 double from ``run.retry_delay`` up to ``MAX_PAUSE`` so a long outage costs
 few attempts. ``run.max_retries``, when set, caps the count as well.
 Terminal errors are never retried.
+
+The budget is one per command, not one per call: inside ``one_budget()``
+(``etl run`` opens it around every recipient and phase) the retry loops
+share one outage clock, started by the first transient fault and stopped
+by the next call that succeeds. A database that stays unreachable costs
+``retry_for`` once; the second recipient's first attempt, failing too,
+ends at once instead of waiting ``retry_for`` again.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -58,6 +67,31 @@ class RetryPolicy:
 NO_RETRIES = RetryPolicy(retry_for=0.0, max_retries=0)
 
 
+@dataclass
+class Outage:
+    """When the present run of transient faults began (None: the last call succeeded)."""
+
+    since: float | None = None
+
+
+_OUTAGE: contextvars.ContextVar[Outage | None] = contextvars.ContextVar("ddex_etl_outage", default=None)
+
+
+@contextmanager
+def one_budget() -> Iterator[Outage]:
+    """Share one outage clock between every ``with_retries`` call inside (nested scopes join the outer one)."""
+    outer = _OUTAGE.get()
+    if outer is not None:
+        yield outer
+        return
+    outage = Outage()
+    token = _OUTAGE.set(outage)
+    try:
+        yield outage
+    finally:
+        _OUTAGE.reset(token)
+
+
 def with_retries(
     fn: Callable[[], T],
     *,
@@ -71,10 +105,11 @@ def with_retries(
     a missing table. The error that ends the loop says how long it tried.
     """
     attempt = 0
+    shared = _OUTAGE.get()
     first_failure: float | None = None
     while True:
         try:
-            return fn()
+            result = fn()
         except EtlError as exc:
             err: EtlError = exc
         except sa.exc.DBAPIError as exc:
@@ -83,11 +118,19 @@ def with_retries(
                 raise err from exc
         except sa.exc.TimeoutError as exc:
             err = map_db_error(exc, what)
+        else:
+            if shared is not None:
+                shared.since = None  # the outage is over: the next fault starts a new budget
+            return result
         if not isinstance(err, TransientError) or should_stop():
             raise err
         now = time.monotonic()
         if first_failure is None:
             first_failure = now
+            if shared is not None:
+                if shared.since is None:
+                    shared.since = now
+                first_failure = shared.since  # an outage an earlier call already waited on
         elapsed = now - first_failure
         pause = policy.pause(attempt)
         if policy.retry_for is not None:
@@ -95,6 +138,12 @@ def with_retries(
         out_of_count = policy.max_retries is not None and attempt >= policy.max_retries
         out_of_time = pause <= 0
         if out_of_count or out_of_time:
+            if attempt == 0 and elapsed >= 1.0 and policy.retry_for is not None:
+                text = str(err).replace("; will retry", "")
+                raise TransientError(
+                    f"{text}; not retried: this run has already waited {elapsed:.0f} s for it to clear "
+                    f"(run.retry_for = {policy.retry_for:g} s is one budget per run)"
+                ) from err
             if attempt == 0:
                 raise err
             # Drop the "will retry" promise: this message is the one that ends the run.

@@ -32,7 +32,8 @@ def config_group() -> None:
 )
 @click.option(
     "--connect", is_flag=True,
-    help="Also connect, EXPLAIN the keys, rows and changed-keys queries, and try the output.",
+    help="Also connect, EXPLAIN the keys, rows and changed-keys queries, try the output, the media root "
+    "and every recipient's target.",
 )
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: ok, exit_code and the resolved configuration (with --connect: checks).")
@@ -43,8 +44,11 @@ def check(ctx: click.Context, connect: bool, as_json: bool) -> None:
 
     With --connect it also tries what a run will do: connects, has PostgreSQL
     plan every catalog query (EXPLAIN, nothing runs), looks at the state
-    schema and writes a probe file to the output folder, and reports each
-    problem with its fix (exit 2; 1 when only the server was unreachable).
+    schema, writes a probe file to the output folder, looks for the first
+    releases' media files in the media root, and tries each recipient's
+    target (credentials, login, host key, a probe file written, renamed and
+    deleted; a bucket listed). Reports each problem with its fix (exit 2; 1
+    when only a server or store was unreachable).
     """
     from ..config import ENV_OVERRIDES, mask_url, unused_scheduler_notice
 
@@ -149,7 +153,7 @@ def _connect_check(ctx: click.Context, cfg: Config, as_json: bool = False) -> No
     for c in report.checks:
         _echo(f"{'ok' if c.ok else 'FAILED':>6}  {c.name}: {mask_secrets(c.detail)}")
     failed = sum(not c.ok for c in report.checks)
-    _echo("configuration OK: connected, every query plans, the output is writable" if report.ok
+    _echo("configuration OK: connected, every query plans, the output, media and targets are ready" if report.ok
           else f"{failed} problem{'s' if failed != 1 else ''} found")
     ctx.exit(report.exit_code)
 

@@ -3,7 +3,7 @@
 This package sends what ``load`` wrote locally to a store's server or
 bucket; it never builds XML and never reads the catalog database. It imports
 only ``errors`` and ``models`` from the rest of ``ddex_etl`` (``etl run`` uses it
-through ``media``, ``deliver`` and ``store_acks``).
+through ``media``, ``deliver``, ``store_acks``, ``media_checks`` and ``target_probe``).
 
 The pieces, and the one call per release or batch ``etl run`` makes:
 
@@ -13,14 +13,18 @@ The pieces, and the one call per release or batch ``etl run`` makes:
               ``list``, ``list_folder`` (one folder, one request), ``read_bytes``,
               ``read_head`` (bounded), ``md5``, ``remove``, ``describe()``.
               (``target_base``: the interface, retries and error mapping;
-              ``target_kinds``: the local, SFTP and object-store kinds.)
+              ``target_kinds``: the local, SFTP and object-store kinds;
+              ``host_keys``: unknown versus changed SSH host keys.)
+``target_probe`` ``probe_target(url, options)``: credentials, login, host key and a
+              probe file written, renamed and deleted (a bucket listed), for
+              ``etl config check --connect`` and before ``etl run`` builds.
 ``resources`` per release, before its message is written::
 
                   planned, problems = plan_resources(release_media(release, cover))
                   # write each PlannedResource.uri into the message ...
                   copy_resources(release.release_id, planned, media_root, release_dir)  # MediaError -> reject
 
-``media_checks`` per release, before its message is built (``probe`` reads the files' headers)::
+``media_checks`` per release, before its message is built (``media_probe`` reads the files' headers)::
 
                   checked = check_media(release, MediaPolicy(require_media=..., min_cover_px=..., root=media_root))
                   # checked.problems reject the release; checked.release carries Track.audio and the

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from ..errors import FieldProblem
 from ..models import AudioDetails, CoverImage, Release, Track
 from .media_source import MAX_MEDIA_BYTES, MediaRefused, MediaRoot
-from .probe import ImageDetails, ProbeError, probe_audio, probe_image
+from .media_probe import ImageDetails, ProbeError, probe_audio, probe_image
 
 DEFAULT_MIN_COVER_PX = 1400  # stores' usual minimum; 3000 x 3000 is what most recommend
 DURATION_TOLERANCE = 1.0  # seconds between the catalog's duration and the file's before a warning

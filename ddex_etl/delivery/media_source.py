@@ -139,7 +139,7 @@ class MediaFile:
         return block
 
     def header_view(self) -> HeaderView:
-        """A seekable view for reading a file's headers (``delivery.probe``), counting what it reads.
+        """A seekable view for reading a file's headers (``delivery.media_probe``), counting what it reads.
 
         Reads through the view skip the whole-file checks of ``read`` (a probe
         seeks and stops early) but never go past ``max_bytes``.

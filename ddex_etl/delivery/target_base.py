@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import random
 import socket
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 
 from ..errors import ConfigError, DeliveryError, DeliveryTerminalError, DeliveryTransientError
 from .paths import join, safe_relpath
+
+log = logging.getLogger("ddex_etl.delivery")
 
 TEMP_DIR = ".etl-partial"
 DEFAULT_RETRIES = 5
@@ -292,6 +295,12 @@ class Target(ABC):
             with self._retried_lock:
                 self.retried += 1
             delay = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+            # One line per fault, naming the target (its host): a flaky store shows here, a slow one does not.
+            # (Target URLs hold no password: config and open_target refuse one.)
+            reconnects = type(self)._reconnect is not Target._reconnect
+            log.warning("%s; %s in %.1f s (attempt %d of %d)", error,
+                        "reconnecting and retrying" if reconnects else "retrying", delay, attempt + 1, self.retries,
+                        extra={"fields": {"event": "reconnect" if reconnects else "retry", "target": self.describe()}})
             time.sleep(delay)
             try:
                 self._reconnect()
@@ -390,10 +399,16 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
             "load it into the SSH agent, or set the environment variable named by password_env"
         )
     if name == "BadHostKeyException" or "known_hosts" in text or "not found in known" in text:
-        return DeliveryTerminalError(
-            f"{where}: the server's host key is not trusted ({text}); fix: add it to the known_hosts file "
-            "(ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts, after checking its fingerprint with the store)"
+        from .host_keys import host_key_error
+
+        return host_key_error(exc, where, None) or DeliveryTerminalError(
+            f"{where}: the server's host key is not trusted ({text}); fix: compare its fingerprint with the one "
+            "the store gives you before adding it to the known_hosts file (target_options.known_hosts)"
         )
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        from .target_probe import credentials_error
+
+        return credentials_error(exc, where)
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
         return DeliveryTerminalError(
             f"{where}: permission denied ({text}); fix: grant this user write access to that folder or bucket, "
@@ -423,7 +438,9 @@ def classify_error(exc: BaseException, where: str) -> DeliveryError:
         "ReadTimeoutError", "ClientConnectorError", "ServerDisconnectedError", "ClientOSError",
         "ClientPayloadError", "IncompleteRead", "ConnectionClosedError", "ProtocolError",
     }
-    dropped = isinstance(exc, OSError) and code is None and str(exc) in _DROPPED_TEXTS
+    # paramiko's words for an SSH session that went away under an open SFTP channel (a plain OSError, no errno).
+    dropped = (isinstance(exc, OSError) and code is None and str(exc) in _DROPPED_TEXTS) or any(
+        s in text for s in ("Socket is closed", "Server connection dropped", "Connection reset"))
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | EOFError) or name in transient_names or dropped:
         return DeliveryTransientError(
             f"{where}: the connection failed ({text}); fix: check the network and the server, then resume"

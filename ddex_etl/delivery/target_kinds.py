@@ -331,6 +331,14 @@ class SFTPTarget(_FsTarget):
                     self._cond.notify()
                 raise
 
+    def _classify(self, exc: BaseException, what: str) -> Any:
+        from .host_keys import host_key_error
+
+        where = f"{what} on {self.describe()}"
+        refused = host_key_error(exc, where, getattr(self.fs, "_known_hosts", None), host=getattr(self.fs, "host", None),
+                                 port=getattr(self.fs, "ssh_kwargs", {}).get("port"))
+        return refused or super()._classify(exc, what)
+
     def _reconnect(self) -> None:
         """A new SSH connection, unless another thread made one since this thread's session failed."""
         with self._cond:

@@ -181,6 +181,12 @@ def _open_sftp(url: str, parts: Any, options: dict[str, Any], retry: dict[str, A
     _no_more(url, options)
     if policy not in ("reject", "auto_add"):
         raise ConfigError(f"target {url}: host_key_policy must be 'reject' or 'auto_add', got {policy!r}")
+    for option, value in (("key_file", key_file), ("known_hosts", known_hosts)):
+        if value and not Path(str(value)).expanduser().is_file():
+            raise ConfigError(
+                f"target {mask_url(url)}: target_options.{option} names {value}, which is not a file; fix: "
+                f"correct the path{'' if option == 'key_file' else ' (or leave it out to use ~/.ssh/known_hosts)'}"
+            )
     password = None
     if password_env:
         password = os.environ.get(str(password_env))
@@ -199,7 +205,11 @@ def _open_sftp(url: str, parts: Any, options: dict[str, Any], retry: dict[str, A
             host_key_policy=policy, timeout=timeout, allow_agent=allow_agent,
         )
     except Exception as exc:  # noqa: BLE001 - classified like any operation's fault
-        raise classify_error(exc, f"connecting to {display}") from exc
+        from .host_keys import host_key_error
+
+        where = f"connecting to {display}"
+        refused = host_key_error(exc, where, known_hosts, host=parts.hostname, port=port)
+        raise (refused or classify_error(exc, where)) from exc
     return SFTPTarget(fs, root, display, timeout=timeout, **retry)
 
 

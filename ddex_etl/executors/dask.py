@@ -136,6 +136,7 @@ class DaskExecutor:
         self._workers_checked_at = 0.0
         self._lost: str | None = None  # why a chunk of ours was cancelled (the scheduler gone, say), once one was
         self._lost_chunk = -1
+        self._known: dict[str, str] = {}  # worker address -> host, as last seen
         self._closed = False
         self._close_lock = threading.RLock()  # shutdown() may run again from a signal handler, same thread
         self._cluster: LocalCluster | None = None
@@ -144,6 +145,7 @@ class DaskExecutor:
             info = self._client.scheduler_info(n_workers=-1)
             threads = sum(int(w.get("nthreads", 1)) for w in info["workers"].values())
             self._workers = len(info["workers"])
+            self._known = _worker_hosts(info)  # address -> host: a worker missing later is logged as lost
             self.slots = max(1, IN_FLIGHT_PER_THREAD * threads)
             # Worker pids, so kill() can end a LocalCluster's processes without the event loop.
             self._pids: set[int] = set(self._client.run(os.getpid).values()) if self._cluster else set()
@@ -318,9 +320,12 @@ class DaskExecutor:
             return
         self._workers_checked_at = now
         try:
-            workers = len(self._client.scheduler_info(n_workers=1).get("workers", {}))
+            info = self._client.scheduler_info(n_workers=-1)
         except Exception:  # the scheduler is going away: the status check above says so next time
             return
+        now_known = _worker_hosts(info)
+        self._log_worker_changes(now_known, where)
+        workers = len(now_known)
         if workers:
             self._workers_seen_at = now
         elif now - self._workers_seen_at > self._no_workers_after:
@@ -329,6 +334,24 @@ class DaskExecutor:
                 "no chunk can run, the run's checkpoint is intact; fix: start workers "
                 f"(`dask worker {where} --nthreads 1`) and `etl resume <run>` to continue from the checkpoint"
             )
+
+    def _log_worker_changes(self, now_known: dict[str, str], where: str) -> None:
+        """Log, once each, a worker that left the cluster and one that joined (by address and host)."""
+        lost = [a for a in self._known if a not in now_known]
+        for address in lost:
+            host = self._known[address]
+            log.warning(
+                "dask worker %s (host %s) was lost from the cluster at %s; the chunks it was running are run "
+                "again on another worker (Dask gives up on a chunk after %d such losses)",
+                mask_text(address), host, where, _allowed_failures() + 1,
+                extra={"fields": {"event": "worker-lost", "worker": mask_text(address), "worker_host": host}},
+            )
+        for address in now_known:
+            if address not in self._known:
+                log.info("dask worker %s (host %s) joined the cluster at %s", mask_text(address), now_known[address],
+                         where, extra={"fields": {"event": "worker-joined", "worker": mask_text(address),
+                                                  "worker_host": now_known[address]}})
+        self._known = now_known
 
     def kill(self) -> None:
         """From a signal handler: SIGKILL a LocalCluster's worker processes. No waiting, no event loop.
@@ -396,6 +419,21 @@ class DaskExecutor:
             message=f"chunk {number}: the Dask task failed: {mask_text(str(exc)) or type(exc).__name__}",
             retryable=False, output_error=False, pid=0, detail="",
         )
+
+
+def _worker_hosts(info: dict[str, Any]) -> dict[str, str]:
+    """Each worker's address and host, from ``Client.scheduler_info``."""
+    out: dict[str, str] = {}
+    for address, worker in (info.get("workers") or {}).items():
+        host = worker.get("host") if isinstance(worker, dict) else None
+        out[str(address)] = str(host or str(address).rsplit("://", 1)[-1].rsplit(":", 1)[0])
+    return out
+
+
+def _allowed_failures() -> int:
+    import dask
+
+    return int(dask.config.get("distributed.scheduler.allowed-failures", 3))
 
 
 def _is_error_triple(result: Any) -> bool:

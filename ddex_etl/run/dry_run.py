@@ -55,6 +55,10 @@ class RecipientPlan:
     skipped: int = 0  # not for this recipient (filter), or gone since their key was read
     resources: int = 0  # media files that would be copied into the batch
     rejects: list[dict[str, Any]] = field(default_factory=list)  # the first few: release, reason
+    # The target tried as the run would before building (login, host key, folder or bucket; nothing written).
+    target_check: str | None = None  # what was found
+    target_error: str | None = None  # or why the run would stop before building
+    target_exit: int = ExitCode.OK
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -69,7 +73,12 @@ class DryRunReport:
 
     @property
     def exit_code(self) -> int:
-        return ExitCode.REJECTED if any(p.rejected for p in self.plans) else ExitCode.OK
+        """The worst target's code (1 or 2: the run would stop before building), else 3 when releases would be rejected."""
+        from .recipients import worst_exit_code
+
+        codes = [p.target_exit for p in self.plans]
+        codes += [ExitCode.REJECTED if p.rejected else ExitCode.OK for p in self.plans]
+        return worst_exit_code(codes)
 
     def summary(self) -> str:
         lines = [f"dry run of job {self.job!r}: nothing was written or uploaded"]
@@ -80,6 +89,10 @@ class DryRunReport:
                 f"take down {p.would_take_down:,}, skip {p.unchanged:,} unchanged, reject {p.rejected:,}, "
                 f"skip {p.skipped:,} not for this recipient; {p.resources:,} media files{where}"
             )
+            if p.target_error:
+                lines.append(f"  target FAILED its check (the run would stop before building): {p.target_error}")
+            elif p.target_check:
+                lines.append(f"  target ok: {p.target_check}")
             for r in p.rejects:
                 lines.append(f"  would reject release {r['release_id']}: {r['reason']}")
             if p.rejected > len(p.rejects):
@@ -128,6 +141,16 @@ def _plan(engine: sa.Engine, cfg: Config, *, mode: str | None, since: dt.datetim
         recipient=r.name if r is not None else "", job=cfg.run.job, mode=run_mode,
         ern_version=cfg.transform.ern_version, target=r.target if r is not None else None,
     )
+    if r is not None and r.target is not None:
+        from ..errors import ConfigError, EtlError
+        from .preflight import target_check
+
+        try:
+            plan.target_check = target_check(r, write=False)
+        except ConfigError as exc:
+            plan.target_error, plan.target_exit = "; ".join(exc.problems), exc.exit_code
+        except EtlError as exc:
+            plan.target_error, plan.target_exit = str(exc), exc.exit_code
     ctx = ern.context_from_config(cfg.transform).for_delivery("dryrun", now)
     media_root = None
     if cfg.load.target == "files" and cfg.load.layout == "ddex-batch" and cfg.load.media_root:

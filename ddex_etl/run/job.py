@@ -24,10 +24,10 @@ from ..db import database_url, make_engine, map_db_error, worker_database_url
 from ..errors import ConfigError, EtlError
 from ..load import FileLoader, Loader, loader_for, new_batch_id
 from ..progress import reporter_for
-from ..retry import RetryPolicy, with_retries
+from ..retry import RetryPolicy, one_budget, with_retries
 from ..state import claims
 from ..state.joblock import ACTIVE_RUNS, JobLock, host
-from ..state.run_selection import Selection, select_run
+from ..state.run_selection import CONFIG_KEYS, ConfigPrint, Selection, select_run
 from .chunks import WorkerSpec
 from .executors import ChunkExecutor, executor_for
 from .keys import retry_source, run_key_source, run_total
@@ -60,7 +60,17 @@ def _committed_releases(engine: Engine, schema: str, run: state.RunRow) -> Calla
     return committed
 
 
-def execute_run(
+def execute_run(cfg: Config, **options: Any) -> RunReport:
+    """Open, lock, pick or create the run row, run it (``options`` as for ``_execute_run``).
+
+    Every retry loop of the run shares one outage clock (``retry.one_budget``): an unreachable
+    database costs ``run.retry_for`` once per run, not once per phase.
+    """
+    with one_budget():
+        return _execute_run(cfg, **options)
+
+
+def _execute_run(
     cfg: Config,
     *,
     new: bool,
@@ -91,7 +101,8 @@ def execute_run(
         )
         lock = JobLock(engine, schema, cfg.run.job)
         lock.acquire()
-        fingerprint = cfg.fingerprint()
+        printed = ConfigPrint.of(cfg)
+        fingerprint = printed.fingerprint
         with engine.connect() as conn:
             existing: state.RunRow | None = None
             if run_id is not None:
@@ -110,16 +121,16 @@ def execute_run(
             elif retry_of is None and since is None and not release_ids:
                 selection = select_run(
                     state.unfinished_run(conn, schema, cfg.run.job),
-                    mode=mode or cfg.run.mode, fingerprint=fingerprint, new=new,
+                    mode=mode or cfg.run.mode, fingerprint=printed, new=new,
                 )
                 existing = selection.resume
             if must_exist and existing is None:
                 raise ConfigError(_nothing_to_resume(conn, cfg))
-            if existing is not None and existing.config_fingerprint != fingerprint:
+            if existing is not None and not printed.matches(existing):
                 raise ConfigError(
-                    f"run {existing.id} of job {cfg.run.job!r} was started with another configuration "
-                    f"(fingerprint {existing.config_fingerprint}, now {fingerprint}); resuming it would mix outputs; "
-                    "fix: restore the configuration it ran with, or start afresh with `etl run --new`"
+                    f"run {existing.id} of job {cfg.run.job!r} was started with {printed.difference(existing)}; "
+                    f"resuming it would mix outputs; fix: {printed.restore_hint(existing)}; or leave it as it "
+                    "stands: `etl run` starts a new run and supersedes it"
                 )
             cp = state.get_checkpoint(conn, schema, existing.id) if existing is not None else None
             retry_rows: list[state.RejectRow] = []
@@ -159,7 +170,8 @@ def execute_run(
         # What makes this run's MessageIds unique for ever (``RunRow.delivery_id``):
         # run ids restart with a fresh state schema, on a second machine or
         # from a restored backup; a random id of the run does not.
-        options: dict[str, Any] = {"force": bool(force), "delivery_uid": uuid.uuid4().hex}
+        options: dict[str, Any] = {"force": bool(force), "delivery_uid": uuid.uuid4().hex,
+                                  CONFIG_KEYS: dict(printed.keys)}
         if release_ids:
             options["release_ids"] = sorted({int(i) for i in release_ids})
         if since is not None:
@@ -306,7 +318,8 @@ def _with_selection(report: RunReport, selection: Selection) -> RunReport:
         return report
     return dataclasses.replace(
         report,
-        superseded={"run_id": old.id, "mode": old.mode, "status": old.status, "reason": selection.reason},
+        superseded={"run_id": old.id, "mode": old.mode, "status": old.status, "reason": selection.reason,
+                    "next_step": selection.next_step or f"resume it with `etl resume {old.id}`"},
     )
 
 

@@ -6,9 +6,16 @@ pass it. ``preflight(cfg)`` connects, asks PostgreSQL to plan every catalog
 query the configuration names (``EXPLAIN``: parsed, resolved and planned,
 never run), looks at the state schema and tries the output, and reports
 each problem with its fix. Nothing is written to the catalog.
+
+Then what delivery depends on: the media root (readable, and a sample of
+the catalog's media files in it: the first releases' tracks and covers)
+and, for each recipient with a target, the target as an upload meets it
+(``delivery.target_probe``: credentials present, login and host key, a probe file
+written, renamed and deleted in the folder, or the bucket listed).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +26,7 @@ import sqlalchemy as sa
 
 from ..config import Config
 from ..db import engine_for, map_db_error
-from ..errors import EtlError, ExitCode, TransientError
+from ..errors import ConfigError, EtlError, ExitCode, TransientError
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,12 @@ def _explain(conn: sa.Connection, text: str, params: dict[str, Any]) -> None:
 def _attempt(name: str, what: str, fn: Callable[[], str | None]) -> Check:
     try:
         found = fn()
+    except ConfigError as exc:
+        return Check(name, False, "; ".join(exc.problems))
     except EtlError as exc:
         return Check(name, False, str(exc), retryable=isinstance(exc, TransientError))
+    except OSError as exc:  # a media root or folder the library could not open
+        return Check(name, False, f"{what}: {type(exc).__name__}: {exc}")
     except (sa.exc.SQLAlchemyError, psycopg.Error) as exc:
         err = map_db_error(exc, what)
         return Check(name, False, str(err), retryable=isinstance(err, TransientError))
@@ -70,7 +81,7 @@ def preflight(cfg: Config) -> PreflightReport:
     """Connect, ``EXPLAIN`` the keys, rows and changed-keys queries, check the state schema and the output."""
     from .. import extract, state
     from ..extract import catalog_read
-    from ..load import loader_for
+    from ..load import loader_for, new_batch_id
 
     checks: list[Check] = []
     engine = engine_for(cfg)
@@ -90,18 +101,91 @@ def preflight(cfg: Config) -> PreflightReport:
         else:
             checks.append(Check("catalog queries", False, "not checked: no connection (fix the connection first)",
                                 retryable=connected.retryable))
+
+        def output() -> str:
+            # A batch id like the run's own (a made-up one is refused as not a DDEX batch id).
+            loader = loader_for(cfg, batch_id=new_batch_id() if cfg.load.layout == "ddex-batch" else None)
+            if cfg.load.target == "files":
+                loader.check()
+                return f"output folder {cfg.load.directory.resolve()} is writable"
+            return f"output table {cfg.database.state_schema}.{cfg.load.table} (created by `etl run`)"
+
+        checks.append(_attempt("output", "checking the output", output))
+        checks.extend(delivery_checks(cfg, engine if connected.ok else None))
     finally:
         engine.dispose()
-
-    def output() -> str:
-        loader = loader_for(cfg, batch_id="preflight" if cfg.load.layout == "ddex-batch" else None)
-        if cfg.load.target == "files":
-            loader.check()
-            return f"output folder {cfg.load.directory.resolve()} is writable"
-        return f"output table {cfg.database.state_schema}.{cfg.load.table} (created by `etl run`)"
-
-    checks.append(_attempt("output", "checking the output", output))
     return PreflightReport(checks)
+
+
+def media_roots(cfg: Config) -> dict[str, list[str]]:
+    """Each media root a run reads, with the recipients reading it ("" for the [transform] one)."""
+    if cfg.load.target != "files" or cfg.load.layout != "ddex-batch":
+        return {}
+    roots: dict[str, list[str]] = {}
+    for r in cfg.recipients or (None,):
+        root = (r.media_root if r is not None else None) or cfg.load.media_root
+        if root:
+            roots.setdefault(root, []).append(r.name if r is not None else "")
+    return roots
+
+
+def delivery_checks(cfg: Config, engine: sa.Engine | None, *, write: bool = True) -> list[Check]:
+    """The media roots (with a sample of the catalog's files when ``engine`` is given) and every recipient's target."""
+    checks: list[Check] = []
+    for root, names in media_roots(cfg).items():
+        label = "media root" + (f" ({', '.join(names)})" if any(names) else "")
+        checks.append(_attempt(label, f"checking the media root {root}", lambda root=root: _media(cfg, engine, root)))
+    for r in cfg.recipients:
+        if r.target is None:
+            continue
+        checks.append(_attempt(f"recipient {r.name}: target", f"checking recipient {r.name}'s target",
+                               lambda r=r: target_check(r, write=write)))
+    return checks
+
+
+def target_check(recipient: Any, *, write: bool = True) -> str:
+    """``delivery.target_probe.probe_target`` for one recipient, any library fault classified."""
+    from ..delivery.target_probe import probe_target
+
+    return probe_target(recipient.target, dict(recipient.target_options), write=write)
+
+
+SAMPLE_RELEASES = 10  # releases whose media files are looked for in the media root
+
+
+def _media(cfg: Config, engine: sa.Engine | None, root_url: str) -> str:
+    """The media root opens, and the first releases' media files are in it (looked at, never read)."""
+    from .. import extract
+    from ..delivery.media import check_media_root, with_resource_uris
+    from ..delivery.media import media_root as open_media
+    from ..delivery.resources import check_resources
+
+    check_media_root(root_url)
+    root = open_media(root_url)
+    if engine is None:
+        return f"media root {root_url} opens (no connection: the catalog's files were not looked for)"
+    first = next(iter(extract.iter_key_chunks(engine, dataclasses.replace(cfg.extract, chunk_size=SAMPLE_RELEASES))),
+                 None)
+    ids = [int(i) for i in first.release_ids] if first is not None else []
+    if not ids:
+        return f"media root {root_url} opens (the catalog has no releases to look for)"
+    with engine.connect() as conn:
+        releases, _bad = extract.fetch_releases(conn, cfg.extract, ids)
+        conn.rollback()
+    files = 0
+    problems: list[str] = []
+    for release in releases:
+        _, planned, _unsafe = with_resource_uris(release)
+        files += len({p.item.source for p in planned})
+        problems += [str(p) for p in check_resources(planned, root, allow_unverified=True,
+                                                     max_bytes=cfg.load.max_media_bytes)]
+    if problems:
+        raise EtlError(
+            f"media root {root_url}: {len(problems)} of the {files} media files of the catalog's first "
+            f"{len(releases)} releases cannot be read there (first: {problems[0]}); fix: point load.media_root "
+            "(or the recipient's media_root) at the folder or URL the catalog's paths are relative to"
+        )
+    return f"media root {root_url}: all {files} media files of the catalog's first {len(releases)} releases are there"
 
 
 def _query_checks(engine: sa.Engine, cfg: Config, extract: Any, catalog_read: Any) -> list[Check]:

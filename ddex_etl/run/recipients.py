@@ -5,8 +5,9 @@ runs, checkpoints, lock, delivered checksums, watermark, takedowns and run
 selection are its own, with no new machinery: ``ddex_etl.run.run`` does the
 work. ``etl run`` runs the recipients of ``etl.toml`` (or only
 ``--recipient NAME``) up to ``run.parallel_recipients`` side by side, in
-threads, reporting them in file order; before building, each reads its
-store's acknowledgements (``store_acks``). A recipient that fails stops no
+threads, reporting them in file order; before building, each checks its
+store's target (``check_target_first``) and reads its acknowledgements
+(``store_acks``). A recipient that fails stops no
 other; a signal (Ctrl-C, SIGTERM) reaches every recipient's run (the main
 thread hands it on), and those not started yet are reported as not started.
 With ``parallel_recipients = 1`` they run one after another as before.
@@ -31,6 +32,7 @@ from .. import logs, state
 from .. import run as run_api
 from ..config import Config, RecipientConfig
 from ..errors import ConfigError, EtlError, ExitCode, InterruptedRun
+from ..retry import one_budget
 
 log = logging.getLogger("ddex_etl.recipients")
 
@@ -153,9 +155,33 @@ def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
         return {"error": str(exc)}
 
 
+def check_target_first(rcfg: Config) -> None:
+    """Before building anything: the recipient's target takes a file as an upload would (``delivery.target_probe``).
+
+    A store that refuses the login, a host key that changed, a missing
+    credential or bucket fails the recipient now, in seconds, instead of
+    after its whole batch was built; nothing is built and no run row is made.
+    """
+    r = rcfg.recipient
+    if r is None or r.target is None:
+        return
+    from ..delivery.target_probe import probe_target
+    from ..errors import DeliveryError
+
+    try:
+        found = probe_target(r.target, dict(r.target_options))
+    except ConfigError as exc:
+        raise ConfigError([f"recipient {r.name}: its target needs a setting before anything is built: {p}"
+                           for p in exc.problems]) from exc
+    except DeliveryError as exc:
+        raise type(exc)(f"recipient {r.name}: its target failed the check made before building, so nothing was "
+                        f"built: {exc}") from exc
+    log.info("recipient %s: %s", r.name, found)
+
+
 def run_each(
     cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], run_api.RunReport | None], *,
-    read_acks: bool = False,
+    read_acks: bool = False, check_targets: bool = False,
 ) -> RecipientsReport:
     """``call(recipient_config)`` for each selected recipient, collecting outcomes in etl.toml's order.
 
@@ -164,6 +190,14 @@ def run_each(
     slow or failing store holds back no other; each outcome stays its own.
     ``call`` returning None means the recipient had nothing to do (``etl resume``).
     """
+    with one_budget():  # one retry budget for every recipient and phase (see ddex_etl.retry)
+        return _run_each(cfg, names, call, read_acks=read_acks, check_targets=check_targets)
+
+
+def _run_each(
+    cfg: Config, names: tuple[str, ...] | list[str], call: Callable[[Config], run_api.RunReport | None], *,
+    read_acks: bool, check_targets: bool,
+) -> RecipientsReport:
     report = RecipientsReport(cfg.run.job)
     chosen = selected(cfg, names)
     shared = cfg.load.directory
@@ -172,10 +206,10 @@ def run_each(
         shared.mkdir(exist_ok=True)
     side_by_side = min(cfg.run.parallel_recipients, len(chosen))
     if side_by_side > 1:
-        report.outcomes = _side_by_side(cfg, chosen, call, read_acks, side_by_side)
+        report.outcomes = _side_by_side(cfg, chosen, call, read_acks, side_by_side, check_targets)
         return report
     for i, r in enumerate(chosen):
-        outcome = _one(cfg, r, call, read_acks)
+        outcome = _one(cfg, r, call, read_acks, check_targets)
         report.outcomes.append(outcome)
         if outcome.error_kind == InterruptedRun.__name__:
             report.outcomes.extend(_not_started(cfg, rest) for rest in chosen[i + 1:])
@@ -184,12 +218,15 @@ def run_each(
 
 
 def _one(cfg: Config, r: RecipientConfig, call: Callable[[Config], run_api.RunReport | None],
-         read_acks: bool) -> RecipientOutcome:
-    """One recipient's run (acknowledgements first, when asked), as an outcome; never raises an ``EtlError``."""
+         read_acks: bool, check_targets: bool = False) -> RecipientOutcome:
+    """One recipient's run (its target checked and acknowledgements read first, when asked), as an outcome;
+    never raises an ``EtlError``."""
     rcfg = cfg.for_recipient(r)
     logs.bind(recipient=r.name)
     outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
     try:
+        if check_targets:
+            check_target_first(rcfg)
         if read_acks:
             outcome.acks = read_acks_first(rcfg)
         result = call(rcfg)
@@ -215,7 +252,7 @@ def _not_started(cfg: Config, r: RecipientConfig) -> RecipientOutcome:
 
 
 def _side_by_side(cfg: Config, chosen: list[RecipientConfig], call: Callable[[Config], run_api.RunReport | None],
-                  read_acks: bool, limit: int) -> list[RecipientOutcome]:
+                  read_acks: bool, limit: int, check_targets: bool = False) -> list[RecipientOutcome]:
     """The recipients' runs in ``limit`` threads; signals go from the main thread to every run (``loop.stop_all``).
 
     After a signal, recipients not started yet are not started (exit code 130, as one after another).
@@ -236,7 +273,7 @@ def _side_by_side(cfg: Config, chosen: list[RecipientConfig], call: Callable[[Co
     def task(r: RecipientConfig) -> RecipientOutcome:
         if stopped.is_set():
             return _not_started(cfg, r)
-        return _one(cfg, r, call, read_acks)
+        return _one(cfg, r, call, read_acks, check_targets)
 
     old: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -254,7 +291,8 @@ def _side_by_side(cfg: Config, chosen: list[RecipientConfig], call: Callable[[Co
 
 def run(cfg: Config, *, recipients: tuple[str, ...] = (), **options: Any) -> RecipientsReport:
     """``ddex_etl.run.run`` for each recipient (``options`` as for it); reads acknowledgements first."""
-    return run_each(cfg, recipients, lambda rcfg: run_api.run(rcfg, **options), read_acks=True)
+    return run_each(cfg, recipients, lambda rcfg: run_api.run(rcfg, **options), read_acks=True,
+                    check_targets=True)
 
 
 def resume(cfg: Config, run_id: int | None = None, *, recipients: tuple[str, ...] = (),

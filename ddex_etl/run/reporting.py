@@ -104,7 +104,7 @@ class RunReport:
             old = self.superseded
             lines.append(
                 f"  superseded run {old['run_id']} ({old['mode']}, {old['status']}): {old['reason']}; "
-                f"resume it with `etl resume {old['run_id']}`"
+                f"{old.get('next_step') or 'resume it with `etl resume ' + str(old['run_id']) + '`'}"
             )
         if self.output:
             lines.append(f"  output: {self.output}")

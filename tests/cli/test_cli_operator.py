@@ -61,7 +61,7 @@ def _row(**changes: Any) -> RunRow:
         (_row(), "incremental", "aaa", False, True, None),
         (_row(), "full", "aaa", False, False, "it is an incremental run and a full run was asked for"),
         (_row(mode="full"), "incremental", "aaa", False, False, "it is a full run and an incremental run"),
-        (_row(), "incremental", "bbb", False, False, "another configuration (fingerprint aaa, now bbb)"),
+        (_row(), "incremental", "bbb", False, False, "another configuration (fingerprint aaa, now bbb"),
         (_row(), "incremental", "aaa", True, False, "--new"),
         (_row(status="interrupted", mode="full"), "full", "aaa", False, True, None),
     ],

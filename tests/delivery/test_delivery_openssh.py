@@ -53,7 +53,7 @@ def test_a_batch_arrives_whole_through_a_delay_and_the_host_key_is_checked_per_p
     with DelayProxy(openssh_server.host, openssh_server.port, one_way=0.002) as proxy:
         url = openssh_server.url(folder, port=proxy.port)
         # known_hosts names the server's own port; the same key on another port is not trusted until listed
-        with pytest.raises(DeliveryTerminalError, match="not trusted"):
+        with pytest.raises(DeliveryTerminalError, match="host key is unknown"):
             open_target(url, **openssh_server.options())
         openssh_server.trust_port(proxy.port)
         with open_target(url, **openssh_server.options()) as target:

@@ -191,7 +191,7 @@ def test_sftp_refuses_a_host_key_it_does_not_know(any_sftp: SFTPServer | OpenSSH
     assert "host key" in str(err.value) and "known_hosts" in str(err.value)
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    with pytest.raises(DeliveryTerminalError, match="not trusted"):
+    with pytest.raises(DeliveryTerminalError, match="host key is unknown"):
         open_target(any_sftp.url("x"), **{**any_sftp.options(), "known_hosts": str(empty)})
 
 

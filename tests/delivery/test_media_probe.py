@@ -17,7 +17,7 @@ from PIL import Image
 
 from ddex_etl.delivery.media_checks import MediaPolicy, check_media
 from ddex_etl.delivery.media_source import MediaRefused, MediaRoot
-from ddex_etl.delivery.probe import ProbeError, probe_audio, probe_image
+from ddex_etl.delivery.media_probe import ProbeError, probe_audio, probe_image
 from ddex_etl.demo import media as demo_media
 from ddex_etl.ern import BuildContext, build
 from ddex_etl.ern.validate import validate_bytes
