@@ -106,7 +106,7 @@ def test_run_etl_returns_the_summary_and_raises_one_exception_per_exit_code(
     with pytest.raises(jobs.RunFailed) as failed:
         jobs.run_etl("--recipient", "store-b", "--release-id", "1", "--force", **label)
     assert failed.value.retryable and failed.value.exit_code == 1
-    assert "etl: recipient store-b: run" in str(failed.value) and "/dev/null/in" in str(failed.value)
+    assert "etl: recipient store-b: not started" in str(failed.value) and "/dev/null/in" in str(failed.value)
 
 
 @pytest.mark.slow  # several real `etl` runs

@@ -146,8 +146,6 @@ def read_acks_first(rcfg: Config) -> dict[str, Any] | None:
         return None
     from ..delivery.store_acks import read_store_acks
 
-    # Its lines name this recipient's job and DPID, not those of the recipient that ran before it.
-    logs.bind(job=rcfg.run.job, recipient_dpid=rcfg.transform.recipient_dpid)
     try:
         return read_store_acks(rcfg).as_dict()
     except EtlError as exc:
@@ -222,7 +220,9 @@ def _one(cfg: Config, r: RecipientConfig, call: Callable[[Config], run_api.RunRe
     """One recipient's run (its target checked and acknowledgements read first, when asked), as an outcome;
     never raises an ``EtlError``."""
     rcfg = cfg.for_recipient(r)
-    logs.bind(recipient=r.name)
+    # Every line of this recipient (target check, acknowledgements, run) names its job, name and DPID.
+    outer_job = logs.context().get("job")
+    logs.bind(job=rcfg.run.job, recipient=r.name, recipient_dpid=rcfg.transform.recipient_dpid)
     outcome = RecipientOutcome(r.name, rcfg.run.job, "not started", ExitCode.OK)
     try:
         if check_targets:
@@ -242,7 +242,7 @@ def _one(cfg: Config, r: RecipientConfig, call: Callable[[Config], run_api.RunRe
         outcome.error, outcome.error_kind = str(exc), type(exc).__name__
         log.debug("recipient %s: %s", r.name, exc)  # printed once, in the summary
     finally:
-        logs.bind(recipient=None)
+        logs.bind(job=outer_job, recipient=None, recipient_dpid=None)
     return outcome
 
 

@@ -84,12 +84,14 @@ def test_each_recipient_that_did_not_succeed_gets_one_line_on_stderr_whatever_st
     outcomes = {r["recipient"]: r for r in summary["recipients"]}
     assert (outcomes["store-a"]["exit_code"], outcomes["store-b"]["exit_code"]) == (3, 1)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("etl: recipient ")]
-    run_a, run_b = outcomes["store-a"]["run_id"], outcomes["store-b"]["run_id"]
+    run_a = outcomes["store-a"]["run_id"]
     assert len(lines) == 2, proc.stderr
     assert lines[0].startswith(f"etl: recipient store-a: run {run_a} finished with 1 release(s) rejected")
     assert f"`etl errors {run_a}`" in lines[0]
-    assert lines[1].startswith(f"etl: recipient store-b: run {run_b} failed: target folder /dev/null/in")
-    assert "fix:" in lines[1] and f"etl resume {run_b}" in lines[1]
+    # store-b's target is tried before anything is built: no run, and the line says why and the fix
+    assert "run_id" not in outcomes["store-b"] or outcomes["store-b"]["run_id"] is None
+    assert lines[1].startswith("etl: recipient store-b: not started: ") and "target folder /dev/null/in" in lines[1]
+    assert "fix:" in lines[1]
 
     # -q (errors only) and text output: the same lines
     quiet = etl(tmp_path, "-q", "run", "--no-progress", env=seeded)
@@ -104,9 +106,11 @@ def test_each_recipient_that_did_not_succeed_gets_one_line_on_stderr_whatever_st
         ("store-a", "PADPIDA0000000010M", "warning"), ("store-b", "PADPIDA0000000020I", "error")]
     named = [r for r in records if r["recipient"] is not None]
     assert named and {r["recipient"] for r in named} == {"store-a", "store-b"}
-    assert all(r["recipient_dpid"] == {"store-a": "PADPIDA0000000010M", "store-b": "PADPIDA0000000020I"}[r["recipient"]]
-               for r in named)
-    assert all(r["job"] == f"default/{r['recipient']}" for r in named)
+    dpids = {"store-a": "PADPIDA0000000010M", "store-b": "PADPIDA0000000020I"}
+    assert all(r["recipient_dpid"] == dpids[r["recipient"]] for r in named), [
+        (r["recipient"], r["recipient_dpid"], r["message"][:80]) for r in named if r["recipient_dpid"] != dpids[r["recipient"]]]
+    assert all(r["job"] == f"default/{r['recipient']}" for r in named), [
+        (r["job"], r["recipient"], r["message"][:80]) for r in named if r["job"] != f"default/{r['recipient']}"]
 
 
 def test_a_recipient_that_succeeds_writes_nothing_to_stderr(seeded: dict[str, str], tmp_path: Path) -> None:

@@ -146,10 +146,10 @@ def test_new_media_settings_keep_old_fingerprints() -> None:
     # The demo parties of those runs (the shipped defaults have since become valid DPIDs).
     old = {"sender_dpid": "PADPIDA0000000001X", "recipient_dpid": "PADPIDA0000000002X"}
     plain = RecipientConfig(name="a", dpid="PADPIDA0000000010A")
-    assert Config().with_overrides(transform=old).fingerprint() == "9d94a9e81cb89e5f"
-    assert Config().with_overrides(transform=old).for_recipient(plain).fingerprint() == "b74ed4838be7449c"
+    assert Config().with_overrides(transform=old).legacy_fingerprint() == "9d94a9e81cb89e5f"
+    assert Config().with_overrides(transform=old).for_recipient(plain).legacy_fingerprint() == "b74ed4838be7449c"
     batch = Config(load=LoadConfig(layout="ddex-batch", media_root="/m")).with_overrides(transform=old)
-    assert (batch.fingerprint(), batch.for_recipient(plain).fingerprint()) == ("23f56a9daa5f4ba0", "94fd47f886d860d9")
+    assert (batch.legacy_fingerprint(), batch.for_recipient(plain).legacy_fingerprint()) == ("23f56a9daa5f4ba0", "94fd47f886d860d9")
     assert Config().with_overrides(transform=old).for_recipient(
-        RecipientConfig(name="a", dpid="PADPIDA0000000010A", min_cover_px=3000)).fingerprint() \
+        RecipientConfig(name="a", dpid="PADPIDA0000000010A", min_cover_px=3000)).legacy_fingerprint() \
         != "b74ed4838be7449c"

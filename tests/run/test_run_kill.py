@@ -188,6 +188,11 @@ def documents(engine: sa.Engine, schema: str) -> dict[int, bytes]:
     return {int(r[0]): bytes(r[1]) for r in rows}
 
 
+def run_uid(docs: dict[Any, bytes]) -> str:
+    """The uuid that ends the MessageIds of these documents (one per run)."""
+    return header(next(iter(docs.values())))["MessageId"].rsplit("-", 1)[1]
+
+
 def same_run_headers(docs: dict[Any, bytes], run_id: int) -> dict[Any, bytes]:
     """Check that every message names ``run_id`` and one creation time; return them without headers.
 
@@ -196,7 +201,8 @@ def same_run_headers(docs: dict[Any, bytes], run_id: int) -> dict[Any, bytes]:
     exactly what one uninterrupted run would write, before and after each kill.
     """
     heads = [header(x) for x in docs.values()]
-    assert {h["MessageId"].rsplit("-", 1)[1] for h in heads} == {f"run{run_id}"}
+    # <sender>-<release>-run<id>-<the run's uuid>: one run id and one uuid, kills and resumes included
+    assert {tuple(h["MessageId"].rsplit("-", 2)[1:]) for h in heads} == {(f"run{run_id}", run_uid(docs))}
     assert len({h["MessageCreatedDateTime"] for h in heads}) == 1
     return {k: without_header(x) for k, x in docs.items()}
 

@@ -26,11 +26,12 @@ def _config(folder: Path, url: str, retry_for: float) -> None:
     (folder / "store-b").mkdir()
     lines = [
         "[database]", f"url = {json.dumps(url)}",
-        "[load]", 'target = "files"', 'directory = "out"', 'layout = "ddex-batch"',
+        "[transform]", 'sender_dpid = "PADPIDA2014040101Z"', 'sender_name = "Aurora Records"',
+        "[load]", 'target = "files"', 'directory = "out"', 'layout = "ddex-batch"', "require_media = false",
         "[run]", "workers = 1", f"retry_for = {retry_for}", "retry_delay = 0.2",
     ]
-    for name, dpid in (("store-a", "PADPIDA0000000010A"), ("store-b", "PADPIDA0000000020B")):
-        lines += ["[[recipients]]", f'name = "{name}"', f'dpid = "{dpid}"',
+    for name, dpid in (("store-a", "PADPIDA0000000010M"), ("store-b", "PADPIDA0000000020I")):
+        lines += ["[[recipients]]", f'name = "{name}"', f'dpid = "{dpid}"', "require_media = false",
                   f"target = {json.dumps((folder / name).as_uri())}"]
     (folder / "etl.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -68,7 +69,9 @@ def test_an_unreachable_server_costs_retry_for_once_per_run(tmp_path: Path) -> N
     # Two recipients x (acknowledgements, run) = 4 x retry_for = 32 s before; now retry_for once, plus the
     # process's start-up (several seconds on a loaded machine).
     assert took < 3 * retry_for, f"took {took:.1f} s"
-    assert proc.stderr.count("retry 1 in") == 1  # one retry loop waited; the later ones gave up at once
+    # The recipients go side by side: each may start waiting at the same moment, on one shared clock; a
+    # later loop gives up at once.
+    assert 1 <= proc.stderr.count("retry 1 in") <= 2
     assert "one budget per run" in out  # the second recipient says why it did not wait again
 
 
