@@ -24,6 +24,8 @@ DEFAULT_PART_SIZE = 8 * 2**20
 #: Parts of one multipart upload in flight at once (each held in memory while it travels).
 PARTS_IN_FLIGHT = 4
 _SFTP_BLOCK = 256 * 2**10
+#: Seconds a new SFTP session may take to start when the target sets no ``timeout``.
+SESSION_DEADLINE = 30.0
 # The slowest transfer an object store's request may make before it counts as stalled: its deadline is the
 # target's ``timeout`` plus the bytes it moves at this rate (a 64 MiB PUT: timeout + 1024 s).
 MIN_RATE = 64 * 1024
@@ -314,7 +316,16 @@ class SFTPTarget(_FsTarget):
                 channel = transport.open_session(timeout=self.timeout)
                 if self.timeout:
                     channel.settimeout(self.timeout)
-                channel.invoke_subsystem("sftp")
+                # paramiko waits for the subsystem's answer with no deadline of its own (the channel's
+                # timeout does not reach it): a server that went silent would hold this thread, and the
+                # stop or the retry behind it, for ever. Closing the channel at the deadline ends the wait.
+                watchdog = threading.Timer(self.timeout or SESSION_DEADLINE, channel.close)
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    channel.invoke_subsystem("sftp")
+                finally:
+                    watchdog.cancel()
                 sftp = paramiko.SFTPClient(channel)
                 return sftp, generation
             except paramiko.ChannelException:
