@@ -1,6 +1,8 @@
 """``etl db``: the connector's state tables (alembic) and the embedded PostgreSQL."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .app import _echo, _example, _print_json, _say, _state
@@ -32,20 +34,8 @@ def upgrade(ctx: click.Context, revision: str, as_json: bool) -> None:
     `etl run` does this automatically.
     """
     from .. import state as state_tables
-    from ..db import engine_for
 
-    cfg = _state(ctx).config()
-    schema = cfg.database.state_schema
-    engine = engine_for(cfg)
-    try:
-        state_tables.upgrade(engine, schema, revision)
-        now = state_tables.current(engine, schema)
-    finally:
-        engine.dispose()
-    if as_json:
-        _print_json(_revision(schema, now))
-        return
-    _say(_state(ctx), f"state tables in schema {schema!r} at revision {now}")
+    _migrate(ctx, state_tables.upgrade, revision, as_json)
 
 
 @db.command(short_help="Downgrade the state tables.", epilog=_example("etl db downgrade", "etl db downgrade --revision base"))
@@ -55,20 +45,8 @@ def upgrade(ctx: click.Context, revision: str, as_json: bool) -> None:
 def downgrade(ctx: click.Context, revision: str, as_json: bool) -> None:
     """Downgrade the state tables (default one revision; `base` drops them and their data)."""
     from .. import state as state_tables
-    from ..db import engine_for
 
-    cfg = _state(ctx).config()
-    schema = cfg.database.state_schema
-    engine = engine_for(cfg)
-    try:
-        state_tables.downgrade(engine, schema, revision)
-        now = state_tables.current(engine, schema)
-    finally:
-        engine.dispose()
-    if as_json:
-        _print_json(_revision(schema, now))
-        return
-    _say(_state(ctx), f"state tables in schema {schema!r} at revision {now or '(none)'}")
+    _migrate(ctx, state_tables.downgrade, revision, as_json)
 
 
 @db.command(short_help="Show the applied state revision.", epilog=_example("etl db current", "etl db current --json"))
@@ -122,3 +100,22 @@ def _revision(schema: str, now: str | None) -> dict[str, object]:
 
     head = state_tables.head()
     return {"schema": schema, "revision": now, "head": head, "at_head": now == head}
+
+
+def _migrate(ctx: click.Context, step: Any, revision: str, as_json: bool) -> None:
+    """Move the state tables to ``revision`` with ``step`` (upgrade or downgrade) and say where they are now."""
+    from .. import state as state_tables
+    from ..db import engine_for
+
+    cfg = _state(ctx).config()
+    schema = cfg.database.state_schema
+    engine = engine_for(cfg)
+    try:
+        step(engine, schema, revision)
+        now = state_tables.current(engine, schema)
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json(_revision(schema, now))
+        return
+    _say(_state(ctx), f"state tables in schema {schema!r} at revision {now or '(none)'}")
